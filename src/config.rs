@@ -1,0 +1,336 @@
+//! The on-disk configuration (`gateway.toml`): plain serde structs, defaults, and path resolution.
+//!
+//! Nothing here is used on the request path directly: [`crate::snapshot`] turns a parsed
+//! [`Config`] into the immutable, pre-computed snapshot the proxy reads.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole `gateway.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, worker threads and proxy-wide limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Certificate and key of the HTTPS listener.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// The admin listener (health, readiness, reload status, metrics).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Our own issuer: signing keys and the checks applied to the tokens it issues.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Other identity providers whose tokens the proxy accepts.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Path prefixes, the upstream each forwards to and the rules a request must pass.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Log format and filter.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The folder relative paths are resolved against (the config file's own folder).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTPS listener address.
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener, for a sidecar behind mesh TLS or for benchmarks.
+    pub listen_plain: Option<SocketAddr>,
+    /// Tokio worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Keep client-sent `X-Forwarded-*` headers (append to them) instead of replacing them.
+    pub trust_forwarded: bool,
+    /// How long requests in flight may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Time allowed for the upstream to start answering before the proxy answers 504.
+    pub upstream_timeout_secs: u64,
+    /// Time allowed to open a TCP connection to an upstream before the proxy answers 502.
+    pub upstream_connect_timeout_secs: u64,
+    /// Idle pooled upstream connections are closed after this long.
+    pub upstream_idle_timeout_secs: u64,
+    /// Time a client gets to send the request head (slowloris protection).
+    pub header_read_timeout_secs: u64,
+    /// Time a client gets to complete the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Largest request head (HTTP/1) or header list (HTTP/2) accepted, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: ([127, 0, 0, 1], 8443).into(),
+            listen_plain: None,
+            workers: 0,
+            trust_forwarded: false,
+            shutdown_grace_secs: 10,
+            upstream_timeout_secs: 30,
+            upstream_connect_timeout_secs: 5,
+            upstream_idle_timeout_secs: 60,
+            header_read_timeout_secs: 10,
+            tls_handshake_timeout_secs: 10,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain served on the HTTPS listener.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub key: PathBuf,
+    /// Write a self-signed localhost certificate at `cert`/`key` when they are missing.
+    pub self_signed_if_missing: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: "certs/gateway.crt".into(),
+            key: "certs/gateway.key".into(),
+            self_signed_if_missing: true,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin listener address; keep it on loopback or a private network.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: ([127, 0, 0, 1], 9901).into() }
+    }
+}
+
+/// RSA keys sign with PKCS#1 v1.5 (RS256) or PSS (PS256).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum RsaAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[default]
+    RS256,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+}
+
+/// `[tokens]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Our `iss`: exact string compared against every token's `iss`.
+    pub issuer: String,
+    /// Default audience a token must name when a route sets none.
+    pub audience: String,
+    /// Folder of private signing keys, one PEM file each, file stem = `kid`.
+    pub keys_dir: PathBuf,
+    /// The `kid` that signs new tokens; every key in `keys_dir` still validates.
+    pub active_kid: Option<String>,
+    /// Create one ES256 key when `keys_dir` holds none.
+    pub generate_if_missing: bool,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// Which RSA signature scheme RSA keys use.
+    pub rsa_alg: RsaAlg,
+    /// Longest bearer token accepted, in bytes; longer ones are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// Default lifetime of tokens minted with `tokengate mint`.
+    pub access_ttl_secs: u64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            issuer: "https://tokengate.local".into(),
+            audience: "api".into(),
+            keys_dir: "keys".into(),
+            active_kid: None,
+            generate_if_missing: true,
+            leeway_secs: 30,
+            rsa_alg: RsaAlg::RS256,
+            max_token_bytes: 8 * 1024,
+            access_ttl_secs: 900,
+        }
+    }
+}
+
+/// `require_typ` accepts `true` (meaning `at+jwt`), `false`, or the exact `typ` string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RequireTyp {
+    /// `true` requires `at+jwt`; `false` checks nothing.
+    Flag(bool),
+    /// The exact `typ` value required (compared case-insensitively, `application/` prefix allowed).
+    Value(String),
+}
+
+/// `[[issuers]]`: an external identity provider whose tokens are trusted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss` value of that provider's tokens.
+    pub issuer: String,
+    /// Path to a JWKS JSON file holding its public keys.
+    pub jwks: PathBuf,
+    /// Audiences accepted from this issuer when the route names none.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Algorithms accepted from this issuer (allow-list; `none` is never accepted).
+    #[serde(default = "default_external_algs")]
+    pub algorithms: Vec<String>,
+    /// Header `typ` the tokens must carry; absent: not checked.
+    #[serde(default)]
+    pub require_typ: Option<RequireTyp>,
+}
+
+fn default_external_algs() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, matched on segment boundaries; the longest match wins.
+    pub prefix: String,
+    /// `http://` or `https://` base URL, or `echo` for the built-in demo upstream.
+    pub upstream: String,
+    /// Every one of these must be in the token's `scope` claim.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Audience the token must name; defaults to `tokens.audience` (or the issuer's `audiences`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// No token needed at all.
+    #[serde(default)]
+    pub public: bool,
+    /// Extra identity headers: header name -> claim name.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Pass the `Authorization` header on to the upstream (false for legacy upstreams).
+    #[serde(default = "yes")]
+    pub forward_token: bool,
+    /// Remove the route prefix from the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// PEM file of CA certificates trusted for an `https://` upstream instead of webpki roots.
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    /// Per-route override of `server.upstream_timeout_secs`.
+    #[serde(default)]
+    pub upstream_timeout_secs: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Output format of the log.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` or `pretty`.
+    pub format: LogFormat,
+    /// tracing filter directive (`info`, `tokengate=debug`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Pretty, level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Reads and parses `path`; relative paths inside are kept relative until [`Config::resolve`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })?;
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// A path from the config, made absolute against the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.tokens.issuer.is_empty() {
+            return bad("tokens.issuer must not be empty".into());
+        }
+        if self.tokens.max_token_bytes < 64 {
+            return bad("tokens.max_token_bytes is too small".into());
+        }
+        for r in &self.routes {
+            if !r.prefix.starts_with('/') {
+                return bad(format!("route prefix {:?} must start with '/'", r.prefix));
+            }
+            if r.public && !r.scopes.is_empty() {
+                return bad(format!("route {:?} is public but lists scopes", r.prefix));
+            }
+        }
+        let mut prefixes: Vec<_> = self.routes.iter().map(|r| r.prefix.trim_end_matches('/')).collect();
+        prefixes.sort_unstable();
+        if let Some(w) = prefixes.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!("route prefix {:?} is listed twice", w[0]));
+        }
+        for i in &self.issuers {
+            if i.issuer == self.tokens.issuer {
+                return bad(format!("[[issuers]] {:?} duplicates tokens.issuer", i.issuer));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Unit tests of the validator: each refusal the gateway promises, built as a real token.
+
+use super::*;
+use crate::config::RsaAlg;
+use crate::keys::{generate_pem, VerifyKey};
+use serde_json::json;
+
+const ISS: &str = "https://tokengate.test";
+const NOW: u64 = 1_800_000_000;
+
+fn key(alg: Alg) -> SigningKey {
+    SigningKey::from_pem("k1", generate_pem(alg).unwrap().as_bytes(), RsaAlg::RS256).unwrap()
+}
+
+fn trust_for(k: &SigningKey) -> Trust {
+    let mut keys = KeySet::default();
+    keys.insert(k.kid.clone(), VerifyKey::public(k.alg, &pubkey_bytes(k)).unwrap());
+    let issuer = Issuer {
+        keys,
+        algorithms: vec![k.alg],
+        audiences: vec!["api".into()],
+        require_typ: Some(ACCESS_TOKEN_TYP.into()),
+        leeway: 30,
+    };
+    Trust { issuers: HashMap::from([(ISS.to_string(), issuer)]), max_token_bytes: 8192 }
+}
+
+/// The public key bytes, recovered through the published JWK (so the test goes through JWKS parsing).
+fn pubkey_bytes(k: &SigningKey) -> Vec<u8> {
+    let jwk = k.public_jwk();
+    let d = |f: &str| B64.decode(jwk[f].as_str().unwrap()).unwrap();
+    match jwk["kty"].as_str().unwrap() {
+        "EC" => [vec![4u8], d("x"), d("y")].concat(),
+        "OKP" => d("x"),
+        _ => panic!("use JWKS for RSA"),
+    }
+}
+
+fn claims() -> serde_json::Value {
+    json!({"iss": ISS, "sub": "alice", "aud": "api", "exp": NOW + 60, "iat": NOW, "scope": "read write", "client_id": "c1", "jti": "j1"})
+}
+
+fn raw(header: serde_json::Value, payload: &str, k: &SigningKey) -> String {
+    let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(payload));
+    let sig = k.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", B64.encode(sig))
+}
+
+fn hdr(k: &SigningKey) -> serde_json::Value {
+    json!({"alg": k.alg.as_str(), "kid": k.kid, "typ": "at+jwt"})
+}
+
+#[test]
+fn a_good_token_passes_for_every_algorithm() {
+    for alg in [Alg::ES256, Alg::ES384, Alg::EdDSA] {
+        let k = key(alg);
+        let t = sign(&k, "at+jwt", &claims()).unwrap();
+        let v = trust_for(&k).validate(&t, None, NOW).unwrap();
+        assert_eq!(v.sub.as_deref(), Some("alice"));
+        assert_eq!(v.client_id.as_deref(), Some("c1"));
+        assert_eq!(v.missing_scope(&["read".into()]), None);
+        assert_eq!(v.missing_scope(&["admin".into()]), Some("admin"));
+    }
+}
+
+#[test]
+fn rsa_tokens_validate_through_jwks() {
+    let k = key(Alg::RS256);
+    let jwks = json!({"keys": [k.public_jwk()]}).to_string();
+    let mut trust = trust_for(&key(Alg::ES256));
+    let iss = trust.issuers.get_mut(ISS).unwrap();
+    iss.keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]).unwrap();
+    iss.algorithms = vec![Alg::RS256];
+    let t = sign(&k, "at+jwt", &claims()).unwrap();
+    assert!(trust.validate(&t, None, NOW).is_ok());
+}
+
+#[test]
+fn time_claims_are_enforced_with_leeway() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let with = |f: &str, v: serde_json::Value| {
+        let mut c = claims();
+        c[f] = v;
+        trust.validate(&sign(&k, "at+jwt", &c).unwrap(), None, NOW)
+    };
+    assert_eq!(with("exp", json!(NOW - 31)).unwrap_err(), TokenError::Expired);
+    assert!(with("exp", json!(NOW - 29)).is_ok(), "within leeway");
+    assert_eq!(with("nbf", json!(NOW + 31)).unwrap_err(), TokenError::NotYetValid);
+    assert!(with("nbf", json!(NOW + 29)).is_ok());
+    assert_eq!(with("iat", json!(NOW + 3600)).unwrap_err(), TokenError::IssuedInFuture);
+    for bad in [json!("1900000000"), json!(null), json!(-5), json!(1.9e9), json!([NOW])] {
+        assert_eq!(with("exp", bad.clone()).unwrap_err(), TokenError::BadClaims, "exp {bad}");
+        assert_eq!(with("nbf", bad.clone()).unwrap_err(), TokenError::BadClaims, "nbf {bad}");
+    }
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("exp");
+    assert_eq!(trust.validate(&sign(&k, "at+jwt", &c).unwrap(), None, NOW).unwrap_err(), TokenError::BadClaims);
+}
+
+#[test]
+fn issuer_and_audience_must_match_exactly() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let with = |f: &str, v: serde_json::Value| {
+        let mut c = claims();
+        c[f] = v;
+        trust.validate(&sign(&k, "at+jwt", &c).unwrap(), None, NOW)
+    };
+    for iss in [json!("https://tokengate.tes"), json!("https://tokengate.test/"), json!("HTTPS://tokengate.test")] {
+        assert_eq!(with("iss", iss).unwrap_err(), TokenError::UntrustedIssuer);
+    }
+    assert_eq!(with("iss", json!([ISS])).unwrap_err(), TokenError::BadClaims);
+    assert_eq!(with("aud", json!("other")).unwrap_err(), TokenError::WrongAudience);
+    assert_eq!(with("aud", json!([])).unwrap_err(), TokenError::WrongAudience);
+    assert_eq!(with("aud", json!(7)).unwrap_err(), TokenError::BadClaims);
+    assert!(with("aud", json!(["x", "api"])).is_ok());
+    assert_eq!(with("sub", json!(42)).unwrap_err(), TokenError::BadClaims);
+    assert_eq!(with("scope", json!(["read"])).unwrap_err(), TokenError::BadClaims);
+    // route audience overrides the issuer default
+    let t = sign(&k, "at+jwt", &claims()).unwrap();
+    assert_eq!(trust.validate(&t, Some("billing"), NOW).unwrap_err(), TokenError::WrongAudience);
+}
+
+#[test]
+fn header_rules_typ_crit_alg_kid() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let body = claims().to_string();
+    let check = |h: serde_json::Value| trust.validate(&raw(h, &body, &k), None, NOW);
+    assert!(check(hdr(&k)).is_ok());
+    assert!(check(json!({"alg": "ES256", "kid": "k1", "typ": "application/AT+JWT"})).is_ok());
+    assert_eq!(check(json!({"alg": "ES256", "kid": "k1", "typ": "JWT"})).unwrap_err(), TokenError::WrongType);
+    assert_eq!(check(json!({"alg": "ES256", "kid": "k1"})).unwrap_err(), TokenError::WrongType);
+    assert_eq!(check(json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt", "crit": ["exp"]})).unwrap_err(), TokenError::Crit);
+    assert_eq!(check(json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt", "crit": []})).unwrap_err(), TokenError::Crit);
+    assert_eq!(check(json!({"alg": "ES256", "kid": "nope", "typ": "at+jwt"})).unwrap_err(), TokenError::UnknownKey);
+    for alg in ["none", "None", "NONE", "es256", "HS256", "ES384", ""] {
+        assert_eq!(check(json!({"alg": alg, "kid": "k1", "typ": "at+jwt"})).unwrap_err(), TokenError::AlgorithmNotAllowed, "{alg}");
+    }
+    assert_eq!(check(json!({"alg": 1, "kid": "k1", "typ": "at+jwt"})).unwrap_err(), TokenError::BadHeader);
+    assert_eq!(check(json!({"kid": "k1", "typ": "at+jwt"})).unwrap_err(), TokenError::BadHeader);
+}
+
+#[test]
+fn alg_none_and_unsigned_tokens_are_refused() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let body = B64.encode(claims().to_string());
+    for alg in ["none", "nOnE"] {
+        let h = B64.encode(json!({"alg": alg, "typ": "at+jwt"}).to_string());
+        assert!(trust.validate(&format!("{h}.{body}."), None, NOW).is_err());
+        assert!(trust.validate(&format!("{h}.{body}"), None, NOW).is_err());
+    }
+    let good = sign(&k, "at+jwt", &claims()).unwrap();
+    let unsigned = &good[..good.rfind('.').unwrap() + 1];
+    assert_eq!(trust.validate(unsigned, None, NOW).unwrap_err(), TokenError::BadSignature);
+}
+
+#[test]
+fn hmac_with_the_public_key_as_secret_is_refused() {
+    // RS256 issuer; attacker signs HS256 with the public key text as the HMAC secret.
+    let k = key(Alg::RS256);
+    let jwks = json!({"keys": [k.public_jwk()]}).to_string();
+    let mut trust = trust_for(&key(Alg::ES256));
+    let iss = trust.issuers.get_mut(ISS).unwrap();
+    iss.keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]).unwrap();
+    iss.algorithms = vec![Alg::RS256];
+    let input = format!("{}.{}", B64.encode(json!({"alg": "HS256", "kid": "k1", "typ": "at+jwt"}).to_string()), B64.encode(claims().to_string()));
+    let mac = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwks.as_bytes()), input.as_bytes());
+    let t = format!("{input}.{}", B64.encode(mac.as_ref()));
+    assert_eq!(trust.validate(&t, None, NOW).unwrap_err(), TokenError::AlgorithmNotAllowed);
+    // Even if the issuer allowed HS256, an RSA key can never verify an HMAC.
+    trust.issuers.get_mut(ISS).unwrap().algorithms.push(Alg::HS256);
+    assert_eq!(trust.validate(&t, None, NOW).unwrap_err(), TokenError::UnknownKey);
+}
+
+#[test]
+fn tampering_and_encoding_tricks_are_refused() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let good = sign(&k, "at+jwt", &claims()).unwrap();
+    let (input, sig) = good.rsplit_once('.').unwrap();
+    // flipped signature bit
+    let mut s = B64.decode(sig).unwrap();
+    s[5] ^= 1;
+    assert_eq!(trust.validate(&format!("{input}.{}", B64.encode(&s)), None, NOW).unwrap_err(), TokenError::BadSignature);
+    // tampered claims, original signature
+    let mut c = claims();
+    c["scope"] = json!("admin");
+    let h = input.split('.').next().unwrap();
+    let forged = format!("{h}.{}.{sig}", B64.encode(c.to_string()));
+    assert_eq!(trust.validate(&forged, None, NOW).unwrap_err(), TokenError::BadSignature);
+    // padding, standard alphabet, whitespace, extra segments
+    assert!(trust.validate(&format!("{good}="), None, NOW).is_err());
+    assert!(trust.validate(&format!("{good}.x"), None, NOW).is_err());
+    assert!(trust.validate(&format!(" {good}"), None, NOW).is_err());
+    assert!(trust.validate(&good.replace('-', "+").replace('_', "/"), None, NOW).is_err() || !good.contains(['-', '_']));
+    assert_eq!(trust.validate("a.b.c.d.e", None, NOW).unwrap_err(), TokenError::Malformed);
+    assert_eq!(trust.validate(&"a".repeat(9000), None, NOW).unwrap_err(), TokenError::TooLarge);
+    // r = s = 0 ECDSA signature
+    assert_eq!(trust.validate(&format!("{input}.{}", B64.encode([0u8; 64])), None, NOW).unwrap_err(), TokenError::BadSignature);
+}
+
+#[test]
+fn duplicate_json_keys_are_refused() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let dup_payload = format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"sub":"alice","sub":"root"}}"#, NOW + 60);
+    assert_eq!(trust.validate(&raw(hdr(&k), &dup_payload, &k), None, NOW).unwrap_err(), TokenError::BadClaims);
+    let body = claims().to_string();
+    let input = format!("{}.{}", B64.encode(r#"{"alg":"ES256","alg":"none","kid":"k1","typ":"at+jwt"}"#), B64.encode(&body));
+    let t = format!("{input}.{}", B64.encode(k.sign(input.as_bytes()).unwrap()));
+    assert_eq!(trust.validate(&t, None, NOW).unwrap_err(), TokenError::BadHeader);
+}
+
+#[test]
+fn array_claims_render_as_space_separated_header_text() {
+    let v = json!({"groups": ["a", "b"], "tenant": "t1", "n": 3, "obj": {"x": 1}});
+    assert_eq!(claim_as_header_text(&v, "groups").as_deref(), Some("a b"));
+    assert_eq!(claim_as_header_text(&v, "tenant").as_deref(), Some("t1"));
+    assert_eq!(claim_as_header_text(&v, "n").as_deref(), Some("3"));
+    assert_eq!(claim_as_header_text(&v, "obj"), None);
+    assert_eq!(claim_as_header_text(&v, "missing"), None);
+}
