@@ -1,5 +1,36 @@
 //! tokengate: a TLS-terminating reverse proxy that checks a JWT bearer token on every request.
-//! (layout overview written at the end)
+//!
+//! # Layout
+//! A request flows top to bottom through these modules:
+//!
+//! - [`server`]: binds the HTTPS, plain and admin listeners, accepts, runs TLS handshakes and
+//!   hands each connection to hyper (HTTP/1.1 and h2); drains on shutdown.
+//! - [`proxy`]: one request: normalize the path ([`routes`]), pick the route, authorize
+//!   ([`authz`] → [`jwt`]), rewrite headers ([`headers`]), forward ([`upstream`]), log.
+//! - [`jwt`]: strict token parsing and validation, cheapest checks first; minting.
+//! - [`keys`]: signing and verification keys, parsed once; JWKS in and out.
+//! - [`snapshot`]: everything reloadable (config, keys, issuers, routes, certificate) as one
+//!   immutable value; [`reload`] rebuilds and swaps it atomically on file changes and SIGHUP.
+//! - [`tls`]: certificates, self-signed first start, and the resolver reading the snapshot.
+//! - [`admin`] and [`metrics`]: health, readiness, reload status, Prometheus metrics.
+//! - [`config`]: the `gateway.toml` schema; [`commands`]: `check`, `keygen`, `mint`.
+//! - [`respond`], [`logging`], [`signals`]: small shared pieces.
+
+pub mod admin;
+pub mod authz;
+pub mod commands;
 pub mod config;
+pub mod headers;
 pub mod jwt;
 pub mod keys;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod respond;
+pub mod routes;
+pub mod server;
+pub mod signals;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;

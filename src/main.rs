@@ -1,1 +1,103 @@
-fn main() {}
+//! The `tokengate` binary: CLI parsing and the runtime; everything else lives in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use tokengate::commands;
+use tokengate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "tokengate", version, about = "TLS-terminating gateway that checks a JWT on every request")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no command is given).
+    Serve {
+        /// Config file.
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Load everything a start would; exit 0, or print what is wrong and exit 1.
+    Check {
+        /// Config file.
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Write a new private signing key (PEM, mode 0600).
+    Keygen {
+        /// ES256, ES384, RS256, PS256 or EdDSA.
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        /// Output file; its stem becomes the kid when placed in tokens.keys_dir.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print an access token signed with the active key (for tests, demos, benchmarks).
+    Mint {
+        /// Config file.
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// `sub` claim.
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Lifetime in seconds (default tokens.access_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Audience (default tokens.audience).
+        #[arg(long)]
+        aud: Option<String>,
+        /// `client_id` claim.
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { config: "gateway.toml".into() }) {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => match commands::check(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                std::process::exit(1);
+            }
+        },
+        Command::Keygen { alg, out } => commands::keygen(&alg, &out).map_err(anyhow::Error::msg),
+        Command::Mint { config, sub, scope, ttl, aud, client_id } => {
+            let req = commands::MintRequest { sub: &sub, scope: &scope, ttl, aud: aud.as_deref(), client_id: client_id.as_deref() };
+            println!("{}", commands::mint(&config, &req)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+    tokengate::logging::init(&cfg.log);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.server.workers > 0 {
+        rt.worker_threads(cfg.server.workers);
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let running = tokengate::server::start(config).await?;
+        tokengate::signals::terminated().await;
+        tracing::info!("shutting down: draining connections");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

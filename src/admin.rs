@@ -1,0 +1,485 @@
+//! The admin listener: liveness, readiness, reload status and Prometheus metrics.
+//!
+//! It is plain HTTP/1.1 on a separate (by default loopback) port so that orchestrators and
+//! scrapers never go through the JWT check. The state it reports is shared with the reloader,
+//! which writes it through [`AdminState`]; readers only load atomics, so a scrape never blocks
+//! the proxy's hot path.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// Content type of the `/metrics` body, as OpenMetrics scrapers expect.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long a client may take to send a request head before its connection is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `serve` waits for open connections to finish after shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Outcome of the config reloads so far, as reported by `GET /reload`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// Number of snapshots swapped in; 1 once the startup config is loaded, 0 before.
+    pub generation: u64,
+    /// When the last snapshot was swapped in; `UNIX_EPOCH` until the first one.
+    pub last_reload: SystemTime,
+    /// Message of the last failed attempt if it came after the last success.
+    pub last_error: Option<String>,
+}
+
+/// What the admin endpoints report; shared with the reloader, which updates it.
+pub struct AdminState {
+    /// Process-wide metrics, encoded by `GET /metrics` and fed by reload outcomes.
+    pub metrics: Arc<Metrics>,
+    /// Set once a config is loaded and the listeners are bound.
+    ready: AtomicBool,
+    /// Latest reload status, swapped whole so readers never take a lock.
+    reload: ArcSwap<ReloadStatus>,
+}
+
+impl AdminState {
+    /// New state: generation 0, not ready.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ready: AtomicBool::new(false),
+            reload: ArcSwap::from_pointee(ReloadStatus {
+                generation: 0,
+                last_reload: UNIX_EPOCH,
+                last_error: None,
+            }),
+        }
+    }
+
+    /// Marks the process ready (or not) for `GET /readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether `GET /readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// A snapshot was swapped in: generation += 1, last_reload = now, last_error = None.
+    pub fn reload_succeeded(&self) {
+        let now = SystemTime::now();
+        self.reload.rcu(|current| ReloadStatus {
+            generation: current.generation + 1,
+            last_reload: now,
+            last_error: None,
+        });
+        self.metrics.record_reload(true);
+    }
+
+    /// A reload failed; the old snapshot keeps serving.
+    pub fn reload_failed(&self, error: String) {
+        self.reload.rcu(|current| ReloadStatus {
+            generation: current.generation,
+            last_reload: current.last_reload,
+            last_error: Some(error.clone()),
+        });
+        self.metrics.record_reload(false);
+    }
+
+    /// The current reload status.
+    pub fn reload_status(&self) -> Arc<ReloadStatus> {
+        self.reload.load_full()
+    }
+}
+
+/// Serves the admin endpoints on an already-bound listener until `shutdown` resolves.
+///
+/// After `shutdown`, open connections finish their in-flight request and close; this returns
+/// once they have, or after a few seconds at most.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%error, "admin accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = respond(&state, &req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                // A closed channel means `serve` itself was dropped: stop as well.
+                () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "admin connection error");
+            }
+        });
+    }
+    drop(stop_rx);
+    drop(listener);
+    // Receivers live in the connection tasks, so `closed` resolves once every one has ended.
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, stop_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::debug!("admin connections still open after shutdown drain");
+    }
+}
+
+/// The admin endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    /// `/healthz`: liveness.
+    Healthz,
+    /// `/readyz`: readiness.
+    Readyz,
+    /// `/reload`: reload status as JSON.
+    Reload,
+    /// `/metrics`: OpenMetrics exposition.
+    Metrics,
+}
+
+impl Endpoint {
+    /// The endpoint at `path`, if any (the query string is ignored).
+    fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/healthz" => Some(Self::Healthz),
+            "/readyz" => Some(Self::Readyz),
+            "/reload" => Some(Self::Reload),
+            "/metrics" => Some(Self::Metrics),
+            _ => None,
+        }
+    }
+}
+
+/// Answers one admin request; never fails, whatever the client sent.
+fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+    let Some(endpoint) = Endpoint::from_path(req.uri().path()) else {
+        return text(StatusCode::NOT_FOUND, "not found");
+    };
+    if req.method() != Method::GET {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return response;
+    }
+    match endpoint {
+        Endpoint::Healthz => text(StatusCode::OK, "ok"),
+        Endpoint::Readyz if state.is_ready() => text(StatusCode::OK, "ready"),
+        Endpoint::Readyz => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        Endpoint::Reload => {
+            let body = reload_json(&state.reload_status()).to_string();
+            with_body(StatusCode::OK, "application/json", body)
+        }
+        Endpoint::Metrics => with_body(
+            StatusCode::OK,
+            OPENMETRICS_CONTENT_TYPE,
+            state.metrics.encode(),
+        ),
+    }
+}
+
+/// The `/reload` JSON document for `status`.
+fn reload_json(status: &ReloadStatus) -> serde_json::Value {
+    // humantime panics on times before the epoch, which only a badly set clock produces.
+    let last_reload = status.last_reload.max(UNIX_EPOCH);
+    serde_json::json!({
+        "generation": status.generation,
+        "last_reload": humantime::format_rfc3339_millis(last_reload).to_string(),
+        "last_error": status.last_error,
+    })
+}
+
+/// A plain-text response.
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    with_body(status, "text/plain; charset=utf-8", body)
+}
+
+/// A response with `status`, a static content type and `body`, never cached.
+fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    /// A parsed HTTP/1.1 response; header names lowercased.
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            let found = self.headers.iter().find(|(n, _)| n == name);
+            found.map(|(_, v)| v.as_str())
+        }
+    }
+
+    struct Server {
+        addr: SocketAddr,
+        state: Arc<AdminState>,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    }
+
+    async fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(AdminState::new(Arc::new(Metrics::new())));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(serve(listener, Arc::clone(&state), shutdown));
+        Server {
+            addr,
+            state,
+            stop,
+            task,
+        }
+    }
+
+    fn parse(raw: &str) -> Reply {
+        let (head, body) = raw.split_once("\r\n\r\n").expect("head/body split");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .expect("code")
+            .parse()
+            .expect("numeric");
+        let headers = lines
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+        let exchange = async {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            stream.write_all(req.as_bytes()).await.expect("write");
+            let mut raw = String::new();
+            stream.read_to_string(&mut raw).await.expect("read");
+            raw
+        };
+        let raw = tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .expect("timely reply");
+        parse(&raw)
+    }
+
+    async fn reload_doc(addr: SocketAddr) -> serde_json::Map<String, serde_json::Value> {
+        let reply = request(addr, "GET", "/reload").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        let doc: serde_json::Value = serde_json::from_str(&reply.body).expect("json body");
+        let doc = doc.as_object().expect("object").clone();
+        assert_eq!(doc.len(), 3, "{doc:?}");
+        doc
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok() {
+        let s = start().await;
+        let reply = request(s.addr, "GET", "/healthz").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        // Query strings do not change the route.
+        assert_eq!(request(s.addr, "GET", "/healthz?x=1").await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_ready_flag() {
+        let s = start().await;
+        let reply = request(s.addr, "GET", "/readyz").await;
+        assert_eq!((reply.status, reply.body.as_str()), (503, "not ready"));
+        s.state.set_ready(true);
+        let reply = request(s.addr, "GET", "/readyz").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ready"));
+        s.state.set_ready(false);
+        assert_eq!(request(s.addr, "GET", "/readyz").await.status, 503);
+    }
+
+    #[tokio::test]
+    async fn reload_reports_generation_time_and_errors() {
+        let s = start().await;
+        let doc = reload_doc(s.addr).await;
+        assert_eq!(doc["generation"], 0);
+        assert!(doc["last_error"].is_null());
+
+        let before = SystemTime::now() - Duration::from_secs(1);
+        s.state.reload_succeeded();
+        let doc = reload_doc(s.addr).await;
+        assert_eq!(doc["generation"].as_u64(), Some(1));
+        assert!(doc["last_error"].is_null());
+        let first = doc["last_reload"].as_str().expect("string").to_owned();
+        assert!(first.ends_with('Z'), "{first}");
+        let first_time = humantime::parse_rfc3339(&first).expect("rfc3339");
+        assert!(
+            first_time >= before && first_time <= SystemTime::now(),
+            "{first}"
+        );
+
+        s.state.reload_failed("bad key in jwks.pem".to_owned());
+        let doc = reload_doc(s.addr).await;
+        assert_eq!(doc["generation"].as_u64(), Some(1));
+        assert_eq!(doc["last_error"].as_str(), Some("bad key in jwks.pem"));
+        assert_eq!(doc["last_reload"].as_str(), Some(first.as_str()));
+
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.state.reload_succeeded();
+        let doc = reload_doc(s.addr).await;
+        assert_eq!(doc["generation"].as_u64(), Some(2));
+        assert!(doc["last_error"].is_null());
+        let second = humantime::parse_rfc3339(doc["last_reload"].as_str().expect("string"));
+        assert!(second.expect("rfc3339") > first_time);
+
+        let metrics = request(s.addr, "GET", "/metrics").await.body;
+        assert!(metrics
+            .lines()
+            .any(|l| l == r#"tokengate_reloads_total{result="ok"} 2"#));
+        assert!(metrics
+            .lines()
+            .any(|l| l == r#"tokengate_reloads_total{result="failed"} 1"#));
+    }
+
+    #[tokio::test]
+    async fn metrics_exposes_recorded_series() {
+        let s = start().await;
+        s.state.metrics.record_request("/api", 200);
+        s.state.metrics.record_request("/api", 200);
+        s.state.metrics.record_rejection("expired");
+        let reply = request(s.addr, "GET", "/metrics").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some(OPENMETRICS_CONTENT_TYPE));
+        let lines: Vec<&str> = reply.body.lines().collect();
+        assert!(lines.contains(&r#"tokengate_requests_total{route="/api",status="200"} 2"#));
+        assert!(lines.contains(&r#"tokengate_token_rejections_total{reason="expired"} 1"#));
+        assert_eq!(lines.last(), Some(&"# EOF"));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_404_and_other_methods_405() {
+        let s = start().await;
+        assert_eq!(request(s.addr, "GET", "/").await.status, 404);
+        assert_eq!(request(s.addr, "GET", "/healthz/").await.status, 404);
+        assert_eq!(request(s.addr, "POST", "/nope").await.status, 404);
+        for (method, path) in [
+            ("POST", "/reload"),
+            ("DELETE", "/metrics"),
+            ("HEAD", "/healthz"),
+        ] {
+            let reply = request(s.addr, method, path).await;
+            assert_eq!(reply.status, 405, "{method} {path}");
+            assert_eq!(reply.header("allow"), Some("GET"), "{method} {path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_keepalive_connections_promptly() {
+        let s = start().await;
+        let mut idle = TcpStream::connect(s.addr).await.expect("connect");
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut raw = Vec::new();
+        while !raw.ends_with(b"\r\n\r\nok") {
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+                .await
+                .expect("timely read")
+                .expect("read");
+            assert!(n > 0, "closed early");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        let _ = s.stop.send(());
+        // Well under DRAIN_TIMEOUT: the idle connection is closed, not waited out.
+        tokio::time::timeout(Duration::from_secs(2), s.task)
+            .await
+            .expect("serve returned")
+            .expect("join");
+        let mut rest = Vec::new();
+        let n = idle
+            .read_to_end(&mut rest)
+            .await
+            .expect("read after shutdown");
+        assert_eq!(n, 0);
+        assert!(
+            TcpStream::connect(s.addr).await.is_err(),
+            "listener still open"
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Deciding whether a request may pass a route: one bearer token, valid for the route, with the
+//! route's scopes. Rejections become RFC 6750 answers in [`Rejection::response`].
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::jwt::{TokenError, Trust, Verified};
+use crate::snapshot::Route;
+
+/// Why a request may not pass.
+#[derive(Debug)]
+pub enum Rejection {
+    /// No credentials at all (or another scheme): 401 without an error code (RFC 6750 3.1).
+    NoToken,
+    /// Ambiguous or malformed credentials: 400 `invalid_request`.
+    InvalidRequest(&'static str),
+    /// The token failed validation: 401 `invalid_token`.
+    InvalidToken(TokenError),
+    /// Valid token without the route's scopes: 403 `insufficient_scope`.
+    InsufficientScope,
+}
+
+impl Rejection {
+    /// Label for the rejection metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::NoToken => "missing",
+            Rejection::InvalidRequest(_) => "invalid_request",
+            Rejection::InvalidToken(e) => e.reason(),
+            Rejection::InsufficientScope => "insufficient_scope",
+        }
+    }
+
+    /// The RFC 6750 answer: status, `WWW-Authenticate` and a small JSON body. Never echoes the token.
+    pub fn response(&self, route: &Route) -> Response<Full<Bytes>> {
+        const REALM: &str = "Bearer realm=\"tokengate\"";
+        let (status, www, error, desc): (StatusCode, String, &str, String) = match self {
+            Rejection::NoToken => (StatusCode::UNAUTHORIZED, REALM.to_string(), "unauthorized", "a bearer token is required".into()),
+            Rejection::InvalidRequest(d) => {
+                (StatusCode::BAD_REQUEST, format!("{REALM}, error=\"invalid_request\", error_description=\"{d}\""), "invalid_request", (*d).into())
+            }
+            Rejection::InvalidToken(e) => {
+                (StatusCode::UNAUTHORIZED, format!("{REALM}, error=\"invalid_token\", error_description=\"{e}\""), "invalid_token", e.to_string())
+            }
+            Rejection::InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                format!("{REALM}, error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"{}\"", route.scope_text),
+                "insufficient_scope",
+                format!("requires scope: {}", route.scope_text),
+            ),
+        };
+        let mut resp = crate::respond::json_error(status, error, &desc);
+        if let Ok(v) = HeaderValue::from_str(&www) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+}
+
+/// Finds exactly one bearer token: in `Authorization`, never also in the query string.
+pub fn bearer_token(parts: &Parts) -> Result<&str, Rejection> {
+    let mut auths = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let first = auths.next();
+    if auths.next().is_some() {
+        return Err(Rejection::InvalidRequest("more than one Authorization header"));
+    }
+    if query_has_access_token(parts.uri.query()) {
+        return Err(Rejection::InvalidRequest(if first.is_some() {
+            "token sent both in the header and the query"
+        } else {
+            "tokens in the query string are not accepted"
+        }));
+    }
+    let Some(value) = first else { return Err(Rejection::NoToken) };
+    let value = value.to_str().map_err(|_| Rejection::InvalidToken(TokenError::Malformed))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Rejection::NoToken);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || token.contains(' ') {
+        return Err(Rejection::InvalidRequest("malformed Authorization header"));
+    }
+    Ok(token)
+}
+
+fn query_has_access_token(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("access_token") || k.eq_ignore_ascii_case("access%5ftoken"))))
+}
+
+/// Checks the request against the route; `Ok(None)` for public routes.
+pub fn authorize(trust: &Trust, route: &Route, parts: &Parts, now: u64) -> Result<Option<Verified>, Rejection> {
+    if route.public {
+        return Ok(None);
+    }
+    let token = bearer_token(parts)?;
+    let verified = trust.validate(token, route.audience.as_deref(), now).map_err(Rejection::InvalidToken)?;
+    if verified.missing_scope(&route.scopes).is_some() {
+        return Err(Rejection::InsufficientScope);
+    }
+    Ok(Some(verified))
+}

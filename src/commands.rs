@@ -1,0 +1,61 @@
+//! The CLI's one-shot commands (`check`, `keygen`, `mint`); `serve` lives in [`crate::server`].
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::jwt::{self, ACCESS_TOKEN_TYP};
+use crate::keys::{self, Alg};
+use crate::snapshot::{BuildError, BuildMode, Snapshot};
+
+/// Loads everything a start would (creating the key and certificate a first start would create)
+/// and returns a one-line summary.
+pub fn check(config: &Path) -> Result<String, BuildError> {
+    let s = Snapshot::build(config, BuildMode::Start)?;
+    Ok(format!(
+        "ok: {} route(s), {} trusted issuer(s), {} signing key(s), active kid {:?}",
+        s.routes.len(),
+        s.trust.issuers.len(),
+        s.own.keys.len(),
+        s.own.active.kid
+    ))
+}
+
+/// Writes a new private key PEM for `alg` to `out` (mode 0600; never overwrites).
+pub fn keygen(alg: &str, out: &Path) -> Result<(), String> {
+    let alg = Alg::parse(alg).filter(|a| matches!(a, Alg::ES256 | Alg::ES384 | Alg::RS256 | Alg::PS256 | Alg::EdDSA)).ok_or_else(|| format!("unsupported algorithm {alg:?} (ES256, ES384, RS256, PS256, EdDSA)"))?;
+    let pem = keys::generate_pem(alg).map_err(|e| e.to_string())?;
+    keys::write_private(out, &pem).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// What `tokengate mint` puts in a token.
+pub struct MintRequest<'a> {
+    /// `sub` claim.
+    pub sub: &'a str,
+    /// Space-separated scopes.
+    pub scope: &'a str,
+    /// Lifetime; None uses `tokens.access_ttl_secs`.
+    pub ttl: Option<u64>,
+    /// `aud`; None uses `tokens.audience`.
+    pub aud: Option<&'a str>,
+    /// `client_id`; None uses "tokengate-cli".
+    pub client_id: Option<&'a str>,
+}
+
+/// Signs an access token with the active key of the config at `config`.
+pub fn mint(config: &Path, req: &MintRequest) -> Result<String, BuildError> {
+    let s = Snapshot::build(config, BuildMode::Start)?;
+    let t = &s.config.tokens;
+    let now = jwt::now();
+    let claims = json!({
+        "iss": t.issuer,
+        "sub": req.sub,
+        "aud": req.aud.unwrap_or(&t.audience),
+        "scope": req.scope,
+        "client_id": req.client_id.unwrap_or("tokengate-cli"),
+        "iat": now,
+        "exp": now + req.ttl.unwrap_or(t.access_ttl_secs),
+        "jti": jwt::random_id(),
+    });
+    Ok(jwt::sign(&s.own.active, ACCESS_TOKEN_TYP, &claims)?)
+}

@@ -1,0 +1,188 @@
+//! Header rewriting between client and upstream, in one place so every rule is auditable:
+//! hop-by-hop removal (RFC 9110 section 7.6.1), `X-Forwarded-*`, and the identity headers the
+//! upstream trusts, which a client must never be able to set itself.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Identity headers always set from the verified token (and always stripped from the client).
+pub static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+/// The `client_id` claim.
+pub static X_AUTH_CLIENT_ID: HeaderName = HeaderName::from_static("x-auth-client-id");
+/// The `scope` claim.
+pub static X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-auth-scope");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Fixed hop-by-hop headers; `Connection` may name more, and any `Proxy-*` header goes too.
+const HOP_BY_HOP: [&HeaderName; 5] = [&header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::PROXY_AUTHORIZATION, &header::PROXY_AUTHENTICATE];
+
+/// True for a WebSocket handshake (`Connection: upgrade` and `Upgrade: websocket`), which is proxied.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    upgrade && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers. A WebSocket upgrade keeps `Connection: upgrade` + `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let websocket = is_websocket_upgrade(headers);
+    let named: Vec<HeaderName> = connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    for name in named {
+        // A client must not be able to make us drop headers we set ourselves or need end to end.
+        if name != header::HOST && name != header::AUTHORIZATION && name != header::CONTENT_LENGTH {
+            headers.remove(&name);
+        }
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(&KEEP_ALIVE);
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    let proxied: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+    for k in proxied {
+        headers.remove(k);
+    }
+    headers.remove(&PROXY_CONNECTION);
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`; client-sent ones (and `Forwarded`) are replaced unless trusted.
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<HeaderValue>, trust: bool) {
+    let ip = HeaderValue::from_str(&client.to_string()).ok();
+    let prior = if trust {
+        let joined: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!joined.is_empty()).then(|| joined.join(", "))
+    } else {
+        headers.remove(&FORWARDED);
+        None
+    };
+    let xff = match (prior, ip) {
+        (Some(p), Some(ip)) => HeaderValue::from_str(&format!("{p}, {}", ip.to_str().unwrap_or_default())).ok(),
+        (_, ip) => ip,
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Some(v) = xff {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(trust && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => {
+                headers.insert(&X_FORWARDED_HOST, h);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// Removes every identity header a client might spoof: the defaults plus the route's own names.
+/// `HeaderMap` names are lowercase, so any letter case the client used is covered.
+pub fn strip_identity<'a>(headers: &mut HeaderMap, extra: impl Iterator<Item = &'a HeaderName>) {
+    headers.remove(&X_AUTH_SUBJECT);
+    headers.remove(&X_AUTH_CLIENT_ID);
+    headers.remove(&X_AUTH_SCOPE);
+    for name in extra {
+        headers.remove(name);
+    }
+}
+
+/// Sets an identity header when the value is a valid header value (claims with CR/LF are dropped).
+pub fn set_identity(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
+    if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "close"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "1"),
+            ("upgrade", "h2c"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn connection_cannot_remove_authorization_or_host() {
+        let mut h = map(&[("connection", "authorization, host, content-length"), ("authorization", "Bearer t"), ("host", "h"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn websocket_upgrade_is_kept() {
+        let mut h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced_unless_trusted() {
+        let spoof = [("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "gopher"), ("x-forwarded-host", "evil"), ("forwarded", "for=6.6.6.6")];
+        let mut h = map(&spoof);
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "https", Some(HeaderValue::from_static("api.test")), false);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.test");
+        assert!(!h.contains_key("forwarded"));
+        let mut h = map(&spoof);
+        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "https", None, true);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "gopher");
+        assert!(h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn identity_headers_are_stripped_in_any_case() {
+        let mut h = map(&[("X-Auth-Subject", "root"), ("x-AUTH-scope", "admin"), ("X-Auth-Client-Id", "c"), ("X-Tenant", "t")]);
+        let tenant = HeaderName::from_static("x-tenant");
+        strip_identity(&mut h, std::iter::once(&tenant));
+        assert!(h.is_empty(), "{h:?}");
+        set_identity(&mut h, &X_AUTH_SUBJECT, Some("alice\r\nx-evil: 1"));
+        assert!(h.is_empty(), "a claim with CR/LF must not become a header");
+        set_identity(&mut h, &X_AUTH_SUBJECT, Some("alice"));
+        assert_eq!(h["x-auth-subject"], "alice");
+    }
+}

@@ -1,0 +1,357 @@
+//! Process-wide Prometheus metrics for tokengate.
+//!
+//! The proxy's hot path records into these on every request, so per-route handles are cached
+//! after first use: recording a series that was already seen takes a read lock and an atomic
+//! add, with no allocation. Label sets stay bounded because routes come from the config, statuses
+//! are numeric codes and rejection reasons are static strings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Upstream latency bucket bounds in seconds, 100us to 30s in roughly 1-2.5-5 steps.
+const UPSTREAM_BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Labels of `tokengate_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// Route prefix from the config, or "none".
+    route: String,
+    /// HTTP status code, encoded as its decimal number.
+    status: u16,
+}
+
+/// Labels of `tokengate_upstream_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    /// Route prefix from the config.
+    route: String,
+}
+
+/// Labels of `tokengate_token_rejections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    /// Short static reason such as "expired".
+    reason: &'static str,
+}
+
+/// Labels of `tokengate_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    /// "ok" or "failed".
+    result: &'static str,
+}
+
+/// Builds an upstream histogram with the shared buckets; a fn pointer so the family type is nameable.
+fn new_upstream_histogram() -> Histogram {
+    Histogram::new(UPSTREAM_BUCKETS)
+}
+
+/// Handles for one route, cloned out of the families once so later records skip the label set.
+#[derive(Default)]
+struct RouteHandles {
+    /// Request counters of this route by status code.
+    statuses: RwLock<HashMap<u16, Counter>>,
+    /// Upstream histogram of this route, created on first observation so unproxied routes stay absent.
+    upstream: OnceLock<Histogram>,
+}
+
+/// Process-wide Prometheus metrics; cheap to record from the hot path.
+pub struct Metrics {
+    /// Owns the descriptors of every family, for encoding.
+    registry: Registry,
+    /// Finished proxied requests by route and status.
+    requests: Family<RequestLabels, Counter>,
+    /// Token rejections by reason.
+    rejections: Family<RejectionLabels, Counter>,
+    /// Time to the upstream response head by route.
+    upstream: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Reload attempts by outcome.
+    reloads: Family<ReloadLabels, Counter>,
+    /// Per-route handle cache keyed by route, so repeat records do not allocate.
+    routes: RwLock<HashMap<String, Arc<RouteHandles>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates the registry with all tokengate metric families registered.
+    pub fn new() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        let upstream: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(new_upstream_histogram);
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        // Both outcomes exist from the start so a rate() over them never sees a missing series.
+        for result in ["ok", "failed"] {
+            let _ = reloads.get_or_create_owned(&ReloadLabels { result });
+        }
+
+        let mut registry = Registry::default();
+        registry.register(
+            "tokengate_requests",
+            "Finished proxied requests by route prefix and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "tokengate_token_rejections",
+            "Requests rejected because of their token, by reason",
+            rejections.clone(),
+        );
+        registry.register_with_unit(
+            "tokengate_upstream_duration",
+            "Time from sending a request upstream until its response head arrived",
+            Unit::Seconds,
+            upstream.clone(),
+        );
+        registry.register(
+            "tokengate_reloads",
+            "Config reload attempts by result",
+            reloads.clone(),
+        );
+
+        Self {
+            registry,
+            requests,
+            rejections,
+            upstream,
+            reloads,
+            routes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// One finished proxied request: route prefix ("none" when no route matched), HTTP status.
+    pub fn record_request(&self, route: &str, status: u16) {
+        let handles = self.route_handles(route);
+        let cached = handles
+            .statuses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&status)
+            .cloned();
+        let counter = match cached {
+            Some(counter) => counter,
+            None => handles
+                .statuses
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(status)
+                .or_insert_with(|| {
+                    let labels = RequestLabels {
+                        route: route.to_owned(),
+                        status,
+                    };
+                    self.requests.get_or_create_owned(&labels)
+                })
+                .clone(),
+        };
+        counter.inc();
+    }
+
+    /// One token rejection, by short reason label (e.g. "expired", "bad_signature", "missing").
+    pub fn record_rejection(&self, reason: &'static str) {
+        self.rejections
+            .get_or_create(&RejectionLabels { reason })
+            .inc();
+    }
+
+    /// Time from sending to the upstream until its response head arrived, in seconds, per route.
+    pub fn observe_upstream(&self, route: &str, seconds: f64) {
+        let handles = self.route_handles(route);
+        handles
+            .upstream
+            .get_or_init(|| {
+                let labels = RouteLabels {
+                    route: route.to_owned(),
+                };
+                self.upstream.get_or_create_owned(&labels)
+            })
+            .observe(seconds);
+    }
+
+    /// A reload attempt finished.
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Prometheus/OpenMetrics text exposition, ending with the `# EOF` marker.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(%error, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// The cached handles of `route`, created on first use (the only allocation on this path).
+    fn route_handles(&self, route: &str) -> Arc<RouteHandles> {
+        let cached = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+            .cloned();
+        match cached {
+            Some(handles) => handles,
+            None => self
+                .routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(route.to_owned())
+                .or_default()
+                .clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn requests_are_counted_per_route_and_status() {
+        let m = Metrics::new();
+        m.record_request("/api", 200);
+        m.record_request("/api", 200);
+        m.record_request("/api", 503);
+        m.record_request("none", 404);
+        let text = m.encode();
+        assert!(
+            has_line(&text, "# TYPE tokengate_requests counter"),
+            "{text}"
+        );
+        assert!(
+            has_line(
+                &text,
+                r#"tokengate_requests_total{route="/api",status="200"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            has_line(
+                &text,
+                r#"tokengate_requests_total{route="/api",status="503"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            has_line(
+                &text,
+                r#"tokengate_requests_total{route="none",status="404"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn rejections_and_reloads_are_counted() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            has_line(&text, r#"tokengate_reloads_total{result="ok"} 0"#),
+            "{text}"
+        );
+        assert!(
+            has_line(&text, r#"tokengate_reloads_total{result="failed"} 0"#),
+            "{text}"
+        );
+        m.record_rejection("expired");
+        m.record_rejection("expired");
+        m.record_rejection("missing");
+        m.record_reload(true);
+        m.record_reload(false);
+        m.record_reload(false);
+        let text = m.encode();
+        for line in [
+            r#"tokengate_token_rejections_total{reason="expired"} 2"#,
+            r#"tokengate_token_rejections_total{reason="missing"} 1"#,
+            r#"tokengate_reloads_total{result="ok"} 1"#,
+            r#"tokengate_reloads_total{result="failed"} 2"#,
+        ] {
+            assert!(has_line(&text, line), "missing {line:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn upstream_histogram_buckets_and_sums() {
+        let m = Metrics::new();
+        m.record_request("/quiet", 200);
+        m.observe_upstream("/api", 0.00005);
+        m.observe_upstream("/api", 0.2);
+        m.observe_upstream("/api", 60.0);
+        let text = m.encode();
+        for line in [
+            "# TYPE tokengate_upstream_duration_seconds histogram",
+            "# UNIT tokengate_upstream_duration_seconds seconds",
+            r#"tokengate_upstream_duration_seconds_count{route="/api"} 3"#,
+            r#"tokengate_upstream_duration_seconds_bucket{le="0.0001",route="/api"} 1"#,
+            r#"tokengate_upstream_duration_seconds_bucket{le="0.1",route="/api"} 1"#,
+            r#"tokengate_upstream_duration_seconds_bucket{le="0.25",route="/api"} 2"#,
+            r#"tokengate_upstream_duration_seconds_bucket{le="30.0",route="/api"} 2"#,
+            r#"tokengate_upstream_duration_seconds_bucket{le="+Inf",route="/api"} 3"#,
+        ] {
+            assert!(has_line(&text, line), "missing {line:?} in {text}");
+        }
+        let sum = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"tokengate_upstream_duration_seconds_sum{route="/api"} "#)
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("sum line");
+        assert!((sum - 60.20005).abs() < 1e-9, "sum {sum}");
+        // A route that never went upstream has no histogram series.
+        assert!(!text.contains(r#"seconds_count{route="/quiet"}"#), "{text}");
+    }
+
+    #[test]
+    fn concurrent_records_are_not_lost() {
+        let m = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for i in 0..1000u16 {
+                        m.record_request(if i % 2 == 0 { "/a" } else { "/b" }, 200);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let text = m.encode();
+        assert!(
+            has_line(
+                &text,
+                r#"tokengate_requests_total{route="/a",status="200"} 2000"#
+            ),
+            "{text}"
+        );
+        assert!(
+            has_line(
+                &text,
+                r#"tokengate_requests_total{route="/b",status="200"} 2000"#
+            ),
+            "{text}"
+        );
+    }
+}

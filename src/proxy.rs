@@ -1,0 +1,202 @@
+//! The request path: normalize the path once, pick the route, authorize, rewrite headers,
+//! forward (streaming both ways), and log. The snapshot is loaded once per request, so a
+//! request finishes on the configuration it started with even if a reload happens meanwhile.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::admin::AdminState;
+use crate::authz::{authorize, Rejection};
+use crate::headers;
+use crate::jwt::{self, Verified};
+use crate::metrics::Metrics;
+use crate::respond::json_error;
+use crate::routes::{normalize_path, strip_prefix};
+use crate::snapshot::{Route, Snapshot, Upstream};
+use crate::upstream::{self, HttpClient};
+
+/// Response body: an upstream's streamed body, or one the gateway made.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Process-wide state shared by every connection.
+pub struct Gateway {
+    /// The current snapshot; swapped whole by the reloader.
+    pub current: Arc<ArcSwap<Snapshot>>,
+    /// Pooled upstream client for routes without their own CA.
+    pub client: HttpClient,
+    /// Counters and histograms served on the admin listener.
+    pub metrics: Arc<Metrics>,
+    /// Readiness and reload status.
+    pub admin: Arc<AdminState>,
+}
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address, for `X-Forwarded-For`.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS, for `X-Forwarded-Proto`.
+    pub tls: bool,
+}
+
+fn own(resp: Response<Full<Bytes>>) -> Response<Body> {
+    resp.map(Either::Right)
+}
+
+/// What the access log records besides the request line.
+#[derive(Default)]
+struct Outcome<'a> {
+    route: Option<&'a str>,
+    sub: Option<String>,
+    client_id: Option<String>,
+    upstream_status: Option<u16>,
+}
+
+/// Serves one request; never fails (every error becomes a response).
+pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let snap = gw.current.load_full();
+    let method = req.method().clone();
+    let mut outcome = Outcome::default();
+    let resp = route_request(&gw, &snap, conn, req, &mut outcome).await;
+    let status = resp.status().as_u16();
+    let route = outcome.route.unwrap_or("none");
+    gw.metrics.record_request(route, status);
+    tracing::info!(
+        target: "access",
+        %method,
+        path = %outcome_path(&resp),
+        status,
+        latency_us = start.elapsed().as_micros() as u64,
+        route,
+        sub = outcome.sub.as_deref().unwrap_or("-"),
+        client_id = outcome.client_id.as_deref().unwrap_or("-"),
+        upstream_status = outcome.upstream_status.unwrap_or(0),
+    );
+    Ok(resp)
+}
+
+/// The normalized path is logged via a response extension, so a refused path is never logged raw.
+#[derive(Clone)]
+struct LoggedPath(Arc<str>);
+
+fn outcome_path(resp: &Response<Body>) -> &str {
+    resp.extensions().get::<LoggedPath>().map_or("-", |p| &p.0)
+}
+
+async fn route_request<'s>(gw: &Gateway, snap: &'s Snapshot, conn: ConnInfo, req: Request<Incoming>, out: &mut Outcome<'s>) -> Response<Body> {
+    let path = match normalize_path(req.uri().path()) {
+        Ok(p) => p.into_owned(),
+        Err(e) => return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())),
+    };
+    let logged = LoggedPath(Arc::from(path.as_str()));
+    let Some((route, prefix)) = snap.routes.find(&path) else {
+        let mut r = own(json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"));
+        r.extensions_mut().insert(logged);
+        return r;
+    };
+    out.route = Some(route.prefix.as_str());
+    let (mut parts, body) = req.into_parts();
+    let verified = match authorize(&snap.trust, route, &parts, jwt::now()) {
+        Ok(v) => v,
+        Err(rej) => {
+            gw.metrics.record_rejection(rej.reason());
+            let mut r = own(Rejection::response(&rej, route));
+            r.extensions_mut().insert(logged);
+            return r;
+        }
+    };
+    if let Some(v) = &verified {
+        out.sub = v.sub.clone();
+        out.client_id = v.client_id.clone();
+    }
+    let fwd_path = if route.strip_prefix { strip_prefix(&path, prefix).into_owned() } else { path };
+    rewrite_request_headers(snap, route, conn, &mut parts, verified.as_ref());
+    let mut resp = forward(gw, route, parts, body, &fwd_path, out).await;
+    resp.extensions_mut().insert(logged);
+    resp
+}
+
+fn rewrite_request_headers(snap: &Snapshot, route: &Route, conn: ConnInfo, parts: &mut http::request::Parts, verified: Option<&Verified>) {
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    headers::strip_identity(h, route.claims_to_headers.iter().map(|(n, _)| n));
+    headers::set_forwarded(h, conn.peer.ip(), if conn.tls { "https" } else { "http" }, host, snap.config.server.trust_forwarded);
+    // The client sets Host from the upstream URI, as a reverse proxy should.
+    h.remove(header::HOST);
+    if !route.forward_token {
+        h.remove(header::AUTHORIZATION);
+    }
+    if let Some(v) = verified {
+        headers::set_identity(h, &headers::X_AUTH_SUBJECT, v.sub.as_deref());
+        headers::set_identity(h, &headers::X_AUTH_CLIENT_ID, v.client_id.as_deref());
+        headers::set_identity(h, &headers::X_AUTH_SCOPE, v.scope.as_deref());
+        if !route.claims_to_headers.is_empty() {
+            if let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&v.payload) {
+                for (name, claim) in &route.claims_to_headers {
+                    headers::set_identity(h, name, jwt::claim_as_header_text(&payload, claim).as_deref());
+                }
+            }
+        }
+    }
+}
+
+async fn forward(gw: &Gateway, route: &Route, mut parts: http::request::Parts, body: Incoming, path: &str, out: &mut Outcome<'_>) -> Response<Body> {
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let (uri, client) = match &route.upstream {
+        Upstream::Echo => {
+            parts.uri = format!("{path}{query}").parse().unwrap_or_else(|_| Uri::from_static("/"));
+            let resp = upstream::echo(Request::from_parts(parts, body)).await;
+            out.upstream_status = Some(resp.status().as_u16());
+            return own(resp);
+        }
+        Upstream::Remote { scheme, authority, base_path, client } => {
+            (format!("{scheme}://{authority}{base_path}{path}{query}"), client.as_ref().unwrap_or(&gw.client))
+        }
+    };
+    let Ok(uri) = uri.parse::<Uri>() else {
+        return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", "request target cannot be forwarded"));
+    };
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let websocket = headers::is_websocket_upgrade(&parts.headers);
+    let mut req = Request::from_parts(parts, body);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let sent = Instant::now();
+    let result = tokio::time::timeout(route.timeout, client.request(req)).await;
+    gw.metrics.observe_upstream(&route.prefix, sent.elapsed().as_secs_f64());
+    let mut resp = match result {
+        Err(_) => return own(json_error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream did not answer in time")),
+        Ok(Err(e)) => {
+            tracing::warn!(route = %route.prefix, error = %e, "upstream request failed");
+            return own(json_error(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached"));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    out.upstream_status = Some(resp.status().as_u16());
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                    let mut c = hyper_util::rt::TokioIo::new(c);
+                    let mut u = hyper_util::rt::TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+            });
+            return resp.map(Either::Left);
+        }
+    }
+    headers::strip_hop_by_hop(resp.headers_mut());
+    resp.map(Either::Left)
+}

@@ -1,0 +1,166 @@
+//! Listeners and connections: bind HTTPS, optional plain HTTP and admin; accept; TLS handshake
+//! with a deadline; serve HTTP/1.1 and h2 through hyper-util; drain gracefully on shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{self, AdminState};
+use crate::metrics::Metrics;
+use crate::proxy::{self, ConnInfo, Gateway};
+use crate::snapshot::{BuildError, BuildMode, Snapshot};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A running gateway: its bound addresses and the handle that stops it.
+pub struct Running {
+    /// Actual HTTPS address (resolved when the config said port 0).
+    pub https_addr: SocketAddr,
+    /// Actual plain HTTP address, when enabled.
+    pub plain_addr: Option<SocketAddr>,
+    /// Actual admin address.
+    pub admin_addr: SocketAddr,
+    /// Shared state, for tests and the reloader.
+    pub gateway: Arc<Gateway>,
+    /// Flipped to true to begin a graceful shutdown.
+    shutdown: watch::Sender<bool>,
+    /// Accept loops and the reloader; all end after shutdown.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Loads the config at `config_path`, binds every listener and starts serving.
+pub async fn start(config_path: PathBuf) -> Result<Running, StartError> {
+    let snapshot = Snapshot::build(&config_path, BuildMode::Start)?;
+    let server_cfg = snapshot.config.server.clone();
+    let admin_listen = snapshot.config.admin.listen;
+    let client = crate::upstream::client(&server_cfg, None).map_err(BuildError::from)?;
+    let current = Arc::new(ArcSwap::from_pointee(snapshot));
+    let metrics = Arc::new(Metrics::new());
+    let admin_state = Arc::new(AdminState::new(metrics.clone()));
+    admin_state.reload_succeeded();
+    let gateway = Arc::new(Gateway { current: current.clone(), client, metrics, admin: admin_state.clone() });
+
+    let https = bind(server_cfg.listen).await?;
+    let plain = match server_cfg.listen_plain {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin_listener = bind(admin_listen).await?;
+    let https_addr = https.local_addr().map_err(|source| StartError::Bind { addr: server_cfg.listen, source })?;
+    let plain_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { addr: admin_listen, source })?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let acceptor = TlsAcceptor::from(Arc::new(crate::tls::server_config(current.clone())?));
+    let mut tasks = vec![tokio::spawn(accept_loop(https, Some(acceptor), gateway.clone(), shutdown_rx.clone()))];
+    if let Some(plain) = plain {
+        tasks.push(tokio::spawn(accept_loop(plain, None, gateway.clone(), shutdown_rx.clone())));
+    }
+    let mut admin_rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
+        crate::signals::stopped(&mut admin_rx).await;
+    })));
+    tasks.push(tokio::spawn(crate::reload::run(config_path, gateway.clone(), shutdown_rx)));
+    admin_state.set_ready(true);
+    tracing::info!(%https_addr, plain = ?plain_addr, %admin_addr, "tokengate listening");
+    Ok(Running { https_addr, plain_addr, admin_addr, gateway, shutdown, tasks })
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish (up to `server.shutdown_grace_secs`), returns.
+    pub async fn shutdown(self) {
+        self.gateway.admin.set_ready(false);
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn conn_builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
+    let cfg = &gw.current.load().config.server;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs))
+        .max_buf_size(cfg.max_header_bytes.max(8192));
+    b.http2().timer(TokioTimer::new()).max_header_list_size(cfg.max_header_bytes.min(u32::MAX as usize) as u32);
+    b
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let builder = Arc::new(conn_builder(&gw));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::signals::stopped(&mut shutdown) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let info = ConnInfo { peer, tls: tls.is_some() };
+        let gw2 = gw.clone();
+        let svc = service_fn(move |req| proxy::handle(gw2.clone(), info, req));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake = Duration::from_secs(gw.current.load().config.server.tls_handshake_timeout_secs);
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                        log_conn_end(watcher.watch(conn).await);
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).into_owned();
+                    log_conn_end(watcher.watch(conn).await);
+                }
+            }
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(gw.current.load().config.server.shutdown_grace_secs);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+fn log_conn_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}

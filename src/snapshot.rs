@@ -1,0 +1,211 @@
+//! The immutable snapshot of everything reloadable: config, trusted issuers and their keys, our
+//! signing keys, routes and the TLS certificate. A reload builds a whole new one and swaps it in
+//! atomically; a snapshot that fails to build is refused and the old one keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::HeaderName;
+use rustls::sign::CertifiedKey;
+
+use crate::config::{Config, RequireTyp};
+use crate::jwt::{Issuer, Trust, ACCESS_TOKEN_TYP};
+use crate::keys::{self, Alg, KeySet, OwnKeys};
+use crate::routes::RouteTable;
+use crate::upstream::{self, HttpClient};
+
+/// Why a snapshot could not be built; the message names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("key: {0}")]
+    Key(#[from] keys::KeyError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a build may do about missing generated files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildMode {
+    /// First start: create the signing key and self-signed certificate when allowed and missing.
+    Start,
+    /// Reload: never create anything; a missing file means the old snapshot stays.
+    Reload,
+}
+
+/// Where a route sends its traffic.
+pub enum Upstream {
+    /// The built-in echo service.
+    Echo,
+    /// A remote HTTP(S) service.
+    Remote {
+        /// `http` or `https`.
+        scheme: Scheme,
+        /// host:port of the upstream.
+        authority: Authority,
+        /// Path of the base URL without trailing '/', prepended to the forwarded path.
+        base_path: String,
+        /// A client with the route's own CA roots; None uses the shared pooled client.
+        client: Option<HttpClient>,
+    },
+}
+
+/// One route, pre-computed for the hot path.
+pub struct Route {
+    /// Configured prefix, as written (used as the metrics/log label).
+    pub prefix: String,
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// Scopes the token must hold.
+    pub scopes: Vec<String>,
+    /// Scopes joined by ' ' for the 403 `WWW-Authenticate` header.
+    pub scope_text: String,
+    /// Audience required (None: the issuer's accepted audiences).
+    pub audience: Option<String>,
+    /// No token needed.
+    pub public: bool,
+    /// Extra identity headers (already-validated header names) -> claim names.
+    pub claims_to_headers: Vec<(HeaderName, String)>,
+    /// Keep `Authorization` when forwarding.
+    pub forward_token: bool,
+    /// Remove the prefix from the forwarded path.
+    pub strip_prefix: bool,
+    /// Time the upstream gets to answer.
+    pub timeout: Duration,
+}
+
+/// Everything a request needs, frozen at one generation.
+pub struct Snapshot {
+    /// The parsed config this snapshot was built from.
+    pub config: Config,
+    /// Trusted issuers (ours first among equals) and their keys.
+    pub trust: Trust,
+    /// Our signing keys.
+    pub own: OwnKeys,
+    /// Prefix table.
+    pub routes: RouteTable<Arc<Route>>,
+    /// Certificate for the HTTPS listener.
+    pub certified_key: Arc<CertifiedKey>,
+    /// Files and folders whose change triggers a reload.
+    pub watched: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("routes", &self.routes.len()).field("issuers", &self.trust.issuers.len()).finish()
+    }
+}
+
+fn parse_algs(names: &[String]) -> Result<Vec<Alg>, BuildError> {
+    names.iter().map(|n| Alg::parse(n).ok_or_else(|| BuildError::Invalid(format!("unknown algorithm {n:?}")))).collect()
+}
+
+impl Snapshot {
+    /// Loads `config_path` and everything it names.
+    pub fn build(config_path: &Path, mode: BuildMode) -> Result<Snapshot, BuildError> {
+        let config = Config::load(config_path)?;
+        let t = &config.tokens;
+        let keys_dir = config.resolve(&t.keys_dir);
+        if mode == BuildMode::Start && t.generate_if_missing && !has_pem(&keys_dir) {
+            let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::jwt::now()));
+            let path = keys_dir.join(format!("{kid}.pem"));
+            keys::write_private(&path, &keys::generate_pem(Alg::ES256)?).map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "generated an ES256 signing key");
+        }
+        let own = OwnKeys::load(&keys_dir, t.active_kid.as_deref(), t.rsa_alg)?;
+        let mut trust = Trust { issuers: Default::default(), max_token_bytes: t.max_token_bytes };
+        let mut own_algs: Vec<Alg> = own.keys.values().map(|k| k.alg).collect();
+        own_algs.dedup();
+        trust.issuers.insert(
+            t.issuer.clone(),
+            Issuer {
+                keys: own.key_set(),
+                algorithms: own_algs,
+                audiences: vec![t.audience.clone()],
+                require_typ: Some(ACCESS_TOKEN_TYP.into()),
+                leeway: t.leeway_secs,
+            },
+        );
+        let mut watched = vec![config_path.to_owned(), keys_dir];
+        for i in &config.issuers {
+            let algorithms = parse_algs(&i.algorithms)?;
+            let path = config.resolve(&i.jwks);
+            let keys: KeySet = KeySet::from_jwks_file(&path, &algorithms)?;
+            let require_typ = match &i.require_typ {
+                None | Some(RequireTyp::Flag(false)) => None,
+                Some(RequireTyp::Flag(true)) => Some(ACCESS_TOKEN_TYP.to_string()),
+                Some(RequireTyp::Value(v)) => Some(v.trim_start_matches("application/").to_ascii_lowercase()),
+            };
+            let audiences = if i.audiences.is_empty() { vec![t.audience.clone()] } else { i.audiences.clone() };
+            trust.issuers.insert(i.issuer.clone(), Issuer { keys, algorithms, audiences, require_typ, leeway: t.leeway_secs });
+            watched.push(path);
+        }
+        let (cert, key) = (config.resolve(&config.tls.cert), config.resolve(&config.tls.key));
+        if mode == BuildMode::Start && config.tls.self_signed_if_missing && !cert.exists() && !key.exists() {
+            crate::tls::write_self_signed(&cert, &key)?;
+            tracing::info!(cert = %cert.display(), key = %key.display(), "wrote a self-signed localhost certificate");
+        }
+        let certified_key = crate::tls::load_certified_key(&cert, &key)?;
+        watched.push(cert);
+        watched.push(key);
+        let mut table = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            table.push((r.prefix.clone(), Arc::new(build_route(&config, r)?)));
+            if let Some(ca) = &r.upstream_ca {
+                watched.push(config.resolve(ca));
+            }
+        }
+        let routes = RouteTable::new(table).map_err(|e| BuildError::Invalid(format!("routes: {e}")))?;
+        Ok(Snapshot { config, trust, own, routes, certified_key, watched })
+    }
+}
+
+fn has_pem(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "pem")))
+        .unwrap_or(false)
+}
+
+fn build_route(config: &Config, r: &crate::config::RouteConfig) -> Result<Route, BuildError> {
+    let bad = |m: String| BuildError::Invalid(format!("route {:?}: {m}", r.prefix));
+    let upstream = if r.upstream == "echo" {
+        Upstream::Echo
+    } else {
+        let uri: http::Uri = r.upstream.parse().map_err(|e| bad(format!("upstream {:?}: {e}", r.upstream)))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("upstream needs http:// or https://".into()))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(bad("upstream must be http:// or https://".into()));
+        }
+        if uri.query().is_some() {
+            return Err(bad("upstream must not carry a query".into()));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("upstream has no host".into()))?;
+        let client = match &r.upstream_ca {
+            Some(ca) => Some(upstream::client(&config.server, Some(&config.resolve(ca)))?),
+            None => None,
+        };
+        Upstream::Remote { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned(), client }
+    };
+    let mut claims_to_headers = Vec::new();
+    for (h, claim) in &r.claims_to_headers {
+        let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| bad(format!("bad header name {h:?}")))?;
+        claims_to_headers.push((name, claim.clone()));
+    }
+    Ok(Route {
+        prefix: r.prefix.clone(),
+        upstream,
+        scope_text: r.scopes.join(" "),
+        scopes: r.scopes.clone(),
+        audience: r.audience.clone(),
+        public: r.public,
+        claims_to_headers,
+        forward_token: r.forward_token,
+        strip_prefix: r.strip_prefix,
+        timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
+    })
+}

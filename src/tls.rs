@@ -1,0 +1,98 @@
+//! TLS for the HTTPS listener: certificate loading, first-start self-signed generation, and a
+//! resolver that reads the certificate from the current snapshot, so a reloaded certificate
+//! applies to the next handshake without touching connections already open.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::snapshot::Snapshot;
+
+/// Why the certificate could not be loaded or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
+}
+
+fn err(path: &Path, msg: impl std::fmt::Display) -> TlsError {
+    TlsError::File { path: path.display().to_string(), msg: msg.to_string() }
+}
+
+/// Loads a PEM chain and private key into a rustls `CertifiedKey`, checking that they match.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| err(cert, format!("{e:?}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(cert, format!("{e:?}")))?;
+    if chain.is_empty() {
+        return Err(err(cert, "no certificate in file"));
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, format!("{e:?}")))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let ck = CertifiedKey::from_der(chain, der, &provider).map_err(|e| err(key, e))?;
+    Ok(Arc::new(ck))
+}
+
+/// Writes a self-signed certificate for localhost / 127.0.0.1 / ::1 at `cert` and `key`.
+pub fn write_self_signed(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| err(cert, e))?;
+    crate::keys::write_private(key, &ck.signing_key.serialize_pem()).map_err(|e| err(key, e))?;
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(cert, e))?;
+    }
+    std::fs::write(cert, ck.cert.pem()).map_err(|e| err(cert, e))
+}
+
+/// Picks the certificate of whatever snapshot is current at handshake time.
+#[derive(Debug)]
+pub struct SnapshotCertResolver {
+    /// The live snapshot cell, shared with the proxy and the reloader.
+    pub current: Arc<ArcSwap<Snapshot>>,
+}
+
+impl ResolvesServerCert for SnapshotCertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().certified_key.clone())
+    }
+}
+
+/// The HTTPS listener's rustls config: TLS 1.2 and 1.3, ALPN h2 then http/1.1.
+pub fn server_config(current: Arc<ArcSwap<Snapshot>>) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SnapshotCertResolver { current }));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A rustls client config trusting webpki roots, or only the CAs in `ca_file`.
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            for c in CertificateDer::pem_file_iter(path).map_err(|e| err(path, format!("{e:?}")))? {
+                roots.add(c.map_err(|e| err(path, format!("{e:?}")))?).map_err(|e| err(path, e))?;
+            }
+            if roots.is_empty() {
+                return Err(err(path, "no CA certificate in file"));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // ALPN is left empty: hyper-rustls sets it from the HTTP versions the connector enables.
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::File { path: "(tls)".into(), msg: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
