@@ -26,8 +26,7 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 
 /// Content type of the `/metrics` body, as OpenMetrics scrapers expect.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How long a client may take to send a request head before its connection is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,11 +62,7 @@ impl AdminState {
         Self {
             metrics,
             ready: AtomicBool::new(false),
-            reload: ArcSwap::from_pointee(ReloadStatus {
-                generation: 0,
-                last_reload: UNIX_EPOCH,
-                last_error: None,
-            }),
+            reload: ArcSwap::from_pointee(ReloadStatus { generation: 0, last_reload: UNIX_EPOCH, last_error: None }),
         }
     }
 
@@ -112,11 +107,7 @@ impl AdminState {
 ///
 /// After `shutdown`, open connections finish their in-flight request and close; this returns
 /// once they have, or after a few seconds at most.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AdminState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()> + Send + 'static) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -141,9 +132,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(response) }
             });
             let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+            builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
@@ -163,10 +152,7 @@ pub async fn serve(
     drop(listener);
     // Receivers live in the connection tasks, so `closed` resolves once every one has ended.
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, stop_tx.closed())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, stop_tx.closed()).await.is_err() {
         tracing::debug!("admin connections still open after shutdown drain");
     }
 }
@@ -204,9 +190,7 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     };
     if req.method() != Method::GET {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
         return response;
     }
     match endpoint {
@@ -217,11 +201,7 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             let body = reload_json(&state.reload_status()).to_string();
             with_body(StatusCode::OK, "application/json", body)
         }
-        Endpoint::Metrics => with_body(
-            StatusCode::OK,
-            OPENMETRICS_CONTENT_TYPE,
-            state.metrics.encode(),
-        ),
+        Endpoint::Metrics => with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode()),
     }
 }
 
@@ -242,11 +222,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// A response with `status`, a static content type and `body`, never cached.
-fn with_body(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
+fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -294,33 +270,17 @@ mod tests {
             let _ = stopped.await;
         };
         let task = tokio::spawn(serve(listener, Arc::clone(&state), shutdown));
-        Server {
-            addr,
-            state,
-            stop,
-            task,
-        }
+        Server { addr, state, stop, task }
     }
 
     fn parse(raw: &str) -> Reply {
         let (head, body) = raw.split_once("\r\n\r\n").expect("head/body split");
         let mut lines = head.split("\r\n");
         let status_line = lines.next().expect("status line");
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .expect("code")
-            .parse()
-            .expect("numeric");
-        let headers = lines
-            .filter_map(|l| l.split_once(": "))
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
-            .collect();
-        Reply {
-            status,
-            headers,
-            body: body.to_owned(),
-        }
+        let status = status_line.split(' ').nth(1).expect("code").parse().expect("numeric");
+        let headers =
+            lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned())).collect();
+        Reply { status, headers, body: body.to_owned() }
     }
 
     async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
@@ -332,9 +292,7 @@ mod tests {
             stream.read_to_string(&mut raw).await.expect("read");
             raw
         };
-        let raw = tokio::time::timeout(Duration::from_secs(5), exchange)
-            .await
-            .expect("timely reply");
+        let raw = tokio::time::timeout(Duration::from_secs(5), exchange).await.expect("timely reply");
         parse(&raw)
     }
 
@@ -353,10 +311,7 @@ mod tests {
         let s = start().await;
         let reply = request(s.addr, "GET", "/healthz").await;
         assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
-        assert_eq!(
-            reply.header("content-type"),
-            Some("text/plain; charset=utf-8")
-        );
+        assert_eq!(reply.header("content-type"), Some("text/plain; charset=utf-8"));
         // Query strings do not change the route.
         assert_eq!(request(s.addr, "GET", "/healthz?x=1").await.status, 200);
     }
@@ -388,10 +343,7 @@ mod tests {
         let first = doc["last_reload"].as_str().expect("string").to_owned();
         assert!(first.ends_with('Z'), "{first}");
         let first_time = humantime::parse_rfc3339(&first).expect("rfc3339");
-        assert!(
-            first_time >= before && first_time <= SystemTime::now(),
-            "{first}"
-        );
+        assert!(first_time >= before && first_time <= SystemTime::now(), "{first}");
 
         s.state.reload_failed("bad key in jwks.pem".to_owned());
         let doc = reload_doc(s.addr).await;
@@ -408,12 +360,8 @@ mod tests {
         assert!(second.expect("rfc3339") > first_time);
 
         let metrics = request(s.addr, "GET", "/metrics").await.body;
-        assert!(metrics
-            .lines()
-            .any(|l| l == r#"tokengate_reloads_total{result="ok"} 2"#));
-        assert!(metrics
-            .lines()
-            .any(|l| l == r#"tokengate_reloads_total{result="failed"} 1"#));
+        assert!(metrics.lines().any(|l| l == r#"tokengate_reloads_total{result="ok"} 2"#));
+        assert!(metrics.lines().any(|l| l == r#"tokengate_reloads_total{result="failed"} 1"#));
     }
 
     #[tokio::test]
@@ -437,11 +385,7 @@ mod tests {
         assert_eq!(request(s.addr, "GET", "/").await.status, 404);
         assert_eq!(request(s.addr, "GET", "/healthz/").await.status, 404);
         assert_eq!(request(s.addr, "POST", "/nope").await.status, 404);
-        for (method, path) in [
-            ("POST", "/reload"),
-            ("DELETE", "/metrics"),
-            ("HEAD", "/healthz"),
-        ] {
+        for (method, path) in [("POST", "/reload"), ("DELETE", "/metrics"), ("HEAD", "/healthz")] {
             let reply = request(s.addr, method, path).await;
             assert_eq!(reply.status, 405, "{method} {path}");
             assert_eq!(reply.header("allow"), Some("GET"), "{method} {path}");
@@ -452,9 +396,7 @@ mod tests {
     async fn shutdown_closes_idle_keepalive_connections_promptly() {
         let s = start().await;
         let mut idle = TcpStream::connect(s.addr).await.expect("connect");
-        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
         let mut raw = Vec::new();
         while !raw.ends_with(b"\r\n\r\nok") {
             let mut buf = [0u8; 512];
@@ -467,19 +409,10 @@ mod tests {
         }
         let _ = s.stop.send(());
         // Well under DRAIN_TIMEOUT: the idle connection is closed, not waited out.
-        tokio::time::timeout(Duration::from_secs(2), s.task)
-            .await
-            .expect("serve returned")
-            .expect("join");
+        tokio::time::timeout(Duration::from_secs(2), s.task).await.expect("serve returned").expect("join");
         let mut rest = Vec::new();
-        let n = idle
-            .read_to_end(&mut rest)
-            .await
-            .expect("read after shutdown");
+        let n = idle.read_to_end(&mut rest).await.expect("read after shutdown");
         assert_eq!(n, 0);
-        assert!(
-            TcpStream::connect(s.addr).await.is_err(),
-            "listener still open"
-        );
+        assert!(TcpStream::connect(s.addr).await.is_err(), "listener still open");
     }
 }

@@ -88,7 +88,13 @@ pub fn bearer_token(parts: &Parts) -> Result<&str, Rejection> {
 }
 
 fn query_has_access_token(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("access_token") || k.eq_ignore_ascii_case("access%5ftoken"))))
+    query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            kv.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("access_token") || k.eq_ignore_ascii_case("access%5ftoken"))
+        })
+    })
 }
 
 /// Checks the request against the route; `Ok(None)` for public routes.

@@ -23,7 +23,9 @@ pub fn check(config: &Path) -> Result<String, BuildError> {
 
 /// Writes a new private key PEM for `alg` to `out` (mode 0600; never overwrites).
 pub fn keygen(alg: &str, out: &Path) -> Result<(), String> {
-    let alg = Alg::parse(alg).filter(|a| matches!(a, Alg::ES256 | Alg::ES384 | Alg::RS256 | Alg::PS256 | Alg::EdDSA)).ok_or_else(|| format!("unsupported algorithm {alg:?} (ES256, ES384, RS256, PS256, EdDSA)"))?;
+    let alg = Alg::parse(alg)
+        .filter(|a| matches!(a, Alg::ES256 | Alg::ES384 | Alg::RS256 | Alg::PS256 | Alg::EdDSA))
+        .ok_or_else(|| format!("unsupported algorithm {alg:?} (ES256, ES384, RS256, PS256, EdDSA)"))?;
     let pem = keys::generate_pem(alg).map_err(|e| e.to_string())?;
     keys::write_private(out, &pem).map_err(|e| format!("{}: {e}", out.display()))
 }

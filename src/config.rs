@@ -110,11 +110,7 @@ pub struct TlsConfig {
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        TlsConfig {
-            cert: "certs/gateway.crt".into(),
-            key: "certs/gateway.key".into(),
-            self_signed_if_missing: true,
-        }
+        TlsConfig { cert: "certs/gateway.crt".into(), key: "certs/gateway.key".into(), self_signed_if_missing: true }
     }
 }
 
@@ -283,10 +279,10 @@ impl Default for LogConfig {
 impl Config {
     /// Reads and parses `path`; relative paths inside are kept relative until [`Config::resolve`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut cfg: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })?;
         cfg.base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

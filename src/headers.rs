@@ -20,25 +20,42 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Fixed hop-by-hop headers; `Connection` may name more, and any `Proxy-*` header goes too.
-const HOP_BY_HOP: [&HeaderName; 5] = [&header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::PROXY_AUTHORIZATION, &header::PROXY_AUTHENTICATE];
+const HOP_BY_HOP: [&HeaderName; 5] = [
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
+];
 
 /// True for a WebSocket handshake (`Connection: upgrade` and `Upgrade: websocket`), which is proxied.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
     upgrade && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty())
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// Removes hop-by-hop headers. A WebSocket upgrade keeps `Connection: upgrade` + `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let websocket = is_websocket_upgrade(headers);
-    let named: Vec<HeaderName> = connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    let named: Vec<HeaderName> =
+        connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
     for name in named {
         // A client must not be able to make us drop headers we set ourselves or need end to end.
-        if name != header::HOST && name != header::AUTHORIZATION && name != header::CONTENT_LENGTH {
+        let kept_upgrade = websocket && name == header::UPGRADE;
+        if !kept_upgrade && name != header::HOST && name != header::AUTHORIZATION && name != header::CONTENT_LENGTH {
             headers.remove(&name);
         }
     }
@@ -60,7 +77,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Host`; client-sent ones (and `Forwarded`) are replaced unless trusted.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<HeaderValue>, trust: bool) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+    trust: bool,
+) {
     let ip = HeaderValue::from_str(&client.to_string()).ok();
     let prior = if trust {
         let joined: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
@@ -144,7 +167,12 @@ mod tests {
 
     #[test]
     fn connection_cannot_remove_authorization_or_host() {
-        let mut h = map(&[("connection", "authorization, host, content-length"), ("authorization", "Bearer t"), ("host", "h"), ("content-length", "3")]);
+        let mut h = map(&[
+            ("connection", "authorization, host, content-length"),
+            ("authorization", "Bearer t"),
+            ("host", "h"),
+            ("content-length", "3"),
+        ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 3);
     }
@@ -160,7 +188,12 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_replaced_unless_trusted() {
-        let spoof = [("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "gopher"), ("x-forwarded-host", "evil"), ("forwarded", "for=6.6.6.6")];
+        let spoof = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=6.6.6.6"),
+        ];
         let mut h = map(&spoof);
         set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "https", Some(HeaderValue::from_static("api.test")), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
@@ -176,7 +209,8 @@ mod tests {
 
     #[test]
     fn identity_headers_are_stripped_in_any_case() {
-        let mut h = map(&[("X-Auth-Subject", "root"), ("x-AUTH-scope", "admin"), ("X-Auth-Client-Id", "c"), ("X-Tenant", "t")]);
+        let mut h =
+            map(&[("X-Auth-Subject", "root"), ("x-AUTH-scope", "admin"), ("X-Auth-Client-Id", "c"), ("X-Tenant", "t")]);
         let tenant = HeaderName::from_static("x-tenant");
         strip_identity(&mut h, std::iter::once(&tenant));
         assert!(h.is_empty(), "{h:?}");

@@ -204,7 +204,8 @@ impl Trust {
         let payload = decode_segment(p)?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
         let issuer = self.issuers.get(&claims.iss).ok_or(TokenError::UntrustedIssuer)?;
-        let alg = Alg::parse(&header.alg).filter(|a| issuer.algorithms.contains(a)).ok_or(TokenError::AlgorithmNotAllowed)?;
+        let alg =
+            Alg::parse(&header.alg).filter(|a| issuer.algorithms.contains(a)).ok_or(TokenError::AlgorithmNotAllowed)?;
         if let Some(want) = &issuer.require_typ {
             if !typ_matches(header.typ.as_deref(), want) {
                 return Err(TokenError::WrongType);

@@ -132,11 +132,18 @@ fn header_rules_typ_crit_alg_kid() {
     assert!(check(json!({"alg": "ES256", "kid": "k1", "typ": "application/AT+JWT"})).is_ok());
     assert_eq!(check(json!({"alg": "ES256", "kid": "k1", "typ": "JWT"})).unwrap_err(), TokenError::WrongType);
     assert_eq!(check(json!({"alg": "ES256", "kid": "k1"})).unwrap_err(), TokenError::WrongType);
-    assert_eq!(check(json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt", "crit": ["exp"]})).unwrap_err(), TokenError::Crit);
+    assert_eq!(
+        check(json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt", "crit": ["exp"]})).unwrap_err(),
+        TokenError::Crit
+    );
     assert_eq!(check(json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt", "crit": []})).unwrap_err(), TokenError::Crit);
     assert_eq!(check(json!({"alg": "ES256", "kid": "nope", "typ": "at+jwt"})).unwrap_err(), TokenError::UnknownKey);
     for alg in ["none", "None", "NONE", "es256", "HS256", "ES384", ""] {
-        assert_eq!(check(json!({"alg": alg, "kid": "k1", "typ": "at+jwt"})).unwrap_err(), TokenError::AlgorithmNotAllowed, "{alg}");
+        assert_eq!(
+            check(json!({"alg": alg, "kid": "k1", "typ": "at+jwt"})).unwrap_err(),
+            TokenError::AlgorithmNotAllowed,
+            "{alg}"
+        );
     }
     assert_eq!(check(json!({"alg": 1, "kid": "k1", "typ": "at+jwt"})).unwrap_err(), TokenError::BadHeader);
     assert_eq!(check(json!({"kid": "k1", "typ": "at+jwt"})).unwrap_err(), TokenError::BadHeader);
@@ -166,8 +173,15 @@ fn hmac_with_the_public_key_as_secret_is_refused() {
     let iss = trust.issuers.get_mut(ISS).unwrap();
     iss.keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]).unwrap();
     iss.algorithms = vec![Alg::RS256];
-    let input = format!("{}.{}", B64.encode(json!({"alg": "HS256", "kid": "k1", "typ": "at+jwt"}).to_string()), B64.encode(claims().to_string()));
-    let mac = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwks.as_bytes()), input.as_bytes());
+    let input = format!(
+        "{}.{}",
+        B64.encode(json!({"alg": "HS256", "kid": "k1", "typ": "at+jwt"}).to_string()),
+        B64.encode(claims().to_string())
+    );
+    let mac = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwks.as_bytes()),
+        input.as_bytes(),
+    );
     let t = format!("{input}.{}", B64.encode(mac.as_ref()));
     assert_eq!(trust.validate(&t, None, NOW).unwrap_err(), TokenError::AlgorithmNotAllowed);
     // Even if the issuer allowed HS256, an RSA key can never verify an HMAC.
@@ -184,7 +198,10 @@ fn tampering_and_encoding_tricks_are_refused() {
     // flipped signature bit
     let mut s = B64.decode(sig).unwrap();
     s[5] ^= 1;
-    assert_eq!(trust.validate(&format!("{input}.{}", B64.encode(&s)), None, NOW).unwrap_err(), TokenError::BadSignature);
+    assert_eq!(
+        trust.validate(&format!("{input}.{}", B64.encode(&s)), None, NOW).unwrap_err(),
+        TokenError::BadSignature
+    );
     // tampered claims, original signature
     let mut c = claims();
     c["scope"] = json!("admin");
@@ -195,11 +212,16 @@ fn tampering_and_encoding_tricks_are_refused() {
     assert!(trust.validate(&format!("{good}="), None, NOW).is_err());
     assert!(trust.validate(&format!("{good}.x"), None, NOW).is_err());
     assert!(trust.validate(&format!(" {good}"), None, NOW).is_err());
-    assert!(trust.validate(&good.replace('-', "+").replace('_', "/"), None, NOW).is_err() || !good.contains(['-', '_']));
+    assert!(
+        trust.validate(&good.replace('-', "+").replace('_', "/"), None, NOW).is_err() || !good.contains(['-', '_'])
+    );
     assert_eq!(trust.validate("a.b.c.d.e", None, NOW).unwrap_err(), TokenError::Malformed);
     assert_eq!(trust.validate(&"a".repeat(9000), None, NOW).unwrap_err(), TokenError::TooLarge);
     // r = s = 0 ECDSA signature
-    assert_eq!(trust.validate(&format!("{input}.{}", B64.encode([0u8; 64])), None, NOW).unwrap_err(), TokenError::BadSignature);
+    assert_eq!(
+        trust.validate(&format!("{input}.{}", B64.encode([0u8; 64])), None, NOW).unwrap_err(),
+        TokenError::BadSignature
+    );
 }
 
 #[test]
@@ -209,7 +231,8 @@ fn duplicate_json_keys_are_refused() {
     let dup_payload = format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"sub":"alice","sub":"root"}}"#, NOW + 60);
     assert_eq!(trust.validate(&raw(hdr(&k), &dup_payload, &k), None, NOW).unwrap_err(), TokenError::BadClaims);
     let body = claims().to_string();
-    let input = format!("{}.{}", B64.encode(r#"{"alg":"ES256","alg":"none","kid":"k1","typ":"at+jwt"}"#), B64.encode(&body));
+    let input =
+        format!("{}.{}", B64.encode(r#"{"alg":"ES256","alg":"none","kid":"k1","typ":"at+jwt"}"#), B64.encode(&body));
     let t = format!("{input}.{}", B64.encode(k.sign(input.as_bytes()).unwrap()));
     assert_eq!(trust.validate(&t, None, NOW).unwrap_err(), TokenError::BadHeader);
 }

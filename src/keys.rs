@@ -113,8 +113,11 @@ enum Check {
 impl VerifyKey {
     /// Parses public key bytes (SPKI or PKCS#1 for RSA, uncompressed point for EC, raw for Ed25519).
     pub fn public(alg: Alg, bytes: &[u8]) -> Result<VerifyKey, KeyError> {
-        let v = alg.verification().ok_or_else(|| KeyError::Invalid(format!("{} is not a public-key algorithm", alg.as_str())))?;
-        let parsed = ParsedPublicKey::new(v, bytes).map_err(|e| KeyError::Invalid(format!("bad {} public key: {e}", alg.as_str())))?;
+        let v = alg
+            .verification()
+            .ok_or_else(|| KeyError::Invalid(format!("{} is not a public-key algorithm", alg.as_str())))?;
+        let parsed = ParsedPublicKey::new(v, bytes)
+            .map_err(|e| KeyError::Invalid(format!("bad {} public key: {e}", alg.as_str())))?;
         Ok(VerifyKey { alg, check: Check::Public(parsed) })
     }
 
@@ -178,10 +181,8 @@ impl KeySet {
     /// Parses a JWKS document (shaped so that a remote JWKS body can go through the same code).
     pub fn from_jwks(bytes: &[u8], allowed: &[Alg]) -> Result<KeySet, KeyError> {
         let doc: Value = serde_json::from_slice(bytes).map_err(|e| KeyError::Invalid(format!("not JSON: {e}")))?;
-        let keys = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| KeyError::Invalid("no \"keys\" array".into()))?;
+        let keys =
+            doc.get("keys").and_then(Value::as_array).ok_or_else(|| KeyError::Invalid("no \"keys\" array".into()))?;
         let mut set = KeySet::default();
         for (i, jwk) in keys.iter().enumerate() {
             let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("#{i}"));
@@ -295,7 +296,8 @@ pub struct SigningKey {
 impl SigningKey {
     /// Parses a private key PEM (PKCS#8, SEC1 or PKCS#1); the key type gives the algorithm.
     pub fn from_pem(kid: &str, pem: &[u8], rsa_alg: RsaAlg) -> Result<SigningKey, KeyError> {
-        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| KeyError::Invalid(format!("not a private key PEM: {e:?}")))?;
+        let der = PrivateKeyDer::from_pem_slice(pem)
+            .map_err(|e| KeyError::Invalid(format!("not a private key PEM: {e:?}")))?;
         let bytes = der.secret_der();
         let (alg, signer) = if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes) {
             (Alg::EdDSA, Signer::Ed(k))
@@ -319,7 +321,10 @@ impl SigningKey {
                 let p = k.public_key().as_ref();
                 let half = (p.len() - 1) / 2;
                 let crv = if alg == Alg::ES256 { "P-256" } else { "P-384" };
-                (json!({"kty": "EC", "crv": crv, "x": B64.encode(&p[1..1 + half]), "y": B64.encode(&p[1 + half..])}), p.to_vec())
+                (
+                    json!({"kty": "EC", "crv": crv, "x": B64.encode(&p[1..1 + half]), "y": B64.encode(&p[1 + half..])}),
+                    p.to_vec(),
+                )
             }
             Signer::Ed(k) => {
                 let p = k.public_key().as_ref();
@@ -396,7 +401,10 @@ impl OwnKeys {
             keys.insert(kid.to_owned(), Arc::new(key));
         }
         let active = match active_kid {
-            Some(kid) => keys.get(kid).cloned().ok_or_else(|| file_err(dir, format!("active_kid {kid:?} has no {kid}.pem here")))?,
+            Some(kid) => keys
+                .get(kid)
+                .cloned()
+                .ok_or_else(|| file_err(dir, format!("active_kid {kid:?} has no {kid}.pem here")))?,
             None if keys.len() == 1 => keys.values().next().cloned().ok_or_else(|| file_err(dir, "no key"))?,
             None if keys.is_empty() => return Err(file_err(dir, "no *.pem signing key")),
             None => return Err(file_err(dir, "several keys: set tokens.active_kid")),
@@ -426,11 +434,17 @@ pub fn generate_pem(alg: Alg) -> Result<String, KeyError> {
     let fail = |e: aws_lc_rs::error::Unspecified| KeyError::Invalid(format!("key generation failed: {e}"));
     let der: Vec<u8> = match alg {
         Alg::ES256 | Alg::ES384 => {
-            let a = if alg == Alg::ES256 { &signature::ECDSA_P256_SHA256_FIXED_SIGNING } else { &signature::ECDSA_P384_SHA384_FIXED_SIGNING };
+            let a = if alg == Alg::ES256 {
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING
+            } else {
+                &signature::ECDSA_P384_SHA384_FIXED_SIGNING
+            };
             EcdsaKeyPair::generate(a).map_err(fail)?.to_pkcs8v1().map_err(fail)?.as_ref().to_vec()
         }
         Alg::EdDSA => Ed25519KeyPair::generate().map_err(fail)?.to_pkcs8v1().map_err(fail)?.as_ref().to_vec(),
-        Alg::RS256 | Alg::PS256 => RsaKeyPair::generate(KeySize::Rsa2048).map_err(fail)?.as_der().map_err(fail)?.as_ref().to_vec(),
+        Alg::RS256 | Alg::PS256 => {
+            RsaKeyPair::generate(KeySize::Rsa2048).map_err(fail)?.as_der().map_err(fail)?.as_ref().to_vec()
+        }
         _ => return Err(KeyError::Invalid(format!("cannot generate a private key for {}", alg.as_str()))),
     };
     Ok(pem_encode("PRIVATE KEY", &der))
@@ -526,7 +540,8 @@ mod tests {
     fn short_rsa_keys_are_refused() {
         let der = RsaKeyPair::generate(KeySize::Rsa2048).unwrap().as_der().unwrap();
         assert!(SigningKey::from_pem("r", pem_encode("PRIVATE KEY", der.as_ref()).as_bytes(), RsaAlg::RS256).is_ok());
-        let jwks = json!({"keys": [{"kty": "RSA", "kid": "s", "n": B64.encode([0xc5u8; 128]), "e": "AQAB"}]}).to_string();
+        let jwks =
+            json!({"keys": [{"kty": "RSA", "kid": "s", "n": B64.encode([0xc5u8; 128]), "e": "AQAB"}]}).to_string();
         let set = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]);
         // 1024-bit modulus: either refused at load or never verifies.
         if let Ok(set) = set {

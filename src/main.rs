@@ -77,7 +77,13 @@ fn main() -> anyhow::Result<()> {
         },
         Command::Keygen { alg, out } => commands::keygen(&alg, &out).map_err(anyhow::Error::msg),
         Command::Mint { config, sub, scope, ttl, aud, client_id } => {
-            let req = commands::MintRequest { sub: &sub, scope: &scope, ttl, aud: aud.as_deref(), client_id: client_id.as_deref() };
+            let req = commands::MintRequest {
+                sub: &sub,
+                scope: &scope,
+                ttl,
+                aud: aud.as_deref(),
+                client_id: client_id.as_deref(),
+            };
             println!("{}", commands::mint(&config, &req)?);
             Ok(())
         }

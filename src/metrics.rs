@@ -15,10 +15,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 /// Upstream latency bucket bounds in seconds, 100us to 30s in roughly 1-2.5-5 steps.
-const UPSTREAM_BUCKETS: [f64; 17] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
+const UPSTREAM_BUCKETS: [f64; 17] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Labels of `tokengate_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,31 +114,15 @@ impl Metrics {
             Unit::Seconds,
             upstream.clone(),
         );
-        registry.register(
-            "tokengate_reloads",
-            "Config reload attempts by result",
-            reloads.clone(),
-        );
+        registry.register("tokengate_reloads", "Config reload attempts by result", reloads.clone());
 
-        Self {
-            registry,
-            requests,
-            rejections,
-            upstream,
-            reloads,
-            routes: RwLock::new(HashMap::new()),
-        }
+        Self { registry, requests, rejections, upstream, reloads, routes: RwLock::new(HashMap::new()) }
     }
 
     /// One finished proxied request: route prefix ("none" when no route matched), HTTP status.
     pub fn record_request(&self, route: &str, status: u16) {
         let handles = self.route_handles(route);
-        let cached = handles
-            .statuses
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&status)
-            .cloned();
+        let cached = handles.statuses.read().unwrap_or_else(PoisonError::into_inner).get(&status).cloned();
         let counter = match cached {
             Some(counter) => counter,
             None => handles
@@ -149,10 +131,7 @@ impl Metrics {
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(status)
                 .or_insert_with(|| {
-                    let labels = RequestLabels {
-                        route: route.to_owned(),
-                        status,
-                    };
+                    let labels = RequestLabels { route: route.to_owned(), status };
                     self.requests.get_or_create_owned(&labels)
                 })
                 .clone(),
@@ -162,9 +141,7 @@ impl Metrics {
 
     /// One token rejection, by short reason label (e.g. "expired", "bad_signature", "missing").
     pub fn record_rejection(&self, reason: &'static str) {
-        self.rejections
-            .get_or_create(&RejectionLabels { reason })
-            .inc();
+        self.rejections.get_or_create(&RejectionLabels { reason }).inc();
     }
 
     /// Time from sending to the upstream until its response head arrived, in seconds, per route.
@@ -173,9 +150,7 @@ impl Metrics {
         handles
             .upstream
             .get_or_init(|| {
-                let labels = RouteLabels {
-                    route: route.to_owned(),
-                };
+                let labels = RouteLabels { route: route.to_owned() };
                 self.upstream.get_or_create_owned(&labels)
             })
             .observe(seconds);
@@ -198,21 +173,12 @@ impl Metrics {
 
     /// The cached handles of `route`, created on first use (the only allocation on this path).
     fn route_handles(&self, route: &str) -> Arc<RouteHandles> {
-        let cached = self
-            .routes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(route)
-            .cloned();
+        let cached = self.routes.read().unwrap_or_else(PoisonError::into_inner).get(route).cloned();
         match cached {
             Some(handles) => handles,
-            None => self
-                .routes
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(route.to_owned())
-                .or_default()
-                .clone(),
+            None => {
+                self.routes.write().unwrap_or_else(PoisonError::into_inner).entry(route.to_owned()).or_default().clone()
+            }
         }
     }
 }
@@ -233,31 +199,10 @@ mod tests {
         m.record_request("/api", 503);
         m.record_request("none", 404);
         let text = m.encode();
-        assert!(
-            has_line(&text, "# TYPE tokengate_requests counter"),
-            "{text}"
-        );
-        assert!(
-            has_line(
-                &text,
-                r#"tokengate_requests_total{route="/api",status="200"} 2"#
-            ),
-            "{text}"
-        );
-        assert!(
-            has_line(
-                &text,
-                r#"tokengate_requests_total{route="/api",status="503"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            has_line(
-                &text,
-                r#"tokengate_requests_total{route="none",status="404"} 1"#
-            ),
-            "{text}"
-        );
+        assert!(has_line(&text, "# TYPE tokengate_requests counter"), "{text}");
+        assert!(has_line(&text, r#"tokengate_requests_total{route="/api",status="200"} 2"#), "{text}");
+        assert!(has_line(&text, r#"tokengate_requests_total{route="/api",status="503"} 1"#), "{text}");
+        assert!(has_line(&text, r#"tokengate_requests_total{route="none",status="404"} 1"#), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
@@ -265,14 +210,8 @@ mod tests {
     fn rejections_and_reloads_are_counted() {
         let m = Metrics::new();
         let text = m.encode();
-        assert!(
-            has_line(&text, r#"tokengate_reloads_total{result="ok"} 0"#),
-            "{text}"
-        );
-        assert!(
-            has_line(&text, r#"tokengate_reloads_total{result="failed"} 0"#),
-            "{text}"
-        );
+        assert!(has_line(&text, r#"tokengate_reloads_total{result="ok"} 0"#), "{text}");
+        assert!(has_line(&text, r#"tokengate_reloads_total{result="failed"} 0"#), "{text}");
         m.record_rejection("expired");
         m.record_rejection("expired");
         m.record_rejection("missing");
@@ -312,9 +251,7 @@ mod tests {
         }
         let sum = text
             .lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"tokengate_upstream_duration_seconds_sum{route="/api"} "#)
-            })
+            .find_map(|l| l.strip_prefix(r#"tokengate_upstream_duration_seconds_sum{route="/api"} "#))
             .and_then(|v| v.parse::<f64>().ok())
             .expect("sum line");
         assert!((sum - 60.20005).abs() < 1e-9, "sum {sum}");
@@ -339,19 +276,7 @@ mod tests {
             t.join().expect("thread");
         }
         let text = m.encode();
-        assert!(
-            has_line(
-                &text,
-                r#"tokengate_requests_total{route="/a",status="200"} 2000"#
-            ),
-            "{text}"
-        );
-        assert!(
-            has_line(
-                &text,
-                r#"tokengate_requests_total{route="/b",status="200"} 2000"#
-            ),
-            "{text}"
-        );
+        assert!(has_line(&text, r#"tokengate_requests_total{route="/a",status="200"} 2000"#), "{text}");
+        assert!(has_line(&text, r#"tokengate_requests_total{route="/b",status="200"} 2000"#), "{text}");
     }
 }

@@ -93,7 +93,13 @@ fn outcome_path(resp: &Response<Body>) -> &str {
     resp.extensions().get::<LoggedPath>().map_or("-", |p| &p.0)
 }
 
-async fn route_request<'s>(gw: &Gateway, snap: &'s Snapshot, conn: ConnInfo, req: Request<Incoming>, out: &mut Outcome<'s>) -> Response<Body> {
+async fn route_request<'s>(
+    gw: &Gateway,
+    snap: &'s Snapshot,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    out: &mut Outcome<'s>,
+) -> Response<Body> {
     let path = match normalize_path(req.uri().path()) {
         Ok(p) => p.into_owned(),
         Err(e) => return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())),
@@ -126,12 +132,28 @@ async fn route_request<'s>(gw: &Gateway, snap: &'s Snapshot, conn: ConnInfo, req
     resp
 }
 
-fn rewrite_request_headers(snap: &Snapshot, route: &Route, conn: ConnInfo, parts: &mut http::request::Parts, verified: Option<&Verified>) {
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+fn rewrite_request_headers(
+    snap: &Snapshot,
+    route: &Route,
+    conn: ConnInfo,
+    parts: &mut http::request::Parts,
+    verified: Option<&Verified>,
+) {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
     headers::strip_identity(h, route.claims_to_headers.iter().map(|(n, _)| n));
-    headers::set_forwarded(h, conn.peer.ip(), if conn.tls { "https" } else { "http" }, host, snap.config.server.trust_forwarded);
+    headers::set_forwarded(
+        h,
+        conn.peer.ip(),
+        if conn.tls { "https" } else { "http" },
+        host,
+        snap.config.server.trust_forwarded,
+    );
     // The client sets Host from the upstream URI, as a reverse proxy should.
     h.remove(header::HOST);
     if !route.forward_token {
@@ -151,7 +173,14 @@ fn rewrite_request_headers(snap: &Snapshot, route: &Route, conn: ConnInfo, parts
     }
 }
 
-async fn forward(gw: &Gateway, route: &Route, mut parts: http::request::Parts, body: Incoming, path: &str, out: &mut Outcome<'_>) -> Response<Body> {
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    path: &str,
+    out: &mut Outcome<'_>,
+) -> Response<Body> {
     let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let (uri, client) = match &route.upstream {
         Upstream::Echo => {
@@ -176,7 +205,13 @@ async fn forward(gw: &Gateway, route: &Route, mut parts: http::request::Parts, b
     let result = tokio::time::timeout(route.timeout, client.request(req)).await;
     gw.metrics.observe_upstream(&route.prefix, sent.elapsed().as_secs_f64());
     let mut resp = match result {
-        Err(_) => return own(json_error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream did not answer in time")),
+        Err(_) => {
+            return own(json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ))
+        }
         Ok(Err(e)) => {
             tracing::warn!(route = %route.prefix, error = %e, "upstream request failed");
             return own(json_error(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached"));

@@ -25,7 +25,10 @@ pub async fn reload_now(config_path: &Path, gw: &Gateway) -> Result<(), String> 
         Ok(new) => {
             let old = gw.current.load();
             let (o, n) = (&old.config, &new.config);
-            if o.server.listen != n.server.listen || o.server.listen_plain != n.server.listen_plain || o.admin.listen != n.admin.listen {
+            if o.server.listen != n.server.listen
+                || o.server.listen_plain != n.server.listen_plain
+                || o.admin.listen != n.admin.listen
+            {
                 tracing::warn!("listen addresses changed: they take effect after a restart");
             }
             gw.current.store(Arc::new(new));
@@ -72,7 +75,10 @@ impl Interest {
 
     fn matches(&self, path: &Path) -> bool {
         let k8s = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."));
-        self.files.contains(path) || path.parent().is_some_and(|d| self.dirs.contains(d)) || self.dirs.contains(path) || k8s
+        self.files.contains(path)
+            || path.parent().is_some_and(|d| self.dirs.contains(d))
+            || self.dirs.contains(path)
+            || k8s
     }
 }
 

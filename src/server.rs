@@ -111,7 +111,12 @@ fn conn_builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    gw: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let builder = Arc::new(conn_builder(&gw));
     let graceful = GracefulShutdown::new();
     loop {

@@ -97,7 +97,10 @@ pub struct Snapshot {
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("routes", &self.routes.len()).field("issuers", &self.trust.issuers.len()).finish()
+        f.debug_struct("Snapshot")
+            .field("routes", &self.routes.len())
+            .field("issuers", &self.trust.issuers.len())
+            .finish()
     }
 }
 
@@ -114,7 +117,8 @@ impl Snapshot {
         if mode == BuildMode::Start && t.generate_if_missing && !has_pem(&keys_dir) {
             let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::jwt::now()));
             let path = keys_dir.join(format!("{kid}.pem"));
-            keys::write_private(&path, &keys::generate_pem(Alg::ES256)?).map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
+            keys::write_private(&path, &keys::generate_pem(Alg::ES256)?)
+                .map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
             tracing::info!(path = %path.display(), "generated an ES256 signing key");
         }
         let own = OwnKeys::load(&keys_dir, t.active_kid.as_deref(), t.rsa_alg)?;
@@ -142,7 +146,9 @@ impl Snapshot {
                 Some(RequireTyp::Value(v)) => Some(v.trim_start_matches("application/").to_ascii_lowercase()),
             };
             let audiences = if i.audiences.is_empty() { vec![t.audience.clone()] } else { i.audiences.clone() };
-            trust.issuers.insert(i.issuer.clone(), Issuer { keys, algorithms, audiences, require_typ, leeway: t.leeway_secs });
+            trust
+                .issuers
+                .insert(i.issuer.clone(), Issuer { keys, algorithms, audiences, require_typ, leeway: t.leeway_secs });
             watched.push(path);
         }
         let (cert, key) = (config.resolve(&config.tls.cert), config.resolve(&config.tls.key));
