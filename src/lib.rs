@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod headers;

@@ -59,6 +59,8 @@ enum Command {
         #[arg(long)]
         client_id: Option<String>,
     },
+    /// Load-test a gateway: requests/s and latency percentiles with bearer tokens.
+    Bench(tokengate::bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::Keygen { alg, out } => commands::keygen(&alg, &out).map_err(anyhow::Error::msg),
+        Command::Bench(args) => tokengate::bench::main(args),
         Command::Mint { config, sub, scope, ttl, aud, client_id } => {
             let req = commands::MintRequest {
                 sub: &sub,
