@@ -9,6 +9,7 @@ use http_body_util::Full;
 
 use crate::jwt::{TokenError, Trust, Verified};
 use crate::snapshot::Route;
+use crate::store::Store;
 
 /// Why a request may not pass.
 #[derive(Debug)]
@@ -98,12 +99,21 @@ fn query_has_access_token(query: Option<&str>) -> bool {
 }
 
 /// Checks the request against the route; `Ok(None)` for public routes.
-pub fn authorize(trust: &Trust, route: &Route, parts: &Parts, now: u64) -> Result<Option<Verified>, Rejection> {
+pub fn authorize(
+    trust: &Trust,
+    store: &dyn Store,
+    route: &Route,
+    parts: &Parts,
+    now: u64,
+) -> Result<Option<Verified>, Rejection> {
     if route.public {
         return Ok(None);
     }
     let token = bearer_token(parts)?;
     let verified = trust.validate(token, route.audience.as_deref(), now).map_err(Rejection::InvalidToken)?;
+    if verified.jti.as_deref().is_some_and(|j| store.is_jti_denied(j, now)) {
+        return Err(Rejection::InvalidToken(TokenError::Revoked));
+    }
     if verified.missing_scope(&route.scopes).is_some() {
         return Err(Rejection::InsufficientScope);
     }

@@ -61,3 +61,33 @@ pub fn mint(config: &Path, req: &MintRequest) -> Result<String, BuildError> {
     });
     Ok(jwt::sign(&s.own.active, ACCESS_TOKEN_TYP, &claims)?)
 }
+
+/// Reads a secret from `input` (first line, without its line ending) and returns its argon2id PHC.
+pub fn hash_secret(input: &mut dyn std::io::BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    input.read_line(&mut line).map_err(|e| format!("reading stdin: {e}"))?;
+    let secret = line.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err("no secret on stdin".into());
+    }
+    crate::secrets::hash(secret).map_err(|e| e.to_string())
+}
+
+/// A fresh client: a random secret (shown once) and the `[[clients]]` entry holding its hash.
+pub fn add_client(id: &str, grants: &[String], scopes: &[String]) -> Result<(String, String), String> {
+    for g in grants {
+        if !matches!(g.as_str(), "client_credentials" | "password" | "refresh_token") {
+            return Err(format!("unknown grant {g:?}"));
+        }
+    }
+    let secret = crate::secrets::random_secret();
+    let hash = crate::secrets::hash(&secret).map_err(|e| e.to_string())?;
+    let list = |v: &[String]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let entry = format!(
+        "[[clients]]\nid = {id:?}\nsecret_hash = {hash:?}\ngrants = [{}]\nscopes = [{}]\ndefault_scopes = [{}]\n",
+        list(grants),
+        list(scopes),
+        list(scopes)
+    );
+    Ok((secret, entry))
+}

@@ -45,6 +45,24 @@ pub struct Config {
     /// Log format and filter.
     #[serde(default)]
     pub log: LogConfig,
+    /// OAuth2 clients allowed at the token endpoint (inline; more from `clients_file`).
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// Resource owners for the password grant (inline; more from `users_file`).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// A TOML file of `[[clients]]`, kept apart so it can be managed (and reloaded) on its own.
+    #[serde(default)]
+    pub clients_file: Option<PathBuf>,
+    /// A TOML file of `[[users]]`.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// Brute-force protection at the token endpoint.
+    #[serde(default)]
+    pub lockout: LockoutConfig,
+    /// Where refresh-token families, revocations and lockout counters are kept.
+    #[serde(default)]
+    pub state: StateConfig,
     /// The folder relative paths are resolved against (the config file's own folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -158,8 +176,14 @@ pub struct TokensConfig {
     pub rsa_alg: RsaAlg,
     /// Longest bearer token accepted, in bytes; longer ones are refused before any parsing.
     pub max_token_bytes: usize,
-    /// Default lifetime of tokens minted with `tokengate mint`.
+    /// Lifetime of issued (and `tokengate mint`ed) access tokens.
     pub access_ttl_secs: u64,
+    /// A refresh-token family dies this long after its first grant, however it is used.
+    pub refresh_ttl_secs: u64,
+    /// A refresh-token family dies when unused for this long.
+    pub refresh_idle_secs: u64,
+    /// Serve the token, revocation and introspection endpoints on the plain listener too.
+    pub allow_plain_token_endpoint: bool,
 }
 
 impl Default for TokensConfig {
@@ -174,6 +198,9 @@ impl Default for TokensConfig {
             rsa_alg: RsaAlg::RS256,
             max_token_bytes: 8 * 1024,
             access_ttl_secs: 900,
+            refresh_ttl_secs: 30 * 86400,
+            refresh_idle_secs: 14 * 86400,
+            allow_plain_token_endpoint: false,
         }
     }
 }
@@ -249,6 +276,114 @@ fn yes() -> bool {
     true
 }
 
+/// `[[clients]]`: an OAuth2 client of the token endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `client_id`.
+    pub id: String,
+    /// PHC string (argon2id) of the client secret; never the secret itself.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    /// A public client has no secret and may only name itself (password grant only).
+    #[serde(default)]
+    pub public: bool,
+    /// Grants it may use: `client_credentials`, `password`, `refresh_token`.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Scopes it may be granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Scopes granted when a request names none.
+    #[serde(default)]
+    pub default_scopes: Vec<String>,
+    /// JWKS file of its keys, for `private_key_jwt` client assertions.
+    #[serde(default)]
+    pub jwks: Option<PathBuf>,
+    /// PEM public key file, for `private_key_jwt` client assertions.
+    #[serde(default)]
+    pub public_key: Option<PathBuf>,
+    /// May call the introspection endpoint.
+    #[serde(default)]
+    pub introspect: bool,
+    /// `aud` of access tokens issued to it (default `tokens.audience`).
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// `[[users]]`: a resource owner for the password grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name.
+    pub username: String,
+    /// PHC string (argon2id) of the password.
+    pub password_hash: String,
+    /// Scopes the user may grant.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `sub` of the user's tokens (default: the username).
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// A disabled user can neither log in nor refresh.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// `clients_file` / `users_file` contents.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablesFile {
+    /// Clients listed in the file.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// Users listed in the file.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[lockout]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Failed logins (per username, per client) within `window_secs` that lock the account.
+    pub max_failures: u32,
+    /// Window over which failures are counted.
+    pub window_secs: u64,
+    /// First lockout length; each further lockout doubles it.
+    pub base_wait_secs: u64,
+    /// Longest lockout.
+    pub max_wait_secs: u64,
+    /// Token-endpoint requests per client IP per minute before 429; 0 disables the limit.
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            max_failures: 10,
+            window_secs: 300,
+            base_wait_secs: 60,
+            max_wait_secs: 3600,
+            per_ip_per_minute: 600,
+        }
+    }
+}
+
+/// `[state]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// redb file for durable state; `:memory:` keeps it in memory (lost on restart).
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { path: "state/tokengate.redb".into() }
+    }
+}
+
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -288,6 +423,7 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        cfg.merge_table_files()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -301,7 +437,65 @@ impl Config {
         }
     }
 
+    /// Appends the `[[clients]]` / `[[users]]` of `clients_file` / `users_file`.
+    fn merge_table_files(&mut self) -> Result<(), ConfigError> {
+        for (file, want_clients) in [(self.clients_file.clone(), true), (self.users_file.clone(), false)] {
+            let Some(file) = file else { continue };
+            let path = self.resolve(&file);
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let t: TablesFile =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), source: Box::new(e) })?;
+            if want_clients {
+                self.clients.extend(t.clients);
+            } else {
+                self.users.extend(t.users);
+            }
+        }
+        Ok(())
+    }
+
+    /// Files besides the config itself whose change must trigger a reload.
+    pub fn table_files(&self) -> Vec<PathBuf> {
+        [&self.clients_file, &self.users_file].into_iter().flatten().map(|p| self.resolve(p)).collect()
+    }
+
+    fn validate_tables(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let mut ids = std::collections::HashSet::new();
+        for c in &self.clients {
+            if c.id.is_empty() || !ids.insert(c.id.as_str()) {
+                return bad(format!("client id {:?} is empty or listed twice", c.id));
+            }
+            for g in &c.grants {
+                if !matches!(g.as_str(), "client_credentials" | "password" | "refresh_token") {
+                    return bad(format!("client {:?}: unknown grant {g:?}", c.id));
+                }
+            }
+            if c.public && (c.secret_hash.is_some() || c.grants.iter().any(|g| g == "client_credentials")) {
+                return bad(format!(
+                    "client {:?}: a public client has no secret and no client_credentials grant",
+                    c.id
+                ));
+            }
+            if !c.public && c.secret_hash.is_none() && c.jwks.is_none() && c.public_key.is_none() {
+                return bad(format!("client {:?}: needs secret_hash, jwks or public_key (or public = true)", c.id));
+            }
+            if let Some(d) = c.default_scopes.iter().find(|d| !c.scopes.contains(d)) {
+                return bad(format!("client {:?}: default scope {d:?} is not in its scopes", c.id));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for u in &self.users {
+            if u.username.is_empty() || !names.insert(u.username.as_str()) {
+                return bad(format!("username {:?} is empty or listed twice", u.username));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_tables()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.tokens.issuer.is_empty() {
             return bad("tokens.issuer must not be empty".into());

@@ -187,22 +187,91 @@ fn typ_matches(typ: Option<&str>, want: &str) -> bool {
     })
 }
 
+/// A token split and decoded, not yet trusted.
+struct Parsed<'t> {
+    header: Header,
+    claims: Claims,
+    payload: Vec<u8>,
+    /// `header.payload`, the bytes the signature covers.
+    signing_input: &'t [u8],
+    /// Third segment, still base64url.
+    signature: &'t str,
+}
+
+fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(TokenError::Malformed);
+    };
+    let header: Header = serde_json::from_slice(&decode_segment(h)?).map_err(|_| TokenError::BadHeader)?;
+    if header.crit.is_some() {
+        return Err(TokenError::Crit);
+    }
+    let payload = decode_segment(p)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
+    Ok(Parsed { header, claims, payload, signing_input: &token.as_bytes()[..h.len() + 1 + p.len()], signature: s })
+}
+
+impl Claims {
+    fn check_times(&self, now: u64, leeway: u64) -> Result<(), TokenError> {
+        if now > self.exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(TokenError::NotYetValid);
+        }
+        if self.iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        Ok(())
+    }
+
+    fn has_audience(&self, want: &str) -> bool {
+        match &self.aud {
+            Some(Audience::One(a)) => a == want,
+            Some(Audience::Many(v)) => v.iter().any(|a| a == want),
+            None => false,
+        }
+    }
+}
+
+impl Parsed<'_> {
+    fn check_signature(&self, keys: &KeySet, alg: Alg) -> Result<(), TokenError> {
+        let key = keys.find(self.header.kid.as_deref(), alg).ok_or(TokenError::UnknownKey)?;
+        if !key.verify(self.signing_input, &decode_segment(self.signature)?) {
+            return Err(TokenError::BadSignature);
+        }
+        Ok(())
+    }
+}
+
 impl Trust {
     /// Validates a bearer token for a route whose audience is `audience` (None: the issuer's own).
     pub fn validate(&self, token: &str, audience: Option<&str>, now: u64) -> Result<Verified, TokenError> {
+        self.check(token, Some(audience), None, now)
+    }
+
+    /// Validates a token of one issuer with any audience (revocation, introspection).
+    pub fn validate_any_audience(&self, token: &str, issuer: &str, now: u64) -> Result<Verified, TokenError> {
+        self.check(token, None, Some(issuer), now)
+    }
+
+    /// `audience`: None skips the audience check; Some(None) uses the issuer's audiences.
+    fn check(
+        &self,
+        token: &str,
+        audience: Option<Option<&str>>,
+        only_issuer: Option<&str>,
+        now: u64,
+    ) -> Result<Verified, TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(TokenError::Malformed);
-        };
-        let header: Header = serde_json::from_slice(&decode_segment(h)?).map_err(|_| TokenError::BadHeader)?;
-        if header.crit.is_some() {
-            return Err(TokenError::Crit);
+        let parsed = parse(token)?;
+        let (header, claims) = (&parsed.header, &parsed.claims);
+        if only_issuer.is_some_and(|i| i != claims.iss) {
+            return Err(TokenError::UntrustedIssuer);
         }
-        let payload = decode_segment(p)?;
-        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
         let issuer = self.issuers.get(&claims.iss).ok_or(TokenError::UntrustedIssuer)?;
         let alg =
             Alg::parse(&header.alg).filter(|a| issuer.algorithms.contains(a)).ok_or(TokenError::AlgorithmNotAllowed)?;
@@ -211,33 +280,17 @@ impl Trust {
                 return Err(TokenError::WrongType);
             }
         }
-        let leeway = issuer.leeway;
-        if now > claims.exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
-        }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-            return Err(TokenError::NotYetValid);
-        }
-        if claims.iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-            return Err(TokenError::IssuedInFuture);
-        }
-        let aud_ok = |want: &str| match &claims.aud {
-            Some(Audience::One(a)) => a == want,
-            Some(Audience::Many(v)) => v.iter().any(|a| a == want),
-            None => false,
-        };
+        claims.check_times(now, issuer.leeway)?;
         let aud_pass = match audience {
-            Some(want) => aud_ok(want),
-            None => issuer.audiences.iter().any(|a| aud_ok(a)),
+            None => true,
+            Some(Some(want)) => claims.has_audience(want),
+            Some(None) => issuer.audiences.iter().any(|a| claims.has_audience(a)),
         };
         if !aud_pass {
             return Err(TokenError::WrongAudience);
         }
-        let key = issuer.keys.find(header.kid.as_deref(), alg).ok_or(TokenError::UnknownKey)?;
-        let sig = decode_segment(s)?;
-        if !key.verify(&token.as_bytes()[..h.len() + 1 + p.len()], &sig) {
-            return Err(TokenError::BadSignature);
-        }
+        parsed.check_signature(&issuer.keys, alg)?;
+        let Parsed { claims, payload, .. } = parsed;
         Ok(Verified {
             sub: claims.sub,
             client_id: claims.client_id,
@@ -247,6 +300,61 @@ impl Trust {
             payload,
         })
     }
+}
+
+/// What a verified client assertion (RFC 7523) tells the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assertion {
+    /// `jti`, to be accepted once.
+    pub jti: String,
+    /// `exp`, how long the jti must be remembered.
+    pub exp: u64,
+}
+
+/// Longest lifetime accepted for a client assertion: they are meant to be single-use and short.
+pub const MAX_ASSERTION_LIFETIME: u64 = 600;
+
+/// Verifies a `private_key_jwt` client assertion: `iss` = `sub` = `client_id`, `aud` one of
+/// `audiences`, short `exp` required, `jti` required, signature by one of the client's keys.
+pub fn verify_assertion(
+    token: &str,
+    keys: &KeySet,
+    client_id: &str,
+    audiences: &[&str],
+    now: u64,
+    leeway: u64,
+) -> Result<Assertion, TokenError> {
+    if token.len() > 8 * 1024 {
+        return Err(TokenError::TooLarge);
+    }
+    let parsed = parse(token)?;
+    let claims = &parsed.claims;
+    if claims.iss != client_id || claims.sub.as_deref() != Some(client_id) {
+        return Err(TokenError::UntrustedIssuer);
+    }
+    let alg = Alg::parse(&parsed.header.alg)
+        .filter(|a| !matches!(a, Alg::HS256 | Alg::HS384 | Alg::HS512))
+        .ok_or(TokenError::AlgorithmNotAllowed)?;
+    claims.check_times(now, leeway)?;
+    if claims.exp > now + MAX_ASSERTION_LIFETIME {
+        return Err(TokenError::BadClaims);
+    }
+    if !audiences.iter().any(|a| claims.has_audience(a)) {
+        return Err(TokenError::WrongAudience);
+    }
+    let jti = claims.jti.clone().ok_or(TokenError::BadClaims)?;
+    // A client's single PEM key is stored without a kid: a one-key set accepts any kid.
+    let key =
+        keys.find(parsed.header.kid.as_deref(), alg).or_else(|| keys.find(None, alg)).ok_or(TokenError::UnknownKey)?;
+    if !key.verify(parsed.signing_input, &decode_segment(parsed.signature)?) {
+        return Err(TokenError::BadSignature);
+    }
+    Ok(Assertion { jti, exp: claims.exp })
+}
+
+/// The `iss` of a token, unverified: only to pick which client's keys verify an assertion.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    parse(token).ok().map(|p| p.claims.iss)
 }
 
 /// Signs `claims` with `key` as a compact JWS with header `{alg, kid, typ}`.

@@ -12,7 +12,12 @@
 //! - [`snapshot`]: everything reloadable (config, keys, issuers, routes, certificate) as one
 //!   immutable value; [`reload`] rebuilds and swaps it atomically on file changes and SIGHUP.
 //! - [`tls`]: certificates, self-signed first start, and the resolver reading the snapshot.
+//! - [`oauth`]: our own token endpoint (client credentials, password, refresh), revocation,
+//!   introspection and discovery; client and user tables in [`directory`], argon2id secrets in
+//!   [`secrets`], durable state (refresh families, revocations, lockouts) behind [`store`],
+//!   per-IP limits in [`ratelimit`].
 //! - [`admin`] and [`metrics`]: health, readiness, reload status, Prometheus metrics.
+//! - [`bench`]: `tokengate bench`, a load generator for token-validating gateways.
 //! - [`config`]: the `gateway.toml` schema; [`commands`]: `check`, `keygen`, `mint`.
 //! - [`respond`], [`logging`], [`signals`]: small shared pieces.
 
@@ -21,17 +26,22 @@ pub mod authz;
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod directory;
 pub mod headers;
 pub mod jwt;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod respond;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod signals;
 pub mod snapshot;
+pub mod store;
 pub mod tls;
 pub mod upstream;

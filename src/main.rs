@@ -59,6 +59,20 @@ enum Command {
         #[arg(long)]
         client_id: Option<String>,
     },
+    /// Read a secret or password from stdin and print its argon2id PHC string.
+    HashSecret,
+    /// Create a client: prints a fresh secret (once) and the [[clients]] entry to paste.
+    AddClient {
+        /// client_id.
+        #[arg(long)]
+        id: String,
+        /// Grants, comma-separated: client_credentials, password, refresh_token.
+        #[arg(long, value_delimiter = ',', default_value = "client_credentials")]
+        grants: Vec<String>,
+        /// Scopes, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+    },
     /// Load-test a gateway: requests/s and latency percentiles with bearer tokens.
     Bench(tokengate::bench::BenchArgs),
 }
@@ -78,6 +92,16 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::Keygen { alg, out } => commands::keygen(&alg, &out).map_err(anyhow::Error::msg),
+        Command::HashSecret => {
+            println!("{}", commands::hash_secret(&mut std::io::stdin().lock()).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+        Command::AddClient { id, grants, scopes } => {
+            let (secret, entry) = commands::add_client(&id, &grants, &scopes).map_err(anyhow::Error::msg)?;
+            eprintln!("client secret (shown once, store it now): {secret}");
+            println!("{entry}");
+            Ok(())
+        }
         Command::Bench(args) => tokengate::bench::main(args),
         Command::Mint { config, sub, scope, ttl, aud, client_id } => {
             let req = commands::MintRequest {

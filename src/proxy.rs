@@ -37,6 +37,12 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Readiness and reload status.
     pub admin: Arc<AdminState>,
+    /// Durable token state: refresh families, denied jtis, assertion jtis, lockouts.
+    pub store: Arc<dyn crate::store::Store>,
+    /// Bounds concurrent argon2 verifications (each holds ~19 MiB).
+    pub hash_permits: Arc<tokio::sync::Semaphore>,
+    /// Per-IP request counts at the token endpoint.
+    pub ip_limits: crate::ratelimit::IpLimiter,
 }
 
 /// Facts about the client connection a request arrived on.
@@ -100,6 +106,10 @@ async fn route_request<'s>(
     req: Request<Incoming>,
     out: &mut Outcome<'s>,
 ) -> Response<Body> {
+    if crate::oauth::is_oauth_path(req.uri().path()) {
+        out.route = Some("oauth");
+        return own(crate::oauth::handle(gw, snap, conn, req).await);
+    }
     let path = match normalize_path(req.uri().path()) {
         Ok(p) => p.into_owned(),
         Err(e) => return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())),
@@ -112,7 +122,7 @@ async fn route_request<'s>(
     };
     out.route = Some(route.prefix.as_str());
     let (mut parts, body) = req.into_parts();
-    let verified = match authorize(&snap.trust, route, &parts, jwt::now()) {
+    let verified = match authorize(&snap.trust, gw.store.as_ref(), route, &parts, jwt::now()) {
         Ok(v) => v,
         Err(rej) => {
             gw.metrics.record_rejection(rej.reason());

@@ -61,7 +61,19 @@ pub async fn start(config_path: PathBuf) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let admin_state = Arc::new(AdminState::new(metrics.clone()));
     admin_state.reload_succeeded();
-    let gateway = Arc::new(Gateway { current: current.clone(), client, metrics, admin: admin_state.clone() });
+    let store = open_store(&current.load().config)?;
+    let hash_permits =
+        Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
+    let ip_limits = crate::ratelimit::IpLimiter::new(100_000);
+    let gateway = Arc::new(Gateway {
+        current: current.clone(),
+        client,
+        metrics,
+        admin: admin_state.clone(),
+        store,
+        hash_permits,
+        ip_limits,
+    });
 
     let https = bind(server_cfg.listen).await?;
     let plain = match server_cfg.listen_plain {
@@ -87,6 +99,17 @@ pub async fn start(config_path: PathBuf) -> Result<Running, StartError> {
     admin_state.set_ready(true);
     tracing::info!(%https_addr, plain = ?plain_addr, %admin_addr, "tokengate listening");
     Ok(Running { https_addr, plain_addr, admin_addr, gateway, shutdown, tasks })
+}
+
+/// Opens the durable state store named by `state.path` (`:memory:` for a volatile one).
+fn open_store(config: &crate::config::Config) -> Result<Arc<dyn crate::store::Store>, StartError> {
+    use crate::store::RedbStore;
+    let store = if config.state.path.as_os_str() == ":memory:" {
+        RedbStore::in_memory()
+    } else {
+        RedbStore::open(&config.resolve(&config.state.path))
+    };
+    Ok(Arc::new(store.map_err(|e| BuildError::Invalid(format!("state: {e}")))?))
 }
 
 impl Running {

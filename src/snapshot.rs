@@ -91,6 +91,8 @@ pub struct Snapshot {
     pub routes: RouteTable<Arc<Route>>,
     /// Certificate for the HTTPS listener.
     pub certified_key: Arc<CertifiedKey>,
+    /// OAuth clients and users.
+    pub directory: crate::directory::Directory,
     /// Files and folders whose change triggers a reload.
     pub watched: Vec<PathBuf>,
 }
@@ -167,7 +169,12 @@ impl Snapshot {
             }
         }
         let routes = RouteTable::new(table).map_err(|e| BuildError::Invalid(format!("routes: {e}")))?;
-        Ok(Snapshot { config, trust, own, routes, certified_key, watched })
+        let directory = crate::directory::Directory::build(&config)?;
+        watched.extend(config.table_files());
+        for c in &config.clients {
+            watched.extend(c.jwks.iter().chain(c.public_key.iter()).map(|p| config.resolve(p)));
+        }
+        Ok(Snapshot { config, trust, own, routes, certified_key, directory, watched })
     }
 }
 

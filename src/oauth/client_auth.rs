@@ -1,0 +1,158 @@
+//! Client authentication at the token, revocation and introspection endpoints:
+//! `client_secret_basic`, `client_secret_post`, `private_key_jwt` (RFC 7523), or a public client
+//! naming itself. Exactly one method per request; failures all look alike.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::header;
+use http::request::Parts;
+
+use super::errors::OAuthError;
+use super::form::Form;
+use super::Ctx;
+use crate::directory::Client;
+use crate::jwt;
+
+/// RFC 7523 section 2.2 assertion type.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How the client presented itself.
+enum Presented<'a> {
+    Secret { id: String, secret: String, basic: bool },
+    Assertion { id: Option<&'a str>, jwt: &'a str },
+    Public { id: &'a str },
+}
+
+/// Decodes one half of a Basic credential: form-urlencoded per RFC 6749 section 2.3.1.
+fn form_decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().ok().map(|c| c.into_owned())
+}
+
+fn basic_credentials(value: &str) -> Result<(String, String), OAuthError> {
+    let bad = OAuthError::InvalidClient { basic: true };
+    let decoded = STANDARD.decode(value.trim()).map_err(|_| bad.clone())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad.clone())?;
+    let (id, secret) = text.split_once(':').ok_or(bad.clone())?;
+    let (id, secret) = (form_decode(id).ok_or(bad.clone())?, form_decode(secret).ok_or(bad.clone())?);
+    if id.is_empty() {
+        return Err(bad);
+    }
+    Ok((id, secret))
+}
+
+fn presented<'a>(parts: &Parts, form: &'a Form) -> Result<Presented<'a>, OAuthError> {
+    let mut auths = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let auth = auths.next();
+    if auths.next().is_some() {
+        return Err(OAuthError::InvalidRequest("more than one Authorization header"));
+    }
+    let basic = auth
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("basic")).map(|(_, c)| c));
+    let post_secret = form.get("client_secret");
+    let assertion = form.get("client_assertion");
+    let assertion_type = form.get("client_assertion_type");
+    let methods =
+        basic.is_some() as u8 + post_secret.is_some() as u8 + (assertion.is_some() || assertion_type.is_some()) as u8;
+    if methods > 1 {
+        return Err(OAuthError::InvalidRequest("more than one client authentication method"));
+    }
+    if let Some(b) = basic {
+        let (id, secret) = basic_credentials(b)?;
+        if form.get("client_id").is_some_and(|c| c != id) {
+            return Err(OAuthError::InvalidRequest("client_id does not match the Basic credentials"));
+        }
+        return Ok(Presented::Secret { id, secret, basic: true });
+    }
+    if let Some(secret) = post_secret {
+        let id = form.get("client_id").ok_or(OAuthError::InvalidRequest("client_id is required"))?;
+        return Ok(Presented::Secret { id: id.to_owned(), secret: secret.to_owned(), basic: false });
+    }
+    if assertion.is_some() || assertion_type.is_some() {
+        if assertion_type != Some(JWT_BEARER) {
+            return Err(OAuthError::InvalidRequest("unsupported client_assertion_type"));
+        }
+        let jwt = assertion.ok_or(OAuthError::InvalidRequest("client_assertion is required"))?;
+        return Ok(Presented::Assertion { id: form.get("client_id"), jwt });
+    }
+    match form.get("client_id") {
+        Some(id) => Ok(Presented::Public { id }),
+        None => Err(OAuthError::InvalidClient { basic: false }),
+    }
+}
+
+/// Authenticates the client of this request, or answers `invalid_client` / `invalid_request`.
+pub async fn authenticate<'s>(ctx: &Ctx<'s>, parts: &Parts, form: &Form) -> Result<&'s Client, OAuthError> {
+    match presented(parts, form)? {
+        Presented::Secret { id, secret, basic } => {
+            let client = ctx.snap.directory.clients.get(&id);
+            if check_secret(ctx, client, &id, secret).await? {
+                client.ok_or(OAuthError::InvalidClient { basic })
+            } else {
+                Err(OAuthError::InvalidClient { basic })
+            }
+        }
+        Presented::Assertion { id, jwt } => check_assertion(ctx, id, jwt).await,
+        Presented::Public { id } => {
+            ctx.snap.directory.clients.get(id).filter(|c| c.public).ok_or(OAuthError::InvalidClient { basic: false })
+        }
+    }
+}
+
+/// Full argon2 check unless this exact secret was verified recently; unknown clients and locked
+/// ones pay the same cost and get the same answer as a wrong secret.
+async fn check_secret(ctx: &Ctx<'_>, client: Option<&Client>, id: &str, secret: String) -> Result<bool, OAuthError> {
+    let phc = client.and_then(|c| c.secret_hash.clone());
+    if let Some(phc) = &phc {
+        if ctx.snap.directory.verified.recently_verified(id, &secret, phc) {
+            return Ok(true);
+        }
+    }
+    let lock_key = client.map(|_| format!("client:{id}"));
+    let ok = ctx.verify_secret(phc.clone(), secret.clone(), lock_key).await?;
+    if ok {
+        if let Some(phc) = &phc {
+            ctx.snap.directory.verified.remember(id, &secret, phc);
+        }
+    }
+    Ok(ok)
+}
+
+async fn check_assertion<'s>(ctx: &Ctx<'s>, id: Option<&str>, token: &str) -> Result<&'s Client, OAuthError> {
+    let bad = OAuthError::InvalidClient { basic: false };
+    let iss = jwt::unverified_issuer(token).ok_or(bad.clone())?;
+    if id.is_some_and(|i| i != iss) {
+        return Err(bad);
+    }
+    let client = ctx.snap.directory.clients.get(&iss).ok_or(bad.clone())?;
+    let keys = client.assertion_keys.as_ref().ok_or(bad.clone())?;
+    let issuer = ctx.snap.config.tokens.issuer.as_str();
+    let endpoint = super::endpoint_url(issuer, super::TOKEN_PATH);
+    let leeway = ctx.snap.config.tokens.leeway_secs;
+    let a = jwt::verify_assertion(token, keys, &client.id, &[endpoint.as_str(), issuer], ctx.now, leeway)
+        .map_err(|_| bad.clone())?;
+    let (store, cid, now) = (ctx.gw.store.clone(), client.id.clone(), ctx.now);
+    let first = super::blocking(move || store.use_jti_once(&cid, &a.jti, a.exp, now)).await?;
+    if !first {
+        return Err(bad);
+    }
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded_and_strict() {
+        let enc = |s: &str| STANDARD.encode(s);
+        assert_eq!(basic_credentials(&enc("app:s3cret")).unwrap(), ("app".into(), "s3cret".into()));
+        assert_eq!(basic_credentials(&enc("a%3Ab:x%2By+z")).unwrap(), ("a:b".into(), "x+y z".into()));
+        assert_eq!(basic_credentials(&enc("app:with:colon")).unwrap(), ("app".into(), "with:colon".into()));
+        for bad in
+            ["!!notbase64", &enc("nocolon"), &enc(":secret"), &enc("a%zz:b"), &STANDARD.encode([0xff, b':', b'x'])]
+        {
+            assert_eq!(basic_credentials(bad).unwrap_err(), OAuthError::InvalidClient { basic: true }, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The token endpoint's grants: `client_credentials`, `password` and `refresh_token` (rotated on
+//! every use, with reuse detection revoking the whole family per RFC 9700 section 2.2.2).
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+use super::client_auth::authenticate;
+use super::errors::{json as json_response, OAuthError};
+use super::form::Form;
+use super::{blocking, Ctx};
+use crate::directory::Client;
+use crate::jwt::{self, ACCESS_TOKEN_TYP};
+use crate::secrets;
+use crate::store::{Family, Rotation, TokenHash};
+
+/// SHA-256 of a refresh token: only this is stored.
+pub fn token_hash(token: &str) -> TokenHash {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Parses a `scope` parameter (RFC 6749 3.3): space-separated tokens of printable ASCII
+/// without `"` or `\`; duplicates collapse.
+fn parse_scope(s: &str) -> Result<BTreeSet<&str>, OAuthError> {
+    let mut out = BTreeSet::new();
+    for t in s.split(' ') {
+        if t.is_empty() || !t.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)) {
+            return Err(OAuthError::InvalidScope);
+        }
+        out.insert(t);
+    }
+    Ok(out)
+}
+
+/// The scope to grant: the request's (each allowed), or `default` when none was requested.
+fn grant_scope<'a>(
+    requested: Option<&'a str>,
+    allowed: &dyn Fn(&str) -> bool,
+    default: impl Iterator<Item = &'a str>,
+) -> Result<String, OAuthError> {
+    let set: BTreeSet<&str> = match requested {
+        Some(r) => parse_scope(r)?,
+        None => default.filter(|s| allowed(s)).collect(),
+    };
+    if set.iter().any(|s| !allowed(s)) {
+        return Err(OAuthError::InvalidScope);
+    }
+    Ok(set.into_iter().collect::<Vec<_>>().join(" "))
+}
+
+/// Handles `POST /oauth2/token`.
+pub async fn token(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+    let grant = form.get("grant_type").ok_or(OAuthError::InvalidRequest("grant_type is required"))?;
+    if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
+        return Err(OAuthError::UnsupportedGrantType);
+    }
+    let client = authenticate(ctx, parts, form).await?;
+    match grant {
+        "client_credentials" => client_credentials(ctx, client, form),
+        "password" => password(ctx, client, form).await,
+        _ => refresh(ctx, client, form).await,
+    }
+}
+
+fn client_credentials(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+    if !client.grants.client_credentials || client.public {
+        return Err(OAuthError::UnauthorizedClient("the client may not use client_credentials"));
+    }
+    let allowed = |s: &str| client.scopes.iter().any(|c| c == s);
+    let scope = grant_scope(form.get("scope"), &allowed, client.default_scopes.iter().map(String::as_str))?;
+    issue(ctx, client, &client.id, &scope, None, false)
+}
+
+async fn password(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+    if !client.grants.password {
+        return Err(OAuthError::UnauthorizedClient("the client may not use the password grant"));
+    }
+    let username = form.get("username").ok_or(OAuthError::InvalidRequest("username is required"))?;
+    let password = form.get("password").ok_or(OAuthError::InvalidRequest("password is required"))?;
+    let user = ctx.snap.directory.users.get(username);
+    // Unknown, disabled, locked and wrong all pay one argon2 verify and answer the same.
+    let phc = user.filter(|u| !u.disabled).map(|u| u.password_hash.clone());
+    let lock_key = user.map(|_| format!("user:{username}"));
+    if !ctx.verify_secret(phc, password.to_owned(), lock_key).await? {
+        return Err(OAuthError::InvalidGrant("invalid username or password"));
+    }
+    let user = user.ok_or(OAuthError::InvalidGrant("invalid username or password"))?;
+    let allowed = |s: &str| client.scopes.iter().any(|c| c == s) && user.scopes.iter().any(|u| u == s);
+    let scope = grant_scope(form.get("scope"), &allowed, client.default_scopes.iter().map(String::as_str))?;
+    let refresh = if client.grants.refresh_token {
+        let token = secrets::random_secret();
+        let family = Family {
+            family_id: jwt::random_id(),
+            client_id: client.id.clone(),
+            sub: user.sub.clone(),
+            scope: scope.clone(),
+            created: ctx.now,
+            expires: ctx.now + ctx.snap.config.tokens.refresh_ttl_secs,
+            idle_secs: ctx.snap.config.tokens.refresh_idle_secs,
+            last_used: ctx.now,
+        };
+        let (store, hash) = (ctx.gw.store.clone(), token_hash(&token));
+        blocking(move || store.create_family(&family, &hash)).await?;
+        Some(token)
+    } else {
+        None
+    };
+    issue(ctx, client, &user.sub, &scope, refresh, true)
+}
+
+async fn refresh(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+    if !client.grants.refresh_token {
+        return Err(OAuthError::UnauthorizedClient("the client may not use refresh tokens"));
+    }
+    let presented =
+        token_hash(form.get("refresh_token").ok_or(OAuthError::InvalidRequest("refresh_token is required"))?);
+    let invalid = OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
+    // Check the user before rotating, so a disabled user's token is not consumed for nothing.
+    let store = ctx.gw.store.clone();
+    let now = ctx.now;
+    let current = blocking(move || store.current_family(&presented, now)).await?;
+    if let Some(f) = &current {
+        let user_ok = ctx.snap.directory.user_by_sub(&f.sub).is_some_and(|u| !u.disabled);
+        if f.client_id == client.id && !user_ok {
+            return Err(invalid);
+        }
+    }
+    let next = secrets::random_secret();
+    let (store, next_hash, cid) = (ctx.gw.store.clone(), token_hash(&next), client.id.clone());
+    let family = match blocking(move || store.rotate(&presented, &next_hash, &cid, now)).await? {
+        Rotation::Rotated(f) => f,
+        Rotation::Reused => {
+            tracing::warn!(client_id = %client.id, "refresh token reuse: family revoked");
+            return Err(invalid);
+        }
+        Rotation::Invalid => return Err(invalid),
+    };
+    let user = ctx.snap.directory.user_by_sub(&family.sub).filter(|u| !u.disabled).ok_or(invalid)?;
+    // The scope may narrow, never widen, and never beyond what client and user hold today.
+    let original: BTreeSet<&str> = family.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let allowed =
+        |s: &str| original.contains(s) && client.scopes.iter().any(|c| c == s) && user.scopes.iter().any(|u| u == s);
+    let scope = grant_scope(form.get("scope"), &allowed, original.iter().copied())?;
+    issue(ctx, client, &family.sub, &scope, Some(next), false)
+}
+
+/// Signs the access token (and an ID token when `openid` was granted to a user) and answers 200.
+fn issue(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    sub: &str,
+    scope: &str,
+    refresh: Option<String>,
+    id_token: bool,
+) -> Result<Response<Full<Bytes>>, OAuthError> {
+    let t = &ctx.snap.config.tokens;
+    let key = &ctx.snap.own.active;
+    let exp = ctx.now + t.access_ttl_secs;
+    let claims = json!({
+        "iss": t.issuer, "sub": sub, "aud": client.audience, "exp": exp, "iat": ctx.now,
+        "jti": jwt::random_id(), "client_id": client.id, "scope": scope,
+    });
+    let access = jwt::sign(key, ACCESS_TOKEN_TYP, &claims).map_err(|_| OAuthError::Unavailable)?;
+    let mut body =
+        json!({ "access_token": access, "token_type": "Bearer", "expires_in": t.access_ttl_secs, "scope": scope });
+    if let Some(r) = refresh {
+        body["refresh_token"] = r.into();
+    }
+    if id_token && scope.split(' ').any(|s| s == "openid") {
+        let claims =
+            json!({ "iss": t.issuer, "sub": sub, "aud": client.id, "exp": exp, "iat": ctx.now, "auth_time": ctx.now });
+        body["id_token"] = jwt::sign(key, "JWT", &claims).map_err(|_| OAuthError::Unavailable)?.into();
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_parsing_and_granting() {
+        assert!(parse_scope("a  b").is_err(), "empty token");
+        assert!(parse_scope("a\"b").is_err());
+        assert_eq!(parse_scope("b a b").unwrap().into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        let allowed = |s: &str| s == "read" || s == "write";
+        assert_eq!(grant_scope(Some("write read"), &allowed, std::iter::empty()).unwrap(), "read write");
+        assert_eq!(
+            grant_scope(Some("read admin"), &allowed, std::iter::empty()).unwrap_err(),
+            OAuthError::InvalidScope
+        );
+        assert_eq!(grant_scope(None, &allowed, ["read", "admin"].into_iter()).unwrap(), "read");
+    }
+}

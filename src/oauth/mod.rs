@@ -1,0 +1,138 @@
+//! tokengate's own OAuth2 authorization server: the token endpoint (client credentials, password,
+//! refresh token), revocation (RFC 7009), introspection (RFC 7662), JWKS and RFC 8414 metadata.
+//!
+//! Requests arrive here from [`crate::proxy`] by exact path, before route matching.
+
+mod client_auth;
+mod discovery;
+mod errors;
+mod form;
+mod grants;
+mod revoke;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+pub use errors::OAuthError;
+
+use crate::proxy::{ConnInfo, Gateway};
+use crate::snapshot::Snapshot;
+use crate::store::{LockoutPolicy, StoreError};
+
+/// Token endpoint path.
+pub const TOKEN_PATH: &str = "/oauth2/token";
+/// Revocation endpoint path.
+pub const REVOKE_PATH: &str = "/oauth2/revoke";
+/// Introspection endpoint path.
+pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
+/// JWKS path.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// RFC 8414 metadata path.
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+
+/// The absolute URL of one of our endpoints: the issuer is the public base URL.
+pub fn endpoint_url(issuer: &str, path: &str) -> String {
+    format!("{}{path}", issuer.trim_end_matches('/'))
+}
+
+/// True for the paths this module answers.
+pub fn is_oauth_path(path: &str) -> bool {
+    matches!(path, TOKEN_PATH | REVOKE_PATH | INTROSPECT_PATH | JWKS_PATH | METADATA_PATH)
+}
+
+/// What every handler needs: the gateway, the snapshot of this request, and the time.
+pub struct Ctx<'s> {
+    /// Process-wide state (store, limits).
+    pub gw: &'s Gateway,
+    /// Tables and keys of this request's generation.
+    pub snap: &'s Snapshot,
+    /// Unix time of the request.
+    pub now: u64,
+}
+
+/// Runs blocking store work off the async threads; store failures become 503.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, OAuthError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "state store failed");
+            Err(OAuthError::Unavailable)
+        }
+        Err(_) => Err(OAuthError::Unavailable),
+    }
+}
+
+impl Ctx<'_> {
+    fn lockout_policy(&self) -> LockoutPolicy {
+        let l = &self.snap.config.lockout;
+        LockoutPolicy {
+            max_failures: l.max_failures,
+            window_secs: l.window_secs,
+            base_wait_secs: l.base_wait_secs,
+            max_wait_secs: l.max_wait_secs,
+        }
+    }
+
+    /// Verifies `secret` against `phc` (a dummy hash when None) with lockout on `lock_key`.
+    /// Locked, unknown and wrong all cost one full argon2 verify and all return false.
+    pub async fn verify_secret(
+        &self,
+        phc: Option<String>,
+        secret: String,
+        lock_key: Option<String>,
+    ) -> Result<bool, OAuthError> {
+        // Bounded concurrency: each verify holds ~19 MiB, so a flood cannot exhaust memory.
+        let _permit = self.gw.hash_permits.clone().acquire_owned().await.map_err(|_| OAuthError::Unavailable)?;
+        let (store, now, policy) = (self.gw.store.clone(), self.now, self.lockout_policy());
+        blocking(move || {
+            let state = match &lock_key {
+                Some(k) => Some(store.lock_state(k, now)?),
+                None => None,
+            };
+            let locked = state.is_some_and(|s| s.locked_until.is_some_and(|t| t > now));
+            let matches = crate::secrets::verify(phc.as_deref().unwrap_or(crate::secrets::dummy_hash()), &secret)
+                && phc.is_some();
+            if let Some(k) = &lock_key {
+                if !matches {
+                    store.record_failure(k, now, &policy)?;
+                } else if !locked && state.is_some_and(|s| s.failures > 0) {
+                    store.clear_failures(k)?;
+                }
+            }
+            Ok(matches && !locked)
+        })
+        .await
+    }
+}
+
+/// Answers an OAuth path. The token, revocation and introspection endpoints are TLS-only unless
+/// `tokens.allow_plain_token_endpoint`; discovery is public everywhere.
+pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: ConnInfo, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let ctx = Ctx { gw, snap, now: crate::jwt::now() };
+    match path.as_str() {
+        JWKS_PATH => return discovery::jwks(snap),
+        METADATA_PATH => return discovery::metadata(snap),
+        _ => {}
+    }
+    if !conn.tls && !snap.config.tokens.allow_plain_token_endpoint {
+        return OAuthError::InvalidRequest("this endpoint is only served over TLS").response();
+    }
+    if let Err(retry_after) = gw.ip_limits.check(conn.peer.ip(), ctx.now, snap.config.lockout.per_ip_per_minute) {
+        return OAuthError::TooManyRequests { retry_after }.response();
+    }
+    let (parts, body) = req.into_parts();
+    let result = match form::read(&parts, body).await {
+        Err(e) => Err(e),
+        Ok(form) => match path.as_str() {
+            TOKEN_PATH => grants::token(&ctx, &parts, &form).await,
+            REVOKE_PATH => revoke::revoke(&ctx, &parts, &form).await,
+            _ => revoke::introspect(&ctx, &parts, &form).await,
+        },
+    };
+    result.unwrap_or_else(|e| e.response())
+}

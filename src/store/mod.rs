@@ -1,0 +1,273 @@
+//! The durable state behind the token endpoint: refresh-token families, denied access-token
+//! `jti`s, used client-assertion `jti`s and failed-login lockout counters.
+//!
+//! # Why a store
+//! Revocations and rotations must survive a restart and a crash: a refresh token that was
+//! rotated before a `kill -9` must stay dead afterwards, or reuse detection (RFC 9700 2.2.2) and
+//! revocation (RFC 7009) mean nothing. Every mutating call is one transaction that is on disk
+//! (fsync) before it returns `Ok`.
+//!
+//! # Shape
+//! [`Store`] is the seam: the embedded [`RedbStore`] (one redb file at `state.path`) is the
+//! default, and a shared backend (e.g. Redis, for several gateway instances) can implement the
+//! same trait later. Every decision that must be atomic across instances, such as "is this
+//! token still the current one, and if so replace it", is a single trait method (compare and
+//! swap), never a read followed by a write in the caller. The pure parts of those decisions
+//! ([`Family::is_live`], [`LockRow`]) live here so that every backend applies the same rules.
+//!
+//! The store never sees a refresh token, only its SHA-256 ([`TokenHash`]); no error message
+//! includes one.
+//!
+//! # Blocking
+//! The methods block on disk I/O (except [`Store::is_jti_denied`]); async callers should run
+//! them on a blocking thread.
+
+mod redb;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::redb::RedbStore;
+
+/// SHA-256 of an opaque refresh token: the store never sees the token itself.
+pub type TokenHash = [u8; 32];
+
+/// Why a store operation failed. Messages never include token hashes or tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another handle in this one) holds the state file.
+    #[error("state file {0} is in use by another process (is another tokengate running on it?)")]
+    InUse(std::path::PathBuf),
+    /// The state file or its folder cannot be created or opened for writing.
+    #[error("state file {path} is not writable: {source}")]
+    Unwritable {
+        /// The state file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The disk holding the state file is full; writes fail until space is freed.
+    #[error("state store: no space left on the device holding the state file")]
+    Full,
+    /// The state file is damaged, not a redb file, or from a newer tokengate.
+    #[error("state store is corrupt or not a tokengate state file: {0}")]
+    Corrupt(String),
+    /// An I/O error reading or writing the state file.
+    #[error("state store I/O error: {0}")]
+    Io(#[source] std::io::Error),
+    /// Any other database failure.
+    #[error("state store: {0}")]
+    Db(String),
+    /// A family id or token hash that must be new is already recorded.
+    #[error("state store: this {0} is already recorded")]
+    Conflict(&'static str),
+}
+
+/// A refresh-token family: every token issued from one grant by rotation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Family {
+    /// Unique id of the family (random, chosen by the caller).
+    pub family_id: String,
+    /// The client the family was issued to; only it may rotate or use the family.
+    pub client_id: String,
+    /// Subject (user) of the grant.
+    pub sub: String,
+    /// Granted scope, space-separated.
+    pub scope: String,
+    /// First grant time (unix seconds); the family dies at `expires` whatever its use.
+    pub created: u64,
+    /// Absolute end of the family (unix seconds): dead from this instant on.
+    pub expires: u64,
+    /// The family dies when unused for this long (0: no idle limit).
+    pub idle_secs: u64,
+    /// Last rotation (or the grant) time, unix seconds.
+    pub last_used: u64,
+}
+
+impl Family {
+    /// Whether the family is within both its absolute and its idle lifetime at `now`.
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.expires && (self.idle_secs == 0 || now < self.last_used.saturating_add(self.idle_secs))
+    }
+}
+
+/// The outcome of presenting a refresh token for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// `presented` was the family's current token: `next` is now current, last_used = now.
+    Rotated(Family),
+    /// `presented` was an earlier (already rotated) token of the family: the whole family is now
+    /// revoked (RFC 9700 2.2.2). Also returned, with no change, when the family was revoked
+    /// already, until it expires: the caller can log every replay.
+    Reused,
+    /// Unknown, expired (absolute or idle), bound to another client, or the current token of a
+    /// revoked family: nothing changed.
+    Invalid,
+}
+
+/// How failed logins lock a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures within one window that lock the key (0 is treated as 1).
+    pub max_failures: u32,
+    /// Length of the failure-counting window, starting at its first failure.
+    pub window_secs: u64,
+    /// Length of the first lockout; each further one doubles it.
+    pub base_wait_secs: u64,
+    /// Cap on a lockout's length; also how long without a lockout resets the doubling.
+    pub max_wait_secs: u64,
+}
+
+/// What a caller needs to know about a login key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LockState {
+    /// Some(t): locked until unix time t.
+    pub locked_until: Option<u64>,
+    /// Failures counted in the current window.
+    pub failures: u32,
+}
+
+/// One key's failed-login bookkeeping, as every backend stores it; the rules live here so that
+/// all backends lock alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LockRow {
+    /// Failures counted in the current window.
+    pub failures: u32,
+    /// End of the current counting window (unix seconds).
+    pub window_end: u64,
+    /// Lockouts so far (drives the doubling); reset after `max_wait_secs` without a lockout.
+    pub lockouts: u32,
+    /// End of the latest lockout (unix seconds); in the past when not locked.
+    pub locked_until: u64,
+    /// From this instant the row carries no information any more and may be dropped.
+    pub forget_at: u64,
+}
+
+impl LockRow {
+    /// The state this row means at `now`.
+    pub fn state(&self, now: u64) -> LockState {
+        if now >= self.forget_at {
+            return LockState::default();
+        }
+        LockState {
+            locked_until: (self.locked_until > now).then_some(self.locked_until),
+            failures: if now < self.window_end { self.failures } else { 0 },
+        }
+    }
+
+    /// The row after one more failure at `now`. A failure while locked changes nothing: the
+    /// caller should not have checked the password at all.
+    pub fn fail(mut self, now: u64, policy: &LockoutPolicy) -> LockRow {
+        if self.locked_until > now {
+            return self;
+        }
+        if self.lockouts > 0 && now >= self.locked_until.saturating_add(policy.max_wait_secs) {
+            self.lockouts = 0;
+        }
+        if self.failures == 0 || now >= self.window_end {
+            self.failures = 0;
+            self.window_end = now.saturating_add(policy.window_secs);
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= policy.max_failures.max(1) {
+            self.lockouts = self.lockouts.saturating_add(1);
+            self.locked_until = now.saturating_add(lock_wait(policy, self.lockouts));
+            // The next lockout needs a fresh run of failures.
+            self.failures = 0;
+            self.window_end = now;
+        }
+        self.forget_at = if self.lockouts > 0 {
+            self.window_end.max(self.locked_until.saturating_add(policy.max_wait_secs))
+        } else {
+            self.window_end
+        };
+        self
+    }
+
+    /// The row after a successful login: failures gone, lock and lockout count kept. None when
+    /// nothing is left worth keeping.
+    pub fn clear(mut self) -> Option<LockRow> {
+        if self.lockouts == 0 {
+            return None;
+        }
+        self.failures = 0;
+        self.window_end = 0;
+        Some(self)
+    }
+}
+
+/// Length of lockout number `lockouts` (1-based): base * 2^(lockouts-1), capped at max.
+fn lock_wait(policy: &LockoutPolicy, lockouts: u32) -> u64 {
+    let factor = 1u64.checked_shl(lockouts.saturating_sub(1)).unwrap_or(u64::MAX);
+    policy.base_wait_secs.saturating_mul(factor).min(policy.max_wait_secs)
+}
+
+/// The state store: see the module documentation. All methods are safe to call from many threads.
+pub trait Store: Send + Sync + 'static {
+    /// Records a new family whose current token is `token`.
+    fn create_family(&self, family: &Family, token: &TokenHash) -> Result<(), StoreError>;
+
+    /// Atomic rotation: if `presented` is the current token of a live family of `client_id`,
+    /// `next` becomes current and last_used = `now`.
+    ///
+    /// Of two concurrent calls with the same `presented`, exactly one gets [`Rotation::Rotated`];
+    /// the other gets [`Rotation::Reused`] and the family is then revoked, the winner's `next`
+    /// included. That is what RFC 9700 reuse detection implies: the store cannot tell a client
+    /// retrying in parallel from an attacker replaying a stolen token, so a client that refreshes
+    /// twice at once loses its grant and must log in again.
+    ///
+    /// `client_id` must equal the family's client, else [`Rotation::Invalid`] with no change (a
+    /// client cannot revoke another's family by replaying its token). Expiry (absolute, idle) is
+    /// checked against `now`.
+    fn rotate(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Rotation, StoreError>;
+
+    /// The live family whose CURRENT token is `presented` (for introspection), None otherwise.
+    fn current_family(&self, presented: &TokenHash, now: u64) -> Result<Option<Family>, StoreError>;
+
+    /// Revokes the family of `presented` (current or earlier token). Ok(true) if a family that
+    /// was not yet revoked got revoked (the store is not told the time here, so a family past its
+    /// expiry that was not purged yet still counts). If `client_id` is Some, only a family of
+    /// that client is revoked.
+    fn revoke_family(&self, presented: &TokenHash, client_id: Option<&str>) -> Result<bool, StoreError>;
+
+    /// Revokes every family of a client (and optionally only those of one `sub`): "revoke the
+    /// app's access" without a password change. Returns how many were not revoked before.
+    fn revoke_client(&self, client_id: &str, sub: Option<&str>) -> Result<usize, StoreError>;
+
+    /// Denies an access token's jti until `exp` (a later `exp` for the same jti wins).
+    fn deny_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError>;
+
+    /// Hot path (every proxied request): an in-memory lookup, no I/O, no allocation; reads a
+    /// structure loaded at open and updated on deny_jti. False once `now` > exp.
+    fn is_jti_denied(&self, jti: &str, now: u64) -> bool;
+
+    /// Records a client-assertion jti; Ok(true) the first time within its lifetime, Ok(false) on
+    /// replay. Atomic.
+    fn use_jti_once(&self, client_id: &str, jti: &str, exp: u64, now: u64) -> Result<bool, StoreError>;
+
+    /// Counts a failed login for `key` (e.g. "user:alice" / "client:c1") and returns the
+    /// resulting state. After `max_failures` within `window_secs` the key is locked for
+    /// base_wait_secs * 2^(lockouts-1), capped at max_wait_secs; the count of lockouts resets
+    /// after max_wait_secs past the end of the last lockout. A failure while locked changes
+    /// nothing. See [`LockRow::fail`].
+    fn record_failure(&self, key: &str, now: u64, policy: &LockoutPolicy) -> Result<LockState, StoreError>;
+
+    /// Current state of `key` (locked_until in the future means locked).
+    fn lock_state(&self, key: &str, now: u64) -> Result<LockState, StoreError>;
+
+    /// A successful login clears the failures (not an ongoing lock, nor the lockout count that
+    /// drives the doubling).
+    fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Drops expired families (absolute or idle; revoked ones too, but only once expired, so
+    /// reuse of their tokens is told until then) with all their token hashes, expired jtis and
+    /// stale lockout rows; returns how many rows went.
+    fn purge_expired(&self, now: u64) -> Result<usize, StoreError>;
+}
