@@ -7,8 +7,10 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use crate::jwt::{TokenError, Trust, Verified};
-use crate::snapshot::Route;
+use std::sync::Arc;
+
+use crate::jwt::{TokenError, Verified};
+use crate::snapshot::{Route, Snapshot};
 use crate::store::Store;
 
 /// Why a request may not pass.
@@ -100,17 +102,20 @@ fn query_has_access_token(query: Option<&str>) -> bool {
 
 /// Checks the request against the route; `Ok(None)` for public routes.
 pub fn authorize(
-    trust: &Trust,
+    snap: &Snapshot,
     store: &dyn Store,
     route: &Route,
     parts: &Parts,
     now: u64,
-) -> Result<Option<Verified>, Rejection> {
+) -> Result<Option<Arc<Verified>>, Rejection> {
     if route.public {
         return Ok(None);
     }
     let token = bearer_token(parts)?;
-    let verified = trust.validate(token, route.audience.as_deref(), now).map_err(Rejection::InvalidToken)?;
+    let verified = snap
+        .token_cache
+        .validate(&snap.trust, token, route.audience.as_deref(), now)
+        .map_err(Rejection::InvalidToken)?;
     if verified.jti.as_deref().is_some_and(|j| store.is_jti_denied(j, now)) {
         return Err(Rejection::InvalidToken(TokenError::Revoked));
     }

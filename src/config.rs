@@ -184,6 +184,8 @@ pub struct TokensConfig {
     pub refresh_idle_secs: u64,
     /// Serve the token, revocation and introspection endpoints on the plain listener too.
     pub allow_plain_token_endpoint: bool,
+    /// Validated tokens remembered (exact bytes -> claims) to skip re-verifying; 0 disables.
+    pub cache_size: usize,
 }
 
 impl Default for TokensConfig {
@@ -201,6 +203,7 @@ impl Default for TokensConfig {
             refresh_ttl_secs: 30 * 86400,
             refresh_idle_secs: 14 * 86400,
             allow_plain_token_endpoint: false,
+            cache_size: 10_000,
         }
     }
 }

@@ -108,8 +108,10 @@ pub struct Verified {
     pub scope: Option<String>,
     /// `jti`, for revocation.
     pub jti: Option<String>,
-    /// `exp`, so caches never outlive the token.
+    /// `exp`, for revocation entries (deny until then).
     pub exp: u64,
+    /// `exp` plus the issuer's leeway: caches never keep the token past this second.
+    pub valid_until: u64,
     /// Decoded payload JSON, for `claims_to_headers` (parsed again only when a route asks).
     pub payload: Vec<u8>,
 }
@@ -297,6 +299,7 @@ impl Trust {
             scope: claims.scope,
             jti: claims.jti,
             exp: claims.exp,
+            valid_until: claims.exp.saturating_add(issuer.leeway),
             payload,
         })
     }

@@ -44,4 +44,5 @@ pub mod signals;
 pub mod snapshot;
 pub mod store;
 pub mod tls;
+pub mod token_cache;
 pub mod upstream;

@@ -122,7 +122,7 @@ async fn route_request<'s>(
     };
     out.route = Some(route.prefix.as_str());
     let (mut parts, body) = req.into_parts();
-    let verified = match authorize(&snap.trust, gw.store.as_ref(), route, &parts, jwt::now()) {
+    let verified = match authorize(snap, gw.store.as_ref(), route, &parts, jwt::now()) {
         Ok(v) => v,
         Err(rej) => {
             gw.metrics.record_rejection(rej.reason());
@@ -136,7 +136,7 @@ async fn route_request<'s>(
         out.client_id = v.client_id.clone();
     }
     let fwd_path = if route.strip_prefix { strip_prefix(&path, prefix).into_owned() } else { path };
-    rewrite_request_headers(snap, route, conn, &mut parts, verified.as_ref());
+    rewrite_request_headers(snap, route, conn, &mut parts, verified.as_deref());
     let mut resp = forward(gw, route, parts, body, &fwd_path, out).await;
     resp.extensions_mut().insert(logged);
     resp

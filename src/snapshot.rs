@@ -93,6 +93,8 @@ pub struct Snapshot {
     pub certified_key: Arc<CertifiedKey>,
     /// OAuth clients and users.
     pub directory: crate::directory::Directory,
+    /// Tokens validated under this snapshot; dropped with it on reload.
+    pub token_cache: crate::token_cache::TokenCache,
     /// Files and folders whose change triggers a reload.
     pub watched: Vec<PathBuf>,
 }
@@ -174,7 +176,8 @@ impl Snapshot {
         for c in &config.clients {
             watched.extend(c.jwks.iter().chain(c.public_key.iter()).map(|p| config.resolve(p)));
         }
-        Ok(Snapshot { config, trust, own, routes, certified_key, directory, watched })
+        let token_cache = crate::token_cache::TokenCache::new(config.tokens.cache_size);
+        Ok(Snapshot { config, trust, own, routes, certified_key, directory, token_cache, watched })
     }
 }
 

@@ -1,0 +1,62 @@
+//! A bounded cache of tokens that passed validation, keyed on the token's exact bytes, so a
+//! client reusing its token costs a hash lookup instead of a signature check.
+//!
+//! Safety rules: only successes are cached; an entry is used only until the token's `exp` (plus
+//! leeway) and only for the audience it was checked against; the cache lives in the snapshot, so
+//! any reload (a removed key, a changed issuer) drops it whole; revocation is checked by the
+//! caller after every lookup, hit or miss.
+
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+
+use crate::jwt::{TokenError, Trust, Verified};
+
+/// One cached success.
+#[derive(Clone)]
+struct Entry {
+    /// Route audience the token was checked against (None: the issuer's own audiences).
+    audience: Option<Box<str>>,
+    /// Last second at which the token is still valid (`exp` + leeway).
+    valid_until: u64,
+    /// What validation produced.
+    verified: Arc<Verified>,
+}
+
+/// Validated tokens by exact token string.
+pub struct TokenCache {
+    /// None when disabled (`tokens.cache_size = 0`).
+    inner: Option<Cache<Box<str>, Entry>>,
+}
+
+impl TokenCache {
+    /// A cache holding at most `capacity` tokens; 0 disables caching.
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache { inner: (capacity > 0).then(|| Cache::new(capacity)) }
+    }
+
+    /// Validates through the cache: a hit skips parsing and the signature check.
+    pub fn validate(
+        &self,
+        trust: &Trust,
+        token: &str,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<Arc<Verified>, TokenError> {
+        let Some(cache) = &self.inner else {
+            return trust.validate(token, audience, now).map(Arc::new);
+        };
+        if let Some(e) = cache.get(token) {
+            if e.valid_until >= now && e.audience.as_deref() == audience {
+                return Ok(e.verified);
+            }
+        }
+        let verified = Arc::new(trust.validate(token, audience, now)?);
+        let valid_until = verified.valid_until;
+        cache.insert(
+            token.into(),
+            Entry { audience: audience.map(Into::into), valid_until, verified: verified.clone() },
+        );
+        Ok(verified)
+    }
+}
