@@ -87,6 +87,13 @@ impl Connector {
         Ok(Connector { tls: Arc::new(cfg), h2: plan.h2, timeout: plan.timeout })
     }
 
+    /// The same settings over HTTP/1.1 (for the one token-endpoint request of a run).
+    pub fn http1(&self) -> Connector {
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Connector { tls: Arc::new(tls), h2: false, timeout: self.timeout }
+    }
+
     /// The endpoint of an already-checked http(s) URL.
     pub fn for_url(&self, url: Uri) -> anyhow::Result<Endpoint> {
         let https = url.scheme() == Some(&http::uri::Scheme::HTTPS);

@@ -38,6 +38,8 @@ pub struct ConnStats {
     pub reconnects: u64,
     /// Open loop only: requests due before the end that were never sent (the target fell behind).
     pub unsent: u64,
+    /// The first error's message, to say *why* (a certificate, a refused port...).
+    pub first_error: Option<String>,
 }
 
 /// A fresh histogram: 1 µs to 1 hour, 3 significant digits.
@@ -47,7 +49,14 @@ pub fn histogram() -> Histogram<u64> {
 
 impl ConnStats {
     fn new() -> ConnStats {
-        ConnStats { hist: histogram(), status: HashMap::new(), errors: [0; 4], reconnects: 0, unsent: 0 }
+        ConnStats {
+            hist: histogram(),
+            status: HashMap::new(),
+            errors: [0; 4],
+            reconnects: 0,
+            unsent: 0,
+            first_error: None,
+        }
     }
 }
 
@@ -150,6 +159,7 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
                 }
                 Err(e) => {
                     let kind = if e.to_string().contains("timed out") { TIMEOUT } else { CONNECT };
+                    st.first_error.get_or_insert_with(|| format!("connect: {e:#}"));
                     fail(s, &mut st, counted, kind);
                     // The slot is spent; do not spin on a dead target.
                     seq += 1;
@@ -177,7 +187,8 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
                 fail(s, &mut st, counted, TIMEOUT);
                 sender = None;
             }
-            Ok(Err(_)) => {
+            Ok(Err(e)) => {
+                st.first_error.get_or_insert_with(|| format!("io: {e:#}"));
                 fail(s, &mut st, counted, IO);
                 sender = None;
             }

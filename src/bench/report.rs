@@ -30,6 +30,8 @@ pub struct Report {
     pub unsent: u64,
     /// One line describing the target and the load shape.
     pub label: String,
+    /// The first error any connection saw.
+    pub first_error: Option<String>,
 }
 
 impl Report {
@@ -44,6 +46,7 @@ impl Report {
             reconnects: 0,
             unsent: 0,
             label,
+            first_error: None,
         };
         for s in stats {
             // Same bounds on both sides, so adding cannot fail.
@@ -57,6 +60,9 @@ impl Report {
             }
             r.reconnects += s.reconnects;
             r.unsent += s.unsent;
+            if r.first_error.is_none() {
+                r.first_error = s.first_error;
+            }
         }
         r
     }
@@ -109,6 +115,7 @@ impl Report {
             "errors": errors,
             "reconnects": self.reconnects,
             "unsent": self.unsent,
+            "first_error": self.first_error,
         })
     }
 
@@ -136,6 +143,9 @@ impl Report {
         let errors: Vec<String> =
             self.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}: {n}")).collect();
         let _ = writeln!(o, "  errors     {}", if errors.is_empty() { "none".into() } else { errors.join(", ") });
+        if let Some(e) = &self.first_error {
+            let _ = writeln!(o, "  first error {e}");
+        }
         if self.reconnects > 0 {
             let _ = writeln!(o, "  reconnects {}", self.reconnects);
         }
@@ -196,7 +206,7 @@ mod tests {
         for l in lat {
             hist.record(*l).unwrap();
         }
-        ConnStats { hist, status: codes.iter().copied().collect(), errors, reconnects: 1, unsent: 0 }
+        ConnStats { hist, status: codes.iter().copied().collect(), errors, reconnects: 1, unsent: 0, first_error: None }
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub async fn load(source: &TokenSource, connector: &Connector) -> anyhow::Result
                 form.append_pair("scope", s);
             }
             let auth = super::args::basic(client_id, client_secret);
-            let ep = connector.for_url(url.clone())?;
+            let ep = connector.http1().for_url(url.clone())?;
             let mut sender = ep.connect().await.with_context(|| format!("connecting to {url}"))?;
             let req = ep
                 .request(http::Method::POST)

@@ -122,33 +122,32 @@ async fn refresh(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response
     let presented =
         token_hash(form.get("refresh_token").ok_or(OAuthError::InvalidRequest("refresh_token is required"))?);
     let invalid = OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
-    // Check the user before rotating, so a disabled user's token is not consumed for nothing.
-    let store = ctx.gw.store.clone();
-    let now = ctx.now;
+    let (store, now) = (ctx.gw.store.clone(), ctx.now);
     let current = blocking(move || store.current_family(&presented, now)).await?;
-    if let Some(f) = &current {
-        let user_ok = ctx.snap.directory.user_by_sub(&f.sub).is_some_and(|u| !u.disabled);
-        if f.client_id == client.id && !user_ok {
-            return Err(invalid);
+    // Every check that can refuse runs before the rotation: a refused request must not consume
+    // the token. A token that is not current still goes to `rotate`, which detects reuse.
+    let checked = match current.filter(|f| f.client_id == client.id) {
+        Some(f) => {
+            let user = ctx.snap.directory.user_by_sub(&f.sub).filter(|u| !u.disabled).ok_or(invalid.clone())?;
+            // The scope may narrow, never widen, and never beyond what client and user hold today.
+            let original: BTreeSet<&str> = f.scope.split(' ').filter(|s| !s.is_empty()).collect();
+            let allowed = |s: &str| {
+                original.contains(s) && client.scopes.iter().any(|c| c == s) && user.scopes.iter().any(|u| u == s)
+            };
+            Some((grant_scope(form.get("scope"), &allowed, original.iter().copied())?, f.sub.clone()))
         }
-    }
+        None => None,
+    };
     let next = secrets::random_secret();
     let (store, next_hash, cid) = (ctx.gw.store.clone(), token_hash(&next), client.id.clone());
-    let family = match blocking(move || store.rotate(&presented, &next_hash, &cid, now)).await? {
-        Rotation::Rotated(f) => f,
-        Rotation::Reused => {
+    match (blocking(move || store.rotate(&presented, &next_hash, &cid, now)).await?, checked) {
+        (Rotation::Rotated(_), Some((scope, sub))) => issue(ctx, client, &sub, &scope, Some(next), false),
+        (Rotation::Reused, _) => {
             tracing::warn!(client_id = %client.id, "refresh token reuse: family revoked");
-            return Err(invalid);
+            Err(invalid)
         }
-        Rotation::Invalid => return Err(invalid),
-    };
-    let user = ctx.snap.directory.user_by_sub(&family.sub).filter(|u| !u.disabled).ok_or(invalid)?;
-    // The scope may narrow, never widen, and never beyond what client and user hold today.
-    let original: BTreeSet<&str> = family.scope.split(' ').filter(|s| !s.is_empty()).collect();
-    let allowed =
-        |s: &str| original.contains(s) && client.scopes.iter().any(|c| c == s) && user.scopes.iter().any(|u| u == s);
-    let scope = grant_scope(form.get("scope"), &allowed, original.iter().copied())?;
-    issue(ctx, client, &family.sub, &scope, Some(next), false)
+        _ => Err(invalid),
+    }
 }
 
 /// Signs the access token (and an ID token when `openid` was granted to a user) and answers 200.

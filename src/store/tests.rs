@@ -516,9 +516,9 @@ fn kill_9_loses_no_committed_write() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut committed = None;
-    while let Some(line) = lines.next() {
+    for line in lines {
         if let Some(i) = line.unwrap().strip_prefix("committed ") {
             committed = Some(i.parse::<u32>().unwrap());
             if committed == Some(30) {

@@ -1,0 +1,156 @@
+//! Revocation (RFC 7009), introspection (RFC 7662) and discovery (JWKS, RFC 8414 metadata).
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_access_token_is_refused_by_the_proxy() {
+    let gw = start_default().await;
+    let ep = Ep::of(&gw);
+    let at = ep.cc_token("svc").await;
+    let other = ep.cc_token("svc").await;
+    assert_eq!(ep.api(&at).await.status, 200);
+    let r = ep.form("/oauth2/revoke", Auth::Basic("svc", SECRET), &[("token", &at)]).await;
+    assert_eq!(r.status, 200, "revoke: {}", r.text());
+    let r = ep.api(&at).await;
+    assert_eq!(r.status, 401, "revoked: {}", r.text());
+    assert!(r.www_auth().contains("invalid_token"), "{}", r.www_auth());
+    assert_eq!(ep.api(&other).await.status, 200, "only that jti is denied");
+
+    // With the hint, via client_secret_post.
+    let r = ep
+        .form("/oauth2/revoke", Auth::Post("svc", SECRET), &[("token", &other), ("token_type_hint", "access_token")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ep.api(&other).await.status, 401);
+
+    // Unknown tokens: 200 all the same. Bad client credentials: invalid_client.
+    let r = ep.form("/oauth2/revoke", Auth::Basic("svc", SECRET), &[("token", "no-such-token")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = ep.form("/oauth2/revoke", Auth::Basic("svc", "wrong"), &[("token", "no-such-token")]).await;
+    assert_oauth_error(&r, 401, "invalid_client");
+    let r = ep.form("/oauth2/revoke", Auth::Basic("svc", SECRET), &[]).await;
+    assert_oauth_error(&r, 400, "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_refresh_token_kills_its_family() {
+    let gw = start_default().await;
+    let ep = Ep::of(&gw);
+    let rt1 = ep.password_ok("app", "alice", ALICE_PW, None).await["refresh_token"].as_str().unwrap().to_owned();
+    let r = ep.refresh("app", &rt1).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rt2 = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    // Another client cannot revoke it (200, but nothing happens).
+    let r = ep.form("/oauth2/revoke", Auth::Basic("app2", SECRET), &[("token", &rt2)]).await;
+    assert_eq!(r.status, 200);
+    let r = ep.refresh("app", &rt2).await;
+    assert_eq!(r.status, 200, "another client's revocation changed nothing: {}", r.text());
+    let rt3 = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    // The owner revokes the CURRENT token...
+    let r = ep
+        .form("/oauth2/revoke", Auth::Basic("app", SECRET), &[("token", &rt3), ("token_type_hint", "refresh_token")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_oauth_error(&ep.refresh("app", &rt3).await, 400, "invalid_grant");
+    assert_oauth_error(&ep.refresh("app", &rt2).await, 400, "invalid_grant");
+    assert_oauth_error(&ep.refresh("app", &rt1).await, 400, "invalid_grant");
+
+    // ...or an earlier one of another family: the current one dies with it.
+    let rt_a = ep.password_ok("app", "bob", BOB_PW, None).await["refresh_token"].as_str().unwrap().to_owned();
+    let r = ep.refresh("app", &rt_a).await;
+    let rt_b = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    let r = ep.form("/oauth2/revoke", Auth::Basic("app", SECRET), &[("token", &rt_a)]).await;
+    assert_eq!(r.status, 200);
+    assert_oauth_error(&ep.refresh("app", &rt_b).await, 400, "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_reports_active_tokens_and_nothing_about_dead_ones() {
+    let gw = start_default().await;
+    let ep = Ep::of(&gw);
+    let at = ep.cc_token("svc").await;
+    let r = ep.form("/oauth2/introspect", Auth::Basic("app", SECRET), &[("token", &at)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["sub"], "svc");
+    assert_eq!(v["client_id"], "svc");
+    assert_eq!(v["scope"], "read");
+    assert_eq!(v["iss"], ISSUER);
+    assert_eq!(v["jti"], claims_of(&at)["jti"]);
+    assert!(v["exp"].as_u64().is_some_and(|e| e > now()));
+
+    let rt = ep.password_ok("app", "alice", ALICE_PW, None).await["refresh_token"].as_str().unwrap().to_owned();
+    let v = ep.form("/oauth2/introspect", Auth::Basic("app", SECRET), &[("token", &rt)]).await.json();
+    assert_eq!(v["active"], true, "a current refresh token: {v}");
+    assert_eq!(v["sub"], "alice-sub");
+
+    // Revoked access token, revoked refresh token, garbage: exactly {"active":false}.
+    assert_eq!(ep.form("/oauth2/revoke", Auth::Basic("svc", SECRET), &[("token", &at)]).await.status, 200);
+    assert_eq!(ep.form("/oauth2/revoke", Auth::Basic("app", SECRET), &[("token", &rt)]).await.status, 200);
+    for t in [at.as_str(), rt.as_str(), "garbage", &flip_signature_bit(&ep.cc_token("svc").await)] {
+        let r = ep.form("/oauth2/introspect", Auth::Basic("app", SECRET), &[("token", t)]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json(), json!({"active": false}), "{}", r.text());
+    }
+
+    // A client without introspect = true, and bad credentials.
+    let fresh = ep.cc_token("svc").await;
+    let r = ep.form("/oauth2/introspect", Auth::Basic("svc", SECRET), &[("token", &fresh)]).await;
+    assert_oauth_error(&r, 400, "unauthorized_client");
+    assert!(!r.text().contains("\"active\""), "{}", r.text());
+    let r = ep.form("/oauth2/introspect", Auth::Basic("app", "wrong"), &[("token", &fresh)]).await;
+    assert_oauth_error(&r, 401, "invalid_client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_serves_public_keys_only_and_complete_metadata() {
+    let gw = start_default().await;
+    let ep = Ep::of(&gw);
+    let r = ep.send("GET", "/.well-known/jwks.json", &[], "").await;
+    assert_eq!(r.status, 200);
+    let jwks = r.json();
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert!(!keys.is_empty());
+    for k in keys {
+        for f in ["kid", "alg", "use", "kty"] {
+            assert!(k.get(f).is_some_and(|v| v.is_string()), "{f} in {k}");
+        }
+        assert_eq!(k["use"], "sig");
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
+            assert!(k.get(private).is_none(), "private part {private} served: {k}");
+        }
+    }
+    assert!(keys.iter().any(|k| k["kid"] == "k1"));
+    // Discovery is public on the plain listener as well.
+    let mut plain = Conn::plain(ep.plain).await;
+    let r = plain.send(req("GET", "/.well-known/jwks.json", &[], empty())).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), jwks);
+
+    let r = ep.send("GET", "/.well-known/oauth-authorization-server", &[], "").await;
+    assert_eq!(r.status, 200);
+    let m = r.json();
+    assert_eq!(m["issuer"], ISSUER);
+    assert_eq!(m["token_endpoint"], TOKEN_URL);
+    assert_eq!(m["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
+    assert_eq!(m["revocation_endpoint"], format!("{ISSUER}/oauth2/revoke"));
+    assert_eq!(m["introspection_endpoint"], format!("{ISSUER}/oauth2/introspect"));
+    let list = |k: &str| -> Vec<String> {
+        m[k].as_array().unwrap_or_else(|| panic!("{k} in {m}")).iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    };
+    let mut grants = list("grant_types_supported");
+    grants.sort();
+    assert_eq!(grants, ["client_credentials", "password", "refresh_token"]);
+    let methods = list("token_endpoint_auth_methods_supported");
+    for want in ["client_secret_basic", "client_secret_post", "private_key_jwt"] {
+        assert!(methods.iter().any(|m| m == want), "{want} in {methods:?}");
+    }
+    let mut scopes = list("scopes_supported");
+    scopes.sort();
+    assert_eq!(scopes, ["admin", "openid", "read", "write"]);
+}
