@@ -491,13 +491,10 @@ fn crash_hash(i: u32, generation: u8) -> TokenHash {
 /// Env var telling [`crash_writer_child`] where to write.
 const CRASH_DIR_VAR: &str = "TOKENGATE_STORE_CRASH_DIR";
 
-/// Not a test on its own: the child process of [`kill_9_loses_no_committed_write`], writing as
-/// fast as it can and reporting every `Ok` on stdout until it is killed.
-#[test]
-#[ignore = "child process of kill_9_loses_no_committed_write"]
-fn crash_writer_child() {
-    let Some(dir) = std::env::var_os(CRASH_DIR_VAR) else { return };
-    let s = reopen(Path::new(&dir));
+/// The child side of [`kill_9_loses_no_committed_write`] (the same test, re-run in a child process
+/// with `CRASH_DIR_VAR` set): writes as fast as it can, reporting every `Ok` until it is killed.
+fn crash_writer(dir: &Path) {
+    let s = reopen(dir);
     for i in 0..100_000u32 {
         s.create_family(&family(&format!("f{i}"), "c1", "alice"), &crash_hash(i, 1)).unwrap();
         assert!(matches!(s.rotate(&crash_hash(i, 1), &crash_hash(i, 2), "c1", 1100).unwrap(), Rotation::Rotated(_)));
@@ -508,9 +505,12 @@ fn crash_writer_child() {
 #[test]
 fn kill_9_loses_no_committed_write() {
     use std::io::BufRead;
+    if let Some(dir) = std::env::var_os(CRASH_DIR_VAR) {
+        return crash_writer(Path::new(&dir));
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "store::tests::crash_writer_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "store::tests::kill_9_loses_no_committed_write", "--nocapture", "--test-threads=1"])
         .env(CRASH_DIR_VAR, dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
