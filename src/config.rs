@@ -94,6 +94,14 @@ pub struct ServerConfig {
     pub tls_handshake_timeout_secs: u64,
     /// Largest request head (HTTP/1) or header list (HTTP/2) accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Most request headers accepted (HTTP/1).
+    pub max_headers: usize,
+    /// Most client connections open at once, all listeners together; more are closed at accept.
+    pub max_connections: usize,
+    /// Most client connections open at once from one IP address; 0 disables.
+    pub max_connections_per_ip: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_h2_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +118,10 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             tls_handshake_timeout_secs: 10,
             max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+            max_h2_streams: 256,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod authz;
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod conn_limits;
 pub mod directory;
 pub mod headers;
 pub mod jwt;

@@ -34,6 +34,13 @@ struct RouteLabels {
     route: String,
 }
 
+/// Labels of `tokengate_limit_hits_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    /// Which limit: "max_connections", "per_ip_connections", "tls_handshake_timeout", "token_endpoint_rate".
+    limit: &'static str,
+}
+
 /// Labels of `tokengate_token_rejections_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectionLabels {
@@ -74,6 +81,8 @@ pub struct Metrics {
     upstream: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Reload attempts by outcome.
     reloads: Family<ReloadLabels, Counter>,
+    /// Times a configured limit refused or cut off a client, by limit.
+    limits: Family<LimitLabels, Counter>,
     /// Per-route handle cache keyed by route, so repeat records do not allocate.
     routes: RwLock<HashMap<String, Arc<RouteHandles>>>,
 }
@@ -115,8 +124,10 @@ impl Metrics {
             upstream.clone(),
         );
         registry.register("tokengate_reloads", "Config reload attempts by result", reloads.clone());
+        let limits = Family::<LimitLabels, Counter>::default();
+        registry.register("tokengate_limit_hits", "Clients refused or cut off by a configured limit", limits.clone());
 
-        Self { registry, requests, rejections, upstream, reloads, routes: RwLock::new(HashMap::new()) }
+        Self { registry, requests, rejections, upstream, reloads, limits, routes: RwLock::new(HashMap::new()) }
     }
 
     /// One finished proxied request: route prefix ("none" when no route matched), HTTP status.
@@ -154,6 +165,11 @@ impl Metrics {
                 self.upstream.get_or_create_owned(&labels)
             })
             .observe(seconds);
+    }
+
+    /// A configured limit refused or cut off a client.
+    pub fn record_limit(&self, limit: &'static str) {
+        self.limits.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// A reload attempt finished.

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
+use crate::conn_limits::ConnLimiter;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, Gateway};
 use crate::snapshot::{BuildError, BuildMode, Snapshot};
@@ -87,9 +88,11 @@ pub async fn start(config_path: PathBuf) -> Result<Running, StartError> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let acceptor = TlsAcceptor::from(Arc::new(crate::tls::server_config(current.clone())?));
-    let mut tasks = vec![tokio::spawn(accept_loop(https, Some(acceptor), gateway.clone(), shutdown_rx.clone()))];
+    let limiter = ConnLimiter::new(server_cfg.max_connections, server_cfg.max_connections_per_ip);
+    let mut tasks =
+        vec![tokio::spawn(accept_loop(https, Some(acceptor), gateway.clone(), limiter.clone(), shutdown_rx.clone()))];
     if let Some(plain) = plain {
-        tasks.push(tokio::spawn(accept_loop(plain, None, gateway.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(accept_loop(plain, None, gateway.clone(), limiter, shutdown_rx.clone())));
     }
     let mut admin_rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
@@ -129,8 +132,15 @@ fn conn_builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs))
-        .max_buf_size(cfg.max_header_bytes.max(8192));
-    b.http2().timer(TokioTimer::new()).max_header_list_size(cfg.max_header_bytes.min(u32::MAX as usize) as u32);
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .max_headers(cfg.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(cfg.max_h2_streams)
+        // Pings find dead peers; hyper also caps locally reset streams (rapid-reset defence).
+        .keep_alive_interval(Duration::from_secs(cfg.header_read_timeout_secs.max(1) * 3))
+        .keep_alive_timeout(Duration::from_secs(20));
     b
 }
 
@@ -138,6 +148,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gw: Arc<Gateway>,
+    limiter: Arc<ConnLimiter>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(conn_builder(&gw));
@@ -155,6 +166,15 @@ async fn accept_loop(
             },
             _ = crate::signals::stopped(&mut shutdown) => break,
         };
+        let guard = match limiter.admit(peer.ip()) {
+            Ok(g) => g,
+            Err(limit) => {
+                // Closing at once is the cheapest answer; the metric and a debug line say why.
+                gw.metrics.record_limit(limit);
+                tracing::debug!(%peer, limit, "connection refused by limit");
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let info = ConnInfo { peer, tls: tls.is_some() };
         let gw2 = gw.clone();
@@ -163,7 +183,9 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let handshake = Duration::from_secs(gw.current.load().config.server.tls_handshake_timeout_secs);
+        let metrics = gw.metrics.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             match tls {
                 Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -171,7 +193,10 @@ async fn accept_loop(
                         log_conn_end(watcher.watch(conn).await);
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Err(_) => {
+                        metrics.record_limit("tls_handshake_timeout");
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 },
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).into_owned();

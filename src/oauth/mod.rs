@@ -123,6 +123,7 @@ pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: ConnInfo, req: Request<
         return OAuthError::InvalidRequest("this endpoint is only served over TLS").response();
     }
     if let Err(retry_after) = gw.ip_limits.check(conn.peer.ip(), ctx.now, snap.config.lockout.per_ip_per_minute) {
+        gw.metrics.record_limit("token_endpoint_rate");
         return OAuthError::TooManyRequests { retry_after }.response();
     }
     let (parts, body) = req.into_parts();
