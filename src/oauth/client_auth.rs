@@ -25,6 +25,14 @@ enum Presented<'a> {
 
 /// Decodes one half of a Basic credential: form-urlencoded per RFC 6749 section 2.3.1.
 fn form_decode(s: &str) -> Option<String> {
+    // Malformed escapes ("%zz", a trailing "%") are refused, not passed through.
+    let b = s.as_bytes();
+    if b.iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'%' && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()))
+    {
+        return None;
+    }
     percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().ok().map(|c| c.into_owned())
 }
 
