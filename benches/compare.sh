@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# compare.sh: requests/s of tokengate beside nginx (no auth) and HAProxy (jwt_verify) on this
+# machine, same upstream, same tokens, same load generator, rounds interleaved.
+#
+#   benches/compare.sh [-s SECS] [-r ROUNDS] [-c CONNS] [-w WARMUP_SECS] [-u UNIQUE_TOKENS] [-p]
+#
+#   -s  seconds per measurement (default 10)      -r  rounds; each target once per round (default 3)
+#   -c  connections (default 64)                  -w  unmeasured warm-up per target first (default 1)
+#   -u  distinct tokens of the *-unique targets (default 2000)
+#   -p  pin: servers on CPU 0, the load generator on CPU 1 (taskset; less noise on 2 cores)
+#
+# Environment: LOADGEN=wrk (default; wrk -t1 -cCONNS, as in the original HAProxy/nginx figures)
+# or LOADGEN=tokengate (tokengate bench, 1 thread); TOKENGATE=path of the binary (default
+# target/release/tokengate, built with cargo if missing); PORT=first of 10 ports (default 19000).
+#
+# Targets, all on 127.0.0.1 and all answering the nginx upstream's "ok":
+#   direct                 the upstream itself (PORT)
+#   nginx-noauth           nginx proxy, no token check (PORT+1)
+#   haproxy-rs256/-es256   HAProxy jwt_verify (PORT+2, PORT+3); *-unique: a different token each request
+#   tokengate-rs256/-es256 tokengate's plain listener, 1 worker (PORT+4), verified-token cache on
+#   tokengate-*-unique     a second tokengate with tokens.cache_size = 0 (PORT+7): every request
+#                          is validated in full, as HAProxy does (it has no cache)
+#   tokengate-https-rs256  tokengate's HTTPS listener (PORT+5; TLS 1.3, keep-alive)
+# Every target must answer 200 to its first token before anything is measured. The table shows the
+# median req/s of the rounds, its ratio to nginx-noauth and to haproxy-rs256, and the non-2xx and
+# socket-error totals. Installs nothing: it says what to apt-get install when a tool is missing.
+set -euo pipefail
+
+secs=10 rounds=3 conns=64 warm=1 unique=2000 pin=0
+while getopts s:r:c:w:u:ph o; do
+  case $o in
+    s) secs=$OPTARG ;; r) rounds=$OPTARG ;; c) conns=$OPTARG ;; w) warm=$OPTARG ;; u) unique=$OPTARG ;;
+    p) pin=1 ;; *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
+  esac
+done
+loadgen=${LOADGEN:-wrk}
+case $loadgen in wrk | tokengate) ;; *) echo "compare.sh: LOADGEN must be wrk or tokengate" >&2; exit 2 ;; esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+peers=$here/peers
+port=${PORT:-19000}
+UP=$port NGX=$((port + 1)) HRS=$((port + 2)) HES=$((port + 3)) TGP=$((port + 4)) TGS=$((port + 5)) TGA=$((port + 6))
+
+missing=()
+for t in nginx haproxy openssl curl; do command -v $t >/dev/null || missing+=("$t"); done
+[ "$loadgen" = wrk ] && { command -v wrk >/dev/null || missing+=(wrk); }
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "compare.sh: missing ${missing[*]}; install with:" >&2
+  echo "  apt-get install -y ${missing[*]}" >&2
+  exit 2
+fi
+if [ "$pin" = 1 ] && ! command -v taskset >/dev/null; then
+  echo "compare.sh: -p needs taskset (apt-get install -y util-linux)" >&2
+  exit 2
+fi
+
+for p in $(seq "$port" $((port + 9))); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "compare.sh: 127.0.0.1:$p is already in use; pick 10 free ports with PORT=..." >&2
+    exit 2
+  fi
+done
+
+tg=${TOKENGATE:-$root/target/release/tokengate}
+if [ ! -x "$tg" ]; then
+  echo "compare.sh: building $tg (cargo build --release)" >&2
+  (cd "$root" && cargo build --release --bin tokengate >&2)
+fi
+
+dir=$(mktemp -d /tmp/tokengate-compare.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "${KEEP:-}" ] && echo "compare.sh: kept $dir" >&2 || rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+server_cpu=() gen_cpu=()
+[ "$pin" = 1 ] && server_cpu=(taskset -c 0) gen_cpu=(taskset -c 1)
+
+# Keys (tokengate keygen), their public halves for HAProxy, and tokens minted by tokengate bench.
+mkdir -p "$dir/keys" "$dir/tls" "$dir/nginx-tmp"
+for alg in RS256 ES256; do
+  k=$(tr 'A-Z' 'a-z' <<<"$alg")
+  "$tg" keygen --alg "$alg" --out "$dir/keys/$k.pem"
+  openssl pkey -in "$dir/keys/$k.pem" -pubout -out "$dir/$k.pub" 2>/dev/null
+  mint=(bench --print-tokens --mint-key "$dir/keys/$k.pem" --iss https://peer.test --aud api --sub bench
+    --scope read --ttl 86400)
+  "$tg" "${mint[@]}" >"$dir/$alg.jwt"
+  "$tg" "${mint[@]}" --distinct "$unique" >"$dir/$alg-many.jwt"
+done
+
+# fill TEMPLATE OUT [TGP TGS TGA CACHE]: the placeholders of benches/peers/*.in
+fill() {
+  sed -e "s#@DIR@#$dir#g" -e "s#@UP@#$UP#g" -e "s#@NGX@#$NGX#g" -e "s#@HRS@#$HRS#g" -e "s#@HES@#$HES#g" \
+    -e "s#@TGP@#${3:-}#g" -e "s#@TGS@#${4:-}#g" -e "s#@TGA@#${5:-}#g" -e "s#@CACHE@#${6:-}#g" "$1" >"$2"
+}
+fill "$peers/nginx.conf.in" "$dir/nginx.conf"
+fill "$peers/haproxy.cfg.in" "$dir/haproxy.cfg"
+fill "$peers/gateway.toml.in" "$dir/gateway.toml" "$TGP" "$TGS" "$TGA" 10000
+fill "$peers/gateway.toml.in" "$dir/gateway-nocache.toml" $((port + 7)) $((port + 8)) $((port + 9)) 0
+
+"$tg" check --config "$dir/gateway.toml" >/dev/null
+"$tg" check --config "$dir/gateway-nocache.toml" >/dev/null
+"${server_cpu[@]}" nginx -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >"$dir/nginx.out" 2>&1 &
+pids+=($!)
+"${server_cpu[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+pids+=($!)
+"${server_cpu[@]}" "$tg" serve --config "$dir/gateway.toml" >"$dir/tokengate.log" 2>&1 &
+pids+=($!)
+"${server_cpu[@]}" "$tg" serve --config "$dir/gateway-nocache.toml" >"$dir/tokengate-nocache.log" 2>&1 &
+pids+=($!)
+
+# name | url | token file ("" = none)
+targets=(
+  "direct|http://127.0.0.1:$UP/|"
+  "nginx-noauth|http://127.0.0.1:$NGX/|"
+  "haproxy-rs256|http://127.0.0.1:$HRS/|$dir/RS256.jwt"
+  "haproxy-es256|http://127.0.0.1:$HES/|$dir/ES256.jwt"
+  "haproxy-rs256-unique|http://127.0.0.1:$HRS/|$dir/RS256-many.jwt"
+  "haproxy-es256-unique|http://127.0.0.1:$HES/|$dir/ES256-many.jwt"
+  "tokengate-rs256|http://127.0.0.1:$TGP/|$dir/RS256.jwt"
+  "tokengate-es256|http://127.0.0.1:$TGP/|$dir/ES256.jwt"
+  "tokengate-rs256-unique|http://127.0.0.1:$((port + 7))/|$dir/RS256-many.jwt"
+  "tokengate-es256-unique|http://127.0.0.1:$((port + 7))/|$dir/ES256-many.jwt"
+  "tokengate-https-rs256|https://127.0.0.1:$TGS/|$dir/RS256.jwt"
+)
+
+status_of() { # url tokenfile -> HTTP status of one request with the file's first token
+  local h=()
+  [ -n "$2" ] && h=(-H "Authorization: Bearer $(head -n1 "$2")")
+  curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "${h[@]}" "$1" || true
+}
+for t in "${targets[@]}"; do
+  IFS='|' read -r name url tok <<<"$t"
+  code=000
+  for _ in $(seq 100); do
+    code=$(status_of "$url" "$tok")
+    [ "$code" = 200 ] && break
+    sleep 0.1
+  done
+  if [ "$code" != 200 ]; then
+    echo "compare.sh: $name answered $code, not 200, at $url; logs:" >&2
+    tail -n 5 "$dir"/*.log "$dir/nginx.out" >&2 || true
+    exit 1
+  fi
+done
+# A forged token must be refused by every checking target.
+for t in "${targets[@]}"; do
+  IFS='|' read -r name url tok <<<"$t"
+  [ -n "$tok" ] || continue
+  code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -n1 "$tok")x" "$url" || true)
+  [ "$code" = 401 ] || { echo "compare.sh: $name let a bad signature through ($code)" >&2; exit 1; }
+done
+
+# measure SECS name url tokenfile -> "rps<TAB>non2xx<TAB>errors"
+measure() {
+  local d=$1 url=$3 tok=$4 out
+  if [ "$loadgen" = wrk ]; then
+    out=$(TOKENS=$tok "${gen_cpu[@]}" wrk -t1 -c"$conns" -d"${d}s" -s "$peers/tokens.lua" "$url")
+    awk '/Requests\/sec/ { rps = $2 }
+         /Non-2xx/ { bad = $NF }
+         /Socket errors/ { gsub(/,/, ""); errs = $4 + $6 + $8 + $10 }
+         END { printf "%s\t%d\t%d\n", rps, bad, errs }' <<<"$out"
+  else
+    local src=(--no-token) tls=()
+    [ -n "$tok" ] && src=(--token-file "$tok")
+    [[ $url == https://* ]] && tls=(--insecure)
+    out=$("${gen_cpu[@]}" "$tg" bench --url "$url" "${src[@]}" "${tls[@]}" -c "$conns" -d "$d" --warmup 0 \
+      --threads 1 --json) || true
+    local errs
+    errs=$(grep -o '"errors":{[^}]*}' <<<"$out" | grep -o ':[0-9]*' | tr -d : | awk '{ s += $1 } END { print s + 0 }')
+    printf '%s\t%s\t%s\n' "$(grep -o '"rps":[0-9.e+-]*' <<<"$out" | cut -d: -f2)" \
+      "$(grep -o '"non_2xx":[0-9]*' <<<"$out" | cut -d: -f2)" "$errs"
+  fi
+}
+
+echo "compare.sh: $(nproc) cores, loadgen $loadgen, ${secs}s x $rounds rounds, $conns connections, pin=$pin" >&2
+echo "  $(nginx -v 2>&1), $(haproxy -v | head -n1 | cut -d' ' -f1-3), $("$tg" --version)" >&2
+if [ "$warm" != 0 ]; then
+  for t in "${targets[@]}"; do
+    IFS='|' read -r name url tok <<<"$t"
+    measure "$warm" "$name" "$url" "$tok" >/dev/null
+  done
+fi
+results=$dir/results.tsv
+: >"$results"
+for r in $(seq "$rounds"); do
+  for t in "${targets[@]}"; do
+    IFS='|' read -r name url tok <<<"$t"
+    line=$(measure "$secs" "$name" "$url" "$tok")
+    printf '%s\t%s\n' "$name" "$line" >>"$results"
+    echo "  round $r $name: $(awk '{ printf "%.0f", $1 }' <<<"$line") req/s" >&2
+  done
+done
+
+awk -F'\t' '
+  { if (!($1 in n)) order[++k] = $1; v[$1, ++n[$1]] = $2; bad[$1] += $3; err[$1] += $4 }
+  function median(name,   i, j, t, a, m) {
+    m = n[name]
+    for (i = 1; i <= m; i++) a[i] = v[name, i] + 0
+    for (i = 2; i <= m; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+  }
+  function ratio(x, base) { return base > 0 ? sprintf("%.2f", x / base) : "-" }
+  END {
+    for (i = 1; i <= k; i++) med[order[i]] = median(order[i])
+    printf "%-24s %14s %16s %17s %8s %8s\n", "target", "req/s (median)", "vs nginx-noauth", "vs haproxy-rs256", "non-2xx", "errors"
+    for (i = 1; i <= k; i++) {
+      t = order[i]
+      printf "%-24s %14.0f %16s %17s %8d %8d\n", t, med[t], ratio(med[t], med["nginx-noauth"]), ratio(med[t], med["haproxy-rs256"]), bad[t], err[t]
+    }
+  }' "$results"

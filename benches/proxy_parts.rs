@@ -1,0 +1,102 @@
+//! The per-request work around token validation: header rewriting and route matching.
+//!
+//! `headers/rewrite` runs what the proxy does to a realistic 12-header request (hop-by-hop
+//! removal, `X-Forwarded-*`, identity strip and set); the clone of the request headers is made
+//! in setup and not timed. `routes/find/N` is `normalize_path` + `RouteTable::find` with N
+//! routes; `routes/normalize/*` is path canonicalisation alone (a plain and an escaped path).
+//!
+//! Run: `cargo bench --bench proxy_parts`.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tokengate::headers::{self, X_AUTH_CLIENT_ID, X_AUTH_SCOPE, X_AUTH_SUBJECT};
+use tokengate::routes::{normalize_path, RouteTable};
+
+/// What a browser or SDK call through a load balancer typically carries, with two spoofing
+/// attempts (an identity header and `X-Forwarded-For`) and a `Connection`-named hop header.
+fn request_headers() -> HeaderMap {
+    let token = format!("Bearer eyJhbGciOiJFUzI1NiJ9.{}.{}", "x".repeat(300), "y".repeat(86));
+    let pairs = [
+        ("host", "api.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"),
+        ("accept", "application/json, text/plain, */*"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("authorization", token.as_str()),
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "1"),
+        ("content-type", "application/json"),
+        ("x-request-id", "5f0c6a7e-2b1d-4c8e-9a3f-0d1e2f3a4b5c"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-auth-subject", "root"),
+    ];
+    let mut m = HeaderMap::new();
+    for (k, v) in pairs {
+        m.append(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+    }
+    assert_eq!(m.len(), 12);
+    m
+}
+
+fn rewrite(h: &mut HeaderMap, client: IpAddr, tenant: &HeaderName) {
+    let host = h.get(http::header::HOST).cloned();
+    headers::strip_hop_by_hop(h);
+    headers::set_forwarded(h, client, "https", host, false);
+    headers::strip_identity(h, std::iter::once(tenant));
+    headers::set_identity(h, &X_AUTH_SUBJECT, Some("user-12345"));
+    headers::set_identity(h, &X_AUTH_CLIENT_ID, Some("bench-client"));
+    headers::set_identity(h, &X_AUTH_SCOPE, Some("read write"));
+    headers::set_identity(h, tenant, Some("acme"));
+}
+
+fn header_rewriting(c: &mut Criterion) {
+    let base = request_headers();
+    let client: IpAddr = "198.51.100.23".parse().unwrap();
+    let tenant = HeaderName::from_static("x-tenant");
+    let mut check = base.clone();
+    rewrite(&mut check, client, &tenant);
+    assert!(!check.contains_key("x-hop") && check["x-auth-subject"] == "user-12345");
+    let mut g = c.benchmark_group("headers");
+    g.bench_function("rewrite", |b| {
+        b.iter_batched_ref(|| base.clone(), |h| rewrite(black_box(h), client, &tenant), BatchSize::SmallInput)
+    });
+    g.bench_function("clone_only", |b| b.iter(|| black_box(&base).clone()));
+    g.finish();
+}
+
+fn route_matching(c: &mut Criterion) {
+    let mut g = c.benchmark_group("routes");
+    for n in [1usize, 100, 10_000] {
+        let routes: Vec<(String, usize)> = (0..n).map(|i| (format!("/svc{i}"), i)).collect();
+        let table = RouteTable::new(routes).unwrap();
+        // A path deeper than its prefix, to the last route inserted.
+        let path = format!("/svc{}/v1/orders/12345/items", n - 1);
+        assert_eq!(table.find(&normalize_path(&path).unwrap()).map(|(v, _)| *v), Some(n - 1));
+        g.bench_with_input(BenchmarkId::new("find", n), &path, |b, p| {
+            b.iter(|| {
+                let canonical = normalize_path(black_box(p)).unwrap();
+                *table.find(&canonical).unwrap().0
+            })
+        });
+    }
+    for (name, path) in [("plain", "/svc42/v1/orders/12345/items"), ("escaped", "/svc42/v1/%6Frders/caf%c3%a9/items")] {
+        g.bench_with_input(BenchmarkId::new("normalize", name), path, |b, p| {
+            b.iter(|| normalize_path(black_box(p)).unwrap().len())
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    targets = header_rewriting, route_matching
+}
+criterion_main!(benches);
