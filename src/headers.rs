@@ -115,14 +115,47 @@ pub fn set_forwarded(
     }
 }
 
-/// Removes every identity header a client might spoof: the defaults plus the route's own names.
-/// `HeaderMap` names are lowercase, so any letter case the client used is covered.
-pub fn strip_identity<'a>(headers: &mut HeaderMap, extra: impl Iterator<Item = &'a HeaderName>) {
+/// Underscore spellings of these are aliases to CGI, WSGI and PHP upstreams (`X_Auth_Subject`
+/// and `X-Auth-Subject` become one variable), so they must not get through either.
+const ALIASED: [&str; 14] = [
+    "x-auth-subject",
+    "x-auth-client-id",
+    "x-auth-scope",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "host",
+    "authorization",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+/// Removes every identity header a client might spoof: the defaults plus the route's own names,
+/// and their underscore aliases. `HeaderMap` names are lowercase, so any letter case is covered.
+pub fn strip_identity<'a>(headers: &mut HeaderMap, extra: impl Iterator<Item = &'a HeaderName> + Clone) {
     headers.remove(&X_AUTH_SUBJECT);
     headers.remove(&X_AUTH_CLIENT_ID);
     headers.remove(&X_AUTH_SCOPE);
-    for name in extra {
+    for name in extra.clone() {
         headers.remove(name);
+    }
+    if headers.keys().any(|k| k.as_str().contains('_')) {
+        let aliases: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .filter(|k| {
+                let dashed = k.as_str().replace('_', "-");
+                ALIASED.contains(&dashed.as_str()) || extra.clone().any(|e| e.as_str() == dashed)
+            })
+            .cloned()
+            .collect();
+        for k in aliases {
+            headers.remove(k);
+        }
     }
 }
 
@@ -130,6 +163,43 @@ pub fn strip_identity<'a>(headers: &mut HeaderMap, extra: impl Iterator<Item = &
 pub fn set_identity(headers: &mut HeaderMap, name: &HeaderName, value: Option<&str>) {
     if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(name.clone(), v);
+    }
+}
+
+/// A port, when present, is a number that fits in 16 bits (`http` accepts "host:99999").
+fn port_ok(authority: &str) -> bool {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !authority.ends_with(']') && !host.is_empty() => port.parse::<u16>().is_ok(),
+        _ => true,
+    }
+}
+
+/// RFC 9112 section 3.2: an HTTP/1.1 request has exactly one valid `Host`; with an absolute
+/// target or h2 `:authority`, a `Host` must agree with it. Anything else is answered 400.
+pub fn check_host(version: http::Version, uri: &http::Uri, headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let Some(host) = host else {
+        return if version == http::Version::HTTP_11 && uri.authority().is_none() {
+            Err("missing Host header")
+        } else {
+            Ok(())
+        };
+    };
+    let valid = host
+        .to_str()
+        .ok()
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .filter(|a| !a.as_str().contains('@') && port_ok(a.as_str()));
+    let Some(authority) = valid else { return Err("invalid Host header") };
+    match uri.authority() {
+        Some(a) if !a.as_str().eq_ignore_ascii_case(authority.as_str()) => {
+            Err("Host disagrees with the request target")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -178,6 +248,23 @@ mod tests {
     }
 
     #[test]
+    fn host_must_be_single_valid_and_agree_with_the_authority() {
+        use http::Version;
+        let origin: http::Uri = "/x".parse().unwrap();
+        let absolute: http::Uri = "https://good.example/x".parse().unwrap();
+        assert!(check_host(Version::HTTP_11, &origin, &map(&[("host", "api.test:8443")])).is_ok());
+        assert!(check_host(Version::HTTP_11, &origin, &map(&[])).is_err());
+        assert!(check_host(Version::HTTP_10, &origin, &map(&[])).is_ok());
+        assert!(check_host(Version::HTTP_11, &origin, &map(&[("host", "a"), ("host", "b")])).is_err());
+        for bad in ["a b", "evil.com:99999", "user@evil.example", ""] {
+            assert!(check_host(Version::HTTP_11, &origin, &map(&[("host", bad)])).is_err(), "{bad}");
+        }
+        assert!(check_host(Version::HTTP_2, &absolute, &map(&[])).is_ok());
+        assert!(check_host(Version::HTTP_2, &absolute, &map(&[("host", "GOOD.example")])).is_ok());
+        assert!(check_host(Version::HTTP_2, &absolute, &map(&[("host", "evil.example")])).is_err());
+    }
+
+    #[test]
     fn websocket_upgrade_is_kept() {
         let mut h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket"), ("sec-websocket-key", "k")]);
         strip_hop_by_hop(&mut h);
@@ -217,6 +304,11 @@ mod tests {
         set_identity(&mut h, &X_AUTH_SUBJECT, Some("alice\r\nx-evil: 1"));
         assert!(h.is_empty(), "a claim with CR/LF must not become a header");
         set_identity(&mut h, &X_AUTH_SUBJECT, Some("alice"));
+        let mut u =
+            map(&[("X_Auth_Subject", "root"), ("x_forwarded_for", "1.2.3.4"), ("X_Tenant", "t"), ("x_other", "kept")]);
+        strip_identity(&mut u, std::iter::once(&tenant));
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!(u["x_other"], "kept");
         assert_eq!(h["x-auth-subject"], "alice");
     }
 }

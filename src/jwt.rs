@@ -177,6 +177,51 @@ fn some_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     String::deserialize(d).map(Some)
 }
 
+/// True when a JSON object has no repeated member name at its top level. Serde refuses repeats of
+/// the claims we model; this catches the rest (`tenant` twice would otherwise let the last one
+/// win in `claims_to_headers`). Escaped spellings (`"\u0061lg"`) compare after unescaping.
+fn unique_keys(json: &[u8]) -> bool {
+    struct Key<'a>(std::borrow::Cow<'a, str>);
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> de::Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a member name")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(std::borrow::Cow::Borrowed(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    struct Unique;
+    impl<'de> de::Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::with_capacity(12);
+            while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                if seen.contains(&k) {
+                    return Err(de::Error::custom("duplicate member"));
+                }
+                seen.push(k);
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let mut d = serde_json::Deserializer::from_slice(json);
+    de::Deserializer::deserialize_map(&mut d, Unique).is_ok() && d.end().is_ok()
+}
+
 fn decode_segment(seg: &str) -> Result<Vec<u8>, TokenError> {
     // URL_SAFE_NO_PAD refuses '=', '+', '/', whitespace and non-zero trailing bits.
     B64.decode(seg).map_err(|_| TokenError::Malformed)
@@ -205,11 +250,18 @@ fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
     };
-    let header: Header = serde_json::from_slice(&decode_segment(h)?).map_err(|_| TokenError::BadHeader)?;
+    let header_json = decode_segment(h)?;
+    if !unique_keys(&header_json) {
+        return Err(TokenError::BadHeader);
+    }
+    let header: Header = serde_json::from_slice(&header_json).map_err(|_| TokenError::BadHeader)?;
     if header.crit.is_some() {
         return Err(TokenError::Crit);
     }
     let payload = decode_segment(p)?;
+    if !unique_keys(&payload) {
+        return Err(TokenError::BadClaims);
+    }
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
     Ok(Parsed { header, claims, payload, signing_input: &token.as_bytes()[..h.len() + 1 + p.len()], signature: s })
 }

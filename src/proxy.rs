@@ -106,6 +106,9 @@ async fn route_request<'s>(
     req: Request<Incoming>,
     out: &mut Outcome<'s>,
 ) -> Response<Body> {
+    if let Err(why) = headers::check_host(req.version(), req.uri(), req.headers()) {
+        return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", why));
+    }
     if crate::oauth::is_oauth_path(req.uri().path()) {
         out.route = Some("oauth");
         return own(crate::oauth::handle(gw, snap, conn, req).await);
@@ -156,7 +159,7 @@ fn rewrite_request_headers(
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
-    headers::strip_identity(h, route.claims_to_headers.iter().map(|(n, _)| n));
+    headers::strip_identity(h, snap.identity_headers.iter());
     headers::set_forwarded(
         h,
         conn.peer.ip(),

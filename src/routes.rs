@@ -300,16 +300,38 @@ impl<T> RouteTable<T> {
         let mut best = None;
         let mut h = FNV_START;
         // Shortest boundary first, so the last hit is the longest match.
-        for (k, &b) in bytes.iter().enumerate().take(self.max_len + 1) {
+        for (k, &b) in bytes.iter().enumerate() {
             if b == b'/' {
-                best = self.probe(h, &bytes[..k]).or(best);
+                best = self.probe_segment_end(h, &bytes[..k]).or(best);
             }
             h = fnv(h, b);
         }
-        if bytes.len() <= self.max_len && bytes.last() != Some(&b'/') {
-            best = self.probe(h, bytes).or(best);
+        if bytes.last() != Some(&b'/') {
+            best = self.probe_segment_end(h, bytes).or(best);
         }
         best.map(|j| (&self.routes[j].1, self.routes[j].0.as_str()))
+    }
+
+    /// Probes a prefix ending at a segment boundary, and also the same prefix without trailing
+    /// dots and encoded spaces: Windows-style upstreams serve "/admin." and "/admin%20" as
+    /// "/admin", so such a path must get the "/admin" route's rules, not a public parent's.
+    fn probe_segment_end(&self, h: u64, prefix: &[u8]) -> Option<usize> {
+        let mut trimmed = prefix;
+        loop {
+            if let Some(t) = trimmed.strip_suffix(b".") {
+                trimmed = t;
+            } else if trimmed.len() >= 3 && trimmed[trimmed.len() - 3..].eq_ignore_ascii_case(b"%20") {
+                trimmed = &trimmed[..trimmed.len() - 3];
+            } else {
+                break;
+            }
+        }
+        let alias_ok = trimmed.len() < prefix.len() && trimmed.len() > 1 && trimmed.len() <= self.max_len;
+        let alias = (alias_ok && trimmed.last() != Some(&b'/'))
+            .then(|| self.probe(trimmed.iter().fold(FNV_START, |h, &b| fnv(h, b)), trimmed))
+            .flatten();
+        let exact = (prefix.len() <= self.max_len).then(|| self.probe(h, prefix)).flatten();
+        exact.or(alias)
     }
 
     /// The index of the route whose prefix is `prefix` (given its hash `h`), if any.
@@ -377,6 +399,16 @@ mod tests {
         NonAscii /é /\u{ff0f} /a\u{200b}
         InvalidUtf8 /%c0%ae /%c0%af /%e0%80%ae /%c1%9c /%c3 /%c3a /%a9 /%ed%a0%80 /%f5%80%80%80
         InvalidUtf8 /%c3%28 /%ff /%e2%82";
+
+    #[test]
+    fn trailing_dots_and_encoded_spaces_get_the_trimmed_routes_rules() {
+        let t = RouteTable::new(vec![("/".to_string(), 0), ("/admin".to_string(), 1)]).unwrap();
+        for p in ["/admin.", "/admin./x", "/admin%20", "/admin%20/x", "/admin.%20.", "/ADMIN.."] {
+            assert_eq!(t.find(p).map(|(v, _)| *v), Some(1), "{p}");
+        }
+        assert_eq!(t.find("/adminx.").map(|(v, _)| *v), Some(0));
+        assert_eq!(t.find("/.").map(|(v, _)| *v), Some(0), "the root is never an alias target");
+    }
 
     #[test]
     fn refuses_forbidden_forms_with_header_safe_messages() {

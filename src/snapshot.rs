@@ -93,6 +93,9 @@ pub struct Snapshot {
     pub certified_key: Arc<CertifiedKey>,
     /// OAuth clients and users.
     pub directory: crate::directory::Directory,
+    /// Every route's `claims_to_headers` names: stripped from client requests on all routes, so
+    /// no upstream ever sees a client-made copy of a header some route derives from a token.
+    pub identity_headers: Vec<HeaderName>,
     /// Tokens validated under this snapshot; dropped with it on reload.
     pub token_cache: crate::token_cache::TokenCache,
     /// Files and folders whose change triggers a reload.
@@ -177,8 +180,21 @@ impl Snapshot {
             watched.extend(c.jwks.iter().chain(c.public_key.iter()).map(|p| config.resolve(p)));
         }
         let token_cache = crate::token_cache::TokenCache::new(config.tokens.cache_size);
-        Ok(Snapshot { config, trust, own, routes, certified_key, directory, token_cache, watched })
+        let identity_headers = routes_claim_headers(&config);
+        Ok(Snapshot { config, trust, own, routes, certified_key, directory, identity_headers, token_cache, watched })
     }
+}
+
+fn routes_claim_headers(config: &Config) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = config
+        .routes
+        .iter()
+        .flat_map(|r| r.claims_to_headers.keys())
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect();
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
 }
 
 fn has_pem(dir: &Path) -> bool {

@@ -56,7 +56,9 @@ fn presented<'a>(parts: &Parts, form: &'a Form) -> Result<Presented<'a>, OAuthEr
     }
     let basic = auth
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("basic")).map(|(_, c)| c));
+        .map(|v| v.split_once(' ').unwrap_or((v, "")))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, credentials)| credentials);
     let post_secret = form.get("client_secret");
     let assertion = form.get("client_assertion");
     let assertion_type = form.get("client_assertion_type");
