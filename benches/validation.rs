@@ -22,6 +22,7 @@ use serde_json::json;
 use tokengate::config::RsaAlg;
 use tokengate::jwt::{self, Issuer, Trust, ACCESS_TOKEN_TYP};
 use tokengate::keys::{pem_encode, Alg, KeySet, SigningKey};
+use tokengate::token_cache::TokenCache;
 
 /// How the bare signature check of one algorithm is done.
 #[allow(clippy::large_enum_variant)] // a fixture; boxing would add a pointer chase to the timed call
@@ -163,6 +164,26 @@ fn validation(c: &mut Criterion) {
         g.bench_function(format!("verify/{name}"), |b| {
             b.iter(|| assert!(case.bare.verify(black_box(&case.input), black_box(&case.sig))))
         });
+        // The gateway's path: the verified-token cache in front of `validate`. A hit skips parsing
+        // and the signature; a miss (cache of one entry, two tokens alternating) pays both plus
+        // the insert.
+        let cache = TokenCache::new(10_000);
+        cache.validate(&trust, &case.token, None, now).unwrap();
+        g.bench_function(format!("cache_hit/{name}"), |b| {
+            b.iter(|| cache.validate(&trust, black_box(&case.token), None, now).unwrap())
+        });
+        if let Some(key) = &case.signer {
+            let other = jwt::sign(key, ACCESS_TOKEN_TYP, &claims(&case.iss)).unwrap();
+            let tiny = TokenCache::new(1);
+            let pair = [case.token.as_str(), other.as_str()];
+            let mut i = 0usize;
+            g.bench_function(format!("cache_miss/{name}"), |b| {
+                b.iter(|| {
+                    i += 1;
+                    tiny.validate(&trust, black_box(pair[i % 2]), None, now).unwrap()
+                })
+            });
+        }
     }
     for case in &cases {
         let Some(key) = &case.signer else { continue };

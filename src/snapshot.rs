@@ -130,8 +130,12 @@ impl Snapshot {
         }
         let own = OwnKeys::load(&keys_dir, t.active_kid.as_deref(), t.rsa_alg)?;
         let mut trust = Trust { issuers: Default::default(), max_token_bytes: t.max_token_bytes };
-        let mut own_algs: Vec<Alg> = own.keys.values().map(|k| k.alg).collect();
-        own_algs.dedup();
+        let mut own_algs: Vec<Alg> = Vec::new();
+        for alg in own.keys.values().map(|k| k.alg) {
+            if !own_algs.contains(&alg) {
+                own_algs.push(alg);
+            }
+        }
         trust.issuers.insert(
             t.issuer.clone(),
             Issuer {
