@@ -28,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod conn_limits;
 pub mod directory;
+pub mod first_byte;
 pub mod headers;
 pub mod jwt;
 pub mod keys;

@@ -120,8 +120,14 @@ fn main() -> anyhow::Result<()> {
 fn serve(config: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
     tokengate::logging::init(&cfg.log);
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if cfg.server.workers > 0 {
+    // One worker: a current-thread runtime skips the work-stealing machinery (measured faster);
+    // blocking work (argon2, the state store) still goes to tokio's blocking pool.
+    let mut rt = if cfg.server.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if cfg.server.workers > 1 {
         rt.worker_threads(cfg.server.workers);
     }
     let rt = rt.enable_all().build().context("starting the runtime")?;

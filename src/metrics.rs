@@ -37,7 +37,8 @@ struct RouteLabels {
 /// Labels of `tokengate_limit_hits_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
-    /// Which limit: "max_connections", "per_ip_connections", "tls_handshake_timeout", "token_endpoint_rate".
+    /// Which limit: "max_connections", "per_ip_connections", "tls_handshake_timeout",
+    /// "header_read_timeout", "token_endpoint_rate".
     limit: &'static str,
 }
 

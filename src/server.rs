@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
 use crate::conn_limits::ConnLimiter;
+use crate::first_byte::FirstByteDeadline;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, Gateway};
 use crate::snapshot::{BuildError, BuildMode, Snapshot};
@@ -182,27 +183,30 @@ async fn accept_loop(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let handshake = Duration::from_secs(gw.current.load().config.server.tls_handshake_timeout_secs);
+        let cfg = &gw.current.load().config.server;
+        let (handshake, head_timeout) =
+            (Duration::from_secs(cfg.tls_handshake_timeout_secs), Duration::from_secs(cfg.header_read_timeout_secs));
         let metrics = gw.metrics.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            match tls {
+            let ended = match tls {
                 Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                        log_conn_end(watcher.watch(conn).await);
+                        let io = TokioIo::new(FirstByteDeadline::new(stream, head_timeout));
+                        watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => {
                         metrics.record_limit("tls_handshake_timeout");
-                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return tracing::debug!(%peer, "TLS handshake timed out");
                     }
                 },
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc).into_owned();
-                    log_conn_end(watcher.watch(conn).await);
+                    let io = TokioIo::new(FirstByteDeadline::new(tcp, head_timeout));
+                    watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await
                 }
-            }
+            };
+            log_conn_end(ended, &metrics);
         });
     }
     drop(listener);
@@ -212,8 +216,13 @@ async fn accept_loop(
     }
 }
 
-fn log_conn_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn log_conn_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>, metrics: &crate::metrics::Metrics) {
     if let Err(e) = r {
+        let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out {
+            metrics.record_limit("header_read_timeout");
+        }
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -1,0 +1,289 @@
+//! The durable state store at its boundaries: a start refused with a clear error when the state
+//! file cannot be used, validation unaffected while the token endpoint is rate limited, and
+//! `kill -9` of the real binary during a burst of refreshes.
+//!
+//! Not covered: making the store fail under a running gateway (chmod, read-only remount). The
+//! tests run as root, which ignores file modes, and the process keeps its open handle anyway.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::*;
+use crate::*;
+
+const SECRET: &str = "app-Secret-1";
+const ALICE_PW: &str = "alice-Password-1";
+
+fn hashes() -> &'static (String, String) {
+    static H: OnceLock<(String, String)> = OnceLock::new();
+    H.get_or_init(|| (tokengate::secrets::hash(SECRET).unwrap(), tokengate::secrets::hash(ALICE_PW).unwrap()))
+}
+
+/// Routes, `[state]`, `[lockout]`, one password/refresh client and one user (goes at the end).
+fn tail(state_path: &str, per_ip_per_minute: u32) -> String {
+    let (s, a) = hashes();
+    format!(
+        r#"{ECHO_ROUTES}
+[state]
+path = "{state_path}"
+
+[lockout]
+per_ip_per_minute = {per_ip_per_minute}
+
+[[clients]]
+id = "app"
+secret_hash = "{s}"
+grants = ["password", "refresh_token"]
+scopes = ["read"]
+default_scopes = ["read"]
+
+[[users]]
+username = "alice"
+password_hash = "{a}"
+scopes = ["read"]
+"#
+    )
+}
+
+fn basic() -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("app:{SECRET}")))
+}
+
+/// One form POST over a fresh HTTPS connection to `addr`.
+async fn post(addr: SocketAddr, cert: &rustls_pki_types::CertificateDer<'static>, path: &str, body: &str) -> Resp {
+    let mut c = Conn::tls(addr, &[cert.clone()], false).await;
+    let auth = basic();
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", auth.as_str())];
+    c.send(req("POST", path, &headers, full(body.to_owned()))).await
+}
+
+fn field(r: &Resp, name: &str) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()[name].as_str().unwrap_or_else(|| panic!("no {name}: {}", r.text())).to_owned()
+}
+
+const PASSWORD: &str = "grant_type=password&username=alice&password=alice-Password-1";
+
+fn refresh_body(rt: &str) -> String {
+    format!("grant_type=refresh_token&refresh_token={rt}")
+}
+
+/// Starts the gateway on `dir/gateway.toml` expecting a refusal; the error text.
+async fn start_err(config: &Path) -> String {
+    match tokengate::server::start(config.to_owned()).await {
+        Ok(running) => {
+            running.shutdown().await;
+            panic!("the gateway started on {}", config.display())
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_state_path_fails_the_start_with_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(dir.path().join("blocker"), "a regular file, not a folder").unwrap();
+    std::fs::create_dir(dir.path().join("a-folder")).unwrap();
+    std::fs::create_dir(dir.path().join("junk")).unwrap();
+    std::fs::write(dir.path().join("junk/state.redb"), "not a redb file\n".repeat(300)).unwrap();
+    let cases = [
+        ("parent is a regular file", "blocker/state.redb"),
+        ("path is a folder", "a-folder"),
+        ("file is not a redb file", "junk/state.redb"),
+    ];
+    for (name, path) in cases {
+        std::fs::write(&config, config_text("", &tail(path, 0))).unwrap();
+        let t = Instant::now();
+        let err = start_err(&config).await;
+        eprintln!("{name}: refused in {:?}: {err}", t.elapsed());
+        assert!(
+            err.contains(&dir.path().join(path).display().to_string()),
+            "{name}: error does not name {path}: {err}"
+        );
+        assert!(err.starts_with("state"), "{name}: error does not say it is the state store: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_gateway_on_a_held_state_file_is_refused_and_the_first_keeps_issuing() {
+    let gw = Gw::start("", &tail("state/tokengate.redb", 0)).await;
+    let rt = field(&post(gw.https, &gw.cert, "/oauth2/token", PASSWORD).await, "refresh_token");
+    assert!(gw.path("state/tokengate.redb").exists());
+
+    let err = start_err(&gw.config).await;
+    eprintln!("second gateway on the same state file: {err}");
+    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains("tokengate.redb"), "the error names the file: {err}");
+
+    // The refused open must not have released the first gateway's lock or broken its store.
+    let r = post(gw.https, &gw.cert, "/oauth2/token", &refresh_body(&rt)).await;
+    let at = field(&r, "access_token");
+    assert_eq!(gw.get_with("/api/x", &at).await.status, 200);
+    assert!(start_err(&gw.config).await.contains("in use"), "the first gateway still holds the file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_keeps_working_while_the_token_endpoint_is_rate_limited() {
+    let gw = Gw::start("", &tail(":memory:", 3)).await;
+    let tok = gw.mint("alice", "read");
+    // Fixed one-minute windows: find the 429 rather than assume which request gets it.
+    let minute = now() / 60;
+    let mut statuses = Vec::new();
+    while statuses.last() != Some(&429) {
+        assert!(statuses.len() < 10, "no 429 with per_ip_per_minute = 3: {statuses:?}");
+        statuses.push(post(gw.https, &gw.cert, "/oauth2/token", "grant_type=nonsense").await.status.as_u16());
+    }
+    assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 400), "{statuses:?}");
+    let r = post(gw.https, &gw.cert, "/oauth2/token", PASSWORD).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s > 0)), "{:?}", r.headers);
+    assert!(limit_hits(&gw, "token_endpoint_rate").await >= 2);
+
+    let mut c = gw.tls(true).await;
+    for i in 0..10 {
+        let auth = format!("Bearer {tok}");
+        let r = c.send(req("GET", &format!("/api/{i}"), &[("authorization", &auth)], empty())).await;
+        assert_eq!(r.status, 200, "proxy request {i} while the token endpoint answers 429: {}", r.text());
+    }
+    assert_eq!(gw.get("/.well-known/jwks.json", &[]).await.status, 200, "discovery is not rate limited");
+    let still = post(gw.https, &gw.cert, "/oauth2/token", PASSWORD).await.status;
+    assert!(still == 429 || now() / 60 != minute, "the token endpoint was limited throughout: {still}");
+}
+
+/// The real binary, serving one config; stderr is drained by a thread for as long as it runs.
+struct Proc {
+    child: Child,
+    https: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_binary(config: &Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokengate");
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("tokengate exited with {status}: {seen:#?}");
+            }
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "tokengate listening" {
+            let addr = |k: &str| v[k].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{k}: {line}"));
+            // Keep draining so that logging can never block on a full pipe.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return Proc { https: addr("https_addr"), admin: addr("admin_addr"), child };
+        }
+        seen.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no 'tokengate listening' line within 20 s: {seen:#?}");
+}
+
+async fn wait_healthy(admin: SocketAddr) {
+    eventually(10, "/healthz answers 200", || async move {
+        let Ok(s) = tokio::net::TcpStream::connect(admin).await else { return false };
+        raw_exchange(s, "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.text().contains(" 200 ")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let text = config_text("", &tail("state/tokengate.redb", 0))
+        .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::server=info\"");
+    std::fs::write(&config, text).unwrap();
+    let mut a = spawn_binary(&config);
+    wait_healthy(a.admin).await;
+    let cert = read_cert(&dir.path().join("certs/gateway.crt"));
+
+    let grant = post(a.https, &cert, "/oauth2/token", PASSWORD).await;
+    let (revoked, mut rt) = (field(&grant, "access_token"), field(&grant, "refresh_token"));
+    let r = post(a.https, &cert, "/oauth2/revoke", &format!("token={revoked}&token_type_hint=access_token")).await;
+    assert_eq!(r.status, 200, "revoke: {}", r.text());
+    assert_eq!(Conn::tls(a.https, &[cert.clone()], false).await.send(bearer(&revoked)).await.status, 401);
+
+    // The burst: 20 sequential refreshes, each answered token recorded. After the 10th answer,
+    // the 11th is in flight (head and half its body sent) when the process gets SIGKILL.
+    let mut answered = Vec::new();
+    let t = Instant::now();
+    for i in 1..=20 {
+        if i == 11 {
+            let body = refresh_body(&rt);
+            let mut s = tls_connect(a.https, &[cert.clone()], &[b"http/1.1"]).await;
+            let head = format!(
+                "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+                basic(),
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&body.as_bytes()[..body.len() / 2]).await.unwrap();
+            s.flush().await.unwrap();
+            a.child.kill().expect("SIGKILL");
+            a.child.wait().unwrap();
+            let end = read_until_closed(&mut s, Duration::from_secs(5)).await;
+            assert!(end.closed_after.is_some() && end.bytes.is_empty(), "the killed process answered: {}", end.text());
+            break;
+        }
+        let r = post(a.https, &cert, "/oauth2/token", &refresh_body(&rt)).await;
+        rt = field(&r, "refresh_token");
+        answered.push((rt.clone(), field(&r, "access_token")));
+    }
+    eprintln!("kill -9 after {} answered refreshes, {:?} into the burst", answered.len(), t.elapsed());
+
+    let b = spawn_binary(&config);
+    wait_healthy(b.admin).await;
+    let (last_rt, last_at) = answered.last().cloned().unwrap();
+    let r = post(b.https, &cert, "/oauth2/token", &refresh_body(&last_rt)).await;
+    assert_eq!(r.status, 200, "the last refresh token answered before kill -9 no longer refreshes: {}", r.text());
+    let fresh = field(&r, "access_token");
+    let mut c = Conn::tls(b.https, &[cert.clone()], false).await;
+    assert_eq!(c.send(bearer(&fresh)).await.status, 200, "the signing key survived");
+    assert_eq!(c.send(bearer(&last_at)).await.status, 200, "an access token issued before the kill");
+    let r = c.send(bearer(&revoked)).await;
+    assert_eq!(r.status, 401, "a token revoked before kill -9 is accepted after the restart: {}", r.text());
+    assert!(r.www_auth().contains("invalid_token"), "{}", r.www_auth());
+    // An earlier token of the burst was rotated away before the kill: reuse is detected.
+    let r = post(b.https, &cert, "/oauth2/token", &refresh_body(&answered[4].0)).await;
+    assert_eq!(r.status, 400, "a rotated-away refresh token works again after kill -9: {}", r.text());
+    drop(b);
+}
+
+fn bearer(tok: &str) -> http::Request<ReqBody> {
+    req("GET", "/api/x", &[("authorization", &format!("Bearer {tok}"))], empty())
+}
