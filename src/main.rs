@@ -6,11 +6,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use tokengate::commands;
-
-/// mimalloc: measured faster than glibc malloc on the proxy path (many small, short-lived
-/// allocations per request across hyper and the gateway).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokengate::config::Config;
 
 #[derive(Parser)]

@@ -179,7 +179,9 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let info = ConnInfo { peer, tls: tls.is_some() };
         let gw2 = gw.clone();
-        let svc = service_fn(move |req| proxy::handle(gw2.clone(), info, req));
+        // Boxed: hyper keeps the service future inline in every connection, idle or not, and the
+        // request path's future is large; boxed, an idle connection costs a pointer instead.
+        let svc = service_fn(move |req| Box::pin(proxy::handle(gw2.clone(), info, req)));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
