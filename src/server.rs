@@ -55,6 +55,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// Loads the config at `config_path`, binds every listener and starts serving.
 pub async fn start(config_path: PathBuf) -> Result<Running, StartError> {
+    start_with_store(config_path, None).await
+}
+
+/// Like [`start`], with a given state store instead of the one `state.path` names: for another
+/// backend, or a test that injects store failures.
+pub async fn start_with_store(
+    config_path: PathBuf,
+    store: Option<Arc<dyn crate::store::Store>>,
+) -> Result<Running, StartError> {
     let snapshot = Snapshot::build(&config_path, BuildMode::Start)?;
     let server_cfg = snapshot.config.server.clone();
     let admin_listen = snapshot.config.admin.listen;
@@ -63,7 +72,10 @@ pub async fn start(config_path: PathBuf) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let admin_state = Arc::new(AdminState::new(metrics.clone()));
     admin_state.reload_succeeded();
-    let store = open_store(&current.load().config)?;
+    let store = match store {
+        Some(s) => s,
+        None => open_store(&current.load().config)?,
+    };
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
     let ip_limits = crate::ratelimit::IpLimiter::new(100_000);

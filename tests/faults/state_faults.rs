@@ -2,8 +2,8 @@
 //! file cannot be used, validation unaffected while the token endpoint is rate limited, and
 //! `kill -9` of the real binary during a burst of refreshes.
 //!
-//! Not covered: making the store fail under a running gateway (chmod, read-only remount). The
-//! tests run as root, which ignores file modes, and the process keeps its open handle anyway.
+//! A store failing under a running gateway (disk full, unwritable) is injected through
+//! `server::start_with_store`: chmod and read-only remounts do not work as root.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -286,4 +286,116 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
 
 fn bearer(tok: &str) -> http::Request<ReqBody> {
     req("GET", "/api/x", &[("authorization", &format!("Bearer {tok}"))], empty())
+}
+
+/// A store whose writes fail on demand (a full or unwritable disk), reads still working.
+struct FailingStore {
+    inner: tokengate::store::RedbStore,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl FailingStore {
+    fn check(&self) -> Result<(), tokengate::store::StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(tokengate::store::StoreError::Full);
+        }
+        Ok(())
+    }
+}
+
+mod failing_store_impl {
+    use super::FailingStore;
+    use tokengate::store::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, TokenHash};
+
+    impl Store for FailingStore {
+        fn create_family(&self, f: &Family, t: &TokenHash) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.create_family(f, t)
+        }
+        fn rotate(&self, p: &TokenHash, n: &TokenHash, c: &str, now: u64) -> Result<Rotation, StoreError> {
+            self.check()?;
+            self.inner.rotate(p, n, c, now)
+        }
+        fn current_family(&self, p: &TokenHash, now: u64) -> Result<Option<Family>, StoreError> {
+            self.inner.current_family(p, now)
+        }
+        fn revoke_family(&self, p: &TokenHash, c: Option<&str>) -> Result<bool, StoreError> {
+            self.check()?;
+            self.inner.revoke_family(p, c)
+        }
+        fn revoke_client(&self, c: &str, s: Option<&str>) -> Result<usize, StoreError> {
+            self.check()?;
+            self.inner.revoke_client(c, s)
+        }
+        fn deny_jti(&self, j: &str, exp: u64) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.deny_jti(j, exp)
+        }
+        fn is_jti_denied(&self, j: &str, now: u64) -> bool {
+            self.inner.is_jti_denied(j, now)
+        }
+        fn use_jti_once(&self, c: &str, j: &str, exp: u64, now: u64) -> Result<bool, StoreError> {
+            self.check()?;
+            self.inner.use_jti_once(c, j, exp, now)
+        }
+        fn record_failure(&self, k: &str, now: u64, p: &LockoutPolicy) -> Result<LockState, StoreError> {
+            self.check()?;
+            self.inner.record_failure(k, now, p)
+        }
+        fn lock_state(&self, k: &str, now: u64) -> Result<LockState, StoreError> {
+            self.inner.lock_state(k, now)
+        }
+        fn clear_failures(&self, k: &str) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.clear_failures(k)
+        }
+        fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
+            self.check()?;
+            self.inner.purge_expired(now)
+        }
+    }
+}
+
+/// A full or unwritable state disk while serving: issuance that needs the store answers 503
+/// `temporarily_unavailable`, validation on the proxy path and discovery keep working, and
+/// issuance comes back once the store does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_store_makes_issuance_503_while_validation_keeps_working() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, config_text("", &tail(":memory:", 0))).unwrap();
+    let store = Arc::new(FailingStore {
+        inner: tokengate::store::RedbStore::in_memory().unwrap(),
+        broken: std::sync::atomic::AtomicBool::new(false),
+    });
+    let running = tokengate::server::start_with_store(config.clone(), Some(store.clone())).await.expect("starts");
+    let cert = read_cert(&dir.path().join("certs/gateway.crt"));
+    let https = running.https_addr;
+
+    let first = post(https, &cert, "/oauth2/token", PASSWORD).await;
+    let (access, refresh) = (field(&first, "access_token"), field(&first, "refresh_token"));
+
+    store.broken.store(true, Ordering::SeqCst);
+    for body in [PASSWORD.to_owned(), refresh_body(&refresh), format!("token={access}")] {
+        let path = if body.starts_with("token=") { "/oauth2/revoke" } else { "/oauth2/token" };
+        let r = post(https, &cert, path, &body).await;
+        assert_eq!(r.status, 503, "{path} with a failing store: {}", r.text());
+        assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.text());
+        assert!(!r.text().contains(&access) && !r.text().contains(&refresh), "no token in the error");
+    }
+    let mut c = Conn::tls(https, &[cert.clone()], false).await;
+    let bearer = format!("Bearer {access}");
+    let proxied = c.send(req("GET", "/api/x", &[("authorization", bearer.as_str())], full(String::new()))).await;
+    assert_eq!(proxied.status, 200, "validation needs no store write: {}", proxied.text());
+    let forged = c.send(req("GET", "/api/x", &[("authorization", "Bearer x.y.z")], full(String::new()))).await;
+    assert_eq!(forged.status, 401, "and still refuses bad tokens");
+    let jwks = c.send(req("GET", "/.well-known/jwks.json", &[], full(String::new()))).await;
+    assert_eq!(jwks.status, 200);
+
+    store.broken.store(false, Ordering::SeqCst);
+    let again = post(https, &cert, "/oauth2/token", &refresh_body(&refresh)).await;
+    assert_eq!(again.status, 200, "the refused refresh did not consume the token: {}", again.text());
+    running.shutdown().await;
 }
