@@ -90,7 +90,9 @@ fn absolute(p: &Path) -> PathBuf {
 pub async fn run(config_path: PathBuf, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let (tx, mut rx) = mpsc::channel::<PathBuf>(256);
     let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
+        // Reads (inotify's open/close-nowrite) change nothing: `tokengate mint` reading a key
+        // must not trigger a reload.
+        if let Some(ev) = ev.ok().filter(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             for p in ev.paths {
                 let _ = tx.try_send(p);
             }
