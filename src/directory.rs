@@ -81,7 +81,7 @@ impl Directory {
             let assertion_keys = match (&c.jwks, &c.public_key) {
                 (Some(_), Some(_)) => return Err(bad("set jwks or public_key, not both".into())),
                 (Some(j), None) => Some(KeySet::from_jwks_file(&config.resolve(j), &ASSERTION_ALGS)?),
-                (None, Some(p)) => Some(pem_public_key(&config.resolve(p)).map_err(|e| bad(e))?),
+                (None, Some(p)) => Some(pem_public_key(&config.resolve(p)).map_err(bad)?),
                 (None, None) => None,
             };
             let has = |g: &str| c.grants.iter().any(|x| x == g);

@@ -39,6 +39,7 @@ pub enum BuildMode {
 }
 
 /// Where a route sends its traffic.
+#[allow(clippy::large_enum_variant)] // one per route, built once per reload
 pub enum Upstream {
     /// The built-in echo service.
     Echo,
