@@ -54,6 +54,8 @@ pub struct AdminState {
     ready: AtomicBool,
     /// Latest reload status, swapped whole so readers never take a lock.
     reload: ArcSwap<ReloadStatus>,
+    /// The token state store, for `POST /revoke`; set once at start.
+    pub store: std::sync::OnceLock<Arc<dyn crate::store::Store>>,
 }
 
 impl AdminState {
@@ -63,6 +65,7 @@ impl AdminState {
             metrics,
             ready: AtomicBool::new(false),
             reload: ArcSwap::from_pointee(ReloadStatus { generation: 0, last_reload: UNIX_EPOCH, last_error: None }),
+            store: std::sync::OnceLock::new(),
         }
     }
 
@@ -128,8 +131,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(&state, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let state = Arc::clone(&state);
+                async move {
+                    if req.uri().path() == "/revoke" {
+                        return Ok::<_, Infallible>(revoke_client(&state, &req).await);
+                    }
+                    Ok::<_, Infallible>(respond(&state, &req))
+                }
             });
             let mut builder = http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -202,6 +210,28 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             with_body(StatusCode::OK, "application/json", body)
         }
         Endpoint::Metrics => with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode()),
+    }
+}
+
+/// `POST /revoke?client_id=C[&sub=S]`: revokes every refresh-token family of a client (or only
+/// those of one user), so an app loses access without anyone changing a password.
+async fn revoke_client<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let get = |k: &str| params.iter().find(|(n, v)| n == k && !v.is_empty()).map(|(_, v)| v.clone());
+    let (Some(client_id), Some(store)) = (get("client_id"), state.store.get().cloned()) else {
+        return text(StatusCode::BAD_REQUEST, "client_id is required");
+    };
+    let sub = get("sub");
+    let done = tokio::task::spawn_blocking(move || store.revoke_client(&client_id, sub.as_deref())).await;
+    match done {
+        Ok(Ok(n)) => with_body(StatusCode::OK, "application/json", serde_json::json!({ "revoked": n }).to_string()),
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "state store unavailable"),
     }
 }
 

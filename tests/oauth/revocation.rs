@@ -1,6 +1,6 @@
 //! Revocation (RFC 7009), introspection (RFC 7662) and discovery (JWKS, RFC 8414 metadata).
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 use crate::support::*;
@@ -153,4 +153,39 @@ async fn discovery_serves_public_keys_only_and_complete_metadata() {
     let mut scopes = list("scopes_supported");
     scopes.sort();
     assert_eq!(scopes, ["admin", "openid", "read", "write"]);
+}
+
+/// The operator's lever (admin listener): `POST /revoke?client_id=..&sub=..` ends an app's access
+/// for one user, or for everyone, without a password change; other users and apps keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_revokes_an_apps_access_per_user_or_whole() {
+    let gw = start_default().await;
+    let ep = Ep::of(&gw);
+    let rt = |v: Value| v["refresh_token"].as_str().unwrap().to_owned();
+    let alice = rt(ep.password_ok("app", "alice", ALICE_PW, None).await);
+    let bob = rt(ep.password_ok("app", "bob", BOB_PW, None).await);
+    let admin = gw.admin;
+    let post = |q: &str| {
+        let request =
+            format!("POST /revoke?{q} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        async move { raw(admin, &request).await }
+    };
+
+    let r = post("client_id=app&sub=alice-sub").await;
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(serde_json::from_str::<Value>(&r.body_text()).unwrap()["revoked"], 1);
+    assert_oauth_error(&ep.refresh("app", &alice).await, 400, "invalid_grant");
+    let r = ep.refresh("app", &bob).await;
+    assert_eq!(r.status, 200, "bob's grant is untouched: {}", r.text());
+    let bob = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    // Alice can log in again with the same password.
+    let again = rt(ep.password_ok("app", "alice", ALICE_PW, None).await);
+
+    let r = post("client_id=app").await;
+    assert_eq!(serde_json::from_str::<Value>(&r.body_text()).unwrap()["revoked"], 2, "{}", r.body_text());
+    assert_oauth_error(&ep.refresh("app", &bob).await, 400, "invalid_grant");
+    assert_oauth_error(&ep.refresh("app", &again).await, 400, "invalid_grant");
+
+    assert_eq!(post("sub=x").await.status, 400, "client_id is required");
+    assert_eq!(gw.admin_get("/revoke?client_id=app").await.0, 405);
 }
