@@ -1,4 +1,5 @@
-//! The admin listener: liveness, readiness, reload status and Prometheus metrics.
+//! The admin listener: liveness, readiness, reload status, Prometheus metrics, and the
+//! operator's `POST /revoke` of a client's refresh-token families.
 //!
 //! It is plain HTTP/1.1 on a separate (by default loopback) port so that orchestrators and
 //! scrapers never go through the JWT check. The state it reports is shared with the reloader,
