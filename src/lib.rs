@@ -3,11 +3,13 @@
 //! # Layout
 //! A request flows top to bottom through these modules:
 //!
-//! - [`server`]: binds the HTTPS, plain and admin listeners, accepts, runs TLS handshakes and
-//!   hands each connection to hyper (HTTP/1.1 and h2); drains on shutdown.
+//! - [`server`]: binds the HTTPS, plain and admin listeners, accepts (capped by
+//!   [`conn_limits`]), runs TLS handshakes and hands each connection to hyper (HTTP/1.1 and h2)
+//!   behind a first-byte deadline ([`first_byte`]); drains on shutdown.
 //! - [`proxy`]: one request: normalize the path ([`routes`]), pick the route, authorize
 //!   ([`authz`] → [`jwt`]), rewrite headers ([`headers`]), forward ([`upstream`]), log.
-//! - [`jwt`]: strict token parsing and validation, cheapest checks first; minting.
+//! - [`jwt`]: strict token parsing and validation, cheapest checks first; minting;
+//!   [`token_cache`] remembers verified tokens per snapshot.
 //! - [`keys`]: signing and verification keys, parsed once; JWKS in and out.
 //! - [`snapshot`]: everything reloadable (config, keys, issuers, routes, certificate) as one
 //!   immutable value; [`reload`] rebuilds and swaps it atomically on file changes and SIGHUP.
@@ -16,9 +18,11 @@
 //!   introspection and discovery; client and user tables in [`directory`], argon2id secrets in
 //!   [`secrets`], durable state (refresh families, revocations, lockouts) behind [`store`],
 //!   per-IP limits in [`ratelimit`].
-//! - [`admin`] and [`metrics`]: health, readiness, reload status, Prometheus metrics.
+//! - [`admin`] and [`metrics`]: health, readiness, reload status, Prometheus metrics, and the
+//!   operator's revocation of a client's refresh tokens.
 //! - [`bench`]: `tokengate bench`, a load generator for token-validating gateways.
-//! - [`config`]: the `gateway.toml` schema; [`commands`]: `check`, `keygen`, `mint`.
+//! - [`config`]: the `gateway.toml` schema; [`commands`]: `check`, `keygen`, `mint`,
+//!   `hash-secret`, `add-client`.
 //! - [`respond`], [`logging`], [`signals`]: small shared pieces.
 
 pub mod admin;
