@@ -20,7 +20,7 @@
 //!   per-IP limits in [`ratelimit`].
 //! - [`admin`] and [`metrics`]: health, readiness, reload status, Prometheus metrics, and the
 //!   operator's revocation of a client's refresh tokens.
-//! - [`bench`]: `tokengate bench`, a load generator for token-validating gateways.
+//! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
 //! - [`config`]: the `gateway.toml` schema; [`commands`]: `check`, `keygen`, `mint`,
 //!   `hash-secret`, `add-client`.
 //! - [`respond`], [`logging`], [`signals`]: small shared pieces.

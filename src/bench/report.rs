@@ -165,7 +165,7 @@ pub fn micros(us: u64) -> String {
     }
 }
 
-/// Prints "\r[ 3s] 12345 req/s ..." on stderr every second while the run lasts, when stderr is a
+/// Prints `\r[ 3s] 12345 req/s ...` on stderr every second while the run lasts, when stderr is a
 /// terminal; clears the line at the end.
 pub async fn progress(shared: Arc<Shared>) {
     if !std::io::stderr().is_terminal() {
