@@ -33,8 +33,15 @@ pub const AUD: &str = "api";
 
 /// The `gateway.toml` used by the tests; `server_extra` goes into `[server]`, `routes` at the end.
 pub fn config_text(server_extra: &str, routes: &str) -> String {
+    config_with("", server_extra, "", routes)
+}
+
+/// The same skeleton with top-level keys (`top`, e.g. `clients_file`), extra `[tokens]` keys, and
+/// anything after it (`rest`: routes, tables, `[lockout]`, `[state]`).
+pub fn config_with(top: &str, server_extra: &str, tokens_extra: &str, rest: &str) -> String {
     format!(
-        r#"[server]
+        r#"{top}
+[server]
 listen = "127.0.0.1:0"
 listen_plain = "127.0.0.1:0"
 shutdown_grace_secs = 5
@@ -55,11 +62,12 @@ keys_dir = "keys"
 active_kid = "k1"
 generate_if_missing = true
 leeway_secs = 5
+{tokens_extra}
 
 [log]
 level = "warn"
 
-{routes}
+{rest}
 "#
     )
 }

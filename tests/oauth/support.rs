@@ -135,31 +135,8 @@ impl Default for Opts {
 
 /// A whole `gateway.toml` for the token endpoint tests: a real redb state file in the temp dir.
 pub fn config(o: &Opts) -> String {
-    format!(
-        r#"{top}
-[server]
-listen = "127.0.0.1:0"
-listen_plain = "127.0.0.1:0"
-shutdown_grace_secs = 2
-
-[tls]
-cert = "certs/gateway.crt"
-key = "certs/gateway.key"
-self_signed_if_missing = true
-
-[admin]
-listen = "127.0.0.1:0"
-
-[tokens]
-issuer = "{ISSUER}"
-audience = "{AUD}"
-keys_dir = "keys"
-active_kid = "k1"
-generate_if_missing = true
-leeway_secs = 5
-{tokens}
-
-[lockout]
+    let rest = format!(
+        r#"[lockout]
 max_failures = {mf}
 window_secs = 300
 base_wait_secs = {bw}
@@ -169,21 +146,17 @@ per_ip_per_minute = {ip}
 [state]
 path = "state/tokengate.redb"
 
-[log]
-level = "error"
-
 [[routes]]
 prefix = "/api"
 upstream = "echo"
 {tables}
 "#,
-        top = o.top_extra,
-        tokens = o.tokens_extra,
         mf = o.max_failures,
         bw = o.base_wait_secs,
         ip = o.per_ip_per_minute,
         tables = o.tables,
-    )
+    );
+    config_with(&o.top_extra, "", &o.tokens_extra, &rest)
 }
 
 pub async fn start(o: &Opts) -> Gw {
