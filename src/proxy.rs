@@ -58,12 +58,15 @@ fn own(resp: Response<Full<Bytes>>) -> Response<Body> {
     resp.map(Either::Right)
 }
 
-/// What the access log records besides the request line.
+/// What the access log records besides the request line; filled only when the event is enabled.
 #[derive(Default)]
 struct Outcome<'a> {
+    /// Whether the `access` event will be emitted (else nothing below is worth copying).
+    log: bool,
     route: Option<&'a str>,
-    sub: Option<String>,
-    client_id: Option<String>,
+    /// The normalized path: a refused path is never logged raw.
+    path: Option<String>,
+    verified: Option<Arc<Verified>>,
     upstream_status: Option<u16>,
 }
 
@@ -72,31 +75,26 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
     let start = Instant::now();
     let snap = gw.current.load_full();
     let method = req.method().clone();
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), ..Default::default() };
     let resp = route_request(&gw, &snap, conn, req, &mut outcome).await;
     let status = resp.status().as_u16();
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
-    tracing::info!(
-        target: "access",
-        %method,
-        path = %outcome_path(&resp),
-        status,
-        latency_us = start.elapsed().as_micros() as u64,
-        route,
-        sub = outcome.sub.as_deref().unwrap_or("-"),
-        client_id = outcome.client_id.as_deref().unwrap_or("-"),
-        upstream_status = outcome.upstream_status.unwrap_or(0),
-    );
+    if outcome.log {
+        let v = outcome.verified.as_deref();
+        tracing::info!(
+            target: "access",
+            %method,
+            path = outcome.path.as_deref().unwrap_or("-"),
+            status,
+            latency_us = start.elapsed().as_micros() as u64,
+            route,
+            sub = v.and_then(|v| v.sub.as_deref()).unwrap_or("-"),
+            client_id = v.and_then(|v| v.client_id.as_deref()).unwrap_or("-"),
+            upstream_status = outcome.upstream_status.unwrap_or(0),
+        );
+    }
     Ok(resp)
-}
-
-/// The normalized path is logged via a response extension, so a refused path is never logged raw.
-#[derive(Clone)]
-struct LoggedPath(Arc<str>);
-
-fn outcome_path(resp: &Response<Body>) -> &str {
-    resp.extensions().get::<LoggedPath>().map_or("-", |p| &p.0)
 }
 
 async fn route_request<'s>(
@@ -117,11 +115,11 @@ async fn route_request<'s>(
         Ok(p) => p.into_owned(),
         Err(e) => return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())),
     };
-    let logged = LoggedPath(Arc::from(path.as_str()));
+    if out.log {
+        out.path = Some(path.clone());
+    }
     let Some((route, prefix)) = snap.routes.find(&path) else {
-        let mut r = own(json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"));
-        r.extensions_mut().insert(logged);
-        return r;
+        return own(json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"));
     };
     out.route = Some(route.prefix.as_str());
     let (mut parts, body) = req.into_parts();
@@ -129,20 +127,15 @@ async fn route_request<'s>(
         Ok(v) => v,
         Err(rej) => {
             gw.metrics.record_rejection(rej.reason());
-            let mut r = own(Rejection::response(&rej, route));
-            r.extensions_mut().insert(logged);
-            return r;
+            return own(Rejection::response(&rej, route));
         }
     };
-    if let Some(v) = &verified {
-        out.sub = v.sub.clone();
-        out.client_id = v.client_id.clone();
+    if out.log {
+        out.verified = verified.clone();
     }
     let fwd_path = if route.strip_prefix { strip_prefix(&path, prefix).into_owned() } else { path };
     rewrite_request_headers(snap, route, conn, &mut parts, verified.as_deref());
-    let mut resp = forward(gw, route, parts, body, &fwd_path, out).await;
-    resp.extensions_mut().insert(logged);
-    resp
+    forward(gw, route, parts, body, &fwd_path, out).await
 }
 
 fn rewrite_request_headers(

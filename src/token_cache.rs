@@ -15,11 +15,10 @@ use crate::jwt::{TokenError, Trust, Verified};
 /// One cached success.
 #[derive(Clone)]
 struct Entry {
-    /// Route audience the token was checked against (None: the issuer's own audiences).
-    audience: Option<Box<str>>,
-    /// Last second at which the token is still valid (`exp` + leeway).
-    valid_until: u64,
-    /// What validation produced.
+    /// Route audience the token was checked against (None: the issuer's own audiences); an Arc
+    /// because every hit clones the entry.
+    audience: Option<Arc<str>>,
+    /// What validation produced, including `valid_until` (`exp` + leeway).
     verified: Arc<Verified>,
 }
 
@@ -47,16 +46,12 @@ impl TokenCache {
             return trust.validate(token, audience, now).map(Arc::new);
         };
         if let Some(e) = cache.get(token) {
-            if e.valid_until >= now && e.audience.as_deref() == audience {
+            if e.verified.valid_until >= now && e.audience.as_deref() == audience {
                 return Ok(e.verified);
             }
         }
         let verified = Arc::new(trust.validate(token, audience, now)?);
-        let valid_until = verified.valid_until;
-        cache.insert(
-            token.into(),
-            Entry { audience: audience.map(Into::into), valid_until, verified: verified.clone() },
-        );
+        cache.insert(token.into(), Entry { audience: audience.map(Into::into), verified: verified.clone() });
         Ok(verified)
     }
 }
