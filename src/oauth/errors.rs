@@ -77,11 +77,7 @@ impl OAuthError {
 
 /// A JSON answer that no cache may keep (RFC 6749 5.1).
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    let mut resp = crate::respond::json(status, body);
+    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }
