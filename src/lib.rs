@@ -4,8 +4,9 @@
 //! A request flows top to bottom through these modules:
 //!
 //! - [`server`]: binds the HTTPS, plain and admin listeners, accepts (capped by
-//!   [`conn_limits`]), runs TLS handshakes and hands each connection to hyper (HTTP/1.1 and h2)
-//!   behind a first-byte deadline ([`first_byte`]); drains on shutdown.
+//!   [`conn_limits`]), runs TLS handshakes; drains on shutdown.
+//! - [`conn`]: one connection: HTTP/1.1 or h2 from ALPN or a peek at the preface, served by
+//!   hyper's builder for that protocol; h2 behind a first-byte deadline ([`first_byte`]).
 //! - [`proxy`]: one request: normalize the path ([`routes`]), pick the route, authorize
 //!   ([`authz`] → [`jwt`]), rewrite headers ([`headers`]), forward ([`upstream`]), log.
 //! - [`jwt`]: strict token parsing and validation, cheapest checks first; minting;
@@ -30,6 +31,7 @@ pub mod authz;
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod conn;
 pub mod conn_limits;
 pub mod directory;
 pub mod first_byte;

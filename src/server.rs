@@ -1,5 +1,5 @@
-//! Listeners and connections: bind HTTPS, optional plain HTTP and admin; accept; TLS handshake
-//! with a deadline; serve HTTP/1.1 and h2 through hyper-util; drain gracefully on shutdown.
+//! Listeners: bind HTTPS, optional plain HTTP and admin; accept under the connection limits; TLS
+//! handshake with a deadline; hand each connection to [`crate::conn`]; drain on shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,17 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::conn::{self, Builders};
 use crate::conn_limits::ConnLimiter;
-use crate::first_byte::FirstByteDeadline;
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, Gateway};
 use crate::snapshot::{BuildError, BuildMode, Snapshot};
@@ -140,24 +137,6 @@ impl Running {
     }
 }
 
-fn conn_builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
-    let cfg = &gw.current.load().config.server;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs))
-        .max_buf_size(cfg.max_header_bytes.max(8192))
-        .max_headers(cfg.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(cfg.max_h2_streams)
-        // Pings find dead peers; hyper also caps locally reset streams (rapid-reset defence).
-        .keep_alive_interval(Duration::from_secs(cfg.header_read_timeout_secs.max(1) * 3))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
-
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -165,8 +144,9 @@ async fn accept_loop(
     limiter: Arc<ConnLimiter>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(conn_builder(&gw));
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&gw.current.load().config.server));
+    // Tracks the connection tasks, so that shutdown can wait for them to drain.
+    let conns = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -194,47 +174,76 @@ async fn accept_loop(
         let gw2 = gw.clone();
         // Boxed: hyper keeps the service future inline in every connection, idle or not, and the
         // request path's future is large; boxed, an idle connection costs a pointer instead.
-        let svc = service_fn(move |req| Box::pin(proxy::handle(gw2.clone(), info, req)));
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let svc = move |req| Box::pin(proxy::handle(gw2.clone(), info, req));
+        let builders = builders.clone();
         let cfg = &gw.current.load().config.server;
         let (handshake, head_timeout) =
             (Duration::from_secs(cfg.tls_handshake_timeout_secs), Duration::from_secs(cfg.header_read_timeout_secs));
         let metrics = gw.metrics.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let ended = match tls {
-                Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let io = TokioIo::new(FirstByteDeadline::new(stream, head_timeout));
-                        watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await
-                    }
-                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => {
-                        metrics.record_limit("tls_handshake_timeout");
-                        return tracing::debug!(%peer, "TLS handshake timed out");
-                    }
-                },
-                None => {
-                    let io = TokioIo::new(FirstByteDeadline::new(tcp, head_timeout));
-                    watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await
+        let stop = shutdown.clone();
+        // Two task types: a plain connection's task does not carry room for a TLS session.
+        match tls.clone() {
+            Some(acceptor) => conns.spawn(async move {
+                let _guard = guard;
+                let Some(stream) = Box::pin(tls_handshake(acceptor, tcp, handshake, &metrics)).await else {
+                    return;
+                };
+                let proto = conn::alpn_proto(stream.get_ref().1.alpn_protocol());
+                log_conn_end(Box::pin(builders.serve(stream, proto, svc, stop)).await, &metrics);
+            }),
+            None => conns.spawn(async move {
+                let _guard = guard;
+                match Box::pin(conn::sniff_plain(&tcp, head_timeout)).await {
+                    Ok(proto) => log_conn_end(builders.serve(tcp, proto, svc, stop).await, &metrics),
+                    Err(e) => log_silent(e, &metrics),
                 }
-            };
-            log_conn_end(ended, &metrics);
-        });
+            }),
+        };
     }
     drop(listener);
+    conns.close();
     let grace = Duration::from_secs(gw.current.load().config.server.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, conns.wait()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
 }
 
-fn log_conn_end(r: Result<(), Box<dyn std::error::Error + Send + Sync>>, metrics: &crate::metrics::Metrics) {
+/// The TLS handshake, within its deadline; `None` (logged, and counted when it timed out) if it failed.
+async fn tls_handshake(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    limit: Duration,
+    metrics: &Metrics,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let peer = tcp.peer_addr().ok();
+    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics.record_limit("tls_handshake_timeout");
+            tracing::debug!(?peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// A plain connection that never sent a byte, or closed before it did.
+fn log_silent(e: std::io::Error, metrics: &Metrics) {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        metrics.record_limit("header_read_timeout");
+    }
+    tracing::debug!(error = %e, "connection ended before a request");
+}
+
+fn log_conn_end(r: Result<(), hyper::Error>, metrics: &Metrics) {
     if let Err(e) = r {
-        let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
-            || e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        let timed_out = e.is_timeout()
+            || std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         if timed_out {
             metrics.record_limit("header_read_timeout");
         }

@@ -349,6 +349,40 @@ async fn https_listener_speaks_http1_and_h2() {
     }
 }
 
+/// The plain listener tells h2 (prior knowledge) from HTTP/1.1 by peeking at the preface; the TLS
+/// listener goes by ALPN, and a client offering none gets HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_listener_speaks_h2_with_prior_knowledge_and_tls_without_alpn_is_http1() {
+    let up = Upstream::start(Mode::Ok).await;
+    let gw = Gw::start("", &route("/api", &up.url(), "")).await;
+    let tok = gw.mint("alice", "");
+    let mut h2 = Conn::plain_h2(gw.plain).await;
+    let mut h1 = Conn::plain(gw.plain).await;
+    for (c, version) in [(&mut h2, Version::HTTP_2), (&mut h1, Version::HTTP_11)] {
+        for i in 0..2 {
+            let r = c.send(req("GET", &format!("/api/p{i}"), &[("authorization", &bearer(&tok))], empty())).await;
+            assert_eq!((r.status, r.version), (http::StatusCode::OK, version));
+            assert_eq!(up.last().header("x-forwarded-proto"), Some("http"));
+        }
+        assert_eq!(c.send(req("GET", "/api/x", &[], empty())).await.status, 401, "{version:?}");
+    }
+    let stream = common::client::tls_connect(gw.https, &[gw.cert.clone()], &[]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let r = s
+        .send_request(
+            http::Request::get("/api/n")
+                .header("host", "localhost")
+                .header("authorization", bearer(&tok))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_11));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_h2_streams_keep_their_own_identity() {
     let up = Upstream::start(Mode::Slow(Duration::from_millis(50))).await;

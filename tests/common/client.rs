@@ -193,6 +193,15 @@ impl Conn {
         Conn { sender: Sender::H1(s), peer_cert: None, alpn: None }
     }
 
+    /// h2 with prior knowledge (no TLS, no upgrade): what gRPC clients do on a plain port.
+    pub async fn plain_h2(addr: SocketAddr) -> Conn {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (s, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2 handshake");
+        tokio::spawn(conn);
+        Conn { sender: Sender::H2(s), peer_cert: None, alpn: None }
+    }
+
     /// Another handle on the same h2 connection, for concurrent streams.
     pub fn clone_h2(&self) -> Conn {
         match &self.sender {

@@ -77,16 +77,23 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
     let start = Instant::now();
     let mut plain = TcpStream::connect(gw.plain).await.expect("connect");
     let mut tls = tls_connect(gw.https, &[gw.cert.clone()], &[b"http/1.1"]).await;
+    // ALPN h2 sends hyper's h2 side, whose handshake has no timer of its own.
+    let mut tls_h2 = tls_connect(gw.https, &[gw.cert.clone()], &[b"h2"]).await;
     let limit = Duration::from_millis(3500);
-    let (p, t) = tokio::join!(read_until_closed(&mut plain, limit), read_until_closed(&mut tls, limit));
+    let (p, t, t2) = tokio::join!(
+        read_until_closed(&mut plain, limit),
+        read_until_closed(&mut tls, limit),
+        read_until_closed(&mut tls_h2, limit)
+    );
     let took = start.elapsed();
-    eprintln!("silent: plain closed after {:?}, TLS closed after {:?}", p.closed_after, t.closed_after);
+    eprintln!("silent: plain {:?}, TLS h1 {:?}, TLS h2 {:?}", p.closed_after, t.closed_after, t2.closed_after);
     assert!(
-        p.closed_after.is_some() && t.closed_after.is_some(),
-        "silent connections were not cut within {took:?} (plain closed: {:?}, TLS-after-handshake closed: {:?}); \
-         a client sending no bytes holds a connection slot forever",
+        p.closed_after.is_some() && t.closed_after.is_some() && t2.closed_after.is_some(),
+        "silent connections were not cut within {took:?} (plain closed: {:?}, TLS-after-handshake closed: {:?}, \
+         TLS h2 closed: {:?}); a client sending no bytes holds a connection slot forever",
         p.closed_after,
-        t.closed_after
+        t.closed_after,
+        t2.closed_after
     );
 }
 
