@@ -2,16 +2,19 @@
 # compare.sh: requests/s of tokengate beside nginx (no auth) and HAProxy (jwt_verify) on this
 # machine, same upstream, same tokens, same load generator, rounds interleaved.
 #
-#   benches/compare.sh [-s SECS] [-r ROUNDS] [-c CONNS] [-w WARMUP_SECS] [-u UNIQUE_TOKENS] [-p]
+#   benches/compare.sh [-s SECS] [-r ROUNDS] [-c CONNS] [-w WARMUP_SECS] [-u UNIQUE_TOKENS] [-p] [-t REGEX]
 #
 #   -s  seconds per measurement (default 10)      -r  rounds; each target once per round (default 3)
 #   -c  connections (default 64)                  -w  unmeasured warm-up per target first (default 1)
 #   -u  distinct tokens of the *-unique targets (default 2000)
 #   -p  pin: servers on CPU 0, the load generator on CPU 1 (taskset; less noise on 2 cores)
+#   -t  measure only the targets whose name matches this extended regex (e.g. 'nginx|tokengate-rs')
 #
 # Environment: LOADGEN=wrk (default; wrk -t1 -cCONNS, as in the original HAProxy/nginx figures)
 # or LOADGEN=tokengate (tokengate bench, 1 thread); TOKENGATE=path of the binary (default
-# target/release/tokengate, built with cargo if missing); PORT=first of 10 ports (default 19000).
+# target/release/tokengate, built with cargo if missing); PORT=first of 16 ports (default 19000).
+# TOKENGATE_B=path of a second tokengate build adds its own targets, named b-rs256, b-es256,
+# b-rs256-unique, b-es256-unique and b-https-rs256, measured in the same rounds: an A/B of two builds.
 #
 # Targets, all on 127.0.0.1 and all answering the nginx upstream's "ok":
 #   direct                 the upstream itself (PORT)
@@ -26,11 +29,11 @@
 # socket-error totals. Installs nothing: it says what to apt-get install when a tool is missing.
 set -euo pipefail
 
-secs=10 rounds=3 conns=64 warm=1 unique=2000 pin=0
-while getopts s:r:c:w:u:ph o; do
+secs=10 rounds=3 conns=64 warm=1 unique=2000 pin=0 only=
+while getopts s:r:c:w:u:pt:h o; do
   case $o in
     s) secs=$OPTARG ;; r) rounds=$OPTARG ;; c) conns=$OPTARG ;; w) warm=$OPTARG ;; u) unique=$OPTARG ;;
-    p) pin=1 ;; *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
+    p) pin=1 ;; t) only=$OPTARG ;; *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 loadgen=${LOADGEN:-wrk}
@@ -55,7 +58,7 @@ if [ "$pin" = 1 ] && ! command -v taskset >/dev/null; then
   exit 2
 fi
 
-for p in $(seq "$port" $((port + 9))); do
+for p in $(seq "$port" $((port + 15))); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "compare.sh: 127.0.0.1:$p is already in use; pick 10 free ports with PORT=..." >&2
     exit 2
@@ -105,6 +108,12 @@ fill "$peers/gateway.toml.in" "$dir/gateway-nocache.toml" $((port + 7)) $((port 
 
 "$tg" check --config "$dir/gateway.toml" >/dev/null
 "$tg" check --config "$dir/gateway-nocache.toml" >/dev/null
+tgb=${TOKENGATE_B:-}
+if [ -n "$tgb" ]; then
+  fill "$peers/gateway.toml.in" "$dir/gateway-b.toml" $((port + 10)) $((port + 11)) $((port + 12)) 10000
+  fill "$peers/gateway.toml.in" "$dir/gateway-b-nocache.toml" $((port + 13)) $((port + 14)) $((port + 15)) 0
+  "$tgb" check --config "$dir/gateway-b.toml" >/dev/null
+fi
 "${server_cpu[@]}" nginx -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >"$dir/nginx.out" 2>&1 &
 pids+=($!)
 "${server_cpu[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
@@ -113,6 +122,12 @@ pids+=($!)
 pids+=($!)
 "${server_cpu[@]}" "$tg" serve --config "$dir/gateway-nocache.toml" >"$dir/tokengate-nocache.log" 2>&1 &
 pids+=($!)
+if [ -n "$tgb" ]; then
+  "${server_cpu[@]}" "$tgb" serve --config "$dir/gateway-b.toml" >"$dir/tokengate-b.log" 2>&1 &
+  pids+=($!)
+  "${server_cpu[@]}" "$tgb" serve --config "$dir/gateway-b-nocache.toml" >"$dir/tokengate-b-nocache.log" 2>&1 &
+  pids+=($!)
+fi
 
 # name | url | token file ("" = none)
 targets=(
@@ -128,6 +143,21 @@ targets=(
   "tokengate-es256-unique|http://127.0.0.1:$((port + 7))/|$dir/ES256-many.jwt"
   "tokengate-https-rs256|https://127.0.0.1:$TGS/|$dir/RS256.jwt"
 )
+if [ -n "$tgb" ]; then
+  targets+=(
+    "b-rs256|http://127.0.0.1:$((port + 10))/|$dir/RS256.jwt"
+    "b-es256|http://127.0.0.1:$((port + 10))/|$dir/ES256.jwt"
+    "b-rs256-unique|http://127.0.0.1:$((port + 13))/|$dir/RS256-many.jwt"
+    "b-es256-unique|http://127.0.0.1:$((port + 13))/|$dir/ES256-many.jwt"
+    "b-https-rs256|https://127.0.0.1:$((port + 11))/|$dir/RS256.jwt"
+  )
+fi
+if [ -n "$only" ]; then
+  kept=()
+  for t in "${targets[@]}"; do [[ ${t%%|*} =~ $only ]] && kept+=("$t"); done
+  [ ${#kept[@]} -gt 0 ] || { echo "compare.sh: no target matches -t '$only'" >&2; exit 2; }
+  targets=("${kept[@]}")
+fi
 
 status_of() { # url tokenfile -> HTTP status of one request with the file's first token
   local h=()

@@ -2,6 +2,7 @@
 //! forward (streaming both ways), and log. The snapshot is loaded once per request, so a
 //! request finishes on the configuration it started with even if a reload happens meanwhile.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,17 +23,15 @@ use crate::metrics::Metrics;
 use crate::respond::json_error;
 use crate::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
-use crate::upstream::{self, HttpClient};
+use crate::upstream::{self, UpstreamBody};
 
 /// Response body: an upstream's streamed body, or one the gateway made.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<UpstreamBody, Full<Bytes>>;
 
 /// Process-wide state shared by every connection.
 pub struct Gateway {
     /// The current snapshot; swapped whole by the reloader.
     pub current: Arc<ArcSwap<Snapshot>>,
-    /// Pooled upstream client for routes without their own CA.
-    pub client: HttpClient,
     /// Counters and histograms served on the admin listener.
     pub metrics: Arc<Metrics>,
     /// Readiness and reload status.
@@ -109,20 +108,25 @@ async fn route_request<'s>(
     }
     if crate::oauth::is_oauth_path(req.uri().path()) {
         out.route = Some("oauth");
-        return own(crate::oauth::handle(gw, snap, conn, req).await);
+        // Boxed: the token endpoint's future is large, and inline it would be allocated and
+        // copied for every proxied request too.
+        return own(Box::pin(crate::oauth::handle(gw, snap, conn, req)).await);
     }
-    let path = match normalize_path(req.uri().path()) {
-        Ok(p) => p.into_owned(),
+    let (mut parts, body) = req.into_parts();
+    // The canonical path, when it differs from the one sent; most requests need no copy.
+    let rewritten = match normalize_path(parts.uri.path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(p)) => Some(p),
         Err(e) => return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())),
     };
+    let path = rewritten.as_deref().unwrap_or(parts.uri.path());
     if out.log {
-        out.path = Some(path.clone());
+        out.path = Some(path.to_owned());
     }
-    let Some((route, prefix)) = snap.routes.find(&path) else {
+    let Some((route, prefix)) = snap.routes.find(path) else {
         return own(json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"));
     };
     out.route = Some(route.prefix.as_str());
-    let (mut parts, body) = req.into_parts();
     let verified = match authorize(snap, gw.store.as_ref(), route, &parts, jwt::now()) {
         Ok(v) => v,
         Err(rej) => {
@@ -133,9 +137,37 @@ async fn route_request<'s>(
     if out.log {
         out.verified = verified.clone();
     }
-    let fwd_path = if route.strip_prefix { strip_prefix(&path, prefix).into_owned() } else { path };
+    let target = upstream_target(route, prefix, &parts.uri, rewritten.as_deref());
     rewrite_request_headers(snap, route, conn, &mut parts, verified.as_deref());
-    forward(gw, route, parts, body, &fwd_path, out).await
+    let Some(target) = target else {
+        return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", "request target cannot be forwarded"));
+    };
+    parts.uri = target;
+    forward(gw, route, parts, body, out).await
+}
+
+/// The origin-form target sent upstream: the canonical path, less the route prefix when
+/// `strip_prefix`, under the upstream's base path, with the query as sent. The client's own
+/// target is reused untouched when nothing changes it (the common case: no copy, no parse).
+fn upstream_target(route: &Route, prefix: &str, uri: &Uri, rewritten: Option<&str>) -> Option<Uri> {
+    let base = match &route.upstream {
+        Upstream::Remote { base_path, .. } => base_path.as_str(),
+        Upstream::Echo => "",
+    };
+    let path = rewritten.unwrap_or(uri.path());
+    let path = if route.strip_prefix { strip_prefix(path, prefix) } else { Cow::Borrowed(path) };
+    // (Stripping borrows a suffix, so "unchanged" is a length test, not a Cow variant.)
+    if base.is_empty() && rewritten.is_none() && path.len() == uri.path().len() && uri.authority().is_none() {
+        return Some(uri.clone());
+    }
+    let mut target = String::with_capacity(base.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1));
+    target.push_str(base);
+    target.push_str(&path);
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    Uri::try_from(target).ok()
 }
 
 fn rewrite_request_headers(
@@ -184,31 +216,22 @@ async fn forward(
     route: &Route,
     mut parts: http::request::Parts,
     body: Incoming,
-    path: &str,
     out: &mut Outcome<'_>,
 ) -> Response<Body> {
-    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let (uri, client) = match &route.upstream {
+    let pool = match &route.upstream {
         Upstream::Echo => {
-            parts.uri = format!("{path}{query}").parse().unwrap_or_else(|_| Uri::from_static("/"));
-            let resp = upstream::echo(Request::from_parts(parts, body)).await;
+            let resp = Box::pin(upstream::echo(Request::from_parts(parts, body))).await;
             out.upstream_status = Some(resp.status().as_u16());
             return own(resp);
         }
-        Upstream::Remote { scheme, authority, base_path, client } => {
-            (format!("{scheme}://{authority}{base_path}{path}{query}"), client.as_ref().unwrap_or(&gw.client))
-        }
+        Upstream::Remote { pool, .. } => pool,
     };
-    let Ok(uri) = uri.parse::<Uri>() else {
-        return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", "request target cannot be forwarded"));
-    };
-    parts.uri = uri;
     parts.version = Version::HTTP_11;
     let websocket = headers::is_websocket_upgrade(&parts.headers);
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
-    let result = tokio::time::timeout(route.timeout, client.request(req)).await;
+    let result = tokio::time::timeout(route.timeout, pool.send(req)).await;
     gw.metrics.observe_upstream(&route.prefix, sent.elapsed().as_secs_f64());
     let mut resp = match result {
         Err(_) => {

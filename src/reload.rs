@@ -18,7 +18,8 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Rebuilds the snapshot from `config_path` and swaps it in; on failure the old one stays.
 pub async fn reload_now(config_path: &Path, gw: &Gateway) -> Result<(), String> {
     let path = config_path.to_owned();
-    let built = tokio::task::spawn_blocking(move || Snapshot::build(&path, BuildMode::Reload))
+    let previous = gw.current.load_full();
+    let built = tokio::task::spawn_blocking(move || Snapshot::build_after(&path, BuildMode::Reload, Some(&previous)))
         .await
         .map_err(|e| format!("reload task failed: {e}"))?;
     match built {

@@ -64,7 +64,6 @@ pub async fn start_with_store(
     let snapshot = Snapshot::build(&config_path, BuildMode::Start)?;
     let server_cfg = snapshot.config.server.clone();
     let admin_listen = snapshot.config.admin.listen;
-    let client = crate::upstream::client(&server_cfg, None).map_err(BuildError::from)?;
     let current = Arc::new(ArcSwap::from_pointee(snapshot));
     let metrics = Arc::new(Metrics::new());
     let admin_state = Arc::new(AdminState::new(metrics.clone()));
@@ -79,7 +78,6 @@ pub async fn start_with_store(
     let ip_limits = crate::ratelimit::IpLimiter::new(100_000);
     let gateway = Arc::new(Gateway {
         current: current.clone(),
-        client,
         metrics,
         admin: admin_state.clone(),
         store,

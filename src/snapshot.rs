@@ -14,7 +14,7 @@ use crate::config::{Config, RequireTyp};
 use crate::jwt::{Issuer, Trust, ACCESS_TOKEN_TYP};
 use crate::keys::{self, Alg, KeySet, OwnKeys};
 use crate::routes::RouteTable;
-use crate::upstream::{self, HttpClient};
+use crate::upstream::{Pool, Pools};
 
 /// Why a snapshot could not be built; the message names the file and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +51,8 @@ pub enum Upstream {
         authority: Authority,
         /// Path of the base URL without trailing '/', prepended to the forwarded path.
         base_path: String,
-        /// A client with the route's own CA roots; None uses the shared pooled client.
-        client: Option<HttpClient>,
+        /// Connections to this upstream, shared by the routes that name the same one.
+        pool: Arc<Pool>,
     },
 }
 
@@ -99,6 +99,8 @@ pub struct Snapshot {
     pub identity_headers: Vec<HeaderName>,
     /// Tokens validated under this snapshot; dropped with it on reload.
     pub token_cache: crate::token_cache::TokenCache,
+    /// Upstream connection pools, one per distinct upstream; the next reload adopts them.
+    pub pools: Pools,
     /// Files and folders whose change triggers a reload.
     pub watched: Vec<PathBuf>,
 }
@@ -119,6 +121,16 @@ fn parse_algs(names: &[String]) -> Result<Vec<Alg>, BuildError> {
 impl Snapshot {
     /// Loads `config_path` and everything it names.
     pub fn build(config_path: &Path, mode: BuildMode) -> Result<Snapshot, BuildError> {
+        Snapshot::build_after(config_path, mode, None)
+    }
+
+    /// Like [`Snapshot::build`], keeping `previous`'s upstream connection pools where the
+    /// upstream did not change (a reload should not drop warm connections).
+    pub fn build_after(
+        config_path: &Path,
+        mode: BuildMode,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
         let config = Config::load(config_path)?;
         let t = &config.tokens;
         let keys_dir = config.resolve(&t.keys_dir);
@@ -172,8 +184,9 @@ impl Snapshot {
         watched.push(cert);
         watched.push(key);
         let mut table = Vec::with_capacity(config.routes.len());
+        let mut pools = Pools::default();
         for r in &config.routes {
-            table.push((r.prefix.clone(), Arc::new(build_route(&config, r)?)));
+            table.push((r.prefix.clone(), Arc::new(build_route(&config, r, &mut pools, previous.map(|p| &p.pools))?)));
             if let Some(ca) = &r.upstream_ca {
                 watched.push(config.resolve(ca));
             }
@@ -186,7 +199,18 @@ impl Snapshot {
         }
         let token_cache = crate::token_cache::TokenCache::new(config.tokens.cache_size);
         let identity_headers = routes_claim_headers(&config);
-        Ok(Snapshot { config, trust, own, routes, certified_key, directory, identity_headers, token_cache, watched })
+        Ok(Snapshot {
+            config,
+            trust,
+            own,
+            routes,
+            certified_key,
+            directory,
+            identity_headers,
+            token_cache,
+            pools,
+            watched,
+        })
     }
 }
 
@@ -208,7 +232,12 @@ fn has_pem(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn build_route(config: &Config, r: &crate::config::RouteConfig) -> Result<Route, BuildError> {
+fn build_route(
+    config: &Config,
+    r: &crate::config::RouteConfig,
+    pools: &mut Pools,
+    previous: Option<&Pools>,
+) -> Result<Route, BuildError> {
     let bad = |m: String| BuildError::Invalid(format!("route {:?}: {m}", r.prefix));
     let upstream = if r.upstream == "echo" {
         Upstream::Echo
@@ -222,11 +251,9 @@ fn build_route(config: &Config, r: &crate::config::RouteConfig) -> Result<Route,
             return Err(bad("upstream must not carry a query".into()));
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("upstream has no host".into()))?;
-        let client = match &r.upstream_ca {
-            Some(ca) => Some(upstream::client(&config.server, Some(&config.resolve(ca)))?),
-            None => None,
-        };
-        Upstream::Remote { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned(), client }
+        let ca = r.upstream_ca.as_ref().map(|ca| config.resolve(ca));
+        let pool = pools.get(&config.server, &scheme, &authority, ca.as_deref(), previous)?;
+        Upstream::Remote { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned(), pool }
     };
     let mut claims_to_headers = Vec::new();
     for (h, claim) in &r.claims_to_headers {

@@ -11,6 +11,7 @@ mod limits;
 mod reload_faults;
 mod state_faults;
 mod upstream_faults;
+mod upstream_pool;
 
 use std::future::Future;
 use std::net::SocketAddr;
