@@ -198,3 +198,72 @@ async fn a_reload_keeps_warm_upstream_connections_and_a_new_upstream_gets_its_ow
     assert_eq!(get(&mut c, "/x").await, (200, 6));
     assert_eq!((up.accepted(), other.accepted()), (1, 1));
 }
+
+/// An HTTPS upstream (its own self-signed certificate for 127.0.0.1) offering `alpn`; answers
+/// with the HTTP version it served. Returns its address, the CA file to trust, and its count of
+/// accepted connections.
+async fn tls_upstream(dir: &std::path::Path, alpn: &[&[u8]]) -> (SocketAddr, std::path::PathBuf, Arc<AtomicUsize>) {
+    use rustls_pki_types::pem::PemObject;
+    let (cert, key) = (dir.join("up.crt"), dir.join("up.key"));
+    tokengate::tls::write_self_signed(&cert, &key).expect("upstream certificate");
+    let certified = tokengate::tls::load_certified_key(&cert, &key).expect("load certificate");
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certified.cert.clone(), {
+            let pem = std::fs::read(&key).expect("key");
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(&pem).expect("key pem")
+        })
+        .expect("server config");
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(|r: Request<Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(Response::new(full(format!("{:?}", r.version()))))
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+    (addr, cert, accepted)
+}
+
+/// `https://` upstreams: h2 when the upstream offers it (one multiplexed connection), HTTP/1.1
+/// otherwise, the route's `upstream_ca` trusted, and a certificate nobody vouches for refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_speak_h2_or_http1_and_are_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (d2, d1) = (dir.path().join("h2"), dir.path().join("h1"));
+    let (h2_addr, h2_ca, h2_conns) = tls_upstream(&d2, &[b"h2", b"http/1.1"]).await;
+    let (h1_addr, h1_ca, h1_conns) = tls_upstream(&d1, &[b"http/1.1"]).await;
+    let routes = format!(
+        "[[routes]]\nprefix = \"/two\"\nupstream = \"https://{h2_addr}\"\npublic = true\nupstream_ca = \"{}\"\n\
+         [[routes]]\nprefix = \"/one\"\nupstream = \"https://{h1_addr}\"\npublic = true\nupstream_ca = \"{}\"\n\
+         [[routes]]\nprefix = \"/untrusted\"\nupstream = \"https://{h1_addr}\"\npublic = true\n",
+        h2_ca.display(),
+        h1_ca.display()
+    );
+    let gw = Gw::start("", &routes).await;
+    let mut c = gw.plain_conn().await;
+    for _ in 0..3 {
+        let r = c.send(req("GET", "/two/x", &[], empty())).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "HTTP/2.0"));
+        let r = c.send(req("GET", "/one/x", &[], empty())).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "HTTP/1.1"));
+    }
+    assert_eq!(h2_conns.load(Ordering::SeqCst), 1, "h2 requests share one connection");
+    assert_eq!(h1_conns.load(Ordering::SeqCst), 1, "HTTP/1.1 requests reuse their pooled connection");
+    let r = c.send(req("GET", "/untrusted/x", &[], empty())).await;
+    assert_eq!(r.status.as_u16(), 502, "a self-signed upstream was trusted without upstream_ca: {}", r.text());
+}
