@@ -17,7 +17,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Fixed hop-by-hop headers; `Connection` may name more, and any `Proxy-*` header goes too.
 const HOP_BY_HOP: [&HeaderName; 5] = [
@@ -40,65 +39,89 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
-        .iter()
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
 }
 
+fn tokens_of<'a>(values: &'a http::header::GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a str> {
+    values.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty())
+}
+
 /// Removes hop-by-hop headers. A WebSocket upgrade keeps `Connection: upgrade` + `Upgrade`.
+///
+/// One pass over the names present, then removals of only those found: most requests carry
+/// none, and a response usually has a lone `Connection: keep-alive` (a removal per header is a
+/// hash lookup, which is what this function used to spend its time on).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let websocket = is_websocket_upgrade(headers);
-    let named: Vec<HeaderName> =
-        connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
-    for name in named {
+    let connection = headers.get_all(header::CONNECTION);
+    let named = connection.iter().next().is_some();
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let fixed = HOP_BY_HOP.contains(&name)
+            || *name == header::CONNECTION
+            || *name == KEEP_ALIVE
+            || (*name == header::UPGRADE && !websocket)
+            || name.as_str().starts_with("proxy-");
         // A client must not be able to make us drop headers we set ourselves or need end to end.
-        let kept_upgrade = websocket && name == header::UPGRADE;
-        if !kept_upgrade && name != header::HOST && name != header::AUTHORIZATION && name != header::CONTENT_LENGTH {
-            headers.remove(&name);
+        let protected = *name == header::HOST
+            || *name == header::AUTHORIZATION
+            || *name == header::CONTENT_LENGTH
+            || (*name == header::UPGRADE && websocket);
+        let listed = named && !protected && tokens_of(&connection).any(|t| t.eq_ignore_ascii_case(name.as_str()));
+        if fixed || listed {
+            doomed.push(name.clone());
         }
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    for h in HOP_BY_HOP {
-        headers.remove(h);
+    for name in doomed {
+        headers.remove(name);
     }
-    let proxied: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-    for k in proxied {
-        headers.remove(k);
-    }
-    headers.remove(&PROXY_CONNECTION);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`; client-sent ones (and `Forwarded`) are replaced unless trusted.
+/// The client address as `X-Forwarded-For` shows it; made once per connection, shared by its
+/// requests (a clone is a reference count, where formatting the address costs a thousand
+/// instructions per request).
+pub fn client_address_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`; client-sent ones (and `Forwarded`) are replaced unless
+/// trusted. `client` is the connection's address from [`client_address_value`].
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
     trust: bool,
 ) {
-    let ip = HeaderValue::from_str(&client.to_string()).ok();
     let prior = if trust {
         let joined: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
         (!joined.is_empty()).then(|| joined.join(", "))
     } else {
-        headers.remove(&FORWARDED);
+        if headers.contains_key(&FORWARDED) {
+            headers.remove(&FORWARDED);
+        }
         None
     };
-    let xff = match (prior, ip) {
-        (Some(p), Some(ip)) => HeaderValue::from_str(&format!("{p}, {}", ip.to_str().unwrap_or_default())).ok(),
-        (_, ip) => ip,
+    let xff = match prior {
+        Some(p) => HeaderValue::from_str(&format!("{p}, {}", client.to_str().unwrap_or_default())).ok(),
+        None => Some(client.clone()),
     };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(v) = xff {
-        headers.insert(&X_FORWARDED_FOR, v);
+    match xff {
+        // insert replaces every earlier value.
+        Some(v) => {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_FOR);
+        }
     }
     if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -136,26 +159,24 @@ const ALIASED: [&str; 14] = [
 
 /// Removes every identity header a client might spoof: the defaults plus the route's own names,
 /// and their underscore aliases. `HeaderMap` names are lowercase, so any letter case is covered.
+/// One pass over the names present; removals only for what is found (usually nothing).
 pub fn strip_identity<'a>(headers: &mut HeaderMap, extra: impl Iterator<Item = &'a HeaderName> + Clone) {
-    headers.remove(&X_AUTH_SUBJECT);
-    headers.remove(&X_AUTH_CLIENT_ID);
-    headers.remove(&X_AUTH_SCOPE);
-    for name in extra.clone() {
-        headers.remove(name);
-    }
-    if headers.keys().any(|k| k.as_str().contains('_')) {
-        let aliases: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().contains('_'))
-            .filter(|k| {
-                let dashed = k.as_str().replace('_', "-");
-                ALIASED.contains(&dashed.as_str()) || extra.clone().any(|e| e.as_str() == dashed)
-            })
-            .cloned()
-            .collect();
-        for k in aliases {
-            headers.remove(k);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let identity = *name == X_AUTH_SUBJECT
+            || *name == X_AUTH_CLIENT_ID
+            || *name == X_AUTH_SCOPE
+            || extra.clone().any(|e| e == name);
+        let alias = || {
+            let dashed = name.as_str().replace('_', "-");
+            ALIASED.contains(&dashed.as_str()) || extra.clone().any(|e| e.as_str() == dashed)
+        };
+        if identity || (name.as_str().contains('_') && alias()) {
+            doomed.push(name.clone());
         }
+    }
+    for name in doomed {
+        headers.remove(name);
     }
 }
 
@@ -282,13 +303,14 @@ mod tests {
             ("forwarded", "for=6.6.6.6"),
         ];
         let mut h = map(&spoof);
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "https", Some(HeaderValue::from_static("api.test")), false);
+        let client = client_address_value("10.0.0.1".parse().unwrap());
+        set_forwarded(&mut h, &client, "https", Some(HeaderValue::from_static("api.test")), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.test");
         assert!(!h.contains_key("forwarded"));
         let mut h = map(&spoof);
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "https", None, true);
+        set_forwarded(&mut h, &client, "https", None, true);
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "gopher");
         assert!(h.contains_key("forwarded"));

@@ -44,13 +44,21 @@ pub struct Gateway {
     pub ip_limits: crate::ratelimit::IpLimiter,
 }
 
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the client connection a request arrived on; cloned for each of its requests.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The client's address, for `X-Forwarded-For`.
+    /// The client's address, for per-IP limits.
     pub peer: SocketAddr,
     /// Whether the connection is TLS, for `X-Forwarded-Proto`.
     pub tls: bool,
+    /// The client's address as the `X-Forwarded-For` value, formatted once per connection.
+    pub client_address: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
+        ConnInfo { peer, tls, client_address: headers::client_address_value(peer.ip()) }
+    }
 }
 
 fn own(resp: Response<Full<Bytes>>) -> Response<Body> {
@@ -75,7 +83,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
     let snap = gw.current.load_full();
     let method = req.method().clone();
     let mut outcome = Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), ..Default::default() };
-    let resp = route_request(&gw, &snap, conn, req, &mut outcome).await;
+    let resp = route_request(&gw, &snap, &conn, req, &mut outcome).await;
     let status = resp.status().as_u16();
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
@@ -99,7 +107,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
 async fn route_request<'s>(
     gw: &Gateway,
     snap: &'s Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     out: &mut Outcome<'s>,
 ) -> Response<Body> {
@@ -173,27 +181,25 @@ fn upstream_target(route: &Route, prefix: &str, uri: &Uri, rewritten: Option<&st
 fn rewrite_request_headers(
     snap: &Snapshot,
     route: &Route,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     parts: &mut http::request::Parts,
     verified: Option<&Verified>,
 ) {
+    // Taken out: the pool sets Host from the upstream URI, as a reverse proxy should.
     let host = parts
         .headers
-        .get(header::HOST)
-        .cloned()
+        .remove(header::HOST)
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
     headers::strip_identity(h, snap.identity_headers.iter());
     headers::set_forwarded(
         h,
-        conn.peer.ip(),
+        &conn.client_address,
         if conn.tls { "https" } else { "http" },
         host,
         snap.config.server.trust_forwarded,
     );
-    // The client sets Host from the upstream URI, as a reverse proxy should.
-    h.remove(header::HOST);
     if !route.forward_token {
         h.remove(header::AUTHORIZATION);
     }

@@ -168,11 +168,11 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let info = ConnInfo { peer, tls: tls.is_some() };
+        let info = ConnInfo::new(peer, tls.is_some());
         let gw2 = gw.clone();
         // Boxed: hyper keeps the service future inline in every connection, idle or not, and the
         // request path's future is large; boxed, an idle connection costs a pointer instead.
-        let svc = move |req| Box::pin(proxy::handle(gw2.clone(), info, req));
+        let svc = move |req| Box::pin(proxy::handle(gw2.clone(), info.clone(), req));
         let builders = builders.clone();
         let cfg = &gw.current.load().config.server;
         let (handshake, head_timeout) =

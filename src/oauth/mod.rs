@@ -111,7 +111,7 @@ impl Ctx<'_> {
 
 /// Answers an OAuth path. The token, revocation and introspection endpoints are TLS-only unless
 /// `tokens.allow_plain_token_endpoint`; discovery is public everywhere.
-pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: ConnInfo, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: &ConnInfo, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let ctx = Ctx { gw, snap, now: crate::jwt::now() };
     match path.as_str() {
