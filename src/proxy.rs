@@ -18,11 +18,12 @@ use hyper::body::Incoming;
 use crate::admin::AdminState;
 use crate::authz::{authorize, Rejection};
 use crate::headers;
-use crate::jwt::{self, Verified};
+use crate::jwt;
 use crate::metrics::Metrics;
 use crate::respond::json_error;
 use crate::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
+use crate::token_cache::Admitted;
 use crate::upstream::{self, UpstreamBody};
 
 /// Response body: an upstream's streamed body, or one the gateway made.
@@ -73,7 +74,7 @@ struct Outcome<'a> {
     route: Option<&'a str>,
     /// The normalized path: a refused path is never logged raw.
     path: Option<String>,
-    verified: Option<Arc<Verified>>,
+    verified: Option<Arc<Admitted>>,
     upstream_status: Option<u16>,
 }
 
@@ -88,7 +89,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
     if outcome.log {
-        let v = outcome.verified.as_deref();
+        let v = outcome.verified.as_deref().map(|a| &a.verified);
         tracing::info!(
             target: "access",
             %method,
@@ -183,7 +184,7 @@ fn rewrite_request_headers(
     route: &Route,
     conn: &ConnInfo,
     parts: &mut http::request::Parts,
-    verified: Option<&Verified>,
+    admitted: Option<&Admitted>,
 ) {
     // Taken out: the pool sets Host from the upstream URI, as a reverse proxy should.
     let host = parts
@@ -203,12 +204,15 @@ fn rewrite_request_headers(
     if !route.forward_token {
         h.remove(header::AUTHORIZATION);
     }
-    if let Some(v) = verified {
-        headers::set_identity(h, &headers::X_AUTH_SUBJECT, v.sub.as_deref());
-        headers::set_identity(h, &headers::X_AUTH_CLIENT_ID, v.client_id.as_deref());
-        headers::set_identity(h, &headers::X_AUTH_SCOPE, v.scope.as_deref());
+    if let Some(a) = admitted {
+        let names = [&headers::X_AUTH_SUBJECT, &headers::X_AUTH_CLIENT_ID, &headers::X_AUTH_SCOPE];
+        for (name, value) in names.into_iter().zip(&a.identity) {
+            if let Some(value) = value {
+                h.insert(name.clone(), value.clone());
+            }
+        }
         if !route.claims_to_headers.is_empty() {
-            if let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&v.payload) {
+            if let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&a.verified.payload) {
                 for (name, claim) in &route.claims_to_headers {
                     headers::set_identity(h, name, jwt::claim_as_header_text(&payload, claim).as_deref());
                 }

@@ -8,9 +8,29 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
 use quick_cache::sync::Cache;
 
 use crate::jwt::{TokenError, Trust, Verified};
+
+/// A token that passed validation, with its identity header values made once: a cache hit
+/// forwards them as they are instead of re-checking and copying the claim text per request.
+pub struct Admitted {
+    /// What validation produced.
+    pub verified: Verified,
+    /// `X-Auth-Subject`, `X-Auth-Client-Id` and `X-Auth-Scope` values, from `sub`, `client_id`
+    /// and `scope`; None when the claim is absent or not a valid header value (CR/LF in a claim
+    /// never becomes a header).
+    pub identity: [Option<HeaderValue>; 3],
+}
+
+impl Admitted {
+    pub fn new(verified: Verified) -> Admitted {
+        let value = |c: &Option<String>| c.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+        let identity = [value(&verified.sub), value(&verified.client_id), value(&verified.scope)];
+        Admitted { verified, identity }
+    }
+}
 
 /// One cached success.
 #[derive(Clone)]
@@ -19,7 +39,7 @@ struct Entry {
     /// because every hit clones the entry.
     audience: Option<Arc<str>>,
     /// What validation produced, including `valid_until` (`exp` + leeway).
-    verified: Arc<Verified>,
+    admitted: Arc<Admitted>,
 }
 
 /// Validated tokens by exact token string.
@@ -41,17 +61,17 @@ impl TokenCache {
         token: &str,
         audience: Option<&str>,
         now: u64,
-    ) -> Result<Arc<Verified>, TokenError> {
+    ) -> Result<Arc<Admitted>, TokenError> {
         let Some(cache) = &self.inner else {
-            return trust.validate(token, audience, now).map(Arc::new);
+            return trust.validate(token, audience, now).map(|v| Arc::new(Admitted::new(v)));
         };
         if let Some(e) = cache.get(token) {
-            if e.verified.valid_until >= now && e.audience.as_deref() == audience {
-                return Ok(e.verified);
+            if e.admitted.verified.valid_until >= now && e.audience.as_deref() == audience {
+                return Ok(e.admitted);
             }
         }
-        let verified = Arc::new(trust.validate(token, audience, now)?);
-        cache.insert(token.into(), Entry { audience: audience.map(Into::into), verified: verified.clone() });
-        Ok(verified)
+        let admitted = Arc::new(Admitted::new(trust.validate(token, audience, now)?));
+        cache.insert(token.into(), Entry { audience: audience.map(Into::into), admitted: admitted.clone() });
+        Ok(admitted)
     }
 }
