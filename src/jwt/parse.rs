@@ -64,10 +64,10 @@ pub(super) struct Parsed<'t> {
 }
 
 pub(super) fn parse<'t>(token: &'t str, scratch: &'t mut Scratch) -> Result<Parsed<'t>, TokenError> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(TokenError::Malformed);
-    };
+    // A fourth segment leaves a '.' in `p`, which base64url decoding refuses: no need to scan the
+    // payload for dots twice.
+    let (h, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let (p, s) = rest.rsplit_once('.').ok_or(TokenError::Malformed)?;
     let header_json = decode_into(h, &mut scratch.header, &mut scratch.header_heap)?;
     let header = json_object(header_json, HeaderVisitor).ok_or(TokenError::BadHeader)?;
     if header.crit {
