@@ -198,15 +198,14 @@ impl Trust {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let mut scratch = Scratch::new();
+        let mut scratch = Scratch::default();
         let parsed = parse(token, &mut scratch)?;
         let (header, claims) = (&parsed.header, &parsed.claims);
         if only_issuer.is_some_and(|i| i != claims.iss) {
             return Err(TokenError::UntrustedIssuer);
         }
         let issuer = self.issuers.get(&*claims.iss).ok_or(TokenError::UntrustedIssuer)?;
-        let alg =
-            Alg::parse(&header.alg).filter(|a| issuer.algorithms.contains(a)).ok_or(TokenError::AlgorithmNotAllowed)?;
+        let alg = header.alg.filter(|a| issuer.algorithms.contains(a)).ok_or(TokenError::AlgorithmNotAllowed)?;
         if let Some(want) = &issuer.require_typ {
             if !typ_matches(header.typ.as_deref(), want) {
                 return Err(TokenError::WrongType);
@@ -261,13 +260,15 @@ pub fn verify_assertion(
     if token.len() > 8 * 1024 {
         return Err(TokenError::TooLarge);
     }
-    let mut scratch = Scratch::new();
+    let mut scratch = Scratch::default();
     let parsed = parse(token, &mut scratch)?;
     let claims = &parsed.claims;
     if claims.iss != client_id || claims.sub.as_deref() != Some(client_id) {
         return Err(TokenError::UntrustedIssuer);
     }
-    let alg = Alg::parse(&parsed.header.alg)
+    let alg = parsed
+        .header
+        .alg
         .filter(|a| !matches!(a, Alg::HS256 | Alg::HS384 | Alg::HS512))
         .ok_or(TokenError::AlgorithmNotAllowed)?;
     claims.check_times(now, leeway)?;
@@ -289,7 +290,7 @@ pub fn verify_assertion(
 
 /// The `iss` of a token, unverified: only to pick which client's keys verify an assertion.
 pub fn unverified_issuer(token: &str) -> Option<String> {
-    let mut scratch = Scratch::new();
+    let mut scratch = Scratch::default();
     parse(token, &mut scratch).ok().map(|p| p.claims.iss.into_owned())
 }
 

@@ -409,3 +409,69 @@ fn segments_must_be_exactly_three_canonical_base64url() {
     }
     assert_eq!(trust.validate(&format!("{h}.{p}.{s}.x"), None, NOW).unwrap_err(), TokenError::Malformed);
 }
+
+#[test]
+fn the_header_cache_never_answers_for_a_different_header() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let body = body_with("");
+    let with_header = |h: &[u8]| trust.validate(&raw_bytes(h, body.as_bytes(), &k), None, NOW);
+    let others: [(&[u8], Option<TokenError>); 8] = [
+        (br#"{"alg":"ES256","kid":"nope","typ":"at+jwt"}"#, Some(TokenError::UnknownKey)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#, Some(TokenError::WrongType)),
+        (br#"{"alg":"ES256","kid":"k1"}"#, Some(TokenError::WrongType)),
+        (br#"{"alg":"ES384","kid":"k1","typ":"at+jwt"}"#, Some(TokenError::AlgorithmNotAllowed)),
+        (br#"{"alg":"none","kid":"k1","typ":"at+jwt"}"#, Some(TokenError::AlgorithmNotAllowed)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","crit":["x"]}"#, Some(TokenError::Crit)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","kid":"k1"}"#, Some(TokenError::BadHeader)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt"} "#, None),
+    ];
+    // Round after round, so that each other header is both cached (or refused before caching)
+    // and then looked up again right after the good one was cached, and more headers go round
+    // than the cache has slots.
+    for round in 0..3 {
+        assert!(with_header(GOOD_HEADER).is_ok(), "round {round}");
+        for (h, want) in &others {
+            // None: only whitespace differs, a good header of its own.
+            assert_eq!(with_header(h).err(), *want, "round {round}: {}", String::from_utf8_lossy(h));
+            assert!(with_header(GOOD_HEADER).is_ok(), "round {round}, after {}", String::from_utf8_lossy(h));
+        }
+    }
+    // The good header's segment with one more character, or one fewer: different text.
+    let good = raw_bytes(GOOD_HEADER, body.as_bytes(), &k);
+    let (h, rest) = good.split_once('.').unwrap();
+    assert!(trust.validate(&good, None, NOW).is_ok());
+    assert!(trust.validate(&format!("{h}A.{rest}"), None, NOW).is_err());
+    assert!(trust.validate(&format!("{}.{rest}", &h[..h.len() - 1]), None, NOW).is_err());
+    assert!(trust.validate(&format!("{h}=.{rest}"), None, NOW).is_err());
+}
+
+#[test]
+fn the_header_cache_is_per_key_and_per_thread() {
+    // Two keys, two kids, one issuer: alternate tokens must each find their own key.
+    let (a, b) = (
+        key(Alg::ES256),
+        SigningKey::from_pem("k2", generate_pem(Alg::ES256).unwrap().as_bytes(), RsaAlg::RS256).unwrap(),
+    );
+    let mut trust = trust_for(&a);
+    let iss = trust.issuers.get_mut(ISS).unwrap();
+    iss.keys.insert("k2".into(), VerifyKey::public(Alg::ES256, &pubkey_bytes(&b)).unwrap());
+    let ta = sign(&a, "at+jwt", &claims()).unwrap();
+    let tb = sign(&b, "at+jwt", &claims()).unwrap();
+    // b's header naming a's kid: the signature must be checked with a's key and fail.
+    let (hb, _) = tb.split_once('.').unwrap();
+    let (ha, _) = ta.split_once('.').unwrap();
+    let crossed = format!("{ha}.{}", tb.split_once('.').unwrap().1);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    assert!(trust.validate(&ta, None, NOW).is_ok());
+                    assert!(trust.validate(&tb, None, NOW).is_ok());
+                    assert_eq!(trust.validate(&crossed, None, NOW).unwrap_err(), TokenError::BadSignature);
+                }
+            });
+        }
+    });
+    assert_ne!(ha, hb);
+}

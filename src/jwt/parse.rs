@@ -7,8 +7,10 @@
 //! made the old parser cost more than an HMAC.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
+use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::DecodeSliceError;
@@ -17,6 +19,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::TokenError;
+use crate::keys::Alg;
 
 /// Decoded headers up to this size stay on the stack (`{"alg","kid","typ"}` is ~50 bytes).
 const HEADER_STACK: usize = 256;
@@ -39,23 +42,16 @@ pub(super) fn decode_into<'b>(seg: &str, stack: &'b mut [u8], heap: &'b mut Vec<
     }
 }
 
-/// Buffers a [`Parsed`] borrows from, owned by the caller so that the payload can be moved out
-/// (into `Verified`) once the borrowed claims are no longer needed.
+/// The buffer a [`Parsed`] borrows its claims from, owned by the caller so that the payload can
+/// be moved out (into `Verified`) once the borrowed claims are no longer needed.
+#[derive(Default)]
 pub(super) struct Scratch {
-    header: [u8; HEADER_STACK],
-    header_heap: Vec<u8>,
     pub(super) payload: Vec<u8>,
-}
-
-impl Scratch {
-    pub(super) fn new() -> Scratch {
-        Scratch { header: [0; HEADER_STACK], header_heap: Vec::new(), payload: Vec::new() }
-    }
 }
 
 /// A token split and decoded, not yet trusted.
 pub(super) struct Parsed<'t> {
-    pub(super) header: Header<'t>,
+    pub(super) header: Rc<HeaderInfo>,
     pub(super) claims: Claims<'t>,
     /// `header.payload`, the bytes the signature covers.
     pub(super) signing_input: &'t [u8],
@@ -68,11 +64,7 @@ pub(super) fn parse<'t>(token: &'t str, scratch: &'t mut Scratch) -> Result<Pars
     // payload for dots twice.
     let (h, rest) = token.split_once('.').ok_or(TokenError::Malformed)?;
     let (p, s) = rest.rsplit_once('.').ok_or(TokenError::Malformed)?;
-    let header_json = decode_into(h, &mut scratch.header, &mut scratch.header_heap)?;
-    let header = json_object(header_json, HeaderVisitor).ok_or(TokenError::BadHeader)?;
-    if header.crit {
-        return Err(TokenError::Crit);
-    }
+    let header = header(h)?;
     scratch.payload = decode_segment(p)?;
     let claims = json_object(&scratch.payload, ClaimsVisitor).ok_or(TokenError::BadClaims)?;
     Ok(Parsed { header, claims, signing_input: &token.as_bytes()[..h.len() + 1 + p.len()], signature: s })
@@ -89,13 +81,74 @@ fn json_object<'a, V: Visitor<'a>>(json: &'a [u8], visitor: V) -> Option<V::Valu
     Some(value)
 }
 
+/// What a header segment says: a pure function of its exact text, so it can be cached by it.
+pub(super) struct HeaderInfo {
+    /// The base64url segment this was parsed from (the cache key, compared in full).
+    segment: Box<str>,
+    /// None: an `alg` tokengate does not know, hence never allowed.
+    pub(super) alg: Option<Alg>,
+    pub(super) typ: Option<Box<str>>,
+    pub(super) kid: Option<Box<str>>,
+}
+
+/// Headers longer than this are parsed every time rather than cached (bounds the memory held).
+const CACHED_HEADER_MAX: usize = 512;
+const HEADER_SLOTS: usize = 4;
+
+/// Last headers seen on this thread. All tokens of one key usually share one header segment, so
+/// a hit skips its base64 and JSON work; a miss costs one parse as before. Per thread: no locks.
+struct HeaderCache {
+    slots: [Option<Rc<HeaderInfo>>; HEADER_SLOTS],
+    next: usize,
+}
+
+thread_local! {
+    static HEADERS: RefCell<HeaderCache> =
+        const { RefCell::new(HeaderCache { slots: [const { None }; HEADER_SLOTS], next: 0 }) };
+}
+
+/// The parsed header of segment `h`, from this thread's cache when the exact same text was seen.
+fn header(h: &str) -> Result<Rc<HeaderInfo>, TokenError> {
+    let lookup = |c: &RefCell<HeaderCache>| c.borrow().slots.iter().flatten().find(|info| *info.segment == *h).cloned();
+    if let Ok(Some(hit)) = HEADERS.try_with(lookup) {
+        return Ok(hit);
+    }
+    let info = Rc::new(parse_header(h)?);
+    if h.len() <= CACHED_HEADER_MAX {
+        // try_with: during thread teardown there is no cache, and that is fine.
+        let _ = HEADERS.try_with(|c| {
+            let mut c = c.borrow_mut();
+            let at = c.next;
+            c.slots[at] = Some(info.clone());
+            c.next = (at + 1) % HEADER_SLOTS;
+        });
+    }
+    Ok(info)
+}
+
+fn parse_header(h: &str) -> Result<HeaderInfo, TokenError> {
+    let mut stack = [0u8; HEADER_STACK];
+    let mut heap = Vec::new();
+    let json = decode_into(h, &mut stack, &mut heap)?;
+    let header = json_object(json, HeaderVisitor).ok_or(TokenError::BadHeader)?;
+    if header.crit {
+        return Err(TokenError::Crit);
+    }
+    Ok(HeaderInfo {
+        segment: h.into(),
+        alg: Alg::parse(&header.alg),
+        typ: header.typ.map(Box::from),
+        kid: header.kid.map(Box::from),
+    })
+}
+
 #[derive(Default)]
-pub(super) struct Header<'a> {
-    pub(super) alg: Cow<'a, str>,
-    pub(super) typ: Option<Cow<'a, str>>,
-    pub(super) kid: Option<Cow<'a, str>>,
+struct Header<'a> {
+    alg: Cow<'a, str>,
+    typ: Option<Cow<'a, str>>,
+    kid: Option<Cow<'a, str>>,
     /// A `crit` member was present (with any value, even `null` or `[]`).
-    pub(super) crit: bool,
+    crit: bool,
 }
 
 pub(super) enum Audience<'a> {
