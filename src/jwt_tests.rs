@@ -475,3 +475,33 @@ fn the_header_cache_is_per_key_and_per_thread() {
     });
     assert_ne!(ha, hb);
 }
+
+#[test]
+fn issuers_are_matched_exactly_whether_scanned_or_hashed() {
+    let k = key(Alg::ES256);
+    for count in [3, 12] {
+        let mut trust = trust_for(&k);
+        let template = trust.issuers.remove(ISS).unwrap();
+        for i in 0..count {
+            let mut keys = KeySet::default();
+            keys.insert(k.kid.clone(), VerifyKey::public(k.alg, &pubkey_bytes(&k)).unwrap());
+            let issuer = Issuer {
+                keys,
+                algorithms: template.algorithms.clone(),
+                audiences: template.audiences.clone(),
+                require_typ: template.require_typ.clone(),
+                leeway: template.leeway,
+            };
+            trust.issuers.insert(format!("{ISS}/{i}"), issuer);
+        }
+        let with_iss = |iss: &str| {
+            let mut c = claims();
+            c["iss"] = iss.into();
+            trust.validate(&sign(&k, "at+jwt", &c).unwrap(), None, NOW)
+        };
+        assert!(with_iss(&format!("{ISS}/{}", count - 1)).is_ok(), "{count}");
+        for bad in [ISS.to_string(), format!("{ISS}/{count}"), format!("{ISS}/1 "), format!("{ISS}/01")] {
+            assert_eq!(with_iss(&bad).unwrap_err(), TokenError::UntrustedIssuer, "{count}: {bad}");
+        }
+    }
+}
