@@ -9,10 +9,14 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use serde::de::{self, Deserializer, IgnoredAny};
+use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::keys::{Alg, KeyError, KeySet, SigningKey};
+use crate::keys::{Alg, KeyError, KeySet, SigningKey, VerifyKey};
+
+mod parse;
+
+use parse::{parse, Audience, Claims, Parsed, Scratch};
 
 /// `typ` of RFC 9068 access tokens.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -124,109 +128,6 @@ impl Verified {
     }
 }
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default, deserialize_with = "some_string")]
-    typ: Option<String>,
-    #[serde(default, deserialize_with = "some_string")]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    iss: String,
-    #[serde(deserialize_with = "numeric_date")]
-    exp: u64,
-    #[serde(default, deserialize_with = "some_date")]
-    nbf: Option<u64>,
-    #[serde(default, deserialize_with = "some_date")]
-    iat: Option<u64>,
-    #[serde(default)]
-    aud: Option<Audience>,
-    #[serde(default, deserialize_with = "some_string")]
-    sub: Option<String>,
-    #[serde(default, deserialize_with = "some_string")]
-    client_id: Option<String>,
-    #[serde(default, deserialize_with = "some_string")]
-    scope: Option<String>,
-    #[serde(default, deserialize_with = "some_string")]
-    jti: Option<String>,
-}
-
-/// NumericDate as a non-negative JSON integer; floats, strings and null are type errors.
-fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    u64::deserialize(d)
-}
-
-/// A present claim must have the right type: `null` is not "absent".
-fn some_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    u64::deserialize(d).map(Some)
-}
-
-fn some_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
-}
-
-/// True when a JSON object has no repeated member name at its top level. Serde refuses repeats of
-/// the claims we model; this catches the rest (`tenant` twice would otherwise let the last one
-/// win in `claims_to_headers`). Escaped spellings (`"\u0061lg"`) compare after unescaping.
-fn unique_keys(json: &[u8]) -> bool {
-    struct Key<'a>(std::borrow::Cow<'a, str>);
-    impl<'de> Deserialize<'de> for Key<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> de::Visitor<'de> for V {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a member name")
-                }
-                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(std::borrow::Cow::Borrowed(v)))
-                }
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-    struct Unique;
-    impl<'de> de::Visitor<'de> for Unique {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::with_capacity(12);
-            while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                if seen.contains(&k) {
-                    return Err(de::Error::custom("duplicate member"));
-                }
-                seen.push(k);
-                map.next_value::<IgnoredAny>()?;
-            }
-            Ok(())
-        }
-    }
-    let mut d = serde_json::Deserializer::from_slice(json);
-    de::Deserializer::deserialize_map(&mut d, Unique).is_ok() && d.end().is_ok()
-}
-
-fn decode_segment(seg: &str) -> Result<Vec<u8>, TokenError> {
-    // URL_SAFE_NO_PAD refuses '=', '+', '/', whitespace and non-zero trailing bits.
-    B64.decode(seg).map_err(|_| TokenError::Malformed)
-}
-
 fn typ_matches(typ: Option<&str>, want: &str) -> bool {
     typ.is_some_and(|t| {
         let t = if t.len() > 12 && t[..12].eq_ignore_ascii_case("application/") { &t[12..] } else { t };
@@ -234,39 +135,7 @@ fn typ_matches(typ: Option<&str>, want: &str) -> bool {
     })
 }
 
-/// A token split and decoded, not yet trusted.
-struct Parsed<'t> {
-    header: Header,
-    claims: Claims,
-    payload: Vec<u8>,
-    /// `header.payload`, the bytes the signature covers.
-    signing_input: &'t [u8],
-    /// Third segment, still base64url.
-    signature: &'t str,
-}
-
-fn parse(token: &str) -> Result<Parsed<'_>, TokenError> {
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(TokenError::Malformed);
-    };
-    let header_json = decode_segment(h)?;
-    if !unique_keys(&header_json) {
-        return Err(TokenError::BadHeader);
-    }
-    let header: Header = serde_json::from_slice(&header_json).map_err(|_| TokenError::BadHeader)?;
-    if header.crit.is_some() {
-        return Err(TokenError::Crit);
-    }
-    let payload = decode_segment(p)?;
-    if !unique_keys(&payload) {
-        return Err(TokenError::BadClaims);
-    }
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
-    Ok(Parsed { header, claims, payload, signing_input: &token.as_bytes()[..h.len() + 1 + p.len()], signature: s })
-}
-
-impl Claims {
+impl Claims<'_> {
     fn check_times(&self, now: u64, leeway: u64) -> Result<(), TokenError> {
         if now > self.exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
@@ -290,9 +159,17 @@ impl Claims {
 }
 
 impl Parsed<'_> {
+    /// Signature check with `key`; the decoded signature stays on the stack.
+    fn signature_ok(&self, key: &VerifyKey) -> Result<bool, TokenError> {
+        // 8192-bit RSA, the largest key aws-lc-rs verifies with, signs 1024 bytes.
+        let mut stack = [0u8; 1032];
+        let mut heap = Vec::new();
+        Ok(key.verify(self.signing_input, parse::decode_into(self.signature, &mut stack, &mut heap)?))
+    }
+
     fn check_signature(&self, keys: &KeySet, alg: Alg) -> Result<(), TokenError> {
         let key = keys.find(self.header.kid.as_deref(), alg).ok_or(TokenError::UnknownKey)?;
-        if !key.verify(self.signing_input, &decode_segment(self.signature)?) {
+        if !self.signature_ok(key)? {
             return Err(TokenError::BadSignature);
         }
         Ok(())
@@ -310,6 +187,15 @@ impl Trust {
         self.check(token, None, Some(issuer), now)
     }
 
+    /// The issuer named `iss`. A gateway trusts a handful: comparing them costs less than SipHash.
+    fn issuer(&self, iss: &str) -> Option<&Issuer> {
+        if self.issuers.len() <= 8 {
+            self.issuers.iter().find(|(name, _)| name.as_str() == iss).map(|(_, issuer)| issuer)
+        } else {
+            self.issuers.get(iss)
+        }
+    }
+
     /// `audience`: None skips the audience check; Some(None) uses the issuer's audiences.
     fn check(
         &self,
@@ -321,14 +207,14 @@ impl Trust {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let parsed = parse(token)?;
+        let mut scratch = Scratch::default();
+        let parsed = parse(token, &mut scratch)?;
         let (header, claims) = (&parsed.header, &parsed.claims);
         if only_issuer.is_some_and(|i| i != claims.iss) {
             return Err(TokenError::UntrustedIssuer);
         }
-        let issuer = self.issuers.get(&claims.iss).ok_or(TokenError::UntrustedIssuer)?;
-        let alg =
-            Alg::parse(&header.alg).filter(|a| issuer.algorithms.contains(a)).ok_or(TokenError::AlgorithmNotAllowed)?;
+        let issuer = self.issuer(&claims.iss).ok_or(TokenError::UntrustedIssuer)?;
+        let alg = header.alg.filter(|a| issuer.algorithms.contains(a)).ok_or(TokenError::AlgorithmNotAllowed)?;
         if let Some(want) = &issuer.require_typ {
             if !typ_matches(header.typ.as_deref(), want) {
                 return Err(TokenError::WrongType);
@@ -344,15 +230,16 @@ impl Trust {
             return Err(TokenError::WrongAudience);
         }
         parsed.check_signature(&issuer.keys, alg)?;
-        let Parsed { claims, payload, .. } = parsed;
+        let owned = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().map(str::to_owned);
         Ok(Verified {
-            sub: claims.sub,
-            client_id: claims.client_id,
-            scope: claims.scope,
-            jti: claims.jti,
+            sub: owned(&claims.sub),
+            client_id: owned(&claims.client_id),
+            scope: owned(&claims.scope),
+            jti: owned(&claims.jti),
             exp: claims.exp,
             valid_until: claims.exp.saturating_add(issuer.leeway),
-            payload,
+            // The claims borrowed the payload up to here; now it can move.
+            payload: std::mem::take(&mut scratch.payload),
         })
     }
 }
@@ -382,12 +269,15 @@ pub fn verify_assertion(
     if token.len() > 8 * 1024 {
         return Err(TokenError::TooLarge);
     }
-    let parsed = parse(token)?;
+    let mut scratch = Scratch::default();
+    let parsed = parse(token, &mut scratch)?;
     let claims = &parsed.claims;
     if claims.iss != client_id || claims.sub.as_deref() != Some(client_id) {
         return Err(TokenError::UntrustedIssuer);
     }
-    let alg = Alg::parse(&parsed.header.alg)
+    let alg = parsed
+        .header
+        .alg
         .filter(|a| !matches!(a, Alg::HS256 | Alg::HS384 | Alg::HS512))
         .ok_or(TokenError::AlgorithmNotAllowed)?;
     claims.check_times(now, leeway)?;
@@ -397,11 +287,11 @@ pub fn verify_assertion(
     if !audiences.iter().any(|a| claims.has_audience(a)) {
         return Err(TokenError::WrongAudience);
     }
-    let jti = claims.jti.clone().ok_or(TokenError::BadClaims)?;
+    let jti = claims.jti.as_deref().ok_or(TokenError::BadClaims)?.to_owned();
     // A client's single PEM key is stored without a kid: a one-key set accepts any kid.
     let key =
         keys.find(parsed.header.kid.as_deref(), alg).or_else(|| keys.find(None, alg)).ok_or(TokenError::UnknownKey)?;
-    if !key.verify(parsed.signing_input, &decode_segment(parsed.signature)?) {
+    if !parsed.signature_ok(key)? {
         return Err(TokenError::BadSignature);
     }
     Ok(Assertion { jti, exp: claims.exp })
@@ -409,7 +299,8 @@ pub fn verify_assertion(
 
 /// The `iss` of a token, unverified: only to pick which client's keys verify an assertion.
 pub fn unverified_issuer(token: &str) -> Option<String> {
-    parse(token).ok().map(|p| p.claims.iss)
+    let mut scratch = Scratch::default();
+    parse(token, &mut scratch).ok().map(|p| p.claims.iss.into_owned())
 }
 
 /// Signs `claims` with `key` as a compact JWS with header `{alg, kid, typ}`.

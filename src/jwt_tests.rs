@@ -246,3 +246,262 @@ fn array_claims_render_as_space_separated_header_text() {
     assert_eq!(claim_as_header_text(&v, "obj"), None);
     assert_eq!(claim_as_header_text(&v, "missing"), None);
 }
+
+/// Signs an arbitrary header and payload (raw bytes, not re-serialized) with `k`.
+fn raw_bytes(header: &[u8], payload: &[u8], k: &SigningKey) -> String {
+    let input = format!("{}.{}", B64.encode(header), B64.encode(payload));
+    let sig = k.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", B64.encode(sig))
+}
+
+/// A payload that passes, with `extra` members appended.
+fn body_with(extra: &str) -> String {
+    format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"sub":"alice"{extra}}}"#, NOW + 60)
+}
+
+const GOOD_HEADER: &[u8] = br#"{"alg":"ES256","kid":"k1","typ":"at+jwt"}"#;
+
+#[test]
+fn escaped_spellings_of_a_member_name_are_duplicates() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let claims = |extra: &str| trust.validate(&raw_bytes(GOOD_HEADER, body_with(extra).as_bytes(), &k), None, NOW);
+    assert!(claims("").is_ok(), "control");
+    for extra in [
+        format!(r#","\u0065xp":{}"#, NOW + 99_999),
+        r#","\u0073ub":"root""#.to_string(),
+        r#","s\u0075b":"root""#.to_string(),
+        r#","\u0069\u0073\u0073":"https://evil""#.to_string(),
+        r#","tenant":"a","ten\u0061nt":"b""#.to_string(),
+        r#","ten\u0061nt":"a","tenant":"b""#.to_string(),
+        r#","x":1,"x":1"#.to_string(),
+    ] {
+        assert_eq!(claims(&extra).unwrap_err(), TokenError::BadClaims, "{extra}");
+    }
+    // Escaped but distinct names are fine, and escaped values are unescaped.
+    let v = trust
+        .validate(
+            &raw_bytes(GOOD_HEADER, br#"{"iss":"https://tokengate.test","aud":"\u0061pi","exp":1800000060,"sub":"\u0061lice","sc\u006fpe":"read\nx"}"#, &k),
+            None,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(v.sub.as_deref(), Some("alice"));
+    assert_eq!(v.scope.as_deref(), Some("read\nx"));
+    let header = |h: &[u8]| trust.validate(&raw_bytes(h, body_with("").as_bytes(), &k), None, NOW);
+    for h in [
+        &br#"{"alg":"ES256","\u0061lg":"none","kid":"k1","typ":"at+jwt"}"#[..],
+        br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","k\u0069d":"k2"}"#,
+        br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","jku":"a","j\u006bu":"b"}"#,
+        br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","x":{},"x":{}}"#,
+    ] {
+        assert_eq!(header(h).unwrap_err(), TokenError::BadHeader, "{}", String::from_utf8_lossy(h));
+    }
+    assert_eq!(
+        header(br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","\u0063rit":["exp"]}"#).unwrap_err(),
+        TokenError::Crit
+    );
+    assert!(header(br#"{"\u0061lg":"ES256","kid":"k\u0031","typ":"at+jwt"}"#).is_ok(), "escaped names are names");
+}
+
+#[test]
+fn duplicates_are_found_among_many_unmodelled_members() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let many: String = (0..100).map(|i| format!(r#","c{i}":{i}"#)).collect();
+    let check = |extra: &str| trust.validate(&raw_bytes(GOOD_HEADER, body_with(extra).as_bytes(), &k), None, NOW);
+    assert!(check(&many).is_ok(), "100 distinct members");
+    // A repeat of an early name (kept in the scan list) found after the switch to a set, of a
+    // late one, and of an escaped spelling.
+    for dup in [r#","c3":0"#, r#","c99":0"#, r#","c\u0035\u0030":0"#, r#","sub":"root""#] {
+        assert_eq!(check(&format!("{many}{dup}")).unwrap_err(), TokenError::BadClaims, "{dup}");
+    }
+}
+
+#[test]
+fn structure_and_types_stay_strict() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let payload = |p: &[u8]| trust.validate(&raw_bytes(GOOD_HEADER, p, &k), None, NOW);
+    let good = body_with("");
+    assert!(payload(format!(" \n{good}\t ").as_bytes()).is_ok(), "JSON whitespace around the object");
+    for bad in [
+        format!("{good} x"),
+        format!("{good}{good}"),
+        format!("[{good}]"),
+        r#""iss""#.to_string(),
+        "null".to_string(),
+        String::new(),
+        good[..good.len() - 1].to_string(),
+        body_with(r#","aud2":["a",1,]"#),
+        body_with(r#","nested":{"a":1"#),
+        format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"sub":null}}"#, NOW + 60),
+        format!(r#"{{"iss":"{ISS}","aud":["api",1],"exp":{}}}"#, NOW + 60),
+        format!(r#"{{"iss":"{ISS}","aud":{{"api":1}},"exp":{}}}"#, NOW + 60),
+        format!(r#"{{"iss":"{ISS}","aud":"api","exp":{}.0}}"#, NOW + 60),
+        format!(r#"{{"iss":"{ISS}","aud":"api","exp":"{}"}}"#, NOW + 60),
+        format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"iat":null}}"#, NOW + 60),
+        format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"jti":7}}"#, NOW + 60),
+        format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"client_id":["c"]}}"#, NOW + 60),
+        format!(r#"{{"aud":"api","exp":{}}}"#, NOW + 60),
+    ] {
+        assert_eq!(payload(bad.as_bytes()).unwrap_err(), TokenError::BadClaims, "{bad}");
+    }
+    // Invalid UTF-8, even inside a member the validator skips.
+    let mut bytes = body_with(r#","note":"xx""#).into_bytes();
+    let at = bytes.len() - 3;
+    bytes[at] = 0xff;
+    assert_eq!(payload(&bytes).unwrap_err(), TokenError::BadClaims);
+    // `aud: null` is no audience: refused where one is needed, as before.
+    let null_aud = format!(r#"{{"iss":"{ISS}","aud":null,"exp":{}}}"#, NOW + 60);
+    assert_eq!(payload(null_aud.as_bytes()).unwrap_err(), TokenError::WrongAudience);
+    let header = |h: &[u8]| trust.validate(&raw_bytes(h, good.as_bytes(), &k), None, NOW);
+    for (h, want) in [
+        (&br#"{"alg":"ES256","kid":"k1","typ":null}"#[..], TokenError::BadHeader),
+        (br#"{"alg":"ES256","kid":null,"typ":"at+jwt"}"#, TokenError::BadHeader),
+        (br#"{"alg":null,"kid":"k1","typ":"at+jwt"}"#, TokenError::BadHeader),
+        (br#"["ES256"]"#, TokenError::BadHeader),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt"} {}"#, TokenError::BadHeader),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","crit":null}"#, TokenError::Crit),
+    ] {
+        assert_eq!(header(h).unwrap_err(), want, "{}", String::from_utf8_lossy(h));
+    }
+}
+
+#[test]
+fn segments_must_be_exactly_three_canonical_base64url() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let good = raw_bytes(GOOD_HEADER, body_with("").as_bytes(), &k);
+    assert!(trust.validate(&good, None, NOW).is_ok());
+    let (h, rest) = good.split_once('.').unwrap();
+    let (p, s) = rest.split_once('.').unwrap();
+    for bad in [
+        format!("{h}.{p}"),
+        format!("{h}.{p}.{s}."),
+        format!("{h}.{p}..{s}"),
+        format!("{h}..{p}.{s}"),
+        format!(".{h}.{p}.{s}"),
+        format!("{h}.{p}.{s}.{s}"),
+        format!("{h}.{p}.{p}.{s}"),
+        format!("{h}=.{p}.{s}"),
+        format!("{h}.{p}=.{s}"),
+        format!("{h}.{p}.{s}="),
+        format!("{h}.{p} .{s}"),
+        format!("{h}.{p}.{s}\n"),
+    ] {
+        assert!(trust.validate(&bad, None, NOW).is_err(), "{bad}");
+    }
+    // Non-canonical trailing bits: the last character of a segment changed to one that decodes
+    // to the same bytes with non-zero unused bits.
+    for (seg, at) in [(0, h.len() - 1), (1, h.len() + 1 + p.len() - 1), (2, good.len() - 1)] {
+        let len = [h.len(), p.len(), s.len()][seg];
+        if len % 4 == 0 {
+            continue;
+        }
+        let mut t = good.clone().into_bytes();
+        // Flip the lowest bit of the last character's 6-bit value: same bytes, unused bits set.
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let idx = alphabet.iter().position(|c| *c == t[at]).unwrap();
+        t[at] = alphabet[idx ^ 1];
+        let t = String::from_utf8(t).unwrap();
+        assert_eq!(trust.validate(&t, None, NOW).unwrap_err(), TokenError::Malformed, "segment {seg}");
+    }
+    assert_eq!(trust.validate(&format!("{h}.{p}.{s}.x"), None, NOW).unwrap_err(), TokenError::Malformed);
+}
+
+#[test]
+fn the_header_cache_never_answers_for_a_different_header() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let body = body_with("");
+    let with_header = |h: &[u8]| trust.validate(&raw_bytes(h, body.as_bytes(), &k), None, NOW);
+    let others: [(&[u8], Option<TokenError>); 8] = [
+        (br#"{"alg":"ES256","kid":"nope","typ":"at+jwt"}"#, Some(TokenError::UnknownKey)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#, Some(TokenError::WrongType)),
+        (br#"{"alg":"ES256","kid":"k1"}"#, Some(TokenError::WrongType)),
+        (br#"{"alg":"ES384","kid":"k1","typ":"at+jwt"}"#, Some(TokenError::AlgorithmNotAllowed)),
+        (br#"{"alg":"none","kid":"k1","typ":"at+jwt"}"#, Some(TokenError::AlgorithmNotAllowed)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","crit":["x"]}"#, Some(TokenError::Crit)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt","kid":"k1"}"#, Some(TokenError::BadHeader)),
+        (br#"{"alg":"ES256","kid":"k1","typ":"at+jwt"} "#, None),
+    ];
+    // Round after round, so that each other header is both cached (or refused before caching)
+    // and then looked up again right after the good one was cached, and more headers go round
+    // than the cache has slots.
+    for round in 0..3 {
+        assert!(with_header(GOOD_HEADER).is_ok(), "round {round}");
+        for (h, want) in &others {
+            // None: only whitespace differs, a good header of its own.
+            assert_eq!(with_header(h).err(), *want, "round {round}: {}", String::from_utf8_lossy(h));
+            assert!(with_header(GOOD_HEADER).is_ok(), "round {round}, after {}", String::from_utf8_lossy(h));
+        }
+    }
+    // The good header's segment with one more character, or one fewer: different text.
+    let good = raw_bytes(GOOD_HEADER, body.as_bytes(), &k);
+    let (h, rest) = good.split_once('.').unwrap();
+    assert!(trust.validate(&good, None, NOW).is_ok());
+    assert!(trust.validate(&format!("{h}A.{rest}"), None, NOW).is_err());
+    assert!(trust.validate(&format!("{}.{rest}", &h[..h.len() - 1]), None, NOW).is_err());
+    assert!(trust.validate(&format!("{h}=.{rest}"), None, NOW).is_err());
+}
+
+#[test]
+fn the_header_cache_is_per_key_and_per_thread() {
+    // Two keys, two kids, one issuer: alternate tokens must each find their own key.
+    let (a, b) = (
+        key(Alg::ES256),
+        SigningKey::from_pem("k2", generate_pem(Alg::ES256).unwrap().as_bytes(), RsaAlg::RS256).unwrap(),
+    );
+    let mut trust = trust_for(&a);
+    let iss = trust.issuers.get_mut(ISS).unwrap();
+    iss.keys.insert("k2".into(), VerifyKey::public(Alg::ES256, &pubkey_bytes(&b)).unwrap());
+    let ta = sign(&a, "at+jwt", &claims()).unwrap();
+    let tb = sign(&b, "at+jwt", &claims()).unwrap();
+    // b's header naming a's kid: the signature must be checked with a's key and fail.
+    let (hb, _) = tb.split_once('.').unwrap();
+    let (ha, _) = ta.split_once('.').unwrap();
+    let crossed = format!("{ha}.{}", tb.split_once('.').unwrap().1);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    assert!(trust.validate(&ta, None, NOW).is_ok());
+                    assert!(trust.validate(&tb, None, NOW).is_ok());
+                    assert_eq!(trust.validate(&crossed, None, NOW).unwrap_err(), TokenError::BadSignature);
+                }
+            });
+        }
+    });
+    assert_ne!(ha, hb);
+}
+
+#[test]
+fn issuers_are_matched_exactly_whether_scanned_or_hashed() {
+    let k = key(Alg::ES256);
+    for count in [3, 12] {
+        let mut trust = trust_for(&k);
+        let template = trust.issuers.remove(ISS).unwrap();
+        for i in 0..count {
+            let mut keys = KeySet::default();
+            keys.insert(k.kid.clone(), VerifyKey::public(k.alg, &pubkey_bytes(&k)).unwrap());
+            let issuer = Issuer {
+                keys,
+                algorithms: template.algorithms.clone(),
+                audiences: template.audiences.clone(),
+                require_typ: template.require_typ.clone(),
+                leeway: template.leeway,
+            };
+            trust.issuers.insert(format!("{ISS}/{i}"), issuer);
+        }
+        let with_iss = |iss: &str| {
+            let mut c = claims();
+            c["iss"] = iss.into();
+            trust.validate(&sign(&k, "at+jwt", &c).unwrap(), None, NOW)
+        };
+        assert!(with_iss(&format!("{ISS}/{}", count - 1)).is_ok(), "{count}");
+        for bad in [ISS.to_string(), format!("{ISS}/{count}"), format!("{ISS}/1 "), format!("{ISS}/01")] {
+            assert_eq!(with_iss(&bad).unwrap_err(), TokenError::UntrustedIssuer, "{count}: {bad}");
+        }
+    }
+}
