@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub listen_plain: Option<SocketAddr>,
     /// Tokio worker threads; 0 means one per core.
     pub workers: usize,
+    /// How the worker threads share the work: one work-stealing runtime, or one single-threaded
+    /// runtime per worker, each accepting on its own `SO_REUSEPORT` listener.
+    pub runtime: RuntimeKind,
     /// Keep client-sent `X-Forwarded-*` headers (append to them) instead of replacing them.
     pub trust_forwarded: bool,
     /// How long requests in flight may take to finish after SIGTERM/SIGINT.
@@ -104,12 +107,34 @@ pub struct ServerConfig {
     pub max_h2_streams: u32,
 }
 
+/// `server.runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// One multi-thread tokio runtime: connections move between threads as load shifts.
+    WorkStealing,
+    /// One current-thread runtime per worker, the kernel spreading connections over their
+    /// `SO_REUSEPORT` listeners: no cross-thread scheduling, but no stealing either.
+    PerCore,
+}
+
+impl ServerConfig {
+    /// Worker threads to run: `workers`, or one per core when 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: ([127, 0, 0, 1], 8443).into(),
             listen_plain: None,
             workers: 0,
+            runtime: RuntimeKind::WorkStealing,
             trust_forwarded: false,
             shutdown_grace_secs: 10,
             upstream_timeout_secs: 30,

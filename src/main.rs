@@ -121,16 +121,17 @@ fn main() -> anyhow::Result<()> {
 fn serve(config: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
     tokengate::logging::init(&cfg.log);
-    // One worker: a current-thread runtime skips the work-stealing machinery (measured faster);
-    // blocking work (argon2, the state store) still goes to tokio's blocking pool.
-    let mut rt = if cfg.server.workers == 1 {
+    // One worker, or one runtime per worker: a current-thread runtime here (the server starts
+    // the other per-core ones), skipping the work-stealing machinery (measured faster); blocking
+    // work (argon2, the state store) still goes to tokio's blocking pool.
+    let workers = cfg.server.worker_count();
+    let mut rt = if workers == 1 || cfg.server.runtime == tokengate::config::RuntimeKind::PerCore {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
-    if cfg.server.workers > 1 {
-        rt.worker_threads(cfg.server.workers);
-    }
     let rt = rt.enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let running = tokengate::server::start(config).await?;

@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::config::RuntimeKind;
 use crate::conn::{self, Builders};
 use crate::conn_limits::ConnLimiter;
 use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     /// Accept loops and the reloader; all end after shutdown.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The other per-core runtimes' threads (`server.runtime = "per-core"`); end after shutdown.
+    cores: Vec<std::thread::JoinHandle<()>>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -85,9 +88,17 @@ pub async fn start_with_store(
         ip_limits,
     });
 
-    let https = bind(server_cfg.listen).await?;
+    // Per-core: every extra runtime binds the same addresses with SO_REUSEPORT, and the kernel
+    // spreads new connections over them.
+    let cores = match server_cfg.runtime {
+        RuntimeKind::PerCore => server_cfg.worker_count(),
+        RuntimeKind::WorkStealing => 1,
+    };
+    let reuse = cores > 1;
+    let https_socket = bind_socket(server_cfg.listen, reuse)?;
+    let https = listen(https_socket, server_cfg.listen)?;
     let plain = match server_cfg.listen_plain {
-        Some(a) => Some(bind(a).await?),
+        Some(a) => Some(listen(bind_socket(a, reuse)?, a)?),
         None => None,
     };
     let admin_listener = bind(admin_listen).await?;
@@ -98,6 +109,16 @@ pub async fn start_with_store(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let acceptor = TlsAcceptor::from(Arc::new(crate::tls::server_config(current.clone())?));
     let limiter = ConnLimiter::new(server_cfg.max_connections, server_cfg.max_connections_per_ip);
+    let mut cores_running = Vec::new();
+    for i in 1..cores {
+        let sockets = (bind_socket(https_addr, true)?, plain_addr.map(|a| bind_socket(a, true)).transpose()?);
+        let (acceptor, gw, limiter, stop) = (acceptor.clone(), gateway.clone(), limiter.clone(), shutdown_rx.clone());
+        let core = std::thread::Builder::new()
+            .name(format!("tokengate-core-{i}"))
+            .spawn(move || run_core(sockets, acceptor, gw, limiter, stop))
+            .map_err(|source| StartError::Bind { addr: https_addr, source })?;
+        cores_running.push(core);
+    }
     let mut tasks =
         vec![tokio::spawn(accept_loop(https, Some(acceptor), gateway.clone(), limiter.clone(), shutdown_rx.clone()))];
     if let Some(plain) = plain {
@@ -110,7 +131,55 @@ pub async fn start_with_store(
     tasks.push(tokio::spawn(crate::reload::run(config_path, gateway.clone(), shutdown_rx)));
     admin_state.set_ready(true);
     tracing::info!(%https_addr, plain = ?plain_addr, %admin_addr, "tokengate listening");
-    Ok(Running { https_addr, plain_addr, admin_addr, gateway, shutdown, tasks })
+    Ok(Running { https_addr, plain_addr, admin_addr, gateway, shutdown, tasks, cores: cores_running })
+}
+
+/// A TCP socket bound to `addr` (not yet listening), with `SO_REUSEPORT` when `reuse`.
+fn bind_socket(addr: SocketAddr, reuse: bool) -> Result<tokio::net::TcpSocket, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let socket = socket.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    #[cfg(unix)]
+    if reuse {
+        socket.set_reuseport(true).map_err(err)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse;
+    socket.bind(addr).map_err(err)?;
+    Ok(socket)
+}
+
+/// Starts listening, on the runtime this is called on.
+fn listen(socket: tokio::net::TcpSocket, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    socket.listen(1024).map_err(|source| StartError::Bind { addr, source })
+}
+
+/// One extra per-core runtime: its own current-thread runtime accepting on its own listeners
+/// (HTTPS and plain) until shutdown, sharing the gateway state with every other core.
+fn run_core(
+    (https, plain): (tokio::net::TcpSocket, Option<tokio::net::TcpSocket>),
+    acceptor: TlsAcceptor,
+    gw: Arc<Gateway>,
+    limiter: Arc<ConnLimiter>,
+    stop: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return tracing::error!(error = %e, "a per-core runtime failed to start"),
+    };
+    rt.block_on(async move {
+        let (Ok(https), plain) = (https.listen(1024), plain.map(|p| p.listen(1024))) else {
+            return tracing::error!("a per-core listener failed to start");
+        };
+        let https = accept_loop(https, Some(acceptor), gw.clone(), limiter.clone(), stop.clone());
+        match plain {
+            Some(Ok(plain)) => {
+                tokio::join!(https, accept_loop(plain, None, gw, limiter, stop));
+            }
+            _ => https.await,
+        }
+    });
 }
 
 /// Opens the durable state store named by `state.path` (`:memory:` for a volatile one).
@@ -132,6 +201,8 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        let cores = self.cores;
+        let _ = tokio::task::spawn_blocking(move || cores.into_iter().for_each(|c| drop(c.join()))).await;
     }
 }
 

@@ -407,3 +407,24 @@ async fn concurrent_h2_streams_keep_their_own_identity() {
         assert_eq!(s.header("x-auth-scope"), Some(format!("s{i}").as_str()), "{}", s.uri);
     }
 }
+
+/// `runtime = "per-core"`: each worker has its own runtime and its own SO_REUSEPORT listeners on
+/// the same ports; the kernel spreads connections over them, so a core that did not accept would
+/// leave about half of these connections unanswered. Shutdown stops every core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_runtimes_share_the_listeners_and_stop_on_shutdown() {
+    let up = Upstream::start(Mode::Ok).await;
+    let mut gw = Gw::start("workers = 3\nruntime = \"per-core\"", &route("/api", &up.url(), "")).await;
+    let tok = gw.mint("alice", "");
+    for i in 0..24 {
+        let mut c = if i % 2 == 0 { gw.plain_conn().await } else { gw.tls(i % 4 == 1).await };
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            c.send(req("GET", "/api/x", &[("authorization", &bearer(&tok))], empty())),
+        )
+        .await
+        .expect("every connection is answered, whichever core accepted it");
+        assert_eq!(r.status, 200);
+    }
+    tokio::time::timeout(Duration::from_secs(10), gw.shutdown()).await.expect("all cores stop on shutdown");
+}
