@@ -15,6 +15,8 @@
 # target/release/tokengate, built with cargo if missing); PORT=first of 16 ports (default 19000).
 # TOKENGATE_B=path of a second tokengate build adds its own targets, named b-rs256, b-es256,
 # b-rs256-unique, b-es256-unique and b-https-rs256, measured in the same rounds: an A/B of two builds.
+# WORKERS (default 1) and RUNTIME (work-stealing or per-core) set tokengate's [server] workers and
+# runtime; RUNTIME_B sets B's runtime (default RUNTIME), to compare the two runtimes side by side.
 #
 # Targets, all on 127.0.0.1 and all answering the nginx upstream's "ok":
 #   direct                 the upstream itself (PORT)
@@ -96,9 +98,9 @@ for alg in RS256 ES256; do
   "$tg" "${mint[@]}" --distinct "$unique" >"$dir/$alg-many.jwt"
 done
 
-# fill TEMPLATE OUT [TGP TGS TGA CACHE]: the placeholders of benches/peers/*.in
+# fill TEMPLATE OUT [TGP TGS TGA CACHE RUNTIME]: the placeholders of benches/peers/*.in
 fill() {
-  sed -e "s#@DIR@#$dir#g" -e "s#@UP@#$UP#g" -e "s#@NGX@#$NGX#g" -e "s#@HRS@#$HRS#g" -e "s#@HES@#$HES#g" \
+  sed -e "s#@WORKERS@#${WORKERS:-1}#g" -e "s#@RUNTIME@#${7:-${RUNTIME:-work-stealing}}#g" -e "s#@DIR@#$dir#g" -e "s#@UP@#$UP#g" -e "s#@NGX@#$NGX#g" -e "s#@HRS@#$HRS#g" -e "s#@HES@#$HES#g" \
     -e "s#@TGP@#${3:-}#g" -e "s#@TGS@#${4:-}#g" -e "s#@TGA@#${5:-}#g" -e "s#@CACHE@#${6:-}#g" "$1" >"$2"
 }
 fill "$peers/nginx.conf.in" "$dir/nginx.conf"
@@ -110,8 +112,9 @@ fill "$peers/gateway.toml.in" "$dir/gateway-nocache.toml" $((port + 7)) $((port 
 "$tg" check --config "$dir/gateway-nocache.toml" >/dev/null
 tgb=${TOKENGATE_B:-}
 if [ -n "$tgb" ]; then
-  fill "$peers/gateway.toml.in" "$dir/gateway-b.toml" $((port + 10)) $((port + 11)) $((port + 12)) 10000
-  fill "$peers/gateway.toml.in" "$dir/gateway-b-nocache.toml" $((port + 13)) $((port + 14)) $((port + 15)) 0
+  rb=${RUNTIME_B:-${RUNTIME:-work-stealing}}
+  fill "$peers/gateway.toml.in" "$dir/gateway-b.toml" $((port + 10)) $((port + 11)) $((port + 12)) 10000 "$rb"
+  fill "$peers/gateway.toml.in" "$dir/gateway-b-nocache.toml" $((port + 13)) $((port + 14)) $((port + 15)) 0 "$rb"
   "$tgb" check --config "$dir/gateway-b.toml" >/dev/null
 fi
 "${server_cpu[@]}" nginx -p "$dir/" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" >"$dir/nginx.out" 2>&1 &
