@@ -8,7 +8,8 @@
 //! - [`conn`]: one connection: HTTP/1.1 or h2 from ALPN or a peek at the preface, served by
 //!   hyper's builder for that protocol; h2 behind a first-byte deadline ([`first_byte`]).
 //! - [`proxy`]: one request: normalize the path ([`routes`]), pick the route, authorize
-//!   ([`authz`] → [`jwt`]), rewrite headers ([`headers`]), forward ([`upstream`]), log.
+//!   ([`authz`] → [`jwt`]), rewrite headers ([`headers`]), forward through a per-upstream
+//!   connection pool ([`upstream::pool`]), log.
 //! - [`jwt`]: strict token parsing and validation, cheapest checks first; minting;
 //!   [`token_cache`] remembers verified tokens per snapshot.
 //! - [`keys`]: signing and verification keys, parsed once; JWKS in and out.

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# profile.sh: instructions per proxied request, counted by valgrind's callgrind. Unlike req/s,
+# an instruction count is repeatable on a busy machine, so two builds can be compared at any time.
+# User-space instructions only: the kernel's share of a request (about half of its CPU time on
+# loopback) is not counted.
+#
+#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-o OUT]
+#
+#   -s  seconds of measured load (default 10; callgrind slows the gateway ~50x)
+#   -a  token algorithm (default RS256)     -u  a distinct token per request, verified-token cache off
+#   -o  keep the callgrind profile as OUT (read it with callgrind_annotate OUT)
+#
+# Starts an nginx upstream answering "ok" and tokengate (release build, plain listener, 1 worker)
+# under callgrind on 127.0.0.1:PORT..PORT+3 (PORT=19800), warms up for 2 s uninstrumented, then
+# counts while wrk (-t1 -c16) sends requests with the minted tokens, and prints the count per
+# request. TOKENGATE=path profiles another build. Needs valgrind, nginx, wrk.
+set -euo pipefail
+secs=10 alg=RS256 unique=0 out=
+while getopts s:a:uo:h o; do
+  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; o) out=$OPTARG ;;
+    *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;; esac
+done
+for t in valgrind callgrind_annotate callgrind_control nginx wrk; do
+  command -v $t >/dev/null || { echo "profile.sh: needs $t (apt-get install -y valgrind nginx wrk)" >&2; exit 2; }
+done
+root=$(cd "$(dirname "$0")/.." && pwd)
+tg=${TOKENGATE:-$root/target/release/tokengate}
+[ -x "$tg" ] || (cd "$root" && cargo build --release --bin tokengate >&2)
+port=${PORT:-19800}
+dir=$(mktemp -d /tmp/tokengate-profile.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+mkdir -p "$dir/keys"
+k=$(tr 'A-Z' 'a-z' <<<"$alg")
+"$tg" keygen --alg "$alg" --out "$dir/keys/$k.pem"
+mint=(bench --print-tokens --mint-key "$dir/keys/$k.pem" --iss https://profile.test --aud api --sub bench --ttl 86400)
+if [ "$unique" = 1 ]; then "$tg" "${mint[@]}" --distinct 20000 >"$dir/tokens"; else "$tg" "${mint[@]}" >"$dir/tokens"; fi
+cat >"$dir/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir;
+  proxy_temp_path $dir;
+  server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 "ok\n"; } }
+}
+NGX
+cat >"$dir/gateway.toml" <<TOML
+[server]
+listen = "127.0.0.1:$((port + 2))"
+listen_plain = "127.0.0.1:$((port + 1))"
+workers = 1
+[tls]
+cert = "$dir/gateway.crt"
+key = "$dir/gateway.key"
+[admin]
+listen = "127.0.0.1:$((port + 3))"
+[tokens]
+issuer = "https://profile.test"
+audience = "api"
+keys_dir = "$dir/keys"
+active_kid = "$k"
+cache_size = $([ "$unique" = 1 ] && echo 0 || echo 10000)
+[state]
+path = ":memory:"
+[log]
+level = "warn"
+[[routes]]
+prefix = "/"
+upstream = "http://127.0.0.1:$port"
+TOML
+"$tg" check --config "$dir/gateway.toml" >/dev/null
+nginx -p "$dir/" -c "$dir/nginx.conf" >/dev/null 2>&1 &
+pids+=($!)
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/cg.out" \
+  "$tg" serve --config "$dir/gateway.toml" 2>"$dir/valgrind.log" &
+vg=$!
+pids+=($vg)
+url=http://127.0.0.1:$((port + 1))/
+for _ in $(seq 150); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -n1 "$dir/tokens")" "$url")" = 200 ] && break
+  sleep 0.2
+done
+TOKENS=$dir/tokens wrk -t1 -c16 -d2s -s "$root/benches/peers/tokens.lua" "$url" >/dev/null
+callgrind_control -i on "$vg" >/dev/null 2>&1
+load=$(TOKENS=$dir/tokens wrk -t1 -c16 -d"${secs}s" -s "$root/benches/peers/tokens.lua" "$url")
+callgrind_control -i off "$vg" >/dev/null 2>&1
+callgrind_control -d "$vg" >/dev/null 2>&1
+sleep 1
+requests=$(awk '/requests in/ { print $1 }' <<<"$load")
+non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$load")
+profile=$(ls -S "$dir"/cg.out* | head -n1)
+total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+[ -n "$out" ] && cp "$profile" "$out"
+echo "profile.sh: $alg, $([ "$unique" = 1 ] && echo 'a distinct token per request' || echo 'one token (cached)'): $requests requests${non2xx:+ ($non2xx non-2xx)}, $total instructions, $((total / requests)) per request"
