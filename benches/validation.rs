@@ -53,8 +53,9 @@ struct Case {
     signer: Option<SigningKey>,
 }
 
-fn claims(iss: &str) -> serde_json::Value {
-    let now = jwt::now();
+/// Claims issued at `now`: the benchmark's own clock, fixed at its start, so that a token minted
+/// minutes into the run is not "issued in the future" to a `validate` called with that clock.
+fn claims(iss: &str, now: u64) -> serde_json::Value {
     json!({
         "iss": iss, "sub": "user-12345", "aud": "api", "scope": "read write",
         "client_id": "bench-client", "iat": now, "exp": now + 3600, "jti": jwt::random_id(),
@@ -99,7 +100,7 @@ fn asymmetric(alg: Alg) -> Case {
     let key = SigningKey::from_pem(&kid, pem_encode("PRIVATE KEY", &der).as_bytes(), rsa_alg).unwrap();
     assert_eq!(key.alg, alg);
     let iss = format!("https://issuer.test/{kid}");
-    let token = jwt::sign(&key, ACCESS_TOKEN_TYP, &claims(&iss)).unwrap();
+    let token = jwt::sign(&key, ACCESS_TOKEN_TYP, &claims(&iss, jwt::now())).unwrap();
     let (input, sig) = split(&token);
     let bare = Bare::Public(ParsedPublicKey::new(verification, &public).unwrap());
     Case { alg, iss, token, input, sig, bare, signer: Some(key) }
@@ -112,7 +113,7 @@ fn hmac_case() -> (Case, KeySet) {
     let keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::HS256]).unwrap();
     let iss = "https://issuer.test/hs256".to_string();
     let header = json!({"alg": "HS256", "kid": "hs", "typ": ACCESS_TOKEN_TYP});
-    let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims(&iss).to_string()));
+    let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims(&iss, jwt::now()).to_string()));
     let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
     let sig = hmac::sign(&key, input.as_bytes()).as_ref().to_vec();
     let token = format!("{input}.{}", B64.encode(&sig));
@@ -173,7 +174,7 @@ fn validation(c: &mut Criterion) {
             b.iter(|| cache.validate(&trust, black_box(&case.token), None, now).unwrap())
         });
         if let Some(key) = &case.signer {
-            let other = jwt::sign(key, ACCESS_TOKEN_TYP, &claims(&case.iss)).unwrap();
+            let other = jwt::sign(key, ACCESS_TOKEN_TYP, &claims(&case.iss, now)).unwrap();
             let tiny = TokenCache::new(1);
             let pair = [case.token.as_str(), other.as_str()];
             let mut i = 0usize;
@@ -187,7 +188,7 @@ fn validation(c: &mut Criterion) {
     }
     for case in &cases {
         let Some(key) = &case.signer else { continue };
-        let cl = claims(&case.iss);
+        let cl = claims(&case.iss, now);
         g.bench_function(format!("sign/{}", case.alg.as_str()), |b| {
             b.iter(|| jwt::sign(key, ACCESS_TOKEN_TYP, black_box(&cl)).unwrap())
         });
