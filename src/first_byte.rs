@@ -1,6 +1,7 @@
-//! A deadline on a connection's first byte. hyper's header read timer starts only once it reads a
-//! request head, but telling HTTP/1 from h2 reads the opening bytes first, with no timer: a client
-//! that connects (or finishes a TLS handshake) and then says nothing would hold its slot forever.
+//! A deadline on a connection's first byte, for h2: hyper's HTTP/1 header read timer covers a
+//! silent HTTP/1 client, but its h2 server waits for the preface with no timer, so a client that
+//! finishes a TLS handshake offering h2 and then says nothing would hold its slot forever. (A
+//! plain connection is told apart by a peek with its own deadline, in [`crate::conn`].)
 
 use std::future::Future;
 use std::io;
