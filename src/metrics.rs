@@ -65,7 +65,8 @@ fn new_upstream_histogram() -> Histogram {
 #[derive(Default)]
 struct RouteHandles {
     /// Request counters of this route by status code.
-    statuses: RwLock<HashMap<u16, Counter>>,
+    /// (A short list scanned in order: a route sees a handful of statuses, and a scan beats hashing.)
+    statuses: RwLock<Vec<(u16, Counter)>>,
     /// Upstream histogram of this route, created on first observation so unproxied routes stay absent.
     upstream: OnceLock<Histogram>,
 }
@@ -85,7 +86,7 @@ pub struct Metrics {
     /// Times a configured limit refused or cut off a client, by limit.
     limits: Family<LimitLabels, Counter>,
     /// Per-route handle cache keyed by route, so repeat records do not allocate.
-    routes: RwLock<HashMap<String, Arc<RouteHandles>>>,
+    routes: RwLock<HashMap<String, Arc<RouteHandles>, foldhash::fast::RandomState>>,
 }
 
 impl Default for Metrics {
@@ -128,25 +129,28 @@ impl Metrics {
         let limits = Family::<LimitLabels, Counter>::default();
         registry.register("tokengate_limit_hits", "Clients refused or cut off by a configured limit", limits.clone());
 
-        Self { registry, requests, rejections, upstream, reloads, limits, routes: RwLock::new(HashMap::new()) }
+        Self { registry, requests, rejections, upstream, reloads, limits, routes: RwLock::new(HashMap::default()) }
     }
 
     /// One finished proxied request: route prefix ("none" when no route matched), HTTP status.
     pub fn record_request(&self, route: &str, status: u16) {
         let handles = self.route_handles(route);
-        let cached = handles.statuses.read().unwrap_or_else(PoisonError::into_inner).get(&status).cloned();
+        let find = |list: &[(u16, Counter)]| list.iter().find(|(s, _)| *s == status).map(|(_, c)| c.clone());
+        let cached = find(&handles.statuses.read().unwrap_or_else(PoisonError::into_inner));
         let counter = match cached {
             Some(counter) => counter,
-            None => handles
-                .statuses
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(status)
-                .or_insert_with(|| {
-                    let labels = RequestLabels { route: route.to_owned(), status };
-                    self.requests.get_or_create_owned(&labels)
-                })
-                .clone(),
+            None => {
+                let mut list = handles.statuses.write().unwrap_or_else(PoisonError::into_inner);
+                match find(&list) {
+                    Some(counter) => counter,
+                    None => {
+                        let labels = RequestLabels { route: route.to_owned(), status };
+                        let counter = self.requests.get_or_create_owned(&labels);
+                        list.push((status, counter.clone()));
+                        counter
+                    }
+                }
+            }
         };
         counter.inc();
     }
