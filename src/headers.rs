@@ -37,17 +37,17 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
+    tokens_of(headers.get_all(header::CONNECTION))
+}
+
+/// The comma-separated tokens of `Connection` header values.
+fn tokens_of<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iterator<Item = &'a str> {
+    values
         .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-}
-
-fn tokens_of<'a>(values: &'a http::header::GetAll<'a, HeaderValue>) -> impl Iterator<Item = &'a str> {
-    values.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty())
 }
 
 /// Removes hop-by-hop headers. A WebSocket upgrade keeps `Connection: upgrade` + `Upgrade`.

@@ -150,9 +150,12 @@ fn bind_socket(addr: SocketAddr, reuse: bool) -> Result<tokio::net::TcpSocket, S
     Ok(socket)
 }
 
+/// Pending connections the kernel queues per listener before accept.
+const BACKLOG: u32 = 1024;
+
 /// Starts listening, on the runtime this is called on.
 fn listen(socket: tokio::net::TcpSocket, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    socket.listen(1024).map_err(|source| StartError::Bind { addr, source })
+    socket.listen(BACKLOG).map_err(|source| StartError::Bind { addr, source })
 }
 
 /// One extra per-core runtime: its own current-thread runtime accepting on its own listeners
@@ -169,7 +172,7 @@ fn run_core(
         Err(e) => return tracing::error!(error = %e, "a per-core runtime failed to start"),
     };
     rt.block_on(async move {
-        let (Ok(https), plain) = (https.listen(1024), plain.map(|p| p.listen(1024))) else {
+        let (Ok(https), plain) = (https.listen(BACKLOG), plain.map(|p| p.listen(BACKLOG))) else {
             return tracing::error!("a per-core listener failed to start");
         };
         let https = accept_loop(https, Some(acceptor), gw.clone(), limiter.clone(), stop.clone());

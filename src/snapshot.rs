@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 use http::HeaderName;
 use rustls::sign::CertifiedKey;
 
@@ -45,10 +45,6 @@ pub enum Upstream {
     Echo,
     /// A remote HTTP(S) service.
     Remote {
-        /// `http` or `https`.
-        scheme: Scheme,
-        /// host:port of the upstream.
-        authority: Authority,
         /// Path of the base URL without trailing '/', prepended to the forwarded path.
         base_path: String,
         /// Connections to this upstream, shared by the routes that name the same one.
@@ -253,7 +249,7 @@ fn build_route(
         let authority = uri.authority().cloned().ok_or_else(|| bad("upstream has no host".into()))?;
         let ca = r.upstream_ca.as_ref().map(|ca| config.resolve(ca));
         let pool = pools.get(&config.server, &scheme, &authority, ca.as_deref(), previous)?;
-        Upstream::Remote { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned(), pool }
+        Upstream::Remote { base_path: uri.path().trim_end_matches('/').to_owned(), pool }
     };
     let mut claims_to_headers = Vec::new();
     for (h, claim) in &r.claims_to_headers {

@@ -116,10 +116,12 @@ impl Pools {
             ca: ca_bytes,
             timeouts: (server.upstream_connect_timeout_secs, server.upstream_idle_timeout_secs),
         };
-        let found =
-            self.by_key.iter().chain(previous.into_iter().flat_map(|p| p.by_key.iter())).find(|(k, _)| *k == key);
-        let pool = match found {
-            Some((_, pool)) => pool.clone(),
+        if let Some((_, pool)) = self.by_key.iter().find(|(k, _)| *k == key) {
+            return Ok(pool.clone());
+        }
+        let adopted = previous.and_then(|p| p.by_key.iter().find(|(k, _)| *k == key)).map(|(_, pool)| pool.clone());
+        let pool = match adopted {
+            Some(pool) => pool,
             None => {
                 let idle = Duration::from_secs(server.upstream_idle_timeout_secs);
                 let pool =
@@ -128,9 +130,7 @@ impl Pools {
                 Arc::new(pool)
             }
         };
-        if !self.by_key.iter().any(|(k, _)| *k == key) {
-            self.by_key.push((key, pool.clone()));
-        }
+        self.by_key.push((key, pool.clone()));
         Ok(pool)
     }
 }

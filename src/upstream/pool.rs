@@ -99,11 +99,6 @@ impl Pool {
         })
     }
 
-    /// Idle HTTP/1.1 connections held now (for tests and metrics).
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
     /// Sends `req` (its URI in origin form) on a pooled or new connection. A pooled connection
     /// that turns out closed before the request was written is dropped and the request retried on
     /// another: an idle connection can always be closed by the upstream at that very moment.
