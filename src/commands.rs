@@ -1,12 +1,13 @@
-//! The CLI's one-shot commands (`check`, `keygen`, `mint`); `serve` lives in [`crate::server`].
+//! The CLI's one-shot commands (`check`, `keygen`, `mint`); `serve` lives in [`crate::listener`].
 
 use std::path::Path;
 
 use serde_json::json;
 
-use crate::jwt::{self, ACCESS_TOKEN_TYP};
-use crate::keys::{self, Alg};
-use crate::snapshot::{BuildError, BuildMode, Snapshot};
+use crate::auth::jwt::{self, ACCESS_TOKEN_TYP};
+use crate::auth::keys::{self, Alg};
+use crate::error::BuildError;
+use crate::snapshot::{BuildMode, Snapshot};
 
 /// Loads everything a start would (creating the key and certificate a first start would create)
 /// and returns a one-line summary.
@@ -70,7 +71,7 @@ pub fn hash_secret(input: &mut dyn std::io::BufRead) -> Result<String, String> {
     if secret.is_empty() {
         return Err("no secret on stdin".into());
     }
-    crate::secrets::hash(secret).map_err(|e| e.to_string())
+    crate::oauth::secrets::hash(secret).map_err(|e| e.to_string())
 }
 
 /// A fresh client: a random secret (shown once) and the `[[clients]]` entry holding its hash.
@@ -80,8 +81,8 @@ pub fn add_client(id: &str, grants: &[String], scopes: &[String]) -> Result<(Str
             return Err(format!("unknown grant {g:?}"));
         }
     }
-    let secret = crate::secrets::random_secret();
-    let hash = crate::secrets::hash(&secret).map_err(|e| e.to_string())?;
+    let secret = crate::oauth::secrets::random_secret();
+    let hash = crate::oauth::secrets::hash(&secret).map_err(|e| e.to_string())?;
     let list = |v: &[String]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
     let entry = format!(
         "[[clients]]\nid = {id:?}\nsecret_hash = {hash:?}\ngrants = [{}]\nscopes = [{}]\ndefault_scopes = [{}]\n",

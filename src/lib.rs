@@ -1,57 +1,61 @@
-//! tokengate: a TLS-terminating reverse proxy that checks a JWT bearer token on every request.
+//! tokengate: a TLS-terminating reverse proxy that is its own OAuth2 token endpoint and checks a
+//! JWT bearer token on every request.
 //!
 //! # Layout
-//! A request flows top to bottom through these modules:
+//! Two paths share one process. The **request path** runs top to bottom:
 //!
-//! - [`server`]: binds the HTTPS, plain and admin listeners, accepts (capped by
-//!   [`conn_limits`]), runs TLS handshakes; drains on shutdown.
-//! - [`conn`]: one connection: HTTP/1.1 or h2 from ALPN or a peek at the preface, served by
-//!   hyper's builder for that protocol; h2 behind a first-byte deadline ([`first_byte`]).
-//! - [`proxy`]: one request: normalize the path ([`routes`]), pick the route, authorize
-//!   ([`authz`] → [`jwt`]), rewrite headers ([`headers`]), forward through a per-upstream
-//!   connection pool ([`upstream::pool`]), log.
-//! - [`jwt`]: strict token parsing and validation, cheapest checks first; minting;
-//!   [`token_cache`] remembers verified tokens per snapshot.
-//! - [`keys`]: signing and verification keys, parsed once; JWKS in and out.
-//! - [`snapshot`]: everything reloadable (config, keys, issuers, routes, certificate) as one
-//!   immutable value; [`reload`] rebuilds and swaps it atomically on file changes and SIGHUP.
-//! - [`tls`]: certificates, self-signed first start, and the resolver reading the snapshot.
-//! - [`oauth`]: our own token endpoint (client credentials, password, refresh), revocation,
-//!   introspection and discovery; client and user tables in [`directory`], argon2id secrets in
-//!   [`secrets`], durable state (refresh families, revocations, lockouts) behind [`store`],
-//!   per-IP limits in [`ratelimit`].
-//! - [`admin`] and [`metrics`]: health, readiness, reload status, Prometheus metrics, and the
-//!   operator's revocation of a client's refresh tokens.
+//! - [`listener`]: binds the HTTPS, plain and admin listeners, accepts under the connection
+//!   limits, runs TLS handshakes (the certificate read from the current snapshot), picks
+//!   HTTP/1.1 or h2 per connection, drains on shutdown.
+//! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), authorize
+//!   (`proxy::authz`, over `auth`), rewrite headers (`proxy::headers`), forward through a
+//!   per-upstream connection pool (`proxy::upstream`), log.
+//! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,
+//!   the verified-token cache. Used by both paths; knows nothing of requests.
+//!
+//! The **token path** branches off the request path by exact URL:
+//!
+//! - `oauth`: our own token endpoint (client credentials, password, refresh), revocation,
+//!   introspection and discovery; the client and user tables (`oauth::directory`), argon2id
+//!   secrets (`oauth::secrets`) and per-IP limits (`oauth::ratelimit`).
+//! - [`store`]: durable token state (refresh families, revocations, lockouts) behind one trait.
+//!
+//! Shared by both:
+//!
+//! - [`config`]: the `gateway.toml` schema, and which keys need a restart.
+//! - [`snapshot`]: everything reloadable (config, keys, issuers, routes, tables, certificate) as one
+//!   immutable value; `snapshot::reload` rebuilds and swaps it atomically on file changes and
+//!   SIGHUP, keeping the old one when the new one is bad.
+//! - `gateway`: process-wide state (the snapshot cell, store, metrics, limiters) that both paths
+//!   receive; `error`: the errors of building a snapshot and starting.
+//! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation.
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
-//! - [`config`]: the `gateway.toml` schema; [`commands`]: `check`, `keygen`, `mint`,
-//!   `hash-secret`, `add-client`.
-//! - [`respond`], [`logging`], [`signals`]: small shared pieces.
+//! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
+//! - [`tls`] (certificate material), `respond`, [`logging`], [`signals`]: small shared pieces.
+//!
+//! Modules are private; what the binary, tests and benches use is re-exported below.
+#![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod authz;
+mod admin;
+mod auth;
 pub mod bench;
 pub mod commands;
 pub mod config;
-pub mod conn;
-pub mod conn_limits;
-pub mod directory;
-pub mod first_byte;
-pub mod headers;
-pub mod jwt;
-pub mod keys;
+mod error;
+mod gateway;
+pub mod listener;
 pub mod logging;
-pub mod metrics;
-pub mod oauth;
-pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
-pub mod respond;
-pub mod routes;
-pub mod secrets;
-pub mod server;
+mod oauth;
+mod proxy;
+mod respond;
 pub mod signals;
 pub mod snapshot;
 pub mod store;
 pub mod tls;
-pub mod token_cache;
-pub mod upstream;
+
+pub use auth::{jwt, keys, token_cache};
+pub use error::{BuildError, StartError};
+pub use gateway::{ConnInfo, Gateway};
+pub use listener as server;
+pub use oauth::secrets;
+pub use proxy::{headers, routes};

@@ -1,17 +1,13 @@
-//! TLS for the HTTPS listener: certificate loading, first-start self-signed generation, and a
-//! resolver that reads the certificate from the current snapshot, so a reloaded certificate
-//! applies to the next handshake without touching connections already open.
+//! TLS material: certificate loading, first-start self-signed generation, and the client config
+//! for `https://` upstreams. The listener's side (a resolver reading the current snapshot) is in
+//! `listener::handshake`, so building a snapshot never depends on the listener.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use crate::snapshot::Snapshot;
 
 /// Why the certificate could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
@@ -43,35 +39,11 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
 pub fn write_self_signed(cert: &Path, key: &Path) -> Result<(), TlsError> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     let ck = rcgen::generate_simple_self_signed(names).map_err(|e| err(cert, e))?;
-    crate::keys::write_private(key, &ck.signing_key.serialize_pem()).map_err(|e| err(key, e))?;
+    crate::auth::keys::write_private(key, &ck.signing_key.serialize_pem()).map_err(|e| err(key, e))?;
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(cert, e))?;
     }
     std::fs::write(cert, ck.cert.pem()).map_err(|e| err(cert, e))
-}
-
-/// Picks the certificate of whatever snapshot is current at handshake time.
-#[derive(Debug)]
-pub struct SnapshotCertResolver {
-    /// The live snapshot cell, shared with the proxy and the reloader.
-    pub current: Arc<ArcSwap<Snapshot>>,
-}
-
-impl ResolvesServerCert for SnapshotCertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load().certified_key.clone())
-    }
-}
-
-/// The HTTPS listener's rustls config: TLS 1.2 and 1.3, ALPN h2 then http/1.1.
-pub fn server_config(current: Arc<ArcSwap<Snapshot>>) -> Result<rustls::ServerConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SnapshotCertResolver { current }));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
 }
 
 /// A rustls client config trusting webpki roots, or only the CAs in `ca_file`.

@@ -9,8 +9,8 @@ use http_body_util::BodyExt;
 
 use super::args::{MintSpec, TokenSource};
 use super::conn::Connector;
-use crate::jwt::{self, ACCESS_TOKEN_TYP};
-use crate::keys::SigningKey;
+use crate::auth::jwt::{self, ACCESS_TOKEN_TYP};
+use crate::auth::keys::SigningKey;
 
 /// Tokens of a file: one a line, surrounding whitespace trimmed, blank and '#' lines skipped.
 pub fn parse_token_file(text: &str) -> anyhow::Result<Vec<String>> {
@@ -113,9 +113,9 @@ pub fn bearer_values(tokens: &[String]) -> anyhow::Result<Vec<HeaderValue>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::jwt::{Issuer, Trust};
+    use crate::auth::keys::{generate_pem, Alg, KeySet};
     use crate::config::RsaAlg;
-    use crate::jwt::{Issuer, Trust};
-    use crate::keys::{generate_pem, Alg, KeySet};
 
     #[test]
     fn token_file_parsing() {

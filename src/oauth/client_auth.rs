@@ -10,8 +10,8 @@ use http::request::Parts;
 use super::errors::OAuthError;
 use super::form::Form;
 use super::Ctx;
-use crate::directory::Client;
-use crate::jwt;
+use crate::auth::jwt;
+use crate::oauth::directory::Client;
 
 /// RFC 7523 section 2.2 assertion type.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

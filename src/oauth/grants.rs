@@ -13,9 +13,9 @@ use super::client_auth::authenticate;
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
 use super::{blocking, Ctx};
-use crate::directory::Client;
-use crate::jwt::{self, ACCESS_TOKEN_TYP};
-use crate::secrets;
+use crate::auth::jwt::{self, ACCESS_TOKEN_TYP};
+use crate::oauth::directory::Client;
+use crate::oauth::secrets;
 use crate::store::{Family, Rotation, TokenHash};
 
 /// SHA-256 of a refresh token: only this is stored.

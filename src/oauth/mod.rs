@@ -4,11 +4,14 @@
 //! Requests arrive here from [`crate::proxy`] by exact path, before route matching.
 
 mod client_auth;
+pub mod directory;
 mod discovery;
 mod errors;
 mod form;
 mod grants;
+pub mod ratelimit;
 mod revoke;
+pub mod secrets;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -17,7 +20,7 @@ use hyper::body::Incoming;
 
 pub use errors::OAuthError;
 
-use crate::proxy::{ConnInfo, Gateway};
+use crate::gateway::{ConnInfo, Gateway};
 use crate::snapshot::Snapshot;
 use crate::store::{LockoutPolicy, StoreError};
 
@@ -94,8 +97,9 @@ impl Ctx<'_> {
                 None => None,
             };
             let locked = state.is_some_and(|s| s.locked_until.is_some_and(|t| t > now));
-            let matches = crate::secrets::verify(phc.as_deref().unwrap_or(crate::secrets::dummy_hash()), &secret)
-                && phc.is_some();
+            let matches =
+                crate::oauth::secrets::verify(phc.as_deref().unwrap_or(crate::oauth::secrets::dummy_hash()), &secret)
+                    && phc.is_some();
             if let Some(k) = &lock_key {
                 if !matches {
                     store.record_failure(k, now, &policy)?;
@@ -113,7 +117,7 @@ impl Ctx<'_> {
 /// `tokens.allow_plain_token_endpoint`; discovery is public everywhere.
 pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: &ConnInfo, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
-    let ctx = Ctx { gw, snap, now: crate::jwt::now() };
+    let ctx = Ctx { gw, snap, now: crate::auth::jwt::now() };
     match path.as_str() {
         JWKS_PATH => return discovery::jwks(snap),
         METADATA_PATH => return discovery::metadata(snap),

@@ -14,7 +14,7 @@ use super::grants::token_hash;
 use super::{blocking, Ctx};
 
 /// A JWT access token of ours, verified; None for anything else.
-fn own_access_token(ctx: &Ctx<'_>, token: &str) -> Option<(crate::jwt::Verified, serde_json::Value)> {
+fn own_access_token(ctx: &Ctx<'_>, token: &str) -> Option<(crate::auth::jwt::Verified, serde_json::Value)> {
     // Any audience: introspection and revocation concern the token, not a route.
     let v = ctx.snap.trust.validate_any_audience(token, &ctx.snap.config.tokens.issuer, ctx.now).ok()?;
     let claims = serde_json::from_slice(&v.payload).ok()?;

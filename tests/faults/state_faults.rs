@@ -225,7 +225,7 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     let text = config_text("", &tail("state/tokengate.redb", 0))
-        .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::server=info\"");
+        .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::listener=info\"");
     std::fs::write(&config, text).unwrap();
     let mut a = spawn_binary(&config);
     wait_healthy(a.admin).await;

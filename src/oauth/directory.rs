@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::auth::keys::{Alg, KeySet, VerifyKey};
 use crate::config::Config;
-use crate::keys::{Alg, KeySet, VerifyKey};
-use crate::secrets::{validate_phc, VerifiedSecrets};
-use crate::snapshot::BuildError;
+use crate::error::BuildError;
+use crate::oauth::secrets::{validate_phc, VerifiedSecrets};
 
 /// Which grants a client may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

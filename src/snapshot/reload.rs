@@ -9,7 +9,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::proxy::Gateway;
+use crate::gateway::Gateway;
 use crate::snapshot::{BuildMode, Snapshot};
 
 /// Quiet time after the last event before reloading: editors and `kubectl` write in bursts.

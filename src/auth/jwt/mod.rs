@@ -12,7 +12,7 @@ use base64::Engine;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::keys::{Alg, KeyError, KeySet, SigningKey, VerifyKey};
+use crate::auth::keys::{Alg, KeyError, KeySet, SigningKey, VerifyKey};
 
 mod parse;
 
@@ -358,5 +358,4 @@ impl<'de> Deserialize<'de> for Alg {
 }
 
 #[cfg(test)]
-#[path = "jwt_tests.rs"]
 mod tests;

@@ -6,6 +6,8 @@
 //! which writes it through [`AdminState`]; readers only load atomics, so a scrape never blocks
 //! the proxy's hot path.
 
+pub mod metrics;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::admin::metrics::Metrics;
 
 /// Content type of the `/metrics` body, as OpenMetrics scrapers expect.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::config::ServerConfig;
 use crate::tls::{client_config, TlsError};
 
-pub use pool::{Connector, Pool, UpstreamBody, UpstreamError};
+pub use pool::{Connector, Pool, UpstreamBody};
 
 /// The connector of every pool: TCP with TCP_NODELAY, keep-alive probes and the connect timeout;
 /// TLS for `https://` upstreams, trusting webpki roots or, when given, only the CAs in `ca`, and

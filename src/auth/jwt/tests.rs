@@ -1,8 +1,8 @@
 //! Unit tests of the validator: each refusal the gateway promises, built as a real token.
 
 use super::*;
+use crate::auth::keys::{generate_pem, VerifyKey};
 use crate::config::RsaAlg;
-use crate::keys::{generate_pem, VerifyKey};
 use serde_json::json;
 
 const ISS: &str = "https://tokengate.test";

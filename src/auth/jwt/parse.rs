@@ -19,7 +19,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::TokenError;
-use crate::keys::Alg;
+use crate::auth::keys::Alg;
 
 /// Decoded headers up to this size stay on the stack (`{"alg","kid","typ"}` is ~50 bytes).
 const HEADER_STACK: usize = 256;

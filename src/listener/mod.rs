@@ -1,5 +1,10 @@
 //! Listeners: bind HTTPS, optional plain HTTP and admin; accept under the connection limits; TLS
-//! handshake with a deadline; hand each connection to [`crate::conn`]; drain on shutdown.
+//! handshake with a deadline; hand each connection to [`crate::listener::conn`]; drain on shutdown.
+
+pub mod conn;
+pub mod first_byte;
+mod handshake;
+pub mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,24 +17,15 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::metrics::Metrics;
 use crate::admin::{self, AdminState};
 use crate::config::RuntimeKind;
-use crate::conn::{self, Builders};
-use crate::conn_limits::ConnLimiter;
-use crate::metrics::Metrics;
-use crate::proxy::{self, ConnInfo, Gateway};
-use crate::snapshot::{BuildError, BuildMode, Snapshot};
-
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("tls: {0}")]
-    Tls(#[from] rustls::Error),
-}
+use crate::error::{BuildError, StartError};
+use crate::gateway::{ConnInfo, Gateway};
+use crate::listener::limits::ConnLimiter;
+use crate::proxy;
+use crate::snapshot::{BuildMode, Snapshot};
+use conn::Builders;
 
 /// A running gateway: its bound addresses and the handle that stops it.
 pub struct Running {
@@ -78,7 +74,7 @@ pub async fn start_with_store(
     let _ = admin_state.store.set(store.clone());
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
-    let ip_limits = crate::ratelimit::IpLimiter::new(100_000);
+    let ip_limits = crate::oauth::ratelimit::IpLimiter::new(100_000);
     let gateway = Arc::new(Gateway {
         current: current.clone(),
         metrics,
@@ -107,7 +103,7 @@ pub async fn start_with_store(
     let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { addr: admin_listen, source })?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let acceptor = TlsAcceptor::from(Arc::new(crate::tls::server_config(current.clone())?));
+    let acceptor = TlsAcceptor::from(Arc::new(handshake::server_config(current.clone())?));
     let limiter = ConnLimiter::new(server_cfg.max_connections, server_cfg.max_connections_per_ip);
     let mut cores_running = Vec::new();
     for i in 1..cores {
@@ -128,7 +124,7 @@ pub async fn start_with_store(
     tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
         crate::signals::stopped(&mut admin_rx).await;
     })));
-    tasks.push(tokio::spawn(crate::reload::run(config_path, gateway.clone(), shutdown_rx)));
+    tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx)));
     admin_state.set_ready(true);
     tracing::info!(%https_addr, plain = ?plain_addr, %admin_addr, "tokengate listening");
     Ok(Running { https_addr, plain_addr, admin_addr, gateway, shutdown, tasks, cores: cores_running })
@@ -257,7 +253,7 @@ async fn accept_loop(
         match tls.clone() {
             Some(acceptor) => conns.spawn(async move {
                 let _guard = guard;
-                let Some(stream) = Box::pin(tls_handshake(acceptor, tcp, handshake, &metrics)).await else {
+                let Some(stream) = Box::pin(handshake::tls_handshake(acceptor, tcp, handshake, &metrics)).await else {
                     return;
                 };
                 let proto = conn::alpn_proto(stream.get_ref().1.alpn_protocol());
@@ -277,28 +273,6 @@ async fn accept_loop(
     let grace = Duration::from_secs(gw.current.load().config.server.shutdown_grace_secs);
     if tokio::time::timeout(grace, conns.wait()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
-    }
-}
-
-/// The TLS handshake, within its deadline; `None` (logged, and counted when it timed out) if it failed.
-async fn tls_handshake(
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    limit: Duration,
-    metrics: &Metrics,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-    let peer = tcp.peer_addr().ok();
-    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => Some(stream),
-        Ok(Err(e)) => {
-            tracing::debug!(?peer, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            metrics.record_limit("tls_handshake_timeout");
-            tracing::debug!(?peer, "TLS handshake timed out");
-            None
-        }
     }
 }
 

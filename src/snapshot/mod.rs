@@ -2,6 +2,8 @@
 //! signing keys, routes and the TLS certificate. A reload builds a whole new one and swaps it in
 //! atomically; a snapshot that fails to build is refused and the old one keeps serving.
 
+pub mod reload;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,24 +12,12 @@ use http::uri::Scheme;
 use http::HeaderName;
 use rustls::sign::CertifiedKey;
 
+use crate::auth::jwt::{Issuer, Trust, ACCESS_TOKEN_TYP};
+use crate::auth::keys::{self, Alg, KeySet, OwnKeys};
 use crate::config::{Config, RequireTyp};
-use crate::jwt::{Issuer, Trust, ACCESS_TOKEN_TYP};
-use crate::keys::{self, Alg, KeySet, OwnKeys};
-use crate::routes::RouteTable;
-use crate::upstream::{Pool, Pools};
-
-/// Why a snapshot could not be built; the message names the file and the problem.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error("key: {0}")]
-    Key(#[from] keys::KeyError),
-    #[error("tls: {0}")]
-    Tls(#[from] crate::tls::TlsError),
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use crate::error::BuildError;
+use crate::proxy::routes::RouteTable;
+use crate::proxy::upstream::{Pool, Pools};
 
 /// What a build may do about missing generated files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +79,12 @@ pub struct Snapshot {
     /// Certificate for the HTTPS listener.
     pub certified_key: Arc<CertifiedKey>,
     /// OAuth clients and users.
-    pub directory: crate::directory::Directory,
+    pub directory: crate::oauth::directory::Directory,
     /// Every route's `claims_to_headers` names: stripped from client requests on all routes, so
     /// no upstream ever sees a client-made copy of a header some route derives from a token.
     pub identity_headers: Vec<HeaderName>,
     /// Tokens validated under this snapshot; dropped with it on reload.
-    pub token_cache: crate::token_cache::TokenCache,
+    pub token_cache: crate::auth::token_cache::TokenCache,
     /// Upstream connection pools, one per distinct upstream; the next reload adopts them.
     pub pools: Pools,
     /// Files and folders whose change triggers a reload.
@@ -131,7 +121,7 @@ impl Snapshot {
         let t = &config.tokens;
         let keys_dir = config.resolve(&t.keys_dir);
         if mode == BuildMode::Start && t.generate_if_missing && !has_pem(&keys_dir) {
-            let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::jwt::now()));
+            let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::auth::jwt::now()));
             let path = keys_dir.join(format!("{kid}.pem"));
             keys::write_private(&path, &keys::generate_pem(Alg::ES256)?)
                 .map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
@@ -188,12 +178,12 @@ impl Snapshot {
             }
         }
         let routes = RouteTable::new(table).map_err(|e| BuildError::Invalid(format!("routes: {e}")))?;
-        let directory = crate::directory::Directory::build(&config)?;
+        let directory = crate::oauth::directory::Directory::build(&config)?;
         watched.extend(config.table_files());
         for c in &config.clients {
             watched.extend(c.jwks.iter().chain(c.public_key.iter()).map(|p| config.resolve(p)));
         }
-        let token_cache = crate::token_cache::TokenCache::new(config.tokens.cache_size);
+        let token_cache = crate::auth::token_cache::TokenCache::new(config.tokens.cache_size);
         let identity_headers = routes_claim_headers(&config);
         Ok(Snapshot {
             config,

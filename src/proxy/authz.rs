@@ -9,10 +9,10 @@ use http_body_util::Full;
 
 use std::sync::Arc;
 
-use crate::jwt::TokenError;
+use crate::auth::jwt::TokenError;
+use crate::auth::token_cache::Admitted;
 use crate::snapshot::{Route, Snapshot};
 use crate::store::Store;
-use crate::token_cache::Admitted;
 
 /// Why a request may not pass.
 #[derive(Debug)]

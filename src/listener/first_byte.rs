@@ -1,7 +1,7 @@
 //! A deadline on a connection's first byte, for h2: hyper's HTTP/1 header read timer covers a
 //! silent HTTP/1 client, but its h2 server waits for the preface with no timer, so a client that
 //! finishes a TLS handshake offering h2 and then says nothing would hold its slot forever. (A
-//! plain connection is told apart by a peek with its own deadline, in [`crate::conn`].)
+//! plain connection is told apart by a peek with its own deadline, in [`crate::listener::conn`].)
 
 use std::future::Future;
 use std::io;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use quick_cache::sync::Cache;
 
-use crate::jwt::{TokenError, Trust, Verified};
+use crate::auth::jwt::{TokenError, Trust, Verified};
 
 /// A token that passed validation, with its identity header values made once: a cache hit
 /// forwards them as they are instead of re-checking and copying the claim text per request.

@@ -2,65 +2,34 @@
 //! forward (streaming both ways), and log. The snapshot is loaded once per request, so a
 //! request finishes on the configuration it started with even if a reload happens meanwhile.
 
+pub mod authz;
+pub mod headers;
+pub mod routes;
+pub mod upstream;
+
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::admin::AdminState;
-use crate::authz::{authorize, Rejection};
-use crate::headers;
-use crate::jwt;
-use crate::metrics::Metrics;
+use crate::proxy::authz::{authorize, Rejection};
+
+use crate::auth::jwt;
+use crate::auth::token_cache::Admitted;
+use crate::gateway::{ConnInfo, Gateway};
+use crate::proxy::routes::{normalize_path, strip_prefix};
 use crate::respond::json_error;
-use crate::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
-use crate::token_cache::Admitted;
-use crate::upstream::{self, UpstreamBody};
+use upstream::UpstreamBody;
 
 /// Response body: an upstream's streamed body, or one the gateway made.
 pub type Body = Either<UpstreamBody, Full<Bytes>>;
-
-/// Process-wide state shared by every connection.
-pub struct Gateway {
-    /// The current snapshot; swapped whole by the reloader.
-    pub current: Arc<ArcSwap<Snapshot>>,
-    /// Counters and histograms served on the admin listener.
-    pub metrics: Arc<Metrics>,
-    /// Readiness and reload status.
-    pub admin: Arc<AdminState>,
-    /// Durable token state: refresh families, denied jtis, assertion jtis, lockouts.
-    pub store: Arc<dyn crate::store::Store>,
-    /// Bounds concurrent argon2 verifications (each holds ~19 MiB).
-    pub hash_permits: Arc<tokio::sync::Semaphore>,
-    /// Per-IP request counts at the token endpoint.
-    pub ip_limits: crate::ratelimit::IpLimiter,
-}
-
-/// Facts about the client connection a request arrived on; cloned for each of its requests.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client's address, for per-IP limits.
-    pub peer: SocketAddr,
-    /// Whether the connection is TLS, for `X-Forwarded-Proto`.
-    pub tls: bool,
-    /// The client's address as the `X-Forwarded-For` value, formatted once per connection.
-    pub client_address: HeaderValue,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
-        ConnInfo { peer, tls, client_address: headers::client_address_value(peer.ip()) }
-    }
-}
 
 fn own(resp: Response<Full<Bytes>>) -> Response<Body> {
     resp.map(Either::Right)

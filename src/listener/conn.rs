@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::first_byte::FirstByteDeadline;
+use crate::listener::first_byte::FirstByteDeadline;
 use crate::proxy::Body;
 
 /// The HTTP version a connection speaks, decided before hyper sees it.

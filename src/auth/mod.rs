@@ -1,0 +1,7 @@
+//! Tokens themselves, whichever path uses them: strict JWT parsing, validation and minting
+//! ([`jwt`]), signing and verification keys and JWKS ([`keys`]), and the verified-token cache
+//! ([`token_cache`]). Nothing here knows about requests, routes or listeners.
+
+pub mod jwt;
+pub mod keys;
+pub mod token_cache;
