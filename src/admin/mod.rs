@@ -47,6 +47,8 @@ pub struct ReloadStatus {
     pub last_reload: SystemTime,
     /// Message of the last failed attempt if it came after the last success.
     pub last_error: Option<String>,
+    /// Restart-only keys the current config changed: they apply at the next start only.
+    pub restart_required: Vec<&'static str>,
 }
 
 /// What the admin endpoints report; shared with the reloader, which updates it.
@@ -67,7 +69,12 @@ impl AdminState {
         Self {
             metrics,
             ready: AtomicBool::new(false),
-            reload: ArcSwap::from_pointee(ReloadStatus { generation: 0, last_reload: UNIX_EPOCH, last_error: None }),
+            reload: ArcSwap::from_pointee(ReloadStatus {
+                generation: 0,
+                last_reload: UNIX_EPOCH,
+                last_error: None,
+                restart_required: Vec::new(),
+            }),
             store: std::sync::OnceLock::new(),
         }
     }
@@ -82,13 +89,15 @@ impl AdminState {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// A snapshot was swapped in: generation += 1, last_reload = now, last_error = None.
-    pub fn reload_succeeded(&self) {
+    /// A snapshot was swapped in: generation += 1, last_reload = now, last_error = None, and
+    /// the restart-only keys it changed (empty at start).
+    pub fn reload_succeeded(&self, restart_required: Vec<&'static str>) {
         let now = SystemTime::now();
         self.reload.rcu(|current| ReloadStatus {
             generation: current.generation + 1,
             last_reload: now,
             last_error: None,
+            restart_required: restart_required.clone(),
         });
         self.metrics.record_reload(true);
     }
@@ -99,6 +108,7 @@ impl AdminState {
             generation: current.generation,
             last_reload: current.last_reload,
             last_error: Some(error.clone()),
+            restart_required: current.restart_required.clone(),
         });
         self.metrics.record_reload(false);
     }
@@ -246,6 +256,7 @@ fn reload_json(status: &ReloadStatus) -> serde_json::Value {
         "generation": status.generation,
         "last_reload": humantime::format_rfc3339_millis(last_reload).to_string(),
         "last_error": status.last_error,
+        "restart_required": status.restart_required,
     })
 }
 
@@ -335,7 +346,8 @@ mod tests {
         assert_eq!(reply.header("content-type"), Some("application/json"));
         let doc: serde_json::Value = serde_json::from_str(&reply.body).expect("json body");
         let doc = doc.as_object().expect("object").clone();
-        assert_eq!(doc.len(), 3, "{doc:?}");
+        assert_eq!(doc.len(), 4, "{doc:?}");
+        assert!(doc["restart_required"].is_array(), "{doc:?}");
         doc
     }
 
@@ -369,7 +381,7 @@ mod tests {
         assert!(doc["last_error"].is_null());
 
         let before = SystemTime::now() - Duration::from_secs(1);
-        s.state.reload_succeeded();
+        s.state.reload_succeeded(Vec::new());
         let doc = reload_doc(s.addr).await;
         assert_eq!(doc["generation"].as_u64(), Some(1));
         assert!(doc["last_error"].is_null());
@@ -385,7 +397,7 @@ mod tests {
         assert_eq!(doc["last_reload"].as_str(), Some(first.as_str()));
 
         tokio::time::sleep(Duration::from_millis(5)).await;
-        s.state.reload_succeeded();
+        s.state.reload_succeeded(Vec::new());
         let doc = reload_doc(s.addr).await;
         assert_eq!(doc["generation"].as_u64(), Some(2));
         assert!(doc["last_error"].is_null());

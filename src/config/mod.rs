@@ -3,6 +3,8 @@
 //! Nothing here is used on the request path directly: [`crate::snapshot`] turns a parsed
 //! [`Config`] into the immutable, pre-computed snapshot the proxy reads.
 
+pub mod restart;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -75,6 +75,15 @@ pub struct Builders {
     h2: http2::Builder<TokioExecutor>,
     /// Time an h2 client gets to send its first bytes (hyper's h2 has no timer for it).
     head_timeout: Duration,
+    /// The settings these were made from, to tell when a reload changed them.
+    made_from: Limits,
+}
+
+/// The `[server]` settings a connection's builders are made from.
+type Limits = (u64, usize, usize, u32);
+
+fn limits(cfg: &ServerConfig) -> Limits {
+    (cfg.header_read_timeout_secs, cfg.max_header_bytes, cfg.max_headers, cfg.max_h2_streams)
 }
 
 impl Builders {
@@ -92,7 +101,12 @@ impl Builders {
             // Pings find dead peers; hyper also caps locally reset streams (rapid-reset defence).
             .keep_alive_interval(Duration::from_secs(cfg.header_read_timeout_secs.max(1) * 3))
             .keep_alive_timeout(Duration::from_secs(20));
-        Builders { h1, h2, head_timeout }
+        Builders { h1, h2, head_timeout, made_from: limits(cfg) }
+    }
+
+    /// Whether these builders apply `cfg`'s per-connection settings.
+    pub fn made_from(&self, cfg: &ServerConfig) -> bool {
+        self.made_from == limits(cfg)
     }
 
     /// Serves `io` until the client goes, an error ends it, or shutdown asks it to finish the

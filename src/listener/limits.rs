@@ -3,26 +3,26 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Counts open connections.
+/// Counts open connections. The caps are read at each accept, so a reload that changes them
+/// applies to the next connection (connections already open are never cut).
 pub struct ConnLimiter {
-    /// One permit per allowed open connection.
-    total: Arc<Semaphore>,
+    /// Open connections, all listeners together.
+    open: AtomicUsize,
+    /// Overall cap (`server.max_connections`).
+    max: AtomicUsize,
     /// Open connections by client address (entries removed at zero, so the map stays small).
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// Per-address cap; 0 disables it.
-    per_ip_max: usize,
+    /// Per-address cap (`server.max_connections_per_ip`); 0 disables it.
+    per_ip_max: AtomicUsize,
 }
 
 /// Held by a connection task; gives its slots back when the connection ends.
 pub struct ConnGuard {
-    /// The overall slot.
-    _permit: OwnedSemaphorePermit,
-    /// Whose per-address count to decrement.
-    ip: IpAddr,
+    /// Whose per-address count to decrement, when it was counted (the cap may change meanwhile).
+    ip: Option<IpAddr>,
     /// The limiter to give back to.
     limiter: Arc<ConnLimiter>,
 }
@@ -30,34 +30,51 @@ pub struct ConnGuard {
 impl ConnLimiter {
     /// At most `max` connections, and `per_ip_max` from one address (0: no per-address cap).
     pub fn new(max: usize, per_ip_max: usize) -> Arc<ConnLimiter> {
-        Arc::new(ConnLimiter { total: Arc::new(Semaphore::new(max)), per_ip: Mutex::new(HashMap::new()), per_ip_max })
+        Arc::new(ConnLimiter {
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+            per_ip: Mutex::new(HashMap::new()),
+            per_ip_max: AtomicUsize::new(per_ip_max),
+        })
+    }
+
+    /// New caps for the connections accepted from now on.
+    pub fn set_limits(&self, max: usize, per_ip_max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+        self.per_ip_max.store(per_ip_max, Ordering::Relaxed);
     }
 
     /// Admits a connection from `ip`, or names the limit that refuses it.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, &'static str> {
-        let permit = self.total.clone().try_acquire_owned().map_err(|_| "max_connections")?;
-        if self.per_ip_max > 0 {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max.load(Ordering::Relaxed) {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err("max_connections");
+        }
+        // From here the guard owns the overall slot, and gives it back if the next check fails.
+        let mut guard = ConnGuard { ip: None, limiter: self.clone() };
+        let per_ip_max = self.per_ip_max.load(Ordering::Relaxed);
+        if per_ip_max > 0 {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = m.entry(ip).or_insert(0);
-            if *n >= self.per_ip_max {
+            if *n >= per_ip_max {
                 return Err("per_ip_connections");
             }
             *n += 1;
+            guard.ip = Some(ip);
         }
-        Ok(ConnGuard { _permit: permit, ip, limiter: self.clone() })
+        Ok(guard)
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.limiter.per_ip_max == 0 {
-            return;
-        }
+        self.limiter.open.fetch_sub(1, Ordering::AcqRel);
+        let Some(ip) = self.ip else { return };
         let mut m = self.limiter.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
+        if let Some(n) = m.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.ip);
+                m.remove(&ip);
             }
         }
     }
@@ -80,5 +97,21 @@ mod tests {
         drop(g1);
         assert!(l.admit(a).is_ok(), "a slot came back");
         assert!(l.per_ip.lock().unwrap().len() <= 2);
+    }
+
+    #[test]
+    fn new_caps_apply_to_the_next_connection_and_open_ones_stay() {
+        let l = ConnLimiter::new(1, 0);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let g1 = l.admit(a).unwrap();
+        assert_eq!(l.admit(a).err(), Some("max_connections"));
+        l.set_limits(3, 1);
+        let g2 = l.admit(a).unwrap();
+        assert_eq!(l.admit(a).err(), Some("per_ip_connections"));
+        l.set_limits(1, 0);
+        assert_eq!(l.admit(a).err(), Some("max_connections"));
+        drop((g1, g2));
+        assert!(l.per_ip.lock().unwrap().is_empty(), "per-address counts given back");
+        assert!(l.admit(a).is_ok());
     }
 }

@@ -66,7 +66,7 @@ pub async fn start_with_store(
     let current = Arc::new(ArcSwap::from_pointee(snapshot));
     let metrics = Arc::new(Metrics::new());
     let admin_state = Arc::new(AdminState::new(metrics.clone()));
-    admin_state.reload_succeeded();
+    admin_state.reload_succeeded(Vec::new());
     let store = match store {
         Some(s) => s,
         None => open_store(&current.load().config)?,
@@ -212,7 +212,7 @@ async fn accept_loop(
     limiter: Arc<ConnLimiter>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builders = Arc::new(Builders::new(&gw.current.load().config.server));
+    let mut builders = Arc::new(Builders::new(&gw.current.load().config.server));
     // Tracks the connection tasks, so that shutdown can wait for them to drain.
     let conns = TaskTracker::new();
     loop {
@@ -228,6 +228,14 @@ async fn accept_loop(
             },
             _ = crate::signals::stopped(&mut shutdown) => break,
         };
+        // Per-connection limits and timeouts come from the snapshot current at accept, so a reload
+        // applies them to the next connection.
+        let snap = gw.current.load();
+        let cfg = &snap.config.server;
+        limiter.set_limits(cfg.max_connections, cfg.max_connections_per_ip);
+        if !builders.made_from(cfg) {
+            builders = Arc::new(Builders::new(cfg));
+        }
         let guard = match limiter.admit(peer.ip()) {
             Ok(g) => g,
             Err(limit) => {
@@ -244,9 +252,9 @@ async fn accept_loop(
         // request path's future is large; boxed, an idle connection costs a pointer instead.
         let svc = move |req| Box::pin(proxy::handle(gw2.clone(), info.clone(), req));
         let builders = builders.clone();
-        let cfg = &gw.current.load().config.server;
         let (handshake, head_timeout) =
             (Duration::from_secs(cfg.tls_handshake_timeout_secs), Duration::from_secs(cfg.header_read_timeout_secs));
+        drop(snap);
         let metrics = gw.metrics.clone();
         let stop = shutdown.clone();
         // Two task types: a plain connection's task does not carry room for a TLS session.

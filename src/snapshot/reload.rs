@@ -6,17 +6,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
+use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::snapshot::{BuildMode, Snapshot};
 
-/// Quiet time after the last event before reloading: editors and `kubectl` write in bursts.
+/// Quiet time after the last relevant event before reloading: editors and `kubectl` write in
+/// bursts.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Longest wait between a relevant event and the reload it causes, however busy the folder is.
+const MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Rebuilds the snapshot from `config_path` and swaps it in; on failure the old one stays.
-pub async fn reload_now(config_path: &Path, gw: &Gateway) -> Result<(), String> {
+/// `started` is the config the process started with: restart-only keys that differ from it are
+/// logged and reported by `/reload` while everything else applies.
+pub async fn reload_now(config_path: &Path, gw: &Gateway, started: &Config) -> Result<(), String> {
     let path = config_path.to_owned();
     let previous = gw.current.load_full();
     let built = tokio::task::spawn_blocking(move || Snapshot::build_after(&path, BuildMode::Reload, Some(&previous)))
@@ -24,16 +33,15 @@ pub async fn reload_now(config_path: &Path, gw: &Gateway) -> Result<(), String> 
         .map_err(|e| format!("reload task failed: {e}"))?;
     match built {
         Ok(new) => {
-            let old = gw.current.load();
-            let (o, n) = (&old.config, &new.config);
-            if o.server.listen != n.server.listen
-                || o.server.listen_plain != n.server.listen_plain
-                || o.admin.listen != n.admin.listen
-            {
-                tracing::warn!("listen addresses changed: they take effect after a restart");
+            let restart_required = crate::config::restart::pending(started, &new.config);
+            if !restart_required.is_empty() {
+                tracing::warn!(
+                    keys = %restart_required.join(", "),
+                    "these settings changed but apply only at start; everything else was reloaded; restart to apply them"
+                );
             }
             gw.current.store(Arc::new(new));
-            gw.admin.reload_succeeded();
+            gw.admin.reload_succeeded(restart_required);
             tracing::info!(generation = gw.admin.reload_status().generation, "configuration reloaded");
             Ok(())
         }
@@ -46,10 +54,14 @@ pub async fn reload_now(config_path: &Path, gw: &Gateway) -> Result<(), String> 
     }
 }
 
-/// Which events matter: the watched files themselves, anything in a watched folder (keys), and
-/// Kubernetes' `..data` symlink swaps.
+/// Which events matter: the files the snapshot reads, the `*.pem` files of a watched folder
+/// (keys), and Kubernetes' `..data` symlink swaps in either. Anything else, such as a log file
+/// written beside the config, is ignored before it reaches the debounce.
+#[derive(Default)]
 struct Interest {
+    /// Files read by the snapshot (config, tables, JWKS, certificate, CAs).
     files: HashSet<PathBuf>,
+    /// Folders whose `*.pem` files are read (the signing keys).
     dirs: HashSet<PathBuf>,
 }
 
@@ -75,11 +87,14 @@ impl Interest {
     }
 
     fn matches(&self, path: &Path) -> bool {
+        let parent = path.parent();
         let k8s = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."));
+        let pem = path.extension().is_some_and(|x| x == "pem");
         self.files.contains(path)
-            || path.parent().is_some_and(|d| self.dirs.contains(d))
             || self.dirs.contains(path)
-            || k8s
+            || (pem && parent.is_some_and(|d| self.dirs.contains(d)))
+            || (k8s
+                && parent.is_some_and(|d| self.dirs.contains(d) || self.files.iter().any(|f| f.parent() == Some(d))))
     }
 }
 
@@ -87,15 +102,34 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
+/// Waits until a burst of relevant events is over: `DEBOUNCE` without one, but never longer than
+/// `MAX_DELAY` after the first. The channel only carries relevant events.
+async fn settle(rx: &mut mpsc::Receiver<()>) {
+    let deadline = Instant::now() + MAX_DELAY;
+    loop {
+        let quiet = (Instant::now() + DEBOUNCE).min(deadline);
+        match tokio::time::timeout_at(quiet, rx.recv()).await {
+            Ok(Some(())) if Instant::now() < deadline => continue,
+            _ => return,
+        }
+    }
+}
+
 /// Watches the snapshot's files and SIGHUP until shutdown.
 pub async fn run(config_path: PathBuf, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::channel::<PathBuf>(256);
+    let started = gw.current.load().config.clone();
+    // The watcher thread filters events itself, so a folder flooded with irrelevant writes can
+    // neither delay a reload nor crowd relevant events out of the channel.
+    let interest = Arc::new(ArcSwap::from_pointee(Interest::of(&gw.current.load())));
+    let (tx, mut rx) = mpsc::channel::<()>(64);
+    let filter = interest.clone();
     let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         // Reads (inotify's open/close-nowrite) change nothing: `tokengate mint` reading a key
         // must not trigger a reload.
         if let Some(ev) = ev.ok().filter(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-            for p in ev.paths {
-                let _ = tx.try_send(p);
+            let wanted = filter.load();
+            if ev.paths.iter().any(|p| wanted.matches(p)) {
+                let _ = tx.try_send(());
             }
         }
     }) {
@@ -105,12 +139,11 @@ pub async fn run(config_path: PathBuf, gw: Arc<Gateway>, mut shutdown: watch::Re
             None
         }
     };
-    let mut interest = Interest::of(&gw.current.load());
     let mut watching: HashSet<PathBuf> = HashSet::new();
     let mut hup = hangup();
     loop {
         if let Some(w) = watcher.as_mut() {
-            let want = interest.parents();
+            let want = interest.load().parents();
             for d in want.difference(&watching) {
                 if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
                     tracing::warn!(dir = %d.display(), error = %e, "cannot watch");
@@ -124,16 +157,10 @@ pub async fn run(config_path: PathBuf, gw: Arc<Gateway>, mut shutdown: watch::Re
         tokio::select! {
             _ = crate::signals::stopped(&mut shutdown) => return,
             _ = recv_hup(&mut hup) => tracing::info!("SIGHUP: reloading"),
-            Some(p) = rx.recv() => {
-                if !interest.matches(&p) {
-                    continue;
-                }
-                // Debounce: wait until the burst of events is over.
-                while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-            }
+            Some(()) = rx.recv() => settle(&mut rx).await,
         }
-        let _ = reload_now(&config_path, &gw).await;
-        interest = Interest::of(&gw.current.load());
+        let _ = reload_now(&config_path, &gw, &started).await;
+        interest.store(Arc::new(Interest::of(&gw.current.load())));
     }
 }
 
