@@ -157,11 +157,7 @@ async fn per_ip_limit_answers_429_with_retry_after() {
 }
 
 fn carol_tables() -> String {
-    format!(
-        "{}\n[[users]]\nusername = \"carol\"\npassword_hash = \"{}\"\ndisabled = true\nscopes = [\"read\"]\n",
-        tables(),
-        hashes().alice
-    )
+    tables() + &user("carol", ALICE_PW, &["read"], "disabled = true\n")
 }
 
 fn pw(user: &'static str, pass: &'static str) -> [(&'static str, &'static str); 3] {
