@@ -210,7 +210,7 @@ async fn id_tokens_refresh_tokens_and_revoked_tokens_are_not_bearer_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_of_a_key_removed_from_keys_dir_is_refused_after_reload() {
     let lab = Lab::start().await;
-    let (pem, k2) = es256("k2");
+    let (pem, k2) = fresh_key("k2", tokengate::keys::Alg::ES256);
     let g0 = lab.gw.wait_watcher_ready().await;
     std::fs::write(lab.aux.path().join("keys/k2.pem"), pem).unwrap();
     let g1 = lab.gw.wait_generation_above(g0, 10).await["generation"].as_u64().unwrap();

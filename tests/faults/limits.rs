@@ -107,7 +107,7 @@ async fn header_read_timeout_cut_counts_in_limit_hits() {
     let end = read_until_closed(&mut s, Duration::from_secs(4)).await;
     assert!(end.closed_after.is_some(), "the partial head was not cut");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, m) = gw.admin_get("/metrics").await;
+    let m = gw.metrics().await;
     let hits: Vec<&str> = m.lines().filter(|l| l.starts_with("tokengate_limit_hits")).collect();
     assert!(
         all_limit_hits(&gw).await > before,
