@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::Version;
 
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n\n")
-}
-
 fn bearer(tok: &str) -> String {
     format!("Bearer {tok}")
 }
