@@ -280,7 +280,8 @@ async fn ambiguous_credentials_are_400_invalid_request() {
     let (gw, up) = setup().await;
     let tok = gw.mint("alice", "read");
     let bearer = format!("Bearer {tok}");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("two Authorization headers", "/api/x".into(), vec![("authorization", &bearer), ("authorization", &bearer)]),
         ("bearer + basic", "/api/x".into(), vec![("authorization", &bearer), ("authorization", "Basic eDp5")]),
         ("header + query token", format!("/api/x?access_token={tok}"), vec![("authorization", &bearer)]),

@@ -121,7 +121,7 @@ async fn new_certificate_is_served_to_new_connections() {
     let gw = Gw::start("", &routes(&up)).await;
     let tok = gw.mint("alice", "");
     let old = gw.cert.clone();
-    assert_eq!(served_cert(&gw, &[old.clone()]).await.as_ref(), Some(&old));
+    assert_eq!(served_cert(&gw, std::slice::from_ref(&old)).await.as_ref(), Some(&old));
     let mut open = gw.tls(false).await;
     assert_eq!(open.peer_cert.as_ref(), Some(&old));
     assert_eq!(
@@ -150,7 +150,7 @@ async fn new_certificate_is_served_to_new_connections() {
     .await;
     assert!(gw.reload_status().await["last_error"].is_null());
     // A fresh connection trusting only the new certificate works end to end.
-    let mut fresh = Conn::tls(gw.https, &[new.clone()], true).await;
+    let mut fresh = Conn::tls(gw.https, std::slice::from_ref(&new), true).await;
     assert_eq!(fresh.peer_cert.as_ref(), Some(&new));
     assert_eq!(
         fresh.send(req("GET", "/api/2", &[("authorization", &format!("Bearer {tok}"))], empty())).await.status,

@@ -211,13 +211,13 @@ pub async fn raw_plain(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 }
 
 pub async fn raw_tls(gw: &Gw, bytes: &[u8]) -> Vec<u8> {
-    let s = tls_connect(gw.https, &[gw.cert.clone()], &[b"http/1.1"]).await;
+    let s = tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[b"http/1.1"]).await;
     exchange(s, bytes, Duration::from_millis(800)).await
 }
 
 /// A TLS stream negotiated for h2, for the `h2` crate.
 pub async fn h2_client(gw: &Gw) -> h2::client::SendRequest<bytes::Bytes> {
-    let s = tls_connect(gw.https, &[gw.cert.clone()], &[b"h2"]).await;
+    let s = tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[b"h2"]).await;
     let (send, conn) = h2::client::handshake(s).await.expect("h2 handshake");
     tokio::spawn(async move {
         let _ = conn.await;

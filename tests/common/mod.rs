@@ -245,7 +245,7 @@ impl Gw {
 
     /// A fresh HTTPS connection (h2 when `h2`), trusting the start certificate.
     pub async fn tls(&self, h2: bool) -> Conn {
-        Conn::tls(self.https, &[self.cert.clone()], h2).await
+        Conn::tls(self.https, std::slice::from_ref(&self.cert), h2).await
     }
 
     /// A fresh plain-HTTP/1.1 connection to `listen_plain`.

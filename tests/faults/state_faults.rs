@@ -28,7 +28,7 @@ fn tail(state_path: &str, per_ip_per_minute: u32) -> String {
 
 /// One form POST over a fresh HTTPS connection to `addr`.
 async fn post(addr: SocketAddr, cert: &rustls_pki_types::CertificateDer<'static>, path: &str, body: &str) -> Resp {
-    let mut c = Conn::tls(addr, &[cert.clone()], false).await;
+    let mut c = Conn::tls(addr, std::slice::from_ref(cert), false).await;
     let auth = basic_header("app", SECRET);
     let headers = [FORM_CT, ("authorization", auth.as_str())];
     c.send(req("POST", path, &headers, full(body.to_owned()))).await
@@ -208,7 +208,7 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
     let (revoked, mut rt) = (field(&grant, "access_token"), field(&grant, "refresh_token"));
     let r = post(a.https, &cert, "/oauth2/revoke", &format!("token={revoked}&token_type_hint=access_token")).await;
     assert_eq!(r.status, 200, "revoke: {}", r.text());
-    assert_eq!(Conn::tls(a.https, &[cert.clone()], false).await.send(bearer(&revoked)).await.status, 401);
+    assert_eq!(Conn::tls(a.https, std::slice::from_ref(&cert), false).await.send(bearer(&revoked)).await.status, 401);
 
     // The burst: 20 sequential refreshes, each answered token recorded. After the 10th answer,
     // the 11th is in flight (head and half its body sent) when the process gets SIGKILL.
@@ -217,7 +217,7 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
     for i in 1..=20 {
         if i == 11 {
             let body = refresh_body(&rt);
-            let mut s = tls_connect(a.https, &[cert.clone()], &[b"http/1.1"]).await;
+            let mut s = tls_connect(a.https, std::slice::from_ref(&cert), &[b"http/1.1"]).await;
             let head = format!(
                 "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\n\
                  Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
@@ -245,7 +245,7 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
     let r = post(b.https, &cert, "/oauth2/token", &refresh_body(&last_rt)).await;
     assert_eq!(r.status, 200, "the last refresh token answered before kill -9 no longer refreshes: {}", r.text());
     let fresh = field(&r, "access_token");
-    let mut c = Conn::tls(b.https, &[cert.clone()], false).await;
+    let mut c = Conn::tls(b.https, std::slice::from_ref(&cert), false).await;
     assert_eq!(c.send(bearer(&fresh)).await.status, 200, "the signing key survived");
     assert_eq!(c.send(bearer(&last_at)).await.status, 200, "an access token issued before the kill");
     let r = c.send(bearer(&revoked)).await;
@@ -358,7 +358,7 @@ async fn failing_store_makes_issuance_503_while_validation_keeps_working() {
         assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.text());
         assert!(!r.text().contains(&access) && !r.text().contains(&refresh), "no token in the error");
     }
-    let mut c = Conn::tls(https, &[cert.clone()], false).await;
+    let mut c = Conn::tls(https, std::slice::from_ref(&cert), false).await;
     let bearer = format!("Bearer {access}");
     let proxied = c.send(req("GET", "/api/x", &[("authorization", bearer.as_str())], full(String::new()))).await;
     assert_eq!(proxied.status, 200, "validation needs no store write: {}", proxied.text());

@@ -104,7 +104,7 @@ fn pk_clients() -> PkClients {
     write_file(&pem_path, &pem_key.spki_pem);
     let mut jwk = jwks_key.jwk.clone();
     jwk["kid"] = "jk1".into();
-    write_file(&jwks_path, &json!({ "keys": [jwk] }).to_string());
+    write_json(&jwks_path, &json!({ "keys": [jwk] }));
     let tables = [
         tables(),
         client("pk-pem", &format!("public_key = \"{}\"", pem_path.display()), CC_ONLY, &["read"], &["read"]),

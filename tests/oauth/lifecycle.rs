@@ -82,7 +82,7 @@ async fn tables_files_reload_clients_and_password_changes() {
     let users = dir.path().join("users.toml");
     let user_table = |password: &str| user("dave", password, &["read"], "");
     write_file(&clients, "");
-    write_file(&users, &user_table(ALICE_PW));
+    write_file(&users, user_table(ALICE_PW));
     let gw = start(&Opts {
         top_extra: format!("clients_file = \"{}\"\nusers_file = \"{}\"\n", clients.display(), users.display()),
         ..Opts::default()

@@ -82,7 +82,7 @@ impl Ep {
 
     /// One request over a fresh HTTPS/1.1 connection.
     pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
-        let mut c = Conn::tls(self.https, &[self.cert.clone()], false).await;
+        let mut c = Conn::tls(self.https, std::slice::from_ref(&self.cert), false).await;
         c.send(req(method, path, headers, full(body.to_owned()))).await
     }
 
