@@ -18,7 +18,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn routes(up: &Upstream) -> String {
-    format!("[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n", up.url())
+    route("/api", &up.url(), "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,8 +41,7 @@ async fn admin_endpoints_report_health_readiness_reload_and_metrics() {
     c["iat"] = serde_json::json!(now() - 7200);
     c["exp"] = serde_json::json!(now() - 3600);
     assert_eq!(gw.get_with("/api/m", &token(&gw.key("k1"), &c)).await.status, 401);
-    let (status, m) = gw.admin_get("/metrics").await;
-    assert_eq!(status, 200);
+    let m = gw.metrics().await;
     assert!(m.lines().any(|l| l == r#"tokengate_requests_total{route="/api",status="200"} 1"#), "{m}");
     assert!(m.lines().any(|l| l == r#"tokengate_token_rejections_total{reason="expired"} 1"#), "{m}");
     // The admin port is not the proxy: no JWT check, no proxying.
@@ -55,7 +54,7 @@ async fn admin_endpoints_report_health_readiness_reload_and_metrics() {
 fn check_accepts_a_good_config_and_names_the_problem_in_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("gateway.toml");
-    let routes = "[[routes]]\nprefix = \"/api\"\nupstream = \"echo\"\n";
+    let routes = &route("/api", "echo", "");
     std::fs::write(&cfg, config_text("", routes)).unwrap();
     let cfg_s = cfg.to_str().unwrap();
     let out = bin(&["check", "--config", cfg_s]);
@@ -64,7 +63,7 @@ fn check_accepts_a_good_config_and_names_the_problem_in_a_bad_one() {
     assert!(dir.path().join("keys/k1.pem").exists(), "check should create the first-start key");
 
     let cases: [(&str, String, &str); 4] = [
-        ("route without slash", config_text("", "[[routes]]\nprefix = \"api\"\nupstream = \"echo\"\n"), "\"api\""),
+        ("route without slash", config_text("", &route("api", "echo", "")), "\"api\""),
         ("not TOML", "[server\nlisten = 1".to_string(), "gateway.toml"),
         ("unknown field", config_text("lisen_typo = 1", routes), "lisen_typo"),
         ("missing active key", config_text("", routes).replace("active_kid = \"k1\"", "active_kid = \"k9\""), "k9"),
@@ -118,7 +117,7 @@ fn keygen_writes_loadable_keys_for_every_algorithm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_cli_token_is_accepted_by_the_running_gateway() {
     let up = Upstream::start(Mode::Ok).await;
-    let gw = Gw::start("", &format!("{}scopes = [\"read\"]\n", routes(&up))).await;
+    let gw = Gw::start("", &route("/api", &up.url(), "scopes = [\"read\"]")).await;
     let cfg = gw.config.to_str().unwrap().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         bin(&["mint", "--config", &cfg, "--sub", "cli-user", "--scope", "read write", "--client-id", "ci"])
@@ -153,11 +152,7 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
     let in_flight =
         tokio::spawn(async move { conn.send(req("GET", "/api/slow", &[("authorization", &auth)], empty())).await });
     // Wait until the upstream has the request (it then takes 1 s to answer).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while up.count() == 0 {
-        assert!(Instant::now() < deadline, "request never reached the upstream");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(5, "the request reaches the upstream", || async { up.count() > 0 }).await;
     let t = Instant::now();
     gw.shutdown().await;
     let waited = t.elapsed();

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use tokengate::config::RsaAlg;
-use tokengate::keys::{generate_pem, Alg, OwnKeys, SigningKey};
+use tokengate::keys::{Alg, OwnKeys};
 
 const REALM: &str = "Bearer realm=\"tokengate\"";
 
@@ -197,12 +197,12 @@ fn attacks(gw: &Gw) -> Vec<(&'static str, String)> {
     v.push(("no aud", token(&k1, &no_aud)));
     v.push(("typ JWT", sign_with(&k1, &json!({"alg": "ES256", "kid": "k1", "typ": "JWT"}), &claims("m", "read"))));
     v.push(("no typ", sign_with(&k1, &json!({"alg": "ES256", "kid": "k1"}), &claims("m", "read"))));
-    let es384 = SigningKey::from_pem("k1", generate_pem(Alg::ES384).unwrap().as_bytes(), RsaAlg::RS256).unwrap();
+    let es384 = fresh_key("k1", Alg::ES384).1;
     assert_eq!(es384.alg, Alg::ES384);
     v.push(("ES384 with kid k1", token(&es384, &claims("m", "read"))));
-    let rsa = SigningKey::from_pem("k1", generate_pem(Alg::RS256).unwrap().as_bytes(), RsaAlg::RS256).unwrap();
+    let rsa = fresh_key("k1", Alg::RS256).1;
     v.push(("RS256 with kid k1", token(&rsa, &claims("m", "read"))));
-    let ed = SigningKey::from_pem("k1", generate_pem(Alg::EdDSA).unwrap().as_bytes(), RsaAlg::RS256).unwrap();
+    let ed = fresh_key("k1", Alg::EdDSA).1;
     v.push(("EdDSA with kid k1", token(&ed, &claims("m", "read"))));
     v.push(("HS256 with a random secret", hs256(&header("HS256", "k1"), &claims("m", "read"), &[7u8; 32])));
     // Algorithm confusion: HMAC keyed with the issuer's public key in every usual encoding.
@@ -239,7 +239,7 @@ fn attacks(gw: &Gw) -> Vec<(&'static str, String)> {
         sign_with(&k1, &json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt", "crit": ["exp"]}), &claims("m", "read")),
     ));
     v.push(("unknown kid", sign_with(&k1, &header("ES256", "k9"), &claims("m", "read"))));
-    let other_key = SigningKey::from_pem("k1", generate_pem(Alg::ES256).unwrap().as_bytes(), RsaAlg::RS256).unwrap();
+    let other_key = fresh_key("k1", Alg::ES256).1;
     v.push(("same kid, different ES256 key", token(&other_key, &claims("m", "read"))));
     v
 }
@@ -280,7 +280,8 @@ async fn ambiguous_credentials_are_400_invalid_request() {
     let (gw, up) = setup().await;
     let tok = gw.mint("alice", "read");
     let bearer = format!("Bearer {tok}");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("two Authorization headers", "/api/x".into(), vec![("authorization", &bearer), ("authorization", &bearer)]),
         ("bearer + basic", "/api/x".into(), vec![("authorization", &bearer), ("authorization", "Basic eDp5")]),
         ("header + query token", format!("/api/x?access_token={tok}"), vec![("authorization", &bearer)]),
@@ -370,8 +371,7 @@ async fn metrics_count_requests_and_rejection_reasons() {
     let r = gw.get_with("/api/x", &token(&k1, &c)).await;
     assert_eq!(r.status, 401);
     assert_eq!(gw.get_with("/api/x", &gw.mint("a", "read")).await.status, 200);
-    let (status, m) = gw.admin_get("/metrics").await;
-    assert_eq!(status, 200);
+    let m = gw.metrics().await;
     assert!(m.lines().any(|l| l == r#"tokengate_token_rejections_total{reason="expired"} 1"#), "{m}");
     assert!(m.lines().any(|l| l.starts_with("tokengate_requests_total{") && l.contains(r#"status="401""#)), "{m}");
     assert!(m.lines().any(|l| l == r#"tokengate_requests_total{route="/api",status="200"} 1"#), "{m}");

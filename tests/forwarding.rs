@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::Version;
 
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n\n")
-}
-
 fn bearer(tok: &str) -> String {
     format!("Bearer {tok}")
 }
@@ -366,7 +362,7 @@ async fn plain_listener_speaks_h2_with_prior_knowledge_and_tls_without_alpn_is_h
         }
         assert_eq!(c.send(req("GET", "/api/x", &[], empty())).await.status, 401, "{version:?}");
     }
-    let stream = common::client::tls_connect(gw.https, &[gw.cert.clone()], &[]).await;
+    let stream = common::client::tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[]).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), None);
     let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);

@@ -3,27 +3,27 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use rustls_pki_types::CertificateDer;
-use tokengate::keys::{generate_pem, Alg};
+use tokengate::keys::Alg;
 
 fn routes(up: &Upstream) -> String {
-    format!("[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n", up.url())
+    route("/api", &up.url(), "")
 }
 
 /// Retries `GET path` until it answers `want` (panics after 10 s with the last answer).
 async fn eventually_status(gw: &Gw, path: &str, tok: &str, want: u16) -> Resp {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll_until(10, &format!("{path} to answer {want}"), || async {
         let r = gw.get_with(path, tok).await;
         if r.status == want {
-            return r;
+            Ok(r)
+        } else {
+            Err(format!("{} {}", r.status, r.text()))
         }
-        assert!(Instant::now() < deadline, "{path} still answers {} (want {want}): {}", r.status, r.text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,8 +33,7 @@ async fn signing_key_added_and_removed_without_restart() {
     let g0 = gw.wait_watcher_ready().await;
 
     // A key the gateway does not know yet.
-    let pem = generate_pem(Alg::ES256).unwrap();
-    let k2 = tokengate::keys::SigningKey::from_pem("k2", pem.as_bytes(), tokengate::config::RsaAlg::RS256).unwrap();
+    let (pem, k2) = fresh_key("k2", Alg::ES256);
     let tok2 = token(&k2, &claims("kate", ""));
     let r = gw.get_with("/api/x", &tok2).await;
     assert_eq!(r.status, 401);
@@ -51,13 +50,7 @@ async fn signing_key_added_and_removed_without_restart() {
     assert_eq!(up.last().header("x-auth-subject"), Some("kate"));
     // The active key is still k1.
     let minted = gw.mint("m", "");
-    let kid = serde_json::from_slice::<serde_json::Value>(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, minted.split('.').next().unwrap())
-            .unwrap(),
-    )
-    .unwrap()["kid"]
-        .clone();
-    assert_eq!(kid, "k1");
+    assert_eq!(header_of(&minted)["kid"], "k1");
     assert_eq!(gw.get_with("/api/x", &minted).await.status, 200);
 
     // Removed: its tokens are refused again, k1's still pass.
@@ -94,16 +87,12 @@ async fn broken_config_is_refused_and_the_old_one_keeps_serving() {
     let bad =
         config_text("", &format!("{}\n[[routes]]\nprefix = \"new\"\nupstream = \"{}\"\n", routes(&up), up2.url()));
     replace_file(&gw.config, bad.as_bytes());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let doc = gw.reload_status().await;
-        if doc["last_error"].as_str().is_some_and(|e| e.contains("new")) {
-            assert_eq!(doc["generation"].as_u64(), Some(g0), "{doc}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "semantic error not reported: {doc}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let doc = gw
+        .wait_reload(10, "the semantic error reported", |doc| {
+            doc["last_error"].as_str().is_some_and(|e| e.contains("new"))
+        })
+        .await;
+    assert_eq!(doc["generation"].as_u64(), Some(g0), "{doc}");
     assert_eq!(gw.get_with("/api/x", &tok).await.status, 200);
 
     // Fixed: a new generation, no error, and its new route serves.
@@ -132,7 +121,7 @@ async fn new_certificate_is_served_to_new_connections() {
     let gw = Gw::start("", &routes(&up)).await;
     let tok = gw.mint("alice", "");
     let old = gw.cert.clone();
-    assert_eq!(served_cert(&gw, &[old.clone()]).await.as_ref(), Some(&old));
+    assert_eq!(served_cert(&gw, std::slice::from_ref(&old)).await.as_ref(), Some(&old));
     let mut open = gw.tls(false).await;
     assert_eq!(open.peer_cert.as_ref(), Some(&old));
     assert_eq!(
@@ -150,18 +139,18 @@ async fn new_certificate_is_served_to_new_connections() {
     gw.wait_generation_above(g0, 10).await;
 
     let roots = [old.clone(), new.clone()];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll_until(10, "the new certificate served", || async {
         let served = served_cert(&gw, &roots).await;
         if served.as_ref() == Some(&new) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("got old={}", served.as_ref() == Some(&old)))
         }
-        assert!(Instant::now() < deadline, "new certificate not served; got old={}", served.as_ref() == Some(&old));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert!(gw.reload_status().await["last_error"].is_null());
     // A fresh connection trusting only the new certificate works end to end.
-    let mut fresh = Conn::tls(gw.https, &[new.clone()], true).await;
+    let mut fresh = Conn::tls(gw.https, std::slice::from_ref(&new), true).await;
     assert_eq!(fresh.peer_cert.as_ref(), Some(&new));
     assert_eq!(
         fresh.send(req("GET", "/api/2", &[("authorization", &format!("Bearer {tok}"))], empty())).await.status,

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD as B64};
 use base64::Engine;
 use serde_json::{json, Value};
 use tokengate::config::RsaAlg;
+use tokengate::keys::Alg;
 
 use crate::common::*;
 use crate::support::*;
@@ -148,7 +149,7 @@ async fn ecdsa_zero_and_degenerate_signatures() {
 async fn embedded_and_remote_key_headers_are_ignored_and_never_fetched() {
     let lab = Lab::start().await;
     let wire = Tripwire::start().await;
-    let (_, evil) = es256("evil");
+    let (_, evil) = fresh_key("evil", Alg::ES256);
     let evil_jwk = evil.public_jwk().clone();
     let url = format!("http://{}/jwks.json", wire.addr);
     let c = claims("mallory", "read admin");

@@ -87,7 +87,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let (pem, key) = es256("k1");
+        let (pem, key) = fresh_key("k1", Alg::ES256);
         std::fs::write(dir.path().join("k1.pem"), pem).unwrap();
         let own = OwnKeys::load(dir.path(), Some("k1"), RsaAlg::RS256).unwrap();
         let issuer = Issuer {
@@ -216,17 +216,10 @@ async fn token_endpoint_survives_random_form_bodies() {
         prop::collection::vec(prop::sample::select(b"=&%+;a0Ff\x00\xff grant_type".to_vec()), 0..300),
     ];
     let mut conn = lab.gw.tls(false).await;
-    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("svc:{SECRET}")));
+    let auth = basic_header("svc", SECRET);
     for _ in 0..64 {
         let body = strat.new_tree(&mut runner).unwrap().current();
-        let r = conn
-            .send(req(
-                "POST",
-                "/oauth2/token",
-                &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &auth)],
-                full(body.clone()),
-            ))
-            .await;
+        let r = conn.send(req("POST", "/oauth2/token", &[FORM_CT, ("authorization", &auth)], full(body.clone()))).await;
         let s = r.status.as_u16();
         assert!((400..500).contains(&s), "{s} for {:?}: {}", String::from_utf8_lossy(&body), r.text());
         assert!(r.json()["error"].is_string(), "{}", r.text());

@@ -3,7 +3,6 @@
 //! clients and a user; raw TCP/TLS byte clients that never panic on a closed connection.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,34 +22,28 @@ pub const MIX_ISS: &str = "https://mixed-idp.test";
 pub const HS_ISS: &str = "https://hmac-idp.test";
 /// The 32-byte secret of the HMAC issuer's `oct` key `h1`.
 pub const HS_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
-pub const SECRET: &str = "client-Secret-1";
-pub const ALICE_PW: &str = "alice-Password-1";
-pub const TOKEN_URL: &str = "https://tokengate.test/oauth2/token";
 
-struct Material {
-    rsa_pem: String,
-    secret_hash: String,
-    alice_hash: String,
-}
-
-/// Slow material (RSA keygen, argon2 hashes) made once per test binary.
-fn material() -> &'static Material {
-    static M: OnceLock<Material> = OnceLock::new();
-    M.get_or_init(|| Material {
-        rsa_pem: generate_pem(Alg::RS256).expect("RSA key"),
-        secret_hash: tokengate::secrets::hash(SECRET).expect("hash"),
-        alice_hash: tokengate::secrets::hash(ALICE_PW).expect("hash"),
-    })
+/// The RSA key of the external issuers, generated once per test binary.
+fn rsa_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| generate_pem(Alg::RS256).expect("RSA key"))
 }
 
 pub fn rsa_key(alg: RsaAlg) -> SigningKey {
-    SigningKey::from_pem("rsa1", material().rsa_pem.as_bytes(), alg).expect("RSA key parses")
+    SigningKey::from_pem("rsa1", rsa_pem().as_bytes(), alg).expect("RSA key parses")
 }
 
-pub fn es256(kid: &str) -> (String, SigningKey) {
-    let pem = generate_pem(Alg::ES256).expect("ES256 key");
-    let key = SigningKey::from_pem(kid, pem.as_bytes(), RsaAlg::RS256).expect("ES256 key parses");
-    (pem, key)
+/// The lab's clients (one per grant, and `jwtc` with a client-assertion key) and user.
+fn lab_tables(jwtc_pem: &str) -> String {
+    let s = secret_hash(SECRET);
+    let cc = ["client_credentials"];
+    [
+        client("svc", &s, &cc, &["read", "admin"], &["read"]),
+        client("app", &s, &["password", "refresh_token"], &["read", "openid", "admin"], &["read"]),
+        client("jwtc", &format!("public_key = \"{jwtc_pem}\""), &cc, &["read"], &["read"]),
+        user("alice", ALICE_PW, &["read", "openid", "admin"], ""),
+    ]
+    .concat()
 }
 
 pub struct Lab {
@@ -76,11 +69,10 @@ impl Lab {
 
     /// `server_extra` goes into `[server]`, `top_extra` at the end of the file.
     pub async fn start_with(server_extra: &str, top_extra: &str) -> Lab {
-        let m = material();
         let aux = tempfile::tempdir().expect("tempdir");
         let keys = aux.path().join("keys");
         std::fs::create_dir_all(&keys).unwrap();
-        let (k1_pem, k1) = es256("k1");
+        let (k1_pem, k1) = fresh_key("k1", Alg::ES256);
         std::fs::write(keys.join("k1.pem"), k1_pem).unwrap();
         let mut rsa_jwk = rsa_key(RsaAlg::RS256).public_jwk().clone();
         write_json(&aux.path().join("rsa.jwks"), &json!({"keys": [rsa_jwk.clone()]}));
@@ -90,112 +82,33 @@ impl Lab {
             &aux.path().join("hs.jwks"),
             &json!({"keys": [{"kty": "oct", "kid": "h1", "k": B64.encode(HS_SECRET)}]}),
         );
-        let (_, assertion_key) = es256("jwtc-key");
+        let (_, assertion_key) = fresh_key("jwtc-key", Alg::ES256);
         let spki = p256_spki_der(&jwk_point(assertion_key.public_jwk()));
         std::fs::write(aux.path().join("jwtc.pem"), tokengate::keys::pem_encode("PUBLIC KEY", &spki)).unwrap();
         let (public, admin, api) =
             (Upstream::start(Mode::Ok).await, Upstream::start(Mode::Ok).await, Upstream::start(Mode::Ok).await);
         let a = aux.path().display();
-        let text = format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-listen_plain = "127.0.0.1:0"
-shutdown_grace_secs = 1
-max_header_bytes = 8192
-{server_extra}
-
-[tls]
-cert = "certs/gateway.crt"
-key = "certs/gateway.key"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[tokens]
-issuer = "{ISSUER}"
-audience = "{AUD}"
-keys_dir = "{a}/keys"
-active_kid = "k1"
-leeway_secs = 5
-
-[lockout]
-max_failures = 3
-window_secs = 300
-base_wait_secs = 60
-max_wait_secs = 60
-per_ip_per_minute = 0
-
-[state]
-path = ":memory:"
-
-[log]
-level = "error"
-
-[[issuers]]
-issuer = "{RSA_ISS}"
-jwks = "{a}/rsa.jwks"
-algorithms = ["RS256"]
-
-[[issuers]]
-issuer = "{MIX_ISS}"
-jwks = "{a}/mix.jwks"
-algorithms = ["RS256", "HS256"]
-
-[[issuers]]
-issuer = "{HS_ISS}"
-jwks = "{a}/hs.jwks"
-algorithms = ["HS256"]
-
-[[routes]]
-prefix = "/"
-upstream = "{pu}"
-public = true
-
-[[routes]]
-prefix = "/admin"
-upstream = "{au}"
-scopes = ["admin"]
-
-[[routes]]
-prefix = "/api"
-upstream = "{apu}"
-scopes = ["read"]
-claims_to_headers = {{ "X-Tenant" = "tenant" }}
-
-[[clients]]
-id = "svc"
-secret_hash = "{sh}"
-grants = ["client_credentials"]
-scopes = ["read", "admin"]
-default_scopes = ["read"]
-
-[[clients]]
-id = "app"
-secret_hash = "{sh}"
-grants = ["password", "refresh_token"]
-scopes = ["read", "openid", "admin"]
-default_scopes = ["read"]
-
-[[clients]]
-id = "jwtc"
-public_key = "{a}/jwtc.pem"
-grants = ["client_credentials"]
-scopes = ["read"]
-default_scopes = ["read"]
-
-[[users]]
-username = "alice"
-password_hash = "{ah}"
-scopes = ["read", "openid", "admin"]
-{top_extra}
-"#,
-            pu = public.url(),
-            au = admin.url(),
-            apu = api.url(),
-            sh = m.secret_hash,
-            ah = m.alice_hash,
-        );
-        let gw = Gw::start_text(&text).await;
+        let issuers =
+            [(RSA_ISS, "rsa", r#""RS256""#), (MIX_ISS, "mix", r#""RS256", "HS256""#), (HS_ISS, "hs", r#""HS256""#)]
+                .map(|(iss, f, algs)| {
+                    format!("\n[[issuers]]\nissuer = \"{iss}\"\njwks = \"{a}/{f}.jwks\"\nalgorithms = [{algs}]\n")
+                })
+                .concat();
+        let config = Config::new()
+            .server("max_header_bytes = 8192\n")
+            .server(server_extra)
+            .shutdown_grace_secs(1)
+            .keys_dir(format!("{a}/keys"))
+            .log("level = \"error\"")
+            .rest(&lockout(3, 60, 0))
+            .rest("\n[state]\npath = \":memory:\"\n")
+            .rest(&issuers)
+            .rest(&route("/", &public.url(), "public = true"))
+            .rest(&route("/admin", &admin.url(), "scopes = [\"admin\"]"))
+            .rest(&route("/api", &api.url(), "scopes = [\"read\"]\nclaims_to_headers = { \"X-Tenant\" = \"tenant\" }"))
+            .rest(&lab_tables(&format!("{a}/jwtc.pem")))
+            .rest(top_extra);
+        let gw = Gw::start_config(&config).await;
         Lab { gw, aux, public, admin, api, k1, assertion_key }
     }
 
@@ -226,17 +139,6 @@ scopes = ["read", "openid", "admin"]
         let r = self.gw.get_with("/api/health", &tok).await;
         assert_eq!(r.status, 200, "a valid request after the attack: {}", r.text());
     }
-}
-
-pub fn write_json(p: &Path, v: &Value) {
-    std::fs::write(p, v.to_string()).expect("write json");
-}
-
-/// `header.payload` from raw JSON texts, signed by `key` over exactly those bytes.
-pub fn sign_raw(key: &SigningKey, header: &[u8], payload: &[u8]) -> String {
-    let input = format!("{}.{}", b64(header), b64(payload));
-    let sig = key.sign(input.as_bytes()).expect("sign");
-    format!("{input}.{}", b64(&sig))
 }
 
 /// Claims for an external issuer.
@@ -309,13 +211,13 @@ pub async fn raw_plain(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 }
 
 pub async fn raw_tls(gw: &Gw, bytes: &[u8]) -> Vec<u8> {
-    let s = tls_connect(gw.https, &[gw.cert.clone()], &[b"http/1.1"]).await;
+    let s = tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[b"http/1.1"]).await;
     exchange(s, bytes, Duration::from_millis(800)).await
 }
 
 /// A TLS stream negotiated for h2, for the `h2` crate.
 pub async fn h2_client(gw: &Gw) -> h2::client::SendRequest<bytes::Bytes> {
-    let s = tls_connect(gw.https, &[gw.cert.clone()], &[b"h2"]).await;
+    let s = tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[b"h2"]).await;
     let (send, conn) = h2::client::handshake(s).await.expect("h2 handshake");
     tokio::spawn(async move {
         let _ = conn.await;

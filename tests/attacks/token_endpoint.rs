@@ -10,12 +10,6 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::support::*;
 
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
-
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
 async fn post(conn: &mut Conn, path: &str, headers: &[(&str, &str)], body: impl Into<bytes::Bytes>) -> Resp {
     conn.send(req("POST", path, headers, full(body))).await
 }
@@ -31,8 +25,8 @@ fn error_of(r: &Resp) -> String {
 async fn credential_stuffing_gets_identical_answers_and_locks_the_real_user() {
     let lab = Lab::start().await;
     let mut conn = lab.gw.tls(false).await;
-    let auth = basic("app", SECRET);
-    let h = [FORM, ("authorization", auth.as_str())];
+    let auth = basic_header("app", SECRET);
+    let h = [FORM_CT, ("authorization", auth.as_str())];
     let mut answers = Vec::new();
     for i in 0..200 {
         let user = format!("user-{i}-{:x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -62,7 +56,7 @@ async fn credential_stuffing_gets_identical_answers_and_locks_the_real_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_and_malformed_bodies_are_refused_cleanly() {
     let lab = Lab::start().await;
-    let auth = basic("svc", SECRET);
+    let auth = basic_header("svc", SECRET);
     // 1 MB with a Content-Length, and 1 MB chunked: 413 (or a close), never a 2xx/5xx.
     let body = format!("grant_type=client_credentials&x={}", "a".repeat(1 << 20));
     for chunked in [false, true] {
@@ -75,7 +69,7 @@ async fn huge_and_malformed_bodies_are_refused_cleanly() {
         assert!(!st.is_empty() || chunked, "1 MB with Content-Length: no answer at all");
     }
     let mut conn = lab.gw.tls(false).await;
-    let h = [FORM, ("authorization", auth.as_str())];
+    let h = [FORM_CT, ("authorization", auth.as_str())];
     let bodies: Vec<(&str, Vec<u8>)> = vec![
         ("invalid percent-encoding", b"grant_type=client_credentials&scope=%zz%".to_vec()),
         ("percent-encoded invalid UTF-8", b"grant_type=client_credentials&scope=%ff%fe".to_vec()),
@@ -114,7 +108,7 @@ async fn broken_basic_headers_and_duplicate_parameters() {
         "Basic ".into(),
     ];
     for b in &basics {
-        let r = post(&mut conn, "/oauth2/token", &[FORM, ("authorization", b)], cc).await;
+        let r = post(&mut conn, "/oauth2/token", &[FORM_CT, ("authorization", b)], cc).await;
         let e = error_of(&r);
         assert!(
             (r.status == 401 && e == "invalid_client") || (r.status == 400 && e == "invalid_request"),
@@ -128,7 +122,7 @@ async fn broken_basic_headers_and_duplicate_parameters() {
             assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"tokengate\""), "{b:?}");
         }
     }
-    let app = basic("app", SECRET);
+    let app = basic_header("app", SECRET);
     let dups = [
         format!("grant_type=password&username=alice&username=bob&password={ALICE_PW}"),
         format!("grant_type=password&username=alice&password=x&password={ALICE_PW}"),
@@ -137,12 +131,16 @@ async fn broken_basic_headers_and_duplicate_parameters() {
         format!("grant_type=password&username=alice&password={ALICE_PW}&Username=root&username=alice"),
     ];
     for d in &dups {
-        let r = post(&mut conn, "/oauth2/token", &[FORM, ("authorization", &app)], d.clone()).await;
+        let r = post(&mut conn, "/oauth2/token", &[FORM_CT, ("authorization", &app)], d.clone()).await;
         assert_eq!((r.status.as_u16(), error_of(&r)), (400, "invalid_request".into()), "{d}: {}", r.text());
     }
-    let r =
-        post(&mut conn, "/oauth2/token", &[FORM], format!("{cc}&client_id=svc&client_id=svc&client_secret={SECRET}"))
-            .await;
+    let r = post(
+        &mut conn,
+        "/oauth2/token",
+        &[FORM_CT],
+        format!("{cc}&client_id=svc&client_id=svc&client_secret={SECRET}"),
+    )
+    .await;
     assert_eq!(r.status, 400, "duplicate client_id: {}", r.text());
     assert_eq!(lab.upstream_total(), 0);
 }
@@ -158,12 +156,12 @@ async fn replayed_client_assertion_is_invalid_client() {
         "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a}"
     );
     let mut conn = lab.gw.tls(false).await;
-    let first = post(&mut conn, "/oauth2/token", &[FORM], body.clone()).await;
+    let first = post(&mut conn, "/oauth2/token", &[FORM_CT], body.clone()).await;
     assert_eq!(first.status, 200, "first use: {}", first.text());
-    let again = post(&mut conn, "/oauth2/token", &[FORM], body.clone()).await;
+    let again = post(&mut conn, "/oauth2/token", &[FORM_CT], body.clone()).await;
     assert_eq!((again.status.as_u16(), error_of(&again)), (401, "invalid_client".into()), "replay: {}", again.text());
     let mut conn2 = lab.gw.tls(true).await;
-    let h2_again = post(&mut conn2, "/oauth2/token", &[FORM], body).await;
+    let h2_again = post(&mut conn2, "/oauth2/token", &[FORM_CT], body).await;
     assert_eq!(h2_again.status, 401, "replay over h2 on another connection: {}", h2_again.text());
 }
 
@@ -171,11 +169,11 @@ async fn replayed_client_assertion_is_invalid_client() {
 async fn id_tokens_refresh_tokens_and_revoked_tokens_are_not_bearer_tokens() {
     let lab = Lab::start().await;
     let mut conn = lab.gw.tls(false).await;
-    let app = basic("app", SECRET);
+    let app = basic_header("app", SECRET);
     let r = post(
         &mut conn,
         "/oauth2/token",
-        &[FORM, ("authorization", &app)],
+        &[FORM_CT, ("authorization", &app)],
         format!("grant_type=password&username=alice&password={ALICE_PW}&scope=read%20openid%20admin"),
     )
     .await;
@@ -189,20 +187,22 @@ async fn id_tokens_refresh_tokens_and_revoked_tokens_are_not_bearer_tokens() {
     let r = conn.send(req("GET", "/admin/x", &[("authorization", &format!("Bearer {id}"))], empty())).await;
     assert_eq!(r.status, 401, "ID token on /admin");
     // Revocation by jti through /oauth2/revoke (client credentials token of svc).
-    let svc = basic("svc", SECRET);
-    let r = post(&mut conn, "/oauth2/token", &[FORM, ("authorization", &svc)], "grant_type=client_credentials").await;
+    let svc = basic_header("svc", SECRET);
+    let r =
+        post(&mut conn, "/oauth2/token", &[FORM_CT, ("authorization", &svc)], "grant_type=client_credentials").await;
     let cc = r.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(lab.status_of(&mut conn, &cc).await, 200, "before revocation (now cached)");
-    let r = post(&mut conn, "/oauth2/revoke", &[FORM, ("authorization", &svc)], format!("token={cc}")).await;
+    let r = post(&mut conn, "/oauth2/revoke", &[FORM_CT, ("authorization", &svc)], format!("token={cc}")).await;
     assert_eq!(r.status, 200, "revoke: {}", r.text());
     lab.assert_refused(&mut conn, "revoked by jti", &cc).await;
     let mut other = lab.gw.tls(true).await;
     let r = other.send(req("GET", "/api/x", &[("authorization", &format!("Bearer {cc}"))], empty())).await;
     assert_eq!(r.status, 401, "revoked token over h2");
     // Another client cannot revoke svc's token (200 per RFC 7009, but nothing is revoked).
-    let r = post(&mut conn, "/oauth2/token", &[FORM, ("authorization", &svc)], "grant_type=client_credentials").await;
+    let r =
+        post(&mut conn, "/oauth2/token", &[FORM_CT, ("authorization", &svc)], "grant_type=client_credentials").await;
     let cc2 = r.json()["access_token"].as_str().unwrap().to_owned();
-    let r = post(&mut conn, "/oauth2/revoke", &[FORM, ("authorization", &app)], format!("token={cc2}")).await;
+    let r = post(&mut conn, "/oauth2/revoke", &[FORM_CT, ("authorization", &app)], format!("token={cc2}")).await;
     assert_eq!(r.status, 200);
     assert_eq!(lab.status_of(&mut conn, &cc2).await, 200, "app revoked svc's token");
 }
@@ -210,7 +210,7 @@ async fn id_tokens_refresh_tokens_and_revoked_tokens_are_not_bearer_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_of_a_key_removed_from_keys_dir_is_refused_after_reload() {
     let lab = Lab::start().await;
-    let (pem, k2) = es256("k2");
+    let (pem, k2) = fresh_key("k2", tokengate::keys::Alg::ES256);
     let g0 = lab.gw.wait_watcher_ready().await;
     std::fs::write(lab.aux.path().join("keys/k2.pem"), pem).unwrap();
     let g1 = lab.gw.wait_generation_above(g0, 10).await["generation"].as_u64().unwrap();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Version};
@@ -81,6 +82,24 @@ pub fn pattern_sha256(total: usize) -> Vec<u8> {
 
 pub fn sha256(b: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b).as_ref().to_vec()
+}
+
+/// `Content-Type` of a form POST.
+pub const FORM_CT: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// `Basic` client credentials, id and secret form-urlencoded first (RFC 6749 2.3.1).
+pub fn basic_header(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret))))
+}
+
+/// An `application/x-www-form-urlencoded` body.
+pub fn encode_form(params: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
 }
 
 /// A request in origin form; `Conn::send` adapts it to h1 (Host) or h2 (absolute URI).

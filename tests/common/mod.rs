@@ -1,14 +1,25 @@
-//! Shared helpers for the over-the-wire tests: a gateway in a temp dir ([`Gw`]), HTTPS (h1/h2),
-//! plain and raw-TCP clients ([`client`]), a recording upstream ([`upstream`]), and token forging
-//! ([`tokens`]).
+//! The one fixture module of the over-the-wire tests, included by every test target: the
+//! `gateway.toml` skeleton ([`Config`]) and a gateway in a temp dir ([`Gw`]), HTTPS (h1/h2),
+//! plain and raw-TCP clients ([`client`]), a recording upstream ([`upstream`]), token forging and
+//! minting ([`tokens`]), the demo client and user tables ([`tables`]), bounded polling
+//! ([`poll`]) and the admin metrics ([`metrics`]).
 #![allow(dead_code)]
 
 pub mod client;
+pub mod metrics;
+pub mod poll;
+pub mod tables;
 pub mod tokens;
 pub mod upstream;
 
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use metrics::*;
+#[allow(unused_imports)]
+pub use poll::*;
+#[allow(unused_imports)]
+pub use tables::*;
 #[allow(unused_imports)]
 pub use tokens::*;
 #[allow(unused_imports)]
@@ -30,22 +41,96 @@ use tokengate::server::Running;
 
 pub const ISSUER: &str = "https://tokengate.test";
 pub const AUD: &str = "api";
+/// The token endpoint as the gateway names itself (the `aud` of client assertions).
+pub const TOKEN_URL: &str = "https://tokengate.test/oauth2/token";
 
 /// The `gateway.toml` used by the tests; `server_extra` goes into `[server]`, `routes` at the end.
 pub fn config_text(server_extra: &str, routes: &str) -> String {
-    config_with("", server_extra, "", routes)
+    Config::new().server(server_extra).rest(routes).text()
 }
 
 /// The same skeleton with top-level keys (`top`, e.g. `clients_file`), extra `[tokens]` keys, and
 /// anything after it (`rest`: routes, tables, `[lockout]`, `[state]`).
 pub fn config_with(top: &str, server_extra: &str, tokens_extra: &str, rest: &str) -> String {
-    format!(
-        r#"{top}
+    Config::new().top(top).server(server_extra).tokens(tokens_extra).rest(rest).text()
+}
+
+/// The one `gateway.toml` skeleton of the tests, built up section by section: ephemeral
+/// listeners, a self-signed certificate and a generated `k1` key in the gateway's folder.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Top-level keys (before `[server]`), e.g. `clients_file`.
+    pub top: String,
+    /// Extra `[server]` keys.
+    pub server: String,
+    pub shutdown_grace_secs: u64,
+    /// `[tokens] keys_dir`, relative to the config's folder unless absolute.
+    pub keys_dir: String,
+    /// Extra `[tokens]` keys.
+    pub tokens: String,
+    /// The body of `[log]`.
+    pub log: String,
+    /// Everything after the skeleton: routes, tables, `[lockout]`, `[state]`, `[[issuers]]`.
+    pub rest: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            top: String::new(),
+            server: String::new(),
+            shutdown_grace_secs: 5,
+            keys_dir: "keys".into(),
+            tokens: String::new(),
+            log: "level = \"warn\"".into(),
+            rest: String::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn new() -> Config {
+        Config::default()
+    }
+    pub fn top(mut self, keys: &str) -> Self {
+        self.top.push_str(keys);
+        self
+    }
+    pub fn server(mut self, keys: &str) -> Self {
+        self.server.push_str(keys);
+        self
+    }
+    pub fn shutdown_grace_secs(mut self, secs: u64) -> Self {
+        self.shutdown_grace_secs = secs;
+        self
+    }
+    pub fn keys_dir(mut self, dir: impl Into<String>) -> Self {
+        self.keys_dir = dir.into();
+        self
+    }
+    pub fn tokens(mut self, keys: &str) -> Self {
+        self.tokens.push_str(keys);
+        self
+    }
+    pub fn log(mut self, body: &str) -> Self {
+        self.log = body.into();
+        self
+    }
+    /// Appends to what follows the skeleton.
+    pub fn rest(mut self, text: &str) -> Self {
+        self.rest.push_str(text);
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let Config { top, server, shutdown_grace_secs, keys_dir, tokens, log, rest } = self;
+        format!(
+            r#"{top}
 [server]
 listen = "127.0.0.1:0"
 listen_plain = "127.0.0.1:0"
-shutdown_grace_secs = 5
-{server_extra}
+shutdown_grace_secs = {shutdown_grace_secs}
+{server}
 
 [tls]
 cert = "certs/gateway.crt"
@@ -58,19 +143,45 @@ listen = "127.0.0.1:0"
 [tokens]
 issuer = "{ISSUER}"
 audience = "{AUD}"
-keys_dir = "keys"
+keys_dir = "{keys_dir}"
 active_kid = "k1"
 generate_if_missing = true
 leeway_secs = 5
-{tokens_extra}
+{tokens}
 
 [log]
-level = "warn"
+{log}
 
 {rest}
 "#
+        )
+    }
+}
+
+/// A `[[routes]]` entry for `prefix` -> `upstream` with extra keys.
+pub fn route(prefix: &str, upstream: &str, extra: &str) -> String {
+    format!("\n[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
+}
+
+/// A `[lockout]` section: `max_failures` in a 300 s window, waits from `base_wait_secs` up to 60 s.
+pub fn lockout(max_failures: u32, base_wait_secs: u64, per_ip_per_minute: u32) -> String {
+    format!(
+        "\n[lockout]\nmax_failures = {max_failures}\nwindow_secs = 300\nbase_wait_secs = {base_wait_secs}\n\
+         max_wait_secs = 60\nper_ip_per_minute = {per_ip_per_minute}\n"
     )
 }
+
+/// A public echo route and a protected echo route: nothing outside the gateway is needed.
+pub const ECHO_ROUTES: &str = r#"
+[[routes]]
+prefix = "/pub"
+upstream = "echo"
+public = true
+
+[[routes]]
+prefix = "/api"
+upstream = "echo"
+"#;
 
 /// A gateway running in-process from a config in its own temp dir.
 pub struct Gw {
@@ -87,6 +198,10 @@ pub struct Gw {
 impl Gw {
     pub async fn start(server_extra: &str, routes: &str) -> Gw {
         Self::start_text(&config_text(server_extra, routes)).await
+    }
+
+    pub async fn start_config(config: &Config) -> Gw {
+        Self::start_text(&config.text()).await
     }
 
     pub async fn start_text(text: &str) -> Gw {
@@ -130,7 +245,7 @@ impl Gw {
 
     /// A fresh HTTPS connection (h2 when `h2`), trusting the start certificate.
     pub async fn tls(&self, h2: bool) -> Conn {
-        Conn::tls(self.https, &[self.cert.clone()], h2).await
+        Conn::tls(self.https, std::slice::from_ref(&self.cert), h2).await
     }
 
     /// A fresh plain-HTTP/1.1 connection to `listen_plain`.
@@ -166,28 +281,25 @@ impl Gw {
 
     /// Polls `/reload` until `generation > above` (panics after `secs`); returns the document.
     pub async fn wait_generation_above(&self, above: u64, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let doc = self.reload_status().await;
-            if doc["generation"].as_u64().unwrap_or(0) > above {
-                return doc;
-            }
-            assert!(Instant::now() < deadline, "no reload within {secs}s; /reload = {doc}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_reload(secs, "a reload", |doc| doc["generation"].as_u64().unwrap_or(0) > above).await
     }
 
     /// Polls `/reload` until `last_error` is set (panics after `secs`); returns the document.
     pub async fn wait_reload_error(&self, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        self.wait_reload(secs, "a failed reload", |doc| !doc["last_error"].is_null()).await
+    }
+
+    /// Polls `/reload` until the document satisfies `done` (panics after `secs`); returns it.
+    pub async fn wait_reload(&self, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        poll_until(secs, what, || async {
             let doc = self.reload_status().await;
-            if !doc["last_error"].is_null() {
-                return doc;
+            if done(&doc) {
+                Ok(doc)
+            } else {
+                Err(format!("/reload = {doc}"))
             }
-            assert!(Instant::now() < deadline, "no failed reload within {secs}s; /reload = {doc}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// The file watcher is registered asynchronously after `start`: rewrite the config (same
@@ -226,4 +338,12 @@ pub fn replace_file(path: &Path, bytes: &[u8]) {
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).expect("write temp file");
     std::fs::rename(&tmp, path).expect("rename over");
+}
+
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+pub fn write_json(path: &Path, v: &Value) {
+    write_file(path, v.to_string());
 }

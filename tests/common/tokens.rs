@@ -1,9 +1,11 @@
-//! Token forging: real signatures over whatever header and claims a test wants.
+//! Token forging: real signatures over whatever header and claims a test wants, fresh keys, and
+//! reading a token's parts back. (Tokens of the gateway's own key: `Gw::mint`.)
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
-use tokengate::keys::SigningKey;
+use tokengate::config::RsaAlg;
+use tokengate::keys::{generate_pem, Alg, SigningKey};
 
 use super::{AUD, ISSUER};
 
@@ -33,7 +35,12 @@ pub fn claims(sub: &str, scope: &str) -> Value {
 
 /// `header.claims` signed by `key` (the header is taken as given, so it can lie).
 pub fn sign_with(key: &SigningKey, header: &Value, claims: &Value) -> String {
-    let input = format!("{}.{}", b64json(header), b64json(claims));
+    sign_raw(key, header.to_string().as_bytes(), claims.to_string().as_bytes())
+}
+
+/// `header.payload` from raw JSON texts, signed by `key` over exactly those bytes.
+pub fn sign_raw(key: &SigningKey, header: &[u8], payload: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
     let sig = key.sign(input.as_bytes()).expect("sign");
     format!("{input}.{}", b64(&sig))
 }
@@ -77,4 +84,28 @@ pub fn jwk_point(jwk: &Value) -> Vec<u8> {
     p.extend(B64.decode(jwk["x"].as_str().expect("x")).expect("b64 x"));
     p.extend(B64.decode(jwk["y"].as_str().expect("y")).expect("b64 y"));
     p
+}
+
+/// A freshly generated key (`alg`) as (private PEM, `SigningKey` named `kid`).
+pub fn fresh_key(kid: &str, alg: Alg) -> (String, SigningKey) {
+    let pem = generate_pem(alg).expect("generate key");
+    let rsa = if alg == Alg::PS256 { RsaAlg::PS256 } else { RsaAlg::RS256 };
+    let key = SigningKey::from_pem(kid, pem.as_bytes(), rsa).expect("generated key parses");
+    (pem, key)
+}
+
+/// Decodes part `i` (0: header, 1: claims) of a JWT without checking anything.
+fn part_of(token: &str, i: usize) -> Value {
+    let part = token.split('.').nth(i).expect("JWT part");
+    serde_json::from_slice(&B64.decode(part).expect("b64")).expect("JWT part is JSON")
+}
+
+/// The header of a JWT, unverified.
+pub fn header_of(token: &str) -> Value {
+    part_of(token, 0)
+}
+
+/// The claims of a JWT, unverified (for tests on the claims only).
+pub fn claims_of(token: &str) -> Value {
+    part_of(token, 1)
 }

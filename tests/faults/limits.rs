@@ -76,9 +76,9 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
     let gw = Gw::start(SHORT, ECHO_ROUTES).await;
     let start = Instant::now();
     let mut plain = TcpStream::connect(gw.plain).await.expect("connect");
-    let mut tls = tls_connect(gw.https, &[gw.cert.clone()], &[b"http/1.1"]).await;
+    let mut tls = tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[b"http/1.1"]).await;
     // ALPN h2 sends hyper's h2 side, whose handshake has no timer of its own.
-    let mut tls_h2 = tls_connect(gw.https, &[gw.cert.clone()], &[b"h2"]).await;
+    let mut tls_h2 = tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[b"h2"]).await;
     let limit = Duration::from_millis(3500);
     let (p, t, t2) = tokio::join!(
         read_until_closed(&mut plain, limit),
@@ -107,7 +107,7 @@ async fn header_read_timeout_cut_counts_in_limit_hits() {
     let end = read_until_closed(&mut s, Duration::from_secs(4)).await;
     assert!(end.closed_after.is_some(), "the partial head was not cut");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, m) = gw.admin_get("/metrics").await;
+    let m = gw.metrics().await;
     let hits: Vec<&str> = m.lines().filter(|l| l.starts_with("tokengate_limit_hits")).collect();
     assert!(
         all_limit_hits(&gw).await > before,
@@ -117,7 +117,7 @@ async fn header_read_timeout_cut_counts_in_limit_hits() {
 
 /// The bytes of a real ClientHello for `localhost`.
 fn client_hello(gw: &Gw) -> Vec<u8> {
-    let cfg = Arc::new(tls_client_config(&[gw.cert.clone()], &[b"http/1.1"]));
+    let cfg = Arc::new(tls_client_config(std::slice::from_ref(&gw.cert), &[b"http/1.1"]));
     let name = ServerName::try_from("localhost").unwrap();
     let mut c = rustls::ClientConnection::new(cfg, name).expect("client connection");
     let mut out = Vec::new();
@@ -174,7 +174,8 @@ async fn read_one_response(s: &mut TcpStream) -> (u16, Vec<u8>) {
 
 /// Whether a TLS handshake to the gateway completes (false: refused, closed or timed out).
 async fn tls_handshake_ok(gw: &Gw) -> bool {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(&[gw.cert.clone()], &[b"http/1.1"])));
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(std::slice::from_ref(&gw.cert), &[b"http/1.1"])));
     let Ok(tcp) = TcpStream::connect(gw.https).await else { return false };
     let name = ServerName::try_from("localhost").unwrap();
     matches!(tokio::time::timeout(Duration::from_secs(3), connector.connect(name, tcp)).await, Ok(Ok(_)))

@@ -22,55 +22,6 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use common::*;
 
-/// A public echo route and a protected echo route: nothing outside the gateway is needed.
-pub const ECHO_ROUTES: &str = r#"
-[[routes]]
-prefix = "/pub"
-upstream = "echo"
-public = true
-
-[[routes]]
-prefix = "/api"
-upstream = "echo"
-"#;
-
-/// The value of one Prometheus sample line (`name{labels}`), 0 when the series is absent.
-pub async fn metric(gw: &Gw, series: &str) -> u64 {
-    let (status, text) = gw.admin_get("/metrics").await;
-    assert_eq!(status, 200, "GET /metrics: {text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse::<f64>().unwrap_or_else(|e| panic!("{series}: {v:?}: {e}")) as u64)
-        .unwrap_or(0)
-}
-
-/// `tokengate_limit_hits_total{limit="<limit>"}`.
-pub async fn limit_hits(gw: &Gw, limit: &str) -> u64 {
-    metric(gw, &format!("tokengate_limit_hits_total{{limit=\"{limit}\"}}")).await
-}
-
-/// Sum of every `tokengate_limit_hits_total` series, whatever its label.
-pub async fn all_limit_hits(gw: &Gw) -> u64 {
-    let (_, text) = gw.admin_get("/metrics").await;
-    text.lines()
-        .filter(|l| l.starts_with("tokengate_limit_hits_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// Polls `f` every 50 ms until it is true; panics with `what` after `secs`.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A normal request from an unaffected client: GET /pub over a fresh HTTPS connection is 200.
 pub async fn assert_serving(gw: &Gw, when: &str) {
     let r = gw.get("/pub/ok", &[]).await;
@@ -151,9 +102,4 @@ where
         }
     });
     addr
-}
-
-/// `[[routes]]` entry for `prefix` -> `upstream` with extra keys.
-pub fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("\n[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
 }

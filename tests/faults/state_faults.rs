@@ -10,58 +10,27 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
 use crate::*;
 
-const SECRET: &str = "app-Secret-1";
-const ALICE_PW: &str = "alice-Password-1";
-
-fn hashes() -> &'static (String, String) {
-    static H: OnceLock<(String, String)> = OnceLock::new();
-    H.get_or_init(|| (tokengate::secrets::hash(SECRET).unwrap(), tokengate::secrets::hash(ALICE_PW).unwrap()))
-}
-
 /// Routes, `[state]`, `[lockout]`, one password/refresh client and one user (goes at the end).
 fn tail(state_path: &str, per_ip_per_minute: u32) -> String {
-    let (s, a) = hashes();
+    let app = client("app", &secret_hash(SECRET), &["password", "refresh_token"], &["read"], &["read"]);
     format!(
-        r#"{ECHO_ROUTES}
-[state]
-path = "{state_path}"
-
-[lockout]
-per_ip_per_minute = {per_ip_per_minute}
-
-[[clients]]
-id = "app"
-secret_hash = "{s}"
-grants = ["password", "refresh_token"]
-scopes = ["read"]
-default_scopes = ["read"]
-
-[[users]]
-username = "alice"
-password_hash = "{a}"
-scopes = ["read"]
-"#
+        "{ECHO_ROUTES}\n[state]\npath = \"{state_path}\"\n\n[lockout]\nper_ip_per_minute = {per_ip_per_minute}\n{app}{}",
+        user("alice", ALICE_PW, &["read"], "")
     )
-}
-
-fn basic() -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("app:{SECRET}")))
 }
 
 /// One form POST over a fresh HTTPS connection to `addr`.
 async fn post(addr: SocketAddr, cert: &rustls_pki_types::CertificateDer<'static>, path: &str, body: &str) -> Resp {
-    let mut c = Conn::tls(addr, &[cert.clone()], false).await;
-    let auth = basic();
-    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", auth.as_str())];
+    let mut c = Conn::tls(addr, std::slice::from_ref(cert), false).await;
+    let auth = basic_header("app", SECRET);
+    let headers = [FORM_CT, ("authorization", auth.as_str())];
     c.send(req("POST", path, &headers, full(body.to_owned()))).await
 }
 
@@ -70,7 +39,9 @@ fn field(r: &Resp, name: &str) -> String {
     r.json()[name].as_str().unwrap_or_else(|| panic!("no {name}: {}", r.text())).to_owned()
 }
 
-const PASSWORD: &str = "grant_type=password&username=alice&password=alice-Password-1";
+fn password_body() -> String {
+    encode_form(&[("grant_type", "password"), ("username", "alice"), ("password", ALICE_PW)])
+}
 
 fn refresh_body(rt: &str) -> String {
     format!("grant_type=refresh_token&refresh_token={rt}")
@@ -116,7 +87,7 @@ async fn unusable_state_path_fails_the_start_with_an_error_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_gateway_on_a_held_state_file_is_refused_and_the_first_keeps_issuing() {
     let gw = Gw::start("", &tail("state/tokengate.redb", 0)).await;
-    let rt = field(&post(gw.https, &gw.cert, "/oauth2/token", PASSWORD).await, "refresh_token");
+    let rt = field(&post(gw.https, &gw.cert, "/oauth2/token", &password_body()).await, "refresh_token");
     assert!(gw.path("state/tokengate.redb").exists());
 
     let err = start_err(&gw.config).await;
@@ -143,7 +114,7 @@ async fn validation_keeps_working_while_the_token_endpoint_is_rate_limited() {
         statuses.push(post(gw.https, &gw.cert, "/oauth2/token", "grant_type=nonsense").await.status.as_u16());
     }
     assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 400), "{statuses:?}");
-    let r = post(gw.https, &gw.cert, "/oauth2/token", PASSWORD).await;
+    let r = post(gw.https, &gw.cert, "/oauth2/token", &password_body()).await;
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(r.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s > 0)), "{:?}", r.headers);
     assert!(limit_hits(&gw, "token_endpoint_rate").await >= 2);
@@ -155,7 +126,7 @@ async fn validation_keeps_working_while_the_token_endpoint_is_rate_limited() {
         assert_eq!(r.status, 200, "proxy request {i} while the token endpoint answers 429: {}", r.text());
     }
     assert_eq!(gw.get("/.well-known/jwks.json", &[]).await.status, 200, "discovery is not rate limited");
-    let still = post(gw.https, &gw.cert, "/oauth2/token", PASSWORD).await.status;
+    let still = post(gw.https, &gw.cert, "/oauth2/token", &password_body()).await.status;
     assert!(still == 429 || now() / 60 != minute, "the token endpoint was limited throughout: {still}");
 }
 
@@ -224,18 +195,20 @@ async fn wait_healthy(admin: SocketAddr) {
 async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
-    let text = config_text("", &tail("state/tokengate.redb", 0))
-        .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::listener=info\"");
+    let text = Config::new()
+        .log("format = \"json\"\nlevel = \"warn,tokengate::listener=info\"")
+        .rest(&tail("state/tokengate.redb", 0))
+        .text();
     std::fs::write(&config, text).unwrap();
     let mut a = spawn_binary(&config);
     wait_healthy(a.admin).await;
     let cert = read_cert(&dir.path().join("certs/gateway.crt"));
 
-    let grant = post(a.https, &cert, "/oauth2/token", PASSWORD).await;
+    let grant = post(a.https, &cert, "/oauth2/token", &password_body()).await;
     let (revoked, mut rt) = (field(&grant, "access_token"), field(&grant, "refresh_token"));
     let r = post(a.https, &cert, "/oauth2/revoke", &format!("token={revoked}&token_type_hint=access_token")).await;
     assert_eq!(r.status, 200, "revoke: {}", r.text());
-    assert_eq!(Conn::tls(a.https, &[cert.clone()], false).await.send(bearer(&revoked)).await.status, 401);
+    assert_eq!(Conn::tls(a.https, std::slice::from_ref(&cert), false).await.send(bearer(&revoked)).await.status, 401);
 
     // The burst: 20 sequential refreshes, each answered token recorded. After the 10th answer,
     // the 11th is in flight (head and half its body sent) when the process gets SIGKILL.
@@ -244,11 +217,11 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
     for i in 1..=20 {
         if i == 11 {
             let body = refresh_body(&rt);
-            let mut s = tls_connect(a.https, &[cert.clone()], &[b"http/1.1"]).await;
+            let mut s = tls_connect(a.https, std::slice::from_ref(&cert), &[b"http/1.1"]).await;
             let head = format!(
                 "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\n\
                  Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
-                basic(),
+                basic_header("app", SECRET),
                 body.len()
             );
             s.write_all(head.as_bytes()).await.unwrap();
@@ -272,7 +245,7 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
     let r = post(b.https, &cert, "/oauth2/token", &refresh_body(&last_rt)).await;
     assert_eq!(r.status, 200, "the last refresh token answered before kill -9 no longer refreshes: {}", r.text());
     let fresh = field(&r, "access_token");
-    let mut c = Conn::tls(b.https, &[cert.clone()], false).await;
+    let mut c = Conn::tls(b.https, std::slice::from_ref(&cert), false).await;
     assert_eq!(c.send(bearer(&fresh)).await.status, 200, "the signing key survived");
     assert_eq!(c.send(bearer(&last_at)).await.status, 200, "an access token issued before the kill");
     let r = c.send(bearer(&revoked)).await;
@@ -374,18 +347,18 @@ async fn failing_store_makes_issuance_503_while_validation_keeps_working() {
     let cert = read_cert(&dir.path().join("certs/gateway.crt"));
     let https = running.https_addr;
 
-    let first = post(https, &cert, "/oauth2/token", PASSWORD).await;
+    let first = post(https, &cert, "/oauth2/token", &password_body()).await;
     let (access, refresh) = (field(&first, "access_token"), field(&first, "refresh_token"));
 
     store.broken.store(true, Ordering::SeqCst);
-    for body in [PASSWORD.to_owned(), refresh_body(&refresh), format!("token={access}")] {
+    for body in [password_body(), refresh_body(&refresh), format!("token={access}")] {
         let path = if body.starts_with("token=") { "/oauth2/revoke" } else { "/oauth2/token" };
         let r = post(https, &cert, path, &body).await;
         assert_eq!(r.status, 503, "{path} with a failing store: {}", r.text());
         assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.text());
         assert!(!r.text().contains(&access) && !r.text().contains(&refresh), "no token in the error");
     }
-    let mut c = Conn::tls(https, &[cert.clone()], false).await;
+    let mut c = Conn::tls(https, std::slice::from_ref(&cert), false).await;
     let bearer = format!("Bearer {access}");
     let proxied = c.send(req("GET", "/api/x", &[("authorization", bearer.as_str())], full(String::new()))).await;
     assert_eq!(proxied.status, 200, "validation needs no store write: {}", proxied.text());

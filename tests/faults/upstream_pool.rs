@@ -69,7 +69,7 @@ impl Counting {
 }
 
 fn routes(up: SocketAddr) -> String {
-    format!("[[routes]]\nprefix = \"/\"\nupstream = \"http://{up}\"\npublic = true\n")
+    route("/", &format!("http://{up}"), "public = true")
 }
 
 async fn get(c: &mut Conn, path: &str) -> (u16, usize) {
@@ -247,13 +247,12 @@ async fn https_upstreams_speak_h2_or_http1_and_are_verified() {
     let (d2, d1) = (dir.path().join("h2"), dir.path().join("h1"));
     let (h2_addr, h2_ca, h2_conns) = tls_upstream(&d2, &[b"h2", b"http/1.1"]).await;
     let (h1_addr, h1_ca, h1_conns) = tls_upstream(&d1, &[b"http/1.1"]).await;
-    let routes = format!(
-        "[[routes]]\nprefix = \"/two\"\nupstream = \"https://{h2_addr}\"\npublic = true\nupstream_ca = \"{}\"\n\
-         [[routes]]\nprefix = \"/one\"\nupstream = \"https://{h1_addr}\"\npublic = true\nupstream_ca = \"{}\"\n\
-         [[routes]]\nprefix = \"/untrusted\"\nupstream = \"https://{h1_addr}\"\npublic = true\n",
-        h2_ca.display(),
-        h1_ca.display()
-    );
+    let routes = [
+        route("/two", &format!("https://{h2_addr}"), &format!("public = true\nupstream_ca = \"{}\"", h2_ca.display())),
+        route("/one", &format!("https://{h1_addr}"), &format!("public = true\nupstream_ca = \"{}\"", h1_ca.display())),
+        route("/untrusted", &format!("https://{h1_addr}"), "public = true"),
+    ]
+    .concat();
     let gw = Gw::start("", &routes).await;
     let mut c = gw.plain_conn().await;
     for _ in 0..3 {

@@ -14,7 +14,8 @@ async fn malformed_requests_are_invalid_request() {
     let ep = Ep::of(&gw);
     let auth = basic_header("svc", SECRET);
     let a = ("authorization", auth.as_str());
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, String)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
         ("missing grant_type", "/oauth2/token", vec![FORM_CT, a], "scope=read".into()),
         ("params in the query", "/oauth2/token?grant_type=client_credentials", vec![FORM_CT, a], String::new()),
         ("query next to a body", "/oauth2/token?scope=read", vec![FORM_CT, a], "grant_type=client_credentials".into()),
@@ -105,7 +106,7 @@ async fn bodies_over_16_kib_answer_413() {
     let r = ep.send("POST", "/oauth2/token", &[FORM_CT, ("authorization", &auth)], &big).await;
     assert_eq!(r.status, 413, "{}", r.text());
     // Without a Content-Length (streamed), too.
-    let mut c = Conn::tls(ep.https, &[ep.cert.clone()], false).await;
+    let mut c = Conn::tls(ep.https, std::slice::from_ref(&ep.cert), false).await;
     let r = c.send(req("POST", "/oauth2/token", &[FORM_CT, ("authorization", &auth)], streamed(20 * 1024))).await;
     assert_eq!(r.status, 413, "{}", r.text());
     // Just under the limit is parsed normally.
@@ -157,11 +158,7 @@ async fn per_ip_limit_answers_429_with_retry_after() {
 }
 
 fn carol_tables() -> String {
-    format!(
-        "{}\n[[users]]\nusername = \"carol\"\npassword_hash = \"{}\"\ndisabled = true\nscopes = [\"read\"]\n",
-        tables(),
-        hashes().alice
-    )
+    tables() + &user("carol", ALICE_PW, &["read"], "disabled = true\n")
 }
 
 fn pw(user: &'static str, pass: &'static str) -> [(&'static str, &'static str); 3] {
@@ -205,7 +202,7 @@ async fn unknown_user_and_wrong_password_take_about_as_long() {
     let time = |user: &'static str| {
         let ep = ep.clone();
         async move {
-            let mut c = Conn::tls(ep.https, &[ep.cert.clone()], false).await;
+            let mut c = Conn::tls(ep.https, std::slice::from_ref(&ep.cert), false).await;
             let body = encode_form(&pw(user, "wrong-password"));
             let auth = basic_header("app", SECRET);
             let t = Instant::now();

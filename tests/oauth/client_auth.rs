@@ -7,6 +7,7 @@ use crate::common::*;
 use crate::support::*;
 
 const CC: (&str, &str) = ("grant_type", "client_credentials");
+const CC_ONLY: &[&str] = &["client_credentials"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_basic_decodes_form_encoded_id_and_secret() {
@@ -100,30 +101,16 @@ fn pk_clients() -> PkClients {
     let jwks_key = assertion_key("jk1");
     let pem_path = dir.path().join("client.pub.pem");
     let jwks_path = dir.path().join("client.jwks.json");
-    write(&pem_path, &pem_key.spki_pem);
+    write_file(&pem_path, &pem_key.spki_pem);
     let mut jwk = jwks_key.jwk.clone();
     jwk["kid"] = "jk1".into();
-    write(&jwks_path, &json!({ "keys": [jwk] }).to_string());
-    let tables = format!(
-        r#"{base}
-[[clients]]
-id = "pk-pem"
-public_key = "{pem}"
-grants = ["client_credentials"]
-scopes = ["read"]
-default_scopes = ["read"]
-
-[[clients]]
-id = "pk-jwks"
-jwks = "{jwks}"
-grants = ["client_credentials"]
-scopes = ["read"]
-default_scopes = ["read"]
-"#,
-        base = tables(),
-        pem = pem_path.display(),
-        jwks = jwks_path.display(),
-    );
+    write_json(&jwks_path, &json!({ "keys": [jwk] }));
+    let tables = [
+        tables(),
+        client("pk-pem", &format!("public_key = \"{}\"", pem_path.display()), CC_ONLY, &["read"], &["read"]),
+        client("pk-jwks", &format!("jwks = \"{}\"", jwks_path.display()), CC_ONLY, &["read"], &["read"]),
+    ]
+    .concat();
     PkClients { _dir: dir, pem_key, jwks_key, tables }
 }
 

@@ -54,13 +54,9 @@ async fn refresh_families_and_revocations_survive_a_restart() {
     running.shutdown().await;
 }
 
-const EXTRA_CLIENT: &str = r#"
-[[clients]]
-id = "late"
-secret_hash = "HASH"
-grants = ["client_credentials"]
-scopes = ["read"]
-"#;
+fn extra_client() -> String {
+    client("late", &secret_hash(SECRET), &["client_credentials"], &["read"], &[])
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_tables_reload_add_and_remove_a_client() {
@@ -71,11 +67,11 @@ async fn inline_tables_reload_add_and_remove_a_client() {
     let late = || ep.token(Auth::Basic("late", SECRET), &[("grant_type", "client_credentials")]);
     assert_oauth_error(&late().await, 401, "invalid_client");
 
-    replace_file(&gw.config, format!("{base}{}", EXTRA_CLIENT.replace("HASH", &hashes().secret)).as_bytes());
-    poll_until(5, "the added client gets tokens", || async { late().await.status == 200 }).await;
+    replace_file(&gw.config, format!("{base}{}", extra_client()).as_bytes());
+    eventually(5, "the added client gets tokens", || async { late().await.status == 200 }).await;
 
     replace_file(&gw.config, base.as_bytes());
-    poll_until(5, "the removed client is refused", || async { late().await.status == 401 }).await;
+    eventually(5, "the removed client is refused", || async { late().await.status == 401 }).await;
     assert_oauth_error(&late().await, 401, "invalid_client");
 }
 
@@ -84,10 +80,9 @@ async fn tables_files_reload_clients_and_password_changes() {
     let dir = tempfile::tempdir().unwrap();
     let clients = dir.path().join("clients.toml");
     let users = dir.path().join("users.toml");
-    let user_table =
-        |hash: &str| format!("[[users]]\nusername = \"dave\"\npassword_hash = \"{hash}\"\nscopes = [\"read\"]\n");
-    write(&clients, "");
-    write(&users, &user_table(&hashes().alice));
+    let user_table = |password: &str| user("dave", password, &["read"], "");
+    write_file(&clients, "");
+    write_file(&users, user_table(ALICE_PW));
     let gw = start(&Opts {
         top_extra: format!("clients_file = \"{}\"\nusers_file = \"{}\"\n", clients.display(), users.display()),
         ..Opts::default()
@@ -109,17 +104,17 @@ async fn tables_files_reload_clients_and_password_changes() {
     // A client added to clients_file gets tokens.
     let late = || ep.token(Auth::Basic("late", SECRET), &[("grant_type", "client_credentials")]);
     assert_oauth_error(&late().await, 401, "invalid_client");
-    replace_file(&clients, EXTRA_CLIENT.replace("HASH", &hashes().secret).as_bytes());
-    poll_until(5, "the client from clients_file gets tokens", || async { late().await.status == 200 }).await;
+    replace_file(&clients, extra_client().as_bytes());
+    eventually(5, "the client from clients_file gets tokens", || async { late().await.status == 200 }).await;
 
     // A changed password_hash: the old password fails, the new one works.
-    replace_file(&users, user_table(&hashes().new_pw).as_bytes());
-    poll_until(5, "the new password works", || async { dave(NEW_PW).await.status == 200 }).await;
+    replace_file(&users, user_table(NEW_PW).as_bytes());
+    eventually(5, "the new password works", || async { dave(NEW_PW).await.status == 200 }).await;
     assert_oauth_error(&dave(ALICE_PW).await, 400, "invalid_grant");
     let r = ep.refresh("app", &rt).await;
     assert_eq!(r.status, 200, "a password change alone keeps refresh families: {}", r.text());
 
     // The client removed from clients_file: invalid_client.
     replace_file(&clients, b"");
-    poll_until(5, "the removed client is refused", || async { late().await.status == 401 }).await;
+    eventually(5, "the removed client is refused", || async { late().await.status == 401 }).await;
 }

@@ -78,7 +78,7 @@ impl<'c> AsyncHttpClient<'c> for Http {
                 .body(full(body))
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             *r.headers_mut() = parts.headers;
-            let mut conn = Conn::tls(self.addr, &[self.cert.clone()], false).await;
+            let mut conn = Conn::tls(self.addr, std::slice::from_ref(&self.cert), false).await;
             let resp = conn.send(r).await;
             let mut out = http::Response::builder()
                 .status(resp.status)

@@ -186,7 +186,7 @@ async fn of_eight_concurrent_refreshes_with_one_token_exactly_one_succeeds() {
         tasks.push(tokio::spawn(async move {
             let body = encode_form(&[("grant_type", "refresh_token"), ("refresh_token", &rt)]);
             let auth = basic_header("app", SECRET);
-            let mut c = Conn::tls(ep.https, &[ep.cert.clone()], false).await;
+            let mut c = Conn::tls(ep.https, std::slice::from_ref(&ep.cert), false).await;
             barrier.wait().await;
             c.send(req("POST", "/oauth2/token", &[FORM_CT, ("authorization", &auth)], full(body))).await
         }));

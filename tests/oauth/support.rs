@@ -1,15 +1,9 @@
-//! Helpers for the token-endpoint tests: the config (clients, users, lockout, state), cached
-//! argon2 hashes, a form-posting client, an `oauth2` crate HTTP client over hyper/tokio-rustls,
+//! Helpers for the token-endpoint tests: the config (the common client and user tables, lockout,
+//! state), a form-posting client, an `oauth2` crate HTTP client over hyper/tokio-rustls,
 //! JWKS-based verification with `jsonwebtoken`, and client-assertion keys.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use oauth2::{ClientId, ClientSecret, TokenUrl};
@@ -18,96 +12,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 pub use crate::oauth2_http::*;
-
-pub const SECRET: &str = "s3cret-Secret";
-pub const SPECIAL_ID: &str = "a:b";
-pub const SPECIAL_SECRET: &str = "p@ss:w rd&x=1+%";
-pub const ALICE_PW: &str = "alice-pw";
-pub const BOB_PW: &str = "bob-pw";
-pub const NEW_PW: &str = "changed-pw";
-pub const TOKEN_URL: &str = "https://tokengate.test/oauth2/token";
-
-/// argon2id PHC strings, hashed once per test binary (each ~50 ms).
-pub struct Hashes {
-    pub secret: String,
-    pub special: String,
-    pub alice: String,
-    pub bob: String,
-    pub new_pw: String,
-}
-
-pub fn hashes() -> &'static Hashes {
-    static H: OnceLock<Hashes> = OnceLock::new();
-    H.get_or_init(|| {
-        let h = |s: &str| tokengate::secrets::hash(s).expect("hash");
-        Hashes { secret: h(SECRET), special: h(SPECIAL_SECRET), alice: h(ALICE_PW), bob: h(BOB_PW), new_pw: h(NEW_PW) }
-    })
-}
-
-/// The standard client and user tables.
-pub fn tables() -> String {
-    let h = hashes();
-    format!(
-        r#"
-[[clients]]
-id = "svc"
-secret_hash = "{s}"
-grants = ["client_credentials"]
-scopes = ["read", "write"]
-default_scopes = ["read"]
-
-[[clients]]
-id = "app"
-secret_hash = "{s}"
-grants = ["password", "refresh_token"]
-scopes = ["read", "write", "admin", "openid"]
-default_scopes = ["read"]
-introspect = true
-
-[[clients]]
-id = "app2"
-secret_hash = "{s}"
-grants = ["password", "refresh_token"]
-scopes = ["read", "write", "admin", "openid"]
-
-[[clients]]
-id = "norefresh"
-secret_hash = "{s}"
-grants = ["password"]
-scopes = ["read"]
-default_scopes = ["read"]
-
-[[clients]]
-id = "pub"
-public = true
-grants = ["password"]
-scopes = ["read"]
-default_scopes = ["read"]
-
-[[clients]]
-id = "{SPECIAL_ID}"
-secret_hash = "{sp}"
-grants = ["client_credentials"]
-scopes = ["read"]
-default_scopes = ["read"]
-
-[[users]]
-username = "alice"
-password_hash = "{a}"
-sub = "alice-sub"
-scopes = ["read", "write", "openid"]
-
-[[users]]
-username = "bob"
-password_hash = "{b}"
-scopes = ["read", "admin"]
-"#,
-        s = h.secret,
-        sp = h.special,
-        a = h.alice,
-        b = h.bob,
-    )
-}
 
 /// Knobs that differ between tests.
 #[derive(Clone)]
@@ -135,28 +39,14 @@ impl Default for Opts {
 
 /// A whole `gateway.toml` for the token endpoint tests: a real redb state file in the temp dir.
 pub fn config(o: &Opts) -> String {
-    let rest = format!(
-        r#"[lockout]
-max_failures = {mf}
-window_secs = 300
-base_wait_secs = {bw}
-max_wait_secs = 60
-per_ip_per_minute = {ip}
-
-[state]
-path = "state/tokengate.redb"
-
-[[routes]]
-prefix = "/api"
-upstream = "echo"
-{tables}
-"#,
-        mf = o.max_failures,
-        bw = o.base_wait_secs,
-        ip = o.per_ip_per_minute,
-        tables = o.tables,
-    );
-    config_with(&o.top_extra, "", &o.tokens_extra, &rest)
+    Config::new()
+        .top(&o.top_extra)
+        .tokens(&o.tokens_extra)
+        .rest(&lockout(o.max_failures, o.base_wait_secs, o.per_ip_per_minute))
+        .rest("\n[state]\npath = \"state/tokengate.redb\"\n")
+        .rest(&route("/api", "echo", ""))
+        .rest(&o.tables)
+        .text()
 }
 
 pub async fn start(o: &Opts) -> Gw {
@@ -185,21 +75,6 @@ pub enum Auth<'a> {
     Post(&'a str, &'a str),
 }
 
-pub fn basic_header(id: &str, secret: &str) -> String {
-    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!("Basic {}", STANDARD.encode(format!("{}:{}", enc(id), enc(secret))))
-}
-
-pub fn encode_form(params: &[(&str, &str)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        s.append_pair(k, v);
-    }
-    s.finish()
-}
-
-pub const FORM_CT: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
-
 impl Ep {
     pub fn of(gw: &Gw) -> Ep {
         Ep { https: gw.https, plain: gw.plain, cert: gw.cert.clone() }
@@ -207,7 +82,7 @@ impl Ep {
 
     /// One request over a fresh HTTPS/1.1 connection.
     pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
-        let mut c = Conn::tls(self.https, &[self.cert.clone()], false).await;
+        let mut c = Conn::tls(self.https, std::slice::from_ref(&self.cert), false).await;
         c.send(req(method, path, headers, full(body.to_owned()))).await
     }
 
@@ -304,13 +179,6 @@ pub fn verify_with_jwks(jwks: &Value, token: &str, aud: &str) -> (jsonwebtoken::
     (header, data.claims)
 }
 
-/// Decodes the claims of a JWT without checking anything (for tests on the claims only).
-pub fn claims_of(token: &str) -> Value {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let part = token.split('.').nth(1).expect("JWT payload");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("b64")).expect("claims JSON")
-}
-
 /// A client-assertion key pair: the private PEM (for jsonwebtoken) and the public halves.
 pub struct AssertionKey {
     pub private_pem: String,
@@ -319,9 +187,7 @@ pub struct AssertionKey {
 }
 
 pub fn assertion_key(kid: &str) -> AssertionKey {
-    let pem = tokengate::keys::generate_pem(tokengate::keys::Alg::ES256).expect("generate key");
-    let sk = tokengate::keys::SigningKey::from_pem(kid, pem.as_bytes(), tokengate::config::RsaAlg::RS256)
-        .expect("parse key");
+    let (pem, sk) = fresh_key(kid, tokengate::keys::Alg::ES256);
     let jwk = sk.public_jwk().clone();
     let spki = p256_spki_der(&jwk_point(&jwk));
     AssertionKey { private_pem: pem, jwk, spki_pem: tokengate::keys::pem_encode("PUBLIC KEY", &spki) }
@@ -335,24 +201,4 @@ pub fn assertion(key: &AssertionKey, kid: Option<&str>, client: &str, aud: &str,
     let claims = json!({"iss": client, "sub": client, "aud": aud, "iat": now, "exp": now + exp_in, "jti": jti});
     let k = jsonwebtoken::EncodingKey::from_ec_pem(key.private_pem.as_bytes()).expect("encoding key");
     jsonwebtoken::encode(&h, &claims, &k).expect("sign assertion")
-}
-
-pub fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write file");
-}
-
-/// Polls `f` every 100 ms until it returns true; panics with `what` after `secs`.
-pub async fn poll_until<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
