@@ -76,10 +76,8 @@ pub fn hash_secret(input: &mut dyn std::io::BufRead) -> Result<String, String> {
 
 /// A fresh client: a random secret (shown once) and the `[[clients]]` entry holding its hash.
 pub fn add_client(id: &str, grants: &[String], scopes: &[String]) -> Result<(String, String), String> {
-    for g in grants {
-        if !matches!(g.as_str(), "client_credentials" | "password" | "refresh_token") {
-            return Err(format!("unknown grant {g:?}"));
-        }
+    if let Some(g) = grants.iter().find(|g| crate::config::Grant::parse(g).is_none()) {
+        return Err(format!("unknown grant {g:?}; expected client_credentials, password or refresh_token"));
     }
     let secret = crate::oauth::secrets::random_secret();
     let hash = crate::oauth::secrets::hash(&secret).map_err(|e| e.to_string())?;

@@ -37,9 +37,46 @@ struct RouteLabels {
 /// Labels of `tokengate_limit_hits_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
-    /// Which limit: "max_connections", "per_ip_connections", "tls_handshake_timeout",
-    /// "header_read_timeout", "token_endpoint_rate".
+    /// Which limit, as [`Limit::as_str`] names it.
     limit: &'static str,
+}
+
+/// A configured limit that refused or cut off a client: the `limit` label of
+/// `tokengate_limit_hits_total`, named after the setting that sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// `server.max_connections`: refused at accept.
+    MaxConnections,
+    /// `server.max_connections_per_ip`: refused at accept.
+    PerIpConnections,
+    /// `server.tls_handshake_timeout_secs`: handshake not finished in time.
+    TlsHandshakeTimeout,
+    /// `server.header_read_timeout_secs`: no request head (or first byte) in time.
+    HeaderReadTimeout,
+    /// `lockout.per_ip_per_minute`: token-endpoint requests from one address.
+    TokenEndpointRate,
+}
+
+impl Limit {
+    /// Every limit: each has a series (at 0) from the start.
+    pub const ALL: [Limit; 5] = [
+        Limit::MaxConnections,
+        Limit::PerIpConnections,
+        Limit::TlsHandshakeTimeout,
+        Limit::HeaderReadTimeout,
+        Limit::TokenEndpointRate,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::PerIpConnections => "per_ip_connections",
+            Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
+            Limit::HeaderReadTimeout => "header_read_timeout",
+            Limit::TokenEndpointRate => "token_endpoint_rate",
+        }
+    }
 }
 
 /// Labels of `tokengate_token_rejections_total`.
@@ -127,6 +164,9 @@ impl Metrics {
         );
         registry.register("tokengate_reloads", "Config reload attempts by result", reloads.clone());
         let limits = Family::<LimitLabels, Counter>::default();
+        for limit in Limit::ALL {
+            let _ = limits.get_or_create_owned(&LimitLabels { limit: limit.as_str() });
+        }
         registry.register("tokengate_limit_hits", "Clients refused or cut off by a configured limit", limits.clone());
 
         Self { registry, requests, rejections, upstream, reloads, limits, routes: RwLock::new(HashMap::default()) }
@@ -173,8 +213,8 @@ impl Metrics {
     }
 
     /// A configured limit refused or cut off a client.
-    pub fn record_limit(&self, limit: &'static str) {
-        self.limits.get_or_create(&LimitLabels { limit }).inc();
+    pub fn record_limit(&self, limit: Limit) {
+        self.limits.get_or_create(&LimitLabels { limit: limit.as_str() }).inc();
     }
 
     /// A reload attempt finished.

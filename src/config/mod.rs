@@ -287,7 +287,7 @@ pub struct RouteConfig {
     /// Path prefix, matched on segment boundaries; the longest match wins.
     pub prefix: String,
     /// `http://` or `https://` base URL, or `echo` for the built-in demo upstream.
-    pub upstream: String,
+    pub upstream: UpstreamTarget,
     /// Every one of these must be in the token's `scope` claim.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -314,6 +314,44 @@ pub struct RouteConfig {
     pub upstream_timeout_secs: Option<u64>,
 }
 
+/// `[[routes]] upstream`: the built-in echo service, or a base URL, told apart once at parse time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// `echo`: the built-in demo service.
+    Echo,
+    /// `http://host[:port][/base]` or `https://...`: scheme and host checked, no query.
+    Url(http::Uri),
+}
+
+impl std::str::FromStr for UpstreamTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "echo" {
+            return Ok(UpstreamTarget::Echo);
+        }
+        let bad = |why: &str| format!("upstream {s:?}: {why}; expected `echo` or an http:// or https:// URL");
+        let uri: http::Uri = s.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(bad("unsupported or missing scheme")),
+        }
+        if uri.authority().is_none() {
+            return Err(bad("no host"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("a base URL carries no query"));
+        }
+        Ok(UpstreamTarget::Url(uri))
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -330,9 +368,9 @@ pub struct ClientConfig {
     /// A public client has no secret and may only name itself (password grant only).
     #[serde(default)]
     pub public: bool,
-    /// Grants it may use: `client_credentials`, `password`, `refresh_token`.
+    /// Grants it may use.
     #[serde(default)]
-    pub grants: Vec<String>,
+    pub grants: Vec<Grant>,
     /// Scopes it may be granted.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -351,6 +389,37 @@ pub struct ClientConfig {
     /// `aud` of access tokens issued to it (default `tokens.audience`).
     #[serde(default)]
     pub audience: Option<String>,
+}
+
+/// A grant type of the token endpoint, as named in `[[clients]] grants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// `client_credentials`: machine to machine.
+    ClientCredentials,
+    /// `password`: trusted first-party apps (opt-in, RFC 9700 discourages it).
+    Password,
+    /// `refresh_token`: rotation of refresh tokens issued by the password grant.
+    RefreshToken,
+}
+
+impl Grant {
+    /// Every grant, in the order the README lists them.
+    pub const ALL: [Grant; 3] = [Grant::ClientCredentials, Grant::Password, Grant::RefreshToken];
+
+    /// The `grant_type` value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+            Grant::RefreshToken => "refresh_token",
+        }
+    }
+
+    /// The grant a `grant_type` value names, if any.
+    pub fn parse(s: &str) -> Option<Grant> {
+        Grant::ALL.into_iter().find(|g| g.as_str() == s)
+    }
 }
 
 /// `[[users]]`: a resource owner for the password grant.
@@ -509,12 +578,7 @@ impl Config {
             if c.id.is_empty() || !ids.insert(c.id.as_str()) {
                 return bad(format!("client id {:?} is empty or listed twice", c.id));
             }
-            for g in &c.grants {
-                if !matches!(g.as_str(), "client_credentials" | "password" | "refresh_token") {
-                    return bad(format!("client {:?}: unknown grant {g:?}", c.id));
-                }
-            }
-            if c.public && (c.secret_hash.is_some() || c.grants.iter().any(|g| g == "client_credentials")) {
+            if c.public && (c.secret_hash.is_some() || c.grants.contains(&Grant::ClientCredentials)) {
                 return bad(format!(
                     "client {:?}: a public client has no secret and no client_credentials grant",
                     c.id

@@ -10,7 +10,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::metrics::Metrics;
+use crate::admin::metrics::{Limit, Metrics};
 use crate::snapshot::Snapshot;
 
 /// Picks the certificate of whatever snapshot is current at handshake time.
@@ -52,7 +52,7 @@ pub(super) async fn tls_handshake(
             None
         }
         Err(_) => {
-            metrics.record_limit("tls_handshake_timeout");
+            metrics.record_limit(Limit::TlsHandshakeTimeout);
             tracing::debug!(?peer, "TLS handshake timed out");
             None
         }

@@ -1,6 +1,7 @@
 //! Connection admission: a cap on open client connections overall and per IP address, so one
 //! client (or a flood) cannot take every file descriptor. Checked at accept, before any TLS work.
 
+use crate::admin::metrics::Limit;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,10 +46,10 @@ impl ConnLimiter {
     }
 
     /// Admits a connection from `ip`, or names the limit that refuses it.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, &'static str> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, Limit> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max.load(Ordering::Relaxed) {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err("max_connections");
+            return Err(Limit::MaxConnections);
         }
         // From here the guard owns the overall slot, and gives it back if the next check fails.
         let mut guard = ConnGuard { ip: None, limiter: self.clone() };
@@ -57,7 +58,7 @@ impl ConnLimiter {
             let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = m.entry(ip).or_insert(0);
             if *n >= per_ip_max {
-                return Err("per_ip_connections");
+                return Err(Limit::PerIpConnections);
             }
             *n += 1;
             guard.ip = Some(ip);
@@ -91,9 +92,9 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let g1 = l.admit(a).unwrap();
         let _g2 = l.admit(a).unwrap();
-        assert_eq!(l.admit(a).err(), Some("per_ip_connections"));
+        assert_eq!(l.admit(a).err(), Some(Limit::PerIpConnections));
         let _g3 = l.admit(b).unwrap();
-        assert_eq!(l.admit(b).err(), Some("max_connections"));
+        assert_eq!(l.admit(b).err(), Some(Limit::MaxConnections));
         drop(g1);
         assert!(l.admit(a).is_ok(), "a slot came back");
         assert!(l.per_ip.lock().unwrap().len() <= 2);
@@ -104,12 +105,12 @@ mod tests {
         let l = ConnLimiter::new(1, 0);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let g1 = l.admit(a).unwrap();
-        assert_eq!(l.admit(a).err(), Some("max_connections"));
+        assert_eq!(l.admit(a).err(), Some(Limit::MaxConnections));
         l.set_limits(3, 1);
         let g2 = l.admit(a).unwrap();
-        assert_eq!(l.admit(a).err(), Some("per_ip_connections"));
+        assert_eq!(l.admit(a).err(), Some(Limit::PerIpConnections));
         l.set_limits(1, 0);
-        assert_eq!(l.admit(a).err(), Some("max_connections"));
+        assert_eq!(l.admit(a).err(), Some(Limit::MaxConnections));
         drop((g1, g2));
         assert!(l.per_ip.lock().unwrap().is_empty(), "per-address counts given back");
         assert!(l.admit(a).is_ok());

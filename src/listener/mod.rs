@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::metrics::Metrics;
+use crate::admin::metrics::{Limit, Metrics};
 use crate::admin::{self, AdminState};
 use crate::config::RuntimeKind;
 use crate::error::{BuildError, StartError};
@@ -241,7 +241,7 @@ async fn accept_loop(
             Err(limit) => {
                 // Closing at once is the cheapest answer; the metric and a debug line say why.
                 gw.metrics.record_limit(limit);
-                tracing::debug!(%peer, limit, "connection refused by limit");
+                tracing::debug!(%peer, limit = limit.as_str(), "connection refused by limit");
                 continue;
             }
         };
@@ -287,7 +287,7 @@ async fn accept_loop(
 /// A plain connection that never sent a byte, or closed before it did.
 fn log_silent(e: std::io::Error, metrics: &Metrics) {
     if e.kind() == std::io::ErrorKind::TimedOut {
-        metrics.record_limit("header_read_timeout");
+        metrics.record_limit(Limit::HeaderReadTimeout);
     }
     tracing::debug!(error = %e, "connection ended before a request");
 }
@@ -299,7 +299,7 @@ fn log_conn_end(r: Result<(), hyper::Error>, metrics: &Metrics) {
                 .and_then(|s| s.downcast_ref::<std::io::Error>())
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         if timed_out {
-            metrics.record_limit("header_read_timeout");
+            metrics.record_limit(Limit::HeaderReadTimeout);
         }
         tracing::debug!(error = %e, "connection ended with an error");
     }

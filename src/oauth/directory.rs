@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::auth::keys::{Alg, KeySet, VerifyKey};
-use crate::config::Config;
+use crate::config::{Config, Grant};
 use crate::error::BuildError;
 use crate::oauth::secrets::{validate_phc, VerifiedSecrets};
 
@@ -84,7 +84,7 @@ impl Directory {
                 (None, Some(p)) => Some(pem_public_key(&config.resolve(p)).map_err(bad)?),
                 (None, None) => None,
             };
-            let has = |g: &str| c.grants.iter().any(|x| x == g);
+            let has = |g: Grant| c.grants.contains(&g);
             clients.insert(
                 c.id.clone(),
                 Client {
@@ -92,9 +92,9 @@ impl Directory {
                     secret_hash: c.secret_hash.clone(),
                     public: c.public,
                     grants: Grants {
-                        client_credentials: has("client_credentials"),
-                        password: has("password"),
-                        refresh_token: has("refresh_token"),
+                        client_credentials: has(Grant::ClientCredentials),
+                        password: has(Grant::Password),
+                        refresh_token: has(Grant::RefreshToken),
                     },
                     scopes: c.scopes.clone(),
                     default_scopes: c.default_scopes.clone(),

@@ -1,6 +1,7 @@
 //! The token endpoint's grants: `client_credentials`, `password` and `refresh_token` (rotated on
 //! every use, with reuse detection revoking the whole family per RFC 9700 section 2.2.2).
 
+use crate::config::Grant;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
@@ -58,14 +59,12 @@ fn grant_scope<'a>(
 /// Handles `POST /oauth2/token`.
 pub async fn token(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
     let grant = form.get("grant_type").ok_or(OAuthError::InvalidRequest("grant_type is required"))?;
-    if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
-        return Err(OAuthError::UnsupportedGrantType);
-    }
+    let grant = Grant::parse(grant).ok_or(OAuthError::UnsupportedGrantType)?;
     let client = authenticate(ctx, parts, form).await?;
     match grant {
-        "client_credentials" => client_credentials(ctx, client, form),
-        "password" => password(ctx, client, form).await,
-        _ => refresh(ctx, client, form).await,
+        Grant::ClientCredentials => client_credentials(ctx, client, form),
+        Grant::Password => password(ctx, client, form).await,
+        Grant::RefreshToken => refresh(ctx, client, form).await,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod ratelimit;
 mod revoke;
 pub mod secrets;
 
+use crate::admin::metrics::Limit;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -127,7 +128,7 @@ pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: &ConnInfo, req: Request
         return OAuthError::InvalidRequest("this endpoint is only served over TLS").response();
     }
     if let Err(retry_after) = gw.ip_limits.check(conn.peer.ip(), ctx.now, snap.config.lockout.per_ip_per_minute) {
-        gw.metrics.record_limit("token_endpoint_rate");
+        gw.metrics.record_limit(Limit::TokenEndpointRate);
         return OAuthError::TooManyRequests { retry_after }.response();
     }
     let (parts, body) = req.into_parts();

@@ -1,11 +1,8 @@
 //! Deciding whether a request may pass a route: one bearer token, valid for the route, with the
-//! route's scopes. Rejections become RFC 6750 answers in [`Rejection::response`].
+//! route's scopes. Rejections become RFC 6750 answers in [`super::failure`].
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::request::Parts;
-use http::{Response, StatusCode};
-use http_body_util::Full;
 
 use std::sync::Arc;
 
@@ -25,43 +22,6 @@ pub enum Rejection {
     InvalidToken(TokenError),
     /// Valid token without the route's scopes: 403 `insufficient_scope`.
     InsufficientScope,
-}
-
-impl Rejection {
-    /// Label for the rejection metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::NoToken => "missing",
-            Rejection::InvalidRequest(_) => "invalid_request",
-            Rejection::InvalidToken(e) => e.reason(),
-            Rejection::InsufficientScope => "insufficient_scope",
-        }
-    }
-
-    /// The RFC 6750 answer: status, `WWW-Authenticate` and a small JSON body. Never echoes the token.
-    pub fn response(&self, route: &Route) -> Response<Full<Bytes>> {
-        const REALM: &str = "Bearer realm=\"tokengate\"";
-        let (status, www, error, desc): (StatusCode, String, &str, String) = match self {
-            Rejection::NoToken => (StatusCode::UNAUTHORIZED, REALM.to_string(), "unauthorized", "a bearer token is required".into()),
-            Rejection::InvalidRequest(d) => {
-                (StatusCode::BAD_REQUEST, format!("{REALM}, error=\"invalid_request\", error_description=\"{d}\""), "invalid_request", (*d).into())
-            }
-            Rejection::InvalidToken(e) => {
-                (StatusCode::UNAUTHORIZED, format!("{REALM}, error=\"invalid_token\", error_description=\"{e}\""), "invalid_token", e.to_string())
-            }
-            Rejection::InsufficientScope => (
-                StatusCode::FORBIDDEN,
-                format!("{REALM}, error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"{}\"", route.scope_text),
-                "insufficient_scope",
-                format!("requires scope: {}", route.scope_text),
-            ),
-        };
-        let mut resp = crate::respond::json_error(status, error, &desc);
-        if let Ok(v) = HeaderValue::from_str(&www) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        resp
-    }
 }
 
 /// Finds exactly one bearer token: in `Authorization`, never also in the query string.

@@ -3,6 +3,7 @@
 //! request finishes on the configuration it started with even if a reload happens meanwhile.
 
 pub mod authz;
+mod failure;
 pub mod headers;
 pub mod routes;
 pub mod upstream;
@@ -18,13 +19,13 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::proxy::authz::{authorize, Rejection};
+use crate::proxy::authz::authorize;
+use crate::proxy::failure::Failure;
 
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
 use crate::gateway::{ConnInfo, Gateway};
 use crate::proxy::routes::{normalize_path, strip_prefix};
-use crate::respond::json_error;
 use crate::snapshot::{Route, Snapshot, Upstream};
 use upstream::UpstreamBody;
 
@@ -40,7 +41,10 @@ fn own(resp: Response<Full<Bytes>>) -> Response<Body> {
 struct Outcome<'a> {
     /// Whether the `access` event will be emitted (else nothing below is worth copying).
     log: bool,
+    /// The metrics and log label: the matched route's prefix, or `oauth`.
     route: Option<&'a str>,
+    /// The matched route's scopes, for a 403's challenge.
+    scope_text: &'a str,
     /// The normalized path: a refused path is never logged raw.
     path: Option<String>,
     verified: Option<Arc<Admitted>>,
@@ -53,7 +57,15 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
     let snap = gw.current.load_full();
     let method = req.method().clone();
     let mut outcome = Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), ..Default::default() };
-    let resp = route_request(&gw, &snap, &conn, req, &mut outcome).await;
+    let resp = match route_request(&gw, &snap, &conn, req, &mut outcome).await {
+        Ok(resp) => resp,
+        Err(failure) => {
+            if let Some(reason) = failure.rejection_reason() {
+                gw.metrics.record_rejection(reason);
+            }
+            own(failure.response(outcome.scope_text))
+        }
+    };
     let status = resp.status().as_u16();
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
@@ -80,47 +92,35 @@ async fn route_request<'s>(
     conn: &ConnInfo,
     req: Request<Incoming>,
     out: &mut Outcome<'s>,
-) -> Response<Body> {
-    if let Err(why) = headers::check_host(req.version(), req.uri(), req.headers()) {
-        return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", why));
-    }
+) -> Result<Response<Body>, Failure> {
+    headers::check_host(req.version(), req.uri(), req.headers()).map_err(Failure::BadHost)?;
     if crate::oauth::is_oauth_path(req.uri().path()) {
         out.route = Some("oauth");
         // Boxed: the token endpoint's future is large, and inline it would be allocated and
         // copied for every proxied request too.
-        return own(Box::pin(crate::oauth::handle(gw, snap, conn, req)).await);
+        return Ok(own(Box::pin(crate::oauth::handle(gw, snap, conn, req)).await));
     }
     let (mut parts, body) = req.into_parts();
     // The canonical path, when it differs from the one sent; most requests need no copy.
     let rewritten = match normalize_path(parts.uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
         Ok(Cow::Owned(p)) => Some(p),
-        Err(e) => return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())),
+        Err(e) => return Err(Failure::BadPath(e.to_string())),
     };
     let path = rewritten.as_deref().unwrap_or(parts.uri.path());
     if out.log {
         out.path = Some(path.to_owned());
     }
-    let Some((route, prefix)) = snap.routes.find(path) else {
-        return own(json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"));
-    };
+    let (route, prefix) = snap.routes.find(path).ok_or(Failure::NoRoute)?;
     out.route = Some(route.prefix.as_str());
-    let verified = match authorize(snap, gw.store.as_ref(), route, &parts, jwt::now()) {
-        Ok(v) => v,
-        Err(rej) => {
-            gw.metrics.record_rejection(rej.reason());
-            return own(Rejection::response(&rej, route));
-        }
-    };
+    out.scope_text = route.scope_text.as_str();
+    let verified = authorize(snap, gw.store.as_ref(), route, &parts, jwt::now()).map_err(Failure::Rejected)?;
     if out.log {
         out.verified = verified.clone();
     }
     let target = upstream_target(route, prefix, &parts.uri, rewritten.as_deref());
     rewrite_request_headers(snap, route, conn, &mut parts, verified.as_deref());
-    let Some(target) = target else {
-        return own(json_error(StatusCode::BAD_REQUEST, "invalid_request", "request target cannot be forwarded"));
-    };
-    parts.uri = target;
+    parts.uri = target.ok_or(Failure::Unforwardable)?;
     forward(gw, route, parts, body, out).await
 }
 
@@ -196,12 +196,12 @@ async fn forward(
     mut parts: http::request::Parts,
     body: Incoming,
     out: &mut Outcome<'_>,
-) -> Response<Body> {
+) -> Result<Response<Body>, Failure> {
     let pool = match &route.upstream {
         Upstream::Echo => {
             let resp = Box::pin(upstream::echo(Request::from_parts(parts, body))).await;
             out.upstream_status = Some(resp.status().as_u16());
-            return own(resp);
+            return Ok(own(resp));
         }
         Upstream::Remote { pool, .. } => pool,
     };
@@ -213,16 +213,10 @@ async fn forward(
     let result = tokio::time::timeout(route.timeout, pool.send(req)).await;
     gw.metrics.observe_upstream(&route.prefix, sent.elapsed().as_secs_f64());
     let mut resp = match result {
-        Err(_) => {
-            return own(json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the upstream did not answer in time",
-            ))
-        }
+        Err(_) => return Err(Failure::UpstreamTimeout),
         Ok(Err(e)) => {
             tracing::warn!(route = %route.prefix, error = %e, "upstream request failed");
-            return own(json_error(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached"));
+            return Err(Failure::UpstreamUnreachable);
         }
         Ok(Ok(resp)) => resp,
     };
@@ -237,9 +231,9 @@ async fn forward(
                     let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
                 }
             });
-            return resp.map(Either::Left);
+            return Ok(resp.map(Either::Left));
         }
     }
     headers::strip_hop_by_hop(resp.headers_mut());
-    resp.map(Either::Left)
+    Ok(resp.map(Either::Left))
 }

@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Scheme;
 use http::HeaderName;
 use rustls::sign::CertifiedKey;
 
 use crate::auth::jwt::{Issuer, Trust, ACCESS_TOKEN_TYP};
 use crate::auth::keys::{self, Alg, KeySet, OwnKeys};
-use crate::config::{Config, RequireTyp};
+use crate::config::{Config, RequireTyp, UpstreamTarget};
 pub use crate::error::BuildError;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::upstream::{Pool, Pools};
@@ -225,21 +224,17 @@ fn build_route(
     previous: Option<&Pools>,
 ) -> Result<Route, BuildError> {
     let bad = |m: String| BuildError::Invalid(format!("route {:?}: {m}", r.prefix));
-    let upstream = if r.upstream == "echo" {
-        Upstream::Echo
-    } else {
-        let uri: http::Uri = r.upstream.parse().map_err(|e| bad(format!("upstream {:?}: {e}", r.upstream)))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| bad("upstream needs http:// or https://".into()))?;
-        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return Err(bad("upstream must be http:// or https://".into()));
+    let upstream = match &r.upstream {
+        UpstreamTarget::Echo => Upstream::Echo,
+        UpstreamTarget::Url(uri) => {
+            // Both checked when the config was parsed.
+            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+                return Err(bad(format!("upstream {uri}: no scheme or host")));
+            };
+            let ca = r.upstream_ca.as_ref().map(|ca| config.resolve(ca));
+            let pool = pools.get(&config.server, scheme, authority, ca.as_deref(), previous)?;
+            Upstream::Remote { base_path: uri.path().trim_end_matches('/').to_owned(), pool }
         }
-        if uri.query().is_some() {
-            return Err(bad("upstream must not carry a query".into()));
-        }
-        let authority = uri.authority().cloned().ok_or_else(|| bad("upstream has no host".into()))?;
-        let ca = r.upstream_ca.as_ref().map(|ca| config.resolve(ca));
-        let pool = pools.get(&config.server, &scheme, &authority, ca.as_deref(), previous)?;
-        Upstream::Remote { base_path: uri.path().trim_end_matches('/').to_owned(), pool }
     };
     let mut claims_to_headers = Vec::new();
     for (h, claim) in &r.claims_to_headers {

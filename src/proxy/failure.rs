@@ -1,0 +1,101 @@
+//! Every way the proxy path can fail, and the one place each becomes its answer: status, body
+//! (RFC 6750 challenge or small JSON), and metric label. Handlers return a [`Failure`]; only
+//! [`Failure::response`] decides what the client sees, so two paths cannot answer the same
+//! failure differently.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::authz::Rejection;
+use crate::respond::json_error;
+
+/// Why the proxy answered instead of the upstream.
+#[derive(Debug)]
+pub enum Failure {
+    /// `Host` missing, repeated or disagreeing with the target: 400.
+    BadHost(&'static str),
+    /// A path the gateway refuses to interpret (encoded separators, dot segments past the root...): 400.
+    BadPath(String),
+    /// No route matches the path: 404.
+    NoRoute,
+    /// The token does not let the request pass: RFC 6750 (401, 400 or 403).
+    Rejected(Rejection),
+    /// The rewritten target is not a valid URI: 400.
+    Unforwardable,
+    /// The upstream did not answer within the route's timeout: 504.
+    UpstreamTimeout,
+    /// The upstream could not be reached or broke the connection: 502.
+    UpstreamUnreachable,
+}
+
+/// The RFC 6750 `WWW-Authenticate` realm of every challenge.
+const REALM: &str = "Bearer realm=\"tokengate\"";
+
+impl Failure {
+    /// The label of `tokengate_token_rejections_total` when this is a token rejection.
+    pub fn rejection_reason(&self) -> Option<&'static str> {
+        let Failure::Rejected(r) = self else { return None };
+        Some(match r {
+            Rejection::NoToken => "missing",
+            Rejection::InvalidRequest(_) => "invalid_request",
+            Rejection::InvalidToken(e) => e.reason(),
+            Rejection::InsufficientScope => "insufficient_scope",
+        })
+    }
+
+    /// The answer. `scope_text` is the matched route's scopes, for a 403's challenge. Never
+    /// echoes the token.
+    pub fn response(&self, scope_text: &str) -> Response<Full<Bytes>> {
+        match self {
+            Failure::BadHost(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+            Failure::BadPath(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+            Failure::NoRoute => json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
+            Failure::Unforwardable => {
+                json_error(StatusCode::BAD_REQUEST, "invalid_request", "request target cannot be forwarded")
+            }
+            Failure::UpstreamTimeout => {
+                json_error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream did not answer in time")
+            }
+            Failure::UpstreamUnreachable => {
+                json_error(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached")
+            }
+            Failure::Rejected(r) => challenge(r, scope_text),
+        }
+    }
+}
+
+/// RFC 6750 section 3: status, `WWW-Authenticate` and a small JSON body.
+fn challenge(r: &Rejection, scope_text: &str) -> Response<Full<Bytes>> {
+    let (status, www, error, desc): (StatusCode, String, &str, String) = match r {
+        Rejection::NoToken => {
+            (StatusCode::UNAUTHORIZED, REALM.to_string(), "unauthorized", "a bearer token is required".into())
+        }
+        Rejection::InvalidRequest(d) => (
+            StatusCode::BAD_REQUEST,
+            format!("{REALM}, error=\"invalid_request\", error_description=\"{d}\""),
+            "invalid_request",
+            (*d).into(),
+        ),
+        Rejection::InvalidToken(e) => (
+            StatusCode::UNAUTHORIZED,
+            format!("{REALM}, error=\"invalid_token\", error_description=\"{e}\""),
+            "invalid_token",
+            e.to_string(),
+        ),
+        Rejection::InsufficientScope => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "{REALM}, error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"{scope_text}\""
+            ),
+            "insufficient_scope",
+            format!("requires scope: {scope_text}"),
+        ),
+    };
+    let mut resp = json_error(status, error, &desc);
+    if let Ok(v) = HeaderValue::from_str(&www) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
