@@ -9,17 +9,22 @@ use crate::auth::keys::{self, Alg};
 use crate::error::BuildError;
 use crate::snapshot::{BuildMode, Snapshot};
 
-/// Loads everything a start would (creating the key and certificate a first start would create)
-/// and returns a one-line summary.
+/// Loads everything a start would, creating nothing, and returns a summary: one line, then one
+/// line for each file a first start would create.
 pub fn check(config: &Path) -> Result<String, BuildError> {
-    let s = Snapshot::build(config, BuildMode::Start)?;
-    Ok(format!(
+    let s = Snapshot::build(config, BuildMode::Check)?;
+    let mut out = format!(
         "ok: {} route(s), {} trusted issuer(s), {} signing key(s), active kid {:?}",
         s.routes.len(),
         s.trust.issuers.len(),
         s.own.keys.len(),
         s.own.active.kid
-    ))
+    );
+    for note in &s.first_start {
+        out.push_str("\nserve ");
+        out.push_str(note);
+    }
+    Ok(out)
 }
 
 /// Writes a new private key PEM for `alg` to `out` (mode 0600; never overwrites).

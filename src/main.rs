@@ -78,7 +78,25 @@ enum Command {
     Bench(tokengate::bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line, however the error was built: no debug text, no backtrace (even with
+        // RUST_BACKTRACE=1), and no cause repeated when an outer message already quotes it.
+        let mut line = String::new();
+        for cause in e.chain().map(|c| c.to_string()) {
+            if !line.contains(&cause) {
+                if !line.is_empty() {
+                    line.push_str(": ");
+                }
+                line.push_str(&cause);
+            }
+        }
+        eprintln!("tokengate: {line}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: "gateway.toml".into() }) {
         Command::Serve { config } => serve(config),
@@ -87,10 +105,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{summary}");
                 Ok(())
             }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                std::process::exit(1);
-            }
+            Err(e) => Err(e.into()),
         },
         Command::Keygen { alg, out } => commands::keygen(&alg, &out).map_err(anyhow::Error::msg),
         Command::HashSecret => {
@@ -119,7 +134,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(config: PathBuf) -> anyhow::Result<()> {
-    let cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+    let cfg = Config::load(&config)?;
     tokengate::logging::init(&cfg.log);
     // One worker, or one runtime per worker: a current-thread runtime here (the server starts
     // the other per-core ones), skipping the work-stealing machinery (measured faster); blocking

@@ -9,6 +9,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::error::pem_reason;
+
 /// Why the certificate could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -22,28 +24,51 @@ fn err(path: &Path, msg: impl std::fmt::Display) -> TlsError {
 
 /// Loads a PEM chain and private key into a rustls `CertifiedKey`, checking that they match.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| err(cert, format!("{e:?}")))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(cert, format!("{e:?}")))?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| err(p, crate::error::io_reason(&e)));
+    certified_key_from_pem(&read(cert)?, cert, &read(key)?, key)
+}
+
+/// [`load_certified_key`] on PEM text already read (`cert`/`key` name it in errors).
+fn certified_key_from_pem(
+    cert_pem: &[u8],
+    cert: &Path,
+    key_pem: &[u8],
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>().map_err(|e| err(cert, pem_reason(&e)))?;
     if chain.is_empty() {
-        return Err(err(cert, "no certificate in file"));
+        return Err(err(cert, "holds no certificate"));
     }
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, format!("{e:?}")))?;
+    let der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| err(key, pem_reason(&e)))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let ck = CertifiedKey::from_der(chain, der, &provider).map_err(|e| err(key, e))?;
+    let ck = CertifiedKey::from_der(chain, der, &provider)
+        .map_err(|e| err(key, format!("does not match the certificate, or is not a usable key ({e})")))?;
     Ok(Arc::new(ck))
+}
+
+/// A self-signed certificate for localhost / 127.0.0.1 / ::1, as (certificate PEM, key PEM).
+fn self_signed_pem(cert: &Path) -> Result<(String, String), TlsError> {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| err(cert, e))?;
+    Ok((ck.cert.pem(), ck.signing_key.serialize_pem()))
 }
 
 /// Writes a self-signed certificate for localhost / 127.0.0.1 / ::1 at `cert` and `key`.
 pub fn write_self_signed(cert: &Path, key: &Path) -> Result<(), TlsError> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| err(cert, e))?;
-    crate::auth::keys::write_private(key, &ck.signing_key.serialize_pem()).map_err(|e| err(key, e))?;
+    let (cert_pem, key_pem) = self_signed_pem(cert)?;
+    crate::auth::keys::write_private(key, &key_pem).map_err(|e| err(key, e))?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(cert, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| err(cert, crate::error::io_reason(&e)))?;
     }
-    std::fs::write(cert, ck.cert.pem()).map_err(|e| err(cert, e))
+    std::fs::write(cert, cert_pem).map_err(|e| err(cert, crate::error::io_reason(&e)))
+}
+
+/// A self-signed certificate made in memory only, for `tokengate check` to go on as a first
+/// start would without writing anything.
+pub fn self_signed_in_memory(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let (cert_pem, key_pem) = self_signed_pem(cert)?;
+    certified_key_from_pem(cert_pem.as_bytes(), cert, key_pem.as_bytes(), key)
 }
 
 /// A rustls client config trusting webpki roots, or only the CAs in `ca_file`.
@@ -52,11 +77,11 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
     match ca_file {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(path) => {
-            for c in CertificateDer::pem_file_iter(path).map_err(|e| err(path, format!("{e:?}")))? {
-                roots.add(c.map_err(|e| err(path, format!("{e:?}")))?).map_err(|e| err(path, e))?;
+            for c in CertificateDer::pem_file_iter(path).map_err(|e| err(path, pem_reason(&e)))? {
+                roots.add(c.map_err(|e| err(path, pem_reason(&e)))?).map_err(|e| err(path, e))?;
             }
             if roots.is_empty() {
-                return Err(err(path, "no CA certificate in file"));
+                return Err(err(path, "holds no CA certificate"));
             }
         }
     }

@@ -60,7 +60,11 @@ fn check_accepts_a_good_config_and_names_the_problem_in_a_bad_one() {
     let out = bin(&["check", "--config", cfg_s]);
     assert!(out.status.success(), "stdout {} stderr {}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).starts_with("ok:"), "{}", text(&out.stdout));
-    assert!(dir.path().join("keys/k1.pem").exists(), "check should create the first-start key");
+    assert!(!dir.path().join("keys").exists(), "check creates nothing");
+    assert!(text(&out.stdout).contains("would create the ES256 signing key"), "{}", text(&out.stdout));
+    // With a key in place, nothing is left to create and a missing active key is an error.
+    let key = dir.path().join("keys/k1.pem");
+    assert!(bin(&["keygen", "--alg", "ES256", "--out", key.to_str().unwrap()]).status.success());
 
     let cases: [(&str, String, &str); 4] = [
         ("route without slash", config_text("", &route("api", "echo", "")), "\"api\""),
@@ -154,8 +158,15 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
     // Wait until the upstream has the request (it then takes 1 s to answer).
     eventually(5, "the request reaches the upstream", || async { up.count() > 0 }).await;
     let t = Instant::now();
-    gw.shutdown().await;
+    let admin = gw.admin;
+    // While the request drains, the admin listener still answers: readiness is 503, not refused.
+    let probe = async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        raw(admin, "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await
+    };
+    let ((), during) = tokio::join!(gw.shutdown(), probe);
     let waited = t.elapsed();
+    assert_eq!((during.status, during.body_text().as_str()), (503, "not ready"), "/readyz while draining");
     let r = tokio::time::timeout(Duration::from_secs(5), in_flight).await.expect("in-flight request finished").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "slow-ok");

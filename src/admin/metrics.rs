@@ -195,6 +195,30 @@ impl Metrics {
         counter.inc();
     }
 
+    /// Lists every rejection reason at 0, so dashboards and alerts see each series from the start.
+    pub fn declare_rejection_reasons(&self, reasons: impl IntoIterator<Item = &'static str>) {
+        for reason in reasons {
+            let _ = self.rejections.get_or_create_owned(&RejectionLabels { reason });
+        }
+    }
+
+    /// Lists the routes of a new snapshot: each gets its upstream histogram and a 200 counter
+    /// at 0, so every family appears on `/metrics` before the first request.
+    pub fn declare_routes<'a>(&self, prefixes: impl IntoIterator<Item = &'a str>) {
+        for route in prefixes {
+            let handles = self.route_handles(route);
+            handles
+                .upstream
+                .get_or_init(|| self.upstream.get_or_create_owned(&RouteLabels { route: route.to_owned() }));
+            let mut list = handles.statuses.write().unwrap_or_else(PoisonError::into_inner);
+            if !list.iter().any(|(s, _)| *s == 200) {
+                let counter =
+                    self.requests.get_or_create_owned(&RequestLabels { route: route.to_owned(), status: 200 });
+                list.push((200, counter));
+            }
+        }
+    }
+
     /// One token rejection, by short reason label (e.g. "expired", "bad_signature", "missing").
     pub fn record_rejection(&self, reason: &'static str) {
         self.rejections.get_or_create(&RejectionLabels { reason }).inc();
@@ -339,5 +363,27 @@ mod tests {
         let text = m.encode();
         assert!(has_line(&text, r#"tokengate_requests_total{route="/a",status="200"} 2000"#), "{text}");
         assert!(has_line(&text, r#"tokengate_requests_total{route="/b",status="200"} 2000"#), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod families_tests {
+    #[test]
+    fn every_family_is_listed_before_first_use() {
+        let m = super::Metrics::new();
+        m.declare_rejection_reasons(["missing"]);
+        m.declare_routes(["/api"]);
+        let text = m.encode();
+        for family in [
+            "tokengate_requests_total",
+            "tokengate_token_rejections_total",
+            "tokengate_upstream_duration_seconds",
+            "tokengate_reloads_total",
+            "tokengate_limit_hits_total",
+        ] {
+            assert!(text.contains(&format!("# TYPE {}", family.trim_end_matches("_total"))), "{family}: {text}");
+        }
+        assert!(text.contains("tokengate_requests_total{route=\"/api\",status=\"200\"} 0"), "{text}");
+        assert!(text.contains("tokengate_upstream_duration_seconds_count{route=\"/api\"} 0"), "{text}");
     }
 }

@@ -14,10 +14,16 @@ use serde::Deserialize;
 /// Why a configuration file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{}: {}", path.display(), crate::error::io_reason(error))]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{}{}: {}", path.display(), at, error.message().trim_end())]
+    Parse {
+        path: PathBuf,
+        /// ", line L column C" where the parser stopped, or empty.
+        at: String,
+        /// The parser's error (its own Display spans several lines, so only its message is shown).
+        error: Box<toml::de::Error>,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -522,20 +528,35 @@ impl Default for LogConfig {
     }
 }
 
+/// A TOML error as one line: the file, where, and what (toml's own text spans several lines).
+fn parse_error(path: &Path, text: &str, e: toml::de::Error) -> ConfigError {
+    let at = e
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(", line {line} column {column}")
+        })
+        .unwrap_or_default();
+    ConfigError::Parse { path: path.to_owned(), at, error: Box::new(e) }
+}
+
 impl Config {
     /// Reads and parses `path`; relative paths inside are kept relative until [`Config::resolve`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut cfg: Config =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| parse_error(path, &text, e))?;
         cfg.base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         cfg.merge_table_files()?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
         Ok(cfg)
     }
 
@@ -554,9 +575,8 @@ impl Config {
             let Some(file) = file else { continue };
             let path = self.resolve(&file);
             let text =
-                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            let t: TablesFile =
-                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), source: Box::new(e) })?;
+                std::fs::read_to_string(&path).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
+            let t: TablesFile = toml::from_str(&text).map_err(|e| parse_error(&path, &text, e))?;
             if want_clients {
                 self.clients.extend(t.clients);
             } else {

@@ -43,6 +43,8 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The other per-core runtimes' threads (`server.runtime = "per-core"`); end after shutdown.
     cores: Vec<std::thread::JoinHandle<()>>,
+    /// Stops the admin listener (after the drain) and its task.
+    admin: (watch::Sender<bool>, tokio::task::JoinHandle<()>),
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -65,6 +67,8 @@ pub async fn start_with_store(
     let admin_listen = snapshot.config.admin.listen;
     let current = Arc::new(ArcSwap::from_pointee(snapshot));
     let metrics = Arc::new(Metrics::new());
+    metrics.declare_rejection_reasons(crate::proxy::rejection_reasons());
+    metrics.declare_routes(current.load().config.routes.iter().map(|r| r.prefix.as_str()));
     let admin_state = Arc::new(AdminState::new(metrics.clone()));
     admin_state.reload_succeeded(Vec::new());
     let store = match store {
@@ -120,14 +124,25 @@ pub async fn start_with_store(
     if let Some(plain) = plain {
         tasks.push(tokio::spawn(accept_loop(plain, None, gateway.clone(), limiter, shutdown_rx.clone())));
     }
-    let mut admin_rx = shutdown_rx.clone();
-    tasks.push(tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
+    // The admin listener outlives the drain: a probe during it gets `/readyz` 503, not a refused
+    // connection. It stops once the connections have drained.
+    let (admin_stop, mut admin_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
         crate::signals::stopped(&mut admin_rx).await;
-    })));
+    }));
     tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx)));
     admin_state.set_ready(true);
     tracing::info!(%https_addr, plain = ?plain_addr, %admin_addr, "tokengate listening");
-    Ok(Running { https_addr, plain_addr, admin_addr, gateway, shutdown, tasks, cores: cores_running })
+    Ok(Running {
+        https_addr,
+        plain_addr,
+        admin_addr,
+        gateway,
+        shutdown,
+        tasks,
+        cores: cores_running,
+        admin: (admin_stop, admin_task),
+    })
 }
 
 /// A TCP socket bound to `addr` (not yet listening), with `SO_REUSEPORT` when `reuse`.
@@ -202,6 +217,9 @@ impl Running {
         }
         let cores = self.cores;
         let _ = tokio::task::spawn_blocking(move || cores.into_iter().for_each(|c| drop(c.join()))).await;
+        let (stop, task) = self.admin;
+        let _ = stop.send(true);
+        let _ = task.await;
     }
 }
 

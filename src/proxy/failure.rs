@@ -33,6 +33,13 @@ pub enum Failure {
 /// The RFC 6750 `WWW-Authenticate` realm of every challenge.
 const REALM: &str = "Bearer realm=\"tokengate\"";
 
+/// Every token-rejection label [`Failure::rejection_reason`] can produce.
+pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
+    ["missing", "invalid_request", "insufficient_scope"]
+        .into_iter()
+        .chain(crate::auth::jwt::TokenError::ALL.iter().map(|e| e.reason()))
+}
+
 impl Failure {
     /// The label of `tokengate_token_rejections_total` when this is a token rejection.
     pub fn rejection_reason(&self) -> Option<&'static str> {

@@ -4,6 +4,8 @@
 
 pub mod authz;
 mod failure;
+
+pub use failure::rejection_reasons;
 pub mod headers;
 pub mod routes;
 pub mod upstream;

@@ -2,6 +2,7 @@
 //! signing keys, routes and the TLS certificate. A reload builds a whole new one and swaps it in
 //! atomically; a snapshot that fails to build is refused and the old one keeps serving.
 
+mod first_start;
 pub mod reload;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use http::HeaderName;
 use rustls::sign::CertifiedKey;
 
 use crate::auth::jwt::{Issuer, Trust, ACCESS_TOKEN_TYP};
-use crate::auth::keys::{self, Alg, KeySet, OwnKeys};
+use crate::auth::keys::{Alg, KeySet, OwnKeys};
 use crate::config::{Config, RequireTyp, UpstreamTarget};
 pub use crate::error::BuildError;
 use crate::proxy::routes::RouteTable;
@@ -25,6 +26,9 @@ pub enum BuildMode {
     Start,
     /// Reload: never create anything; a missing file means the old snapshot stays.
     Reload,
+    /// `tokengate check`: go on as a first start would, creating nothing; what a start would
+    /// create is made in memory and listed in [`Snapshot::first_start`].
+    Check,
 }
 
 /// Where a route sends its traffic.
@@ -88,6 +92,8 @@ pub struct Snapshot {
     pub pools: Pools,
     /// Files and folders whose change triggers a reload.
     pub watched: Vec<PathBuf>,
+    /// What this build created (first start) or would create (`tokengate check`), in words.
+    pub first_start: Vec<String>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -119,14 +125,11 @@ impl Snapshot {
         let config = Config::load(config_path)?;
         let t = &config.tokens;
         let keys_dir = config.resolve(&t.keys_dir);
-        if mode == BuildMode::Start && t.generate_if_missing && !has_pem(&keys_dir) {
-            let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::auth::jwt::now()));
-            let path = keys_dir.join(format!("{kid}.pem"));
-            keys::write_private(&path, &keys::generate_pem(Alg::ES256)?)
-                .map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
-            tracing::info!(path = %path.display(), "generated an ES256 signing key");
-        }
-        let own = OwnKeys::load(&keys_dir, t.active_kid.as_deref(), t.rsa_alg)?;
+        let mut first_start = Vec::new();
+        let (cert, key) = (config.resolve(&config.tls.cert), config.resolve(&config.tls.key));
+        first_start::refuse_typed_paths(&config, &keys_dir, (&cert, &key), mode)?;
+        let certified_key = first_start::certificate(&config, (&cert, &key), mode, &mut first_start)?;
+        let own = first_start::signing_keys(&config, &keys_dir, mode, &mut first_start)?;
         let mut trust = Trust { issuers: Default::default(), max_token_bytes: t.max_token_bytes };
         let mut own_algs: Vec<Alg> = Vec::new();
         for alg in own.keys.values().map(|k| k.alg) {
@@ -160,12 +163,6 @@ impl Snapshot {
                 .insert(i.issuer.clone(), Issuer { keys, algorithms, audiences, require_typ, leeway: t.leeway_secs });
             watched.push(path);
         }
-        let (cert, key) = (config.resolve(&config.tls.cert), config.resolve(&config.tls.key));
-        if mode == BuildMode::Start && config.tls.self_signed_if_missing && !cert.exists() && !key.exists() {
-            crate::tls::write_self_signed(&cert, &key)?;
-            tracing::info!(cert = %cert.display(), key = %key.display(), "wrote a self-signed localhost certificate");
-        }
-        let certified_key = crate::tls::load_certified_key(&cert, &key)?;
         watched.push(cert);
         watched.push(key);
         let mut table = Vec::with_capacity(config.routes.len());
@@ -195,6 +192,7 @@ impl Snapshot {
             token_cache,
             pools,
             watched,
+            first_start,
         })
     }
 }
@@ -209,12 +207,6 @@ fn routes_claim_headers(config: &Config) -> Vec<HeaderName> {
     names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     names.dedup();
     names
-}
-
-fn has_pem(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "pem")))
-        .unwrap_or(false)
 }
 
 fn build_route(

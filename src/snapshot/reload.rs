@@ -40,6 +40,7 @@ pub async fn reload_now(config_path: &Path, gw: &Gateway, started: &Config) -> R
                     "these settings changed but apply only at start; everything else was reloaded; restart to apply them"
                 );
             }
+            gw.metrics.declare_routes(new.config.routes.iter().map(|r| r.prefix.as_str()));
             gw.current.store(Arc::new(new));
             gw.admin.reload_succeeded(restart_required);
             tracing::info!(generation = gw.admin.reload_status().generation, "configuration reloaded");

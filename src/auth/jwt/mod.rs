@@ -57,6 +57,25 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Every error, so the rejection metric can list each reason (at 0) from the start.
+    pub const ALL: [TokenError; 15] = [
+        TokenError::TooLarge,
+        TokenError::Malformed,
+        TokenError::BadHeader,
+        TokenError::BadClaims,
+        TokenError::Crit,
+        TokenError::WrongType,
+        TokenError::UntrustedIssuer,
+        TokenError::AlgorithmNotAllowed,
+        TokenError::UnknownKey,
+        TokenError::BadSignature,
+        TokenError::Expired,
+        TokenError::NotYetValid,
+        TokenError::IssuedInFuture,
+        TokenError::WrongAudience,
+        TokenError::Revoked,
+    ];
+
     /// Short label for the rejection metric.
     pub fn reason(&self) -> &'static str {
         match self {

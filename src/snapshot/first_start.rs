@@ -1,0 +1,123 @@
+//! What a first start creates, and where: one ES256 signing key and a self-signed localhost
+//! certificate, each only at its shipped default location (`keys/`, `certs/gateway.crt` and
+//! `certs/gateway.key` beside the config). A path the user typed is never papered over with a
+//! fresh file: a mistyped `/etc/mytls/server.crt` is an error naming the key, not a silent new
+//! certificate. Creation is announced as a warning, since a generated key or certificate is
+//! rarely what production wants.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+
+use super::BuildMode;
+use crate::auth::keys::{self, Alg, OwnKeys, SigningKey};
+use crate::config::{Config, TlsConfig, TokensConfig};
+use crate::error::BuildError;
+
+/// Refuses, before anything is created, a first start that would have to generate a key or a
+/// certificate somewhere other than the default location (a mistyped path, most likely), so a
+/// failed start never leaves half of its files behind.
+pub fn refuse_typed_paths(
+    config: &Config,
+    keys_dir: &Path,
+    (cert, key): (&Path, &Path),
+    mode: BuildMode,
+) -> Result<(), BuildError> {
+    if mode == BuildMode::Reload {
+        return Ok(());
+    }
+    let (t, tls) = (&config.tokens, &config.tls);
+    if t.generate_if_missing && !has_pem(keys_dir) && !keys_at_default(config) {
+        return Err(BuildError::Invalid(format!(
+            "tokens.keys_dir: {} holds no *.pem signing key; a key is generated only in the default folder `keys` \
+             (create one with `tokengate keygen --out {}/<kid>.pem`)",
+            keys_dir.display(),
+            keys_dir.display()
+        )));
+    }
+    if tls.self_signed_if_missing && !cert.exists() && !key.exists() && !cert_at_default(config) {
+        return Err(BuildError::Invalid(format!(
+            "tls.cert: {} and tls.key: {} do not exist; a self-signed certificate is generated only at the default \
+             certs/gateway.crt and certs/gateway.key (fix the paths, or remove both keys to use the defaults)",
+            cert.display(),
+            key.display()
+        )));
+    }
+    Ok(())
+}
+
+fn keys_at_default(config: &Config) -> bool {
+    config.tokens.keys_dir == TokensConfig::default().keys_dir
+}
+
+fn cert_at_default(config: &Config) -> bool {
+    let default = TlsConfig::default();
+    config.tls.cert == default.cert && config.tls.key == default.key
+}
+
+/// Our signing keys: loaded from `keys_dir`, or on a first start in the default folder, created.
+pub fn signing_keys(
+    config: &Config,
+    keys_dir: &Path,
+    mode: BuildMode,
+    notes: &mut Vec<String>,
+) -> Result<OwnKeys, BuildError> {
+    let t = &config.tokens;
+    if mode == BuildMode::Reload || !t.generate_if_missing || has_pem(keys_dir) || !keys_at_default(config) {
+        return load(config, keys_dir);
+    }
+    let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::auth::jwt::now()));
+    let path = keys_dir.join(format!("{kid}.pem"));
+    let pem = keys::generate_pem(Alg::ES256)?;
+    if mode == BuildMode::Check {
+        notes.push(format!("would create the ES256 signing key {}", path.display()));
+        return Ok(OwnKeys::single(SigningKey::from_pem(&kid, pem.as_bytes(), t.rsa_alg)?));
+    }
+    keys::write_private(&path, &pem).map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
+    tracing::warn!(path = %path.display(), "first start: generated an ES256 signing key");
+    notes.push(format!("created the ES256 signing key {}", path.display()));
+    load(config, keys_dir)
+}
+
+fn load(config: &Config, keys_dir: &Path) -> Result<OwnKeys, BuildError> {
+    let t = &config.tokens;
+    OwnKeys::load(keys_dir, t.active_kid.as_deref(), t.rsa_alg)
+        .map_err(|e| BuildError::Invalid(format!("tokens.keys_dir: {e}")))
+}
+
+/// The listener's certificate: loaded, or on a first start at the default location, created.
+pub fn certificate(
+    config: &Config,
+    (cert, key): (&Path, &Path),
+    mode: BuildMode,
+    notes: &mut Vec<String>,
+) -> Result<Arc<CertifiedKey>, BuildError> {
+    let missing = !cert.exists() && !key.exists();
+    if mode == BuildMode::Reload || !config.tls.self_signed_if_missing || !missing || !cert_at_default(config) {
+        return load_cert(cert, key);
+    }
+    let (c, k) = (cert.display(), key.display());
+    if mode == BuildMode::Check {
+        notes.push(format!("would create a self-signed localhost certificate {c} and key {k}"));
+        return Ok(crate::tls::self_signed_in_memory(cert, key)?);
+    }
+    crate::tls::write_self_signed(cert, key)?;
+    tracing::warn!(
+        cert = %c,
+        key = %k,
+        "first start: wrote a self-signed certificate for localhost; replace it before serving real clients"
+    );
+    notes.push(format!("created a self-signed localhost certificate {c} and key {k}"));
+    load_cert(cert, key)
+}
+
+fn load_cert(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, BuildError> {
+    crate::tls::load_certified_key(cert, key).map_err(|e| BuildError::Invalid(format!("tls: {e}")))
+}
+
+fn has_pem(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "pem")))
+        .unwrap_or(false)
+}
