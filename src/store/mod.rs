@@ -9,8 +9,8 @@
 //!
 //! # Shape
 //! [`Store`] is the seam: the embedded [`RedbStore`] (one redb file at `state.path`) is the
-//! default, and a shared backend (e.g. Redis, for several gateway instances) can implement the
-//! same trait later. Every decision that must be atomic across instances, such as "is this
+//! default; [`RedisStore`] shares the state between several gateway instances
+//! (`state.backend = "redis"`); [`open`] picks the one `[state]` names. Every decision that must be atomic across instances, such as "is this
 //! token still the current one, and if so replace it", is a single trait method (compare and
 //! swap), never a read followed by a write in the caller. The pure parts of those decisions
 //! ([`Family::is_live`], [`LockRow`]) live here so that every backend applies the same rules.
@@ -19,8 +19,8 @@
 //! includes one.
 //!
 //! # Blocking
-//! The methods block on disk I/O (except [`Store::is_jti_denied`]); async callers should run
-//! them on a blocking thread.
+//! The methods block on disk or network I/O (except [`Store::is_jti_denied`], always a lookup in
+//! memory); async callers must run them on a blocking thread.
 
 mod denylist;
 mod redb;

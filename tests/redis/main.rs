@@ -348,3 +348,59 @@ async fn kill_9_of_redis_mid_burst_then_aof_restart_keeps_every_answered_refresh
         assert_eq!(r.status, 400, "a revoked refresh family came back: {}", r.text());
     }
 }
+
+/// The real binary on `redis`: its stderr lines up to "tokengate listening" (JSON logs), then
+/// killed.
+fn start_lines_of_binary(redis: &RedisServer, keys: &Path) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.toml");
+    let text = config(&redis.url(), keys, 10)
+        .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::listener=info\"");
+    std::fs::write(&config_path, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--config", config_path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tokengate");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else { continue };
+        let done = line.contains("tokengate listening");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.iter().any(|l| l.contains("tokengate listening")), "the binary did not start: {lines:#?}");
+    lines
+}
+
+#[test]
+fn the_binary_warns_at_start_when_redis_persists_nothing() {
+    let keys = tempfile::tempdir().unwrap();
+    let volatile = RedisServer::start(false);
+    let lines = start_lines_of_binary(&volatile, keys.path());
+    assert!(
+        lines.iter().any(|l| l.contains("\"WARN\"") && l.contains("persists nothing")),
+        "no warning for a server without AOF or RDB: {lines:#?}"
+    );
+    let durable = RedisServer::start(true);
+    let lines = start_lines_of_binary(&durable, keys.path());
+    assert!(!lines.iter().any(|l| l.contains("persists nothing")), "a warning for an AOF server: {lines:#?}");
+}
