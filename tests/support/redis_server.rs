@@ -27,7 +27,15 @@ impl RedisServer {
     pub fn start(aof: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir for redis-server");
         let mut s = RedisServer { child: None, port: free_port(), dir, aof };
-        s.spawn();
+        // Another process may take the port between free_port and the bind: then another port.
+        for _ in 0..5 {
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(e) => eprintln!("{e}; trying another port"),
+            }
+            s.port = free_port();
+        }
+        s.spawn().unwrap_or_else(|e| panic!("{e}"));
         s
     }
 
@@ -47,7 +55,7 @@ impl RedisServer {
     /// Starts it again on the same port and folder (loading its AOF when `aof`).
     pub fn restart(&mut self) {
         self.kill9();
-        self.spawn();
+        self.spawn().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// SIGSTOP / SIGCONT: a server that holds its connections but answers nothing.
@@ -67,7 +75,8 @@ impl RedisServer {
         ([127, 0, 0, 1], self.port).into()
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and waits for PING; Err when it exited at start (e.g. port taken).
+    fn spawn(&mut self) -> Result<(), String> {
         let aof = if self.aof { "yes" } else { "no" };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof])
@@ -87,13 +96,16 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if command(self.addr(), "PING").is_ok_and(|r| r.starts_with("+PONG")) {
-                return;
-            }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("redis-server on port {} exited at start: {status}", self.port);
+                self.child = None;
+                return Err(format!("redis-server on port {} exited at start: {status}", self.port));
             }
-            assert!(Instant::now() < deadline, "redis-server on port {} did not answer PING within 10 s", self.port);
+            // Ours, not another test's server that got the port first.
+            let pid = self.child.as_ref().map_or(0, Child::id);
+            if command(self.addr(), "INFO server").is_ok_and(|r| r.contains(&format!("process_id:{pid}\r\n"))) {
+                return Ok(());
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {} did not answer INFO within 10 s", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
