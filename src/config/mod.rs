@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod state;
+pub use state::{redacted_url, StateBackend, StateConfig};
+
 /// Why a configuration file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -487,20 +490,6 @@ impl Default for LockoutConfig {
     }
 }
 
-/// `[state]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StateConfig {
-    /// redb file for durable state; `:memory:` keeps it in memory (lost on restart).
-    pub path: PathBuf,
-}
-
-impl Default for StateConfig {
-    fn default() -> Self {
-        StateConfig { path: "state/tokengate.redb".into() }
-    }
-}
-
 /// Output format of the log.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -622,6 +611,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_tables()?;
+        self.state.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.tokens.issuer.is_empty() {
             return bad("tokens.issuer must not be empty".into());

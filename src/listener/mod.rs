@@ -196,15 +196,9 @@ fn run_core(
     });
 }
 
-/// Opens the durable state store named by `state.path` (`:memory:` for a volatile one).
+/// Opens the durable state store `[state]` names (redb file, `:memory:`, or Redis).
 fn open_store(config: &crate::config::Config) -> Result<Arc<dyn crate::store::Store>, StartError> {
-    use crate::store::RedbStore;
-    let store = if config.state.path.as_os_str() == ":memory:" {
-        RedbStore::in_memory()
-    } else {
-        RedbStore::open(&config.resolve(&config.state.path))
-    };
-    Ok(Arc::new(store.map_err(|e| BuildError::Invalid(format!("state: {e}")))?))
+    Ok(crate::store::open(config).map_err(|e| BuildError::Invalid(format!("state: {e}")))?)
 }
 
 impl Running {

@@ -9,8 +9,8 @@
 //!
 //! # Shape
 //! [`Store`] is the seam: the embedded [`RedbStore`] (one redb file at `state.path`) is the
-//! default, and a shared backend (e.g. Redis, for several gateway instances) can implement the
-//! same trait later. Every decision that must be atomic across instances, such as "is this
+//! default; [`RedisStore`] shares the state between several gateway instances
+//! (`state.backend = "redis"`); [`open`] picks the one `[state]` names. Every decision that must be atomic across instances, such as "is this
 //! token still the current one, and if so replace it", is a single trait method (compare and
 //! swap), never a read followed by a write in the caller. The pure parts of those decisions
 //! ([`Family::is_live`], [`LockRow`]) live here so that every backend applies the same rules.
@@ -19,15 +19,19 @@
 //! includes one.
 //!
 //! # Blocking
-//! The methods block on disk I/O (except [`Store::is_jti_denied`]); async callers should run
-//! them on a blocking thread.
+//! The methods block on disk or network I/O (except [`Store::is_jti_denied`], always a lookup in
+//! memory); async callers must run them on a blocking thread.
 
+mod denylist;
 mod redb;
+mod redis;
 
 #[cfg(test)]
 mod tests;
 
+pub use self::denylist::DenyList;
 pub use self::redb::RedbStore;
+pub use self::redis::{RedisOptions, RedisStore};
 
 /// SHA-256 of an opaque refresh token: the store never sees the token itself.
 pub type TokenHash = [u8; 32];
@@ -62,6 +66,16 @@ pub enum StoreError {
     /// A family id or token hash that must be new is already recorded.
     #[error("state store: this {0} is already recorded")]
     Conflict(&'static str),
+    /// The Redis server could not be reached or used at open (the message names `state.url`,
+    /// without credentials).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A Redis command failed: connection lost, refused, or an error reply.
+    #[error("state store (redis): {0}")]
+    Redis(#[source] ::redis::RedisError),
+    /// The Redis server did not answer within `state.timeout_ms`.
+    #[error("state store (redis): no answer within {0} ms")]
+    Timeout(u64),
 }
 
 /// A refresh-token family: every token issued from one grant by rotation.
@@ -270,4 +284,31 @@ pub trait Store: Send + Sync + 'static {
     /// reuse of their tokens is told until then) with all their token hashes, expired jtis and
     /// stale lockout rows; returns how many rows went.
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError>;
+}
+
+/// Opens the backend `[state]` names: the redb file (`:memory:` for a volatile one) or Redis.
+pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    use crate::config::StateBackend;
+    let state = &config.state;
+    Ok(match state.backend {
+        StateBackend::Redb if state.path.as_os_str() == ":memory:" => std::sync::Arc::new(RedbStore::in_memory()?),
+        StateBackend::Redb => std::sync::Arc::new(RedbStore::open(&config.resolve(&state.path))?),
+        StateBackend::Redis => {
+            let ca_pem = match &state.ca {
+                Some(ca) => {
+                    let path = config.resolve(ca);
+                    Some(std::fs::read(&path).map_err(|e| {
+                        StoreError::Unavailable(format!("state.ca: cannot read {}: {e}", path.display()))
+                    })?)
+                }
+                None => None,
+            };
+            std::sync::Arc::new(RedisStore::open(RedisOptions {
+                url: state.url.clone().unwrap_or_default(),
+                key_prefix: state.key_prefix.clone(),
+                ca_pem,
+                timeout: std::time::Duration::from_millis(state.timeout_ms),
+            })?)
+        }
+    })
 }

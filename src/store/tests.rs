@@ -1,9 +1,16 @@
-//! Tests of the store contract, run against real redb files and the in-memory backend.
+//! Tests of the store contract, run against every backend: real redb files, redb's in-memory
+//! backend, and a real `redis-server` started per test on a free port (each test its own server,
+//! so tests run in parallel and nothing outlives them).
 
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use super::*;
+
+#[path = "../../tests/support/redis_server.rs"]
+#[allow(dead_code)]
+pub(super) mod redis_server;
+use redis_server::RedisServer;
 
 /// A distinct token hash per byte.
 fn h(n: u8) -> TokenHash {
@@ -31,19 +38,85 @@ fn file_store() -> (tempfile::TempDir, RedbStore) {
     (dir, store)
 }
 
-/// Both backends, to run one test against each.
-fn stores() -> Vec<(Option<tempfile::TempDir>, RedbStore)> {
-    let (dir, file) = file_store();
-    vec![(Some(dir), file), (None, RedbStore::in_memory().unwrap())]
-}
-
 fn reopen(dir: &Path) -> RedbStore {
     RedbStore::open(&dir.join("state").join("tokengate.redb")).unwrap()
 }
 
+/// A Redis store on `server` under `prefix`.
+fn redis_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::open(RedisOptions {
+        url: server.url(),
+        key_prefix: prefix.into(),
+        ca_pem: None,
+        timeout: std::time::Duration::from_secs(2),
+    })
+    .unwrap()
+}
+
+/// One backend under test, able to open its state again (what a restart, or another gateway
+/// instance on the same state, sees).
+enum Backend {
+    /// A redb file in this folder.
+    RedbFile(tempfile::TempDir),
+    /// redb's in-memory backend: cannot be opened twice.
+    RedbMemory,
+    /// A Redis server of this test alone.
+    Redis(RedisServer),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::RedbFile(_) => "redb file",
+            Backend::RedbMemory => "redb in memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// A new handle on this backend's state (the first one for RedbMemory).
+    fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::RedbFile(dir) => Arc::new(reopen(dir.path())),
+            Backend::RedbMemory => Arc::new(RedbStore::in_memory().unwrap()),
+            Backend::Redis(server) => Arc::new(redis_store(server, "test:")),
+        }
+    }
+}
+
+/// Every backend, each fresh; the name is printed so a failure says which one.
+fn backends() -> Vec<Backend> {
+    vec![
+        Backend::RedbFile(tempfile::tempdir().unwrap()),
+        Backend::RedbMemory,
+        Backend::Redis(RedisServer::start(false)),
+    ]
+}
+
+/// The backends whose state outlives a handle (all but redb in memory).
+fn durable_backends() -> Vec<Backend> {
+    backends().into_iter().filter(|b| !matches!(b, Backend::RedbMemory)).collect()
+}
+
+/// Every backend, opened: `for (b, s) in stores()`.
+fn stores() -> Vec<(Backend, Arc<dyn Store>)> {
+    backends()
+        .into_iter()
+        .map(|b| {
+            eprintln!("backend: {}", b.name());
+            let s = b.open();
+            (b, s)
+        })
+        .collect()
+}
+
+/// Unix seconds now: denials expire on the wall clock in Redis (deny_jti is not told the time).
+fn wall_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 #[test]
 fn create_then_rotate_then_reuse_revokes_the_family() {
-    for (_dir, s) in stores() {
+    for (_b, s) in stores() {
         s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
         let Rotation::Rotated(f) = s.rotate(&h(1), &h(2), "c1", 1100).unwrap() else { panic!("not rotated") };
         assert_eq!(f.last_used, 1100);
@@ -62,15 +135,16 @@ fn create_then_rotate_then_reuse_revokes_the_family() {
 
 #[test]
 fn unknown_token_is_invalid() {
-    let s = RedbStore::in_memory().unwrap();
-    assert_eq!(s.rotate(&h(9), &h(10), "c1", 1000).unwrap(), Rotation::Invalid);
-    assert_eq!(s.current_family(&h(9), 1000).unwrap(), None);
-    assert!(!s.revoke_family(&h(9), None).unwrap());
+    for (_b, s) in stores() {
+        assert_eq!(s.rotate(&h(9), &h(10), "c1", 1000).unwrap(), Rotation::Invalid);
+        assert_eq!(s.current_family(&h(9), 1000).unwrap(), None);
+        assert!(!s.revoke_family(&h(9), None).unwrap());
+    }
 }
 
 #[test]
 fn wrong_client_is_invalid_and_changes_nothing() {
-    for (_dir, s) in stores() {
+    for (_b, s) in stores() {
         s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
         assert!(matches!(s.rotate(&h(1), &h(2), "c1", 1100).unwrap(), Rotation::Rotated(_)));
         // Another client presenting the current token, or an old one, changes nothing.
@@ -84,40 +158,50 @@ fn wrong_client_is_invalid_and_changes_nothing() {
 
 #[test]
 fn absolute_expiry() {
-    let s = RedbStore::in_memory().unwrap();
-    let mut f = family("f1", "c1", "alice");
-    f.idle_secs = 0; // no idle limit: only the absolute one applies
-    s.create_family(&f, &h(1)).unwrap();
-    assert!(s.current_family(&h(1), 9_999).unwrap().is_some());
-    assert_eq!(s.current_family(&h(1), 10_000).unwrap(), None);
-    assert_eq!(s.rotate(&h(1), &h(2), "c1", 10_000).unwrap(), Rotation::Invalid);
-    // Still current and usable before the end.
-    assert!(matches!(s.rotate(&h(1), &h(2), "c1", 9_999).unwrap(), Rotation::Rotated(_)));
+    for (_b, s) in stores() {
+        let mut f = family("f1", "c1", "alice");
+        f.idle_secs = 0; // no idle limit: only the absolute one applies
+        s.create_family(&f, &h(1)).unwrap();
+        assert!(s.current_family(&h(1), 9_999).unwrap().is_some());
+        assert_eq!(s.current_family(&h(1), 10_000).unwrap(), None);
+        assert_eq!(s.rotate(&h(1), &h(2), "c1", 10_000).unwrap(), Rotation::Invalid);
+        // Still current and usable before the end.
+        assert!(matches!(s.rotate(&h(1), &h(2), "c1", 9_999).unwrap(), Rotation::Rotated(_)));
+    }
 }
 
 #[test]
 fn idle_expiry_and_rotation_renews_it() {
-    let s = RedbStore::in_memory().unwrap();
-    s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
-    // Used at 1500: idle deadline moves from 1600 to 2100.
-    assert!(matches!(s.rotate(&h(1), &h(2), "c1", 1500).unwrap(), Rotation::Rotated(_)));
-    assert!(s.current_family(&h(2), 2099).unwrap().is_some());
-    assert_eq!(s.current_family(&h(2), 2100).unwrap(), None);
-    assert_eq!(s.rotate(&h(2), &h(3), "c1", 2100).unwrap(), Rotation::Invalid);
-    // An idle-dead family's old token is not "reuse": nothing changes.
-    assert_eq!(s.rotate(&h(1), &h(3), "c1", 2100).unwrap(), Rotation::Invalid);
+    for (_b, s) in stores() {
+        s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+        // Used at 1500: idle deadline moves from 1600 to 2100.
+        assert!(matches!(s.rotate(&h(1), &h(2), "c1", 1500).unwrap(), Rotation::Rotated(_)));
+        assert!(s.current_family(&h(2), 2099).unwrap().is_some());
+        assert_eq!(s.current_family(&h(2), 2100).unwrap(), None);
+        assert_eq!(s.rotate(&h(2), &h(3), "c1", 2100).unwrap(), Rotation::Invalid);
+        // An idle-dead family's old token is not "reuse": nothing changes.
+        assert_eq!(s.rotate(&h(1), &h(3), "c1", 2100).unwrap(), Rotation::Invalid);
+    }
 }
 
 #[test]
 fn concurrent_rotation_has_exactly_one_winner() {
-    let (_dir, s) = file_store();
-    let s = Arc::new(s);
+    let (_dir, file) = file_store();
+    concurrent_rotation_on(&[Arc::new(file)]);
+    // Two handles on one Redis: two gateway instances.
+    let server = RedisServer::start(false);
+    concurrent_rotation_on(&[Arc::new(redis_store(&server, "a:")), Arc::new(redis_store(&server, "a:"))]);
+}
+
+/// Eight threads present the same token at once, spread over `handles`.
+fn concurrent_rotation_on(handles: &[Arc<dyn Store>]) {
+    let s = Arc::clone(&handles[0]);
     s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
     let barrier = Arc::new(Barrier::new(8));
     let outcomes: Vec<Rotation> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8u8)
             .map(|i| {
-                let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+                let (s, barrier) = (Arc::clone(&handles[usize::from(i) % handles.len()]), Arc::clone(&barrier));
                 scope.spawn(move || {
                     barrier.wait();
                     s.rotate(&h(1), &h(100 + i), "c1", 1100).unwrap()
@@ -137,7 +221,7 @@ fn concurrent_rotation_has_exactly_one_winner() {
 
 #[test]
 fn revoke_family_via_current_or_old_token() {
-    for (_dir, s) in stores() {
+    for (_b, s) in stores() {
         s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
         assert!(matches!(s.rotate(&h(1), &h(2), "c1", 1100).unwrap(), Rotation::Rotated(_)));
         s.create_family(&family("f2", "c1", "alice"), &h(11)).unwrap();
@@ -160,7 +244,7 @@ fn revoke_family_via_current_or_old_token() {
 
 #[test]
 fn revoke_client_with_and_without_sub() {
-    for (_dir, s) in stores() {
+    for (_b, s) in stores() {
         s.create_family(&family("a1", "c1", "alice"), &h(1)).unwrap();
         s.create_family(&family("a2", "c1", "alice"), &h(2)).unwrap();
         s.create_family(&family("b1", "c1", "bob"), &h(3)).unwrap();
@@ -182,60 +266,91 @@ fn revoke_client_with_and_without_sub() {
 
 #[test]
 fn create_refuses_duplicates() {
-    let s = RedbStore::in_memory().unwrap();
-    s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
-    assert!(matches!(s.create_family(&family("f1", "c1", "alice"), &h(2)), Err(StoreError::Conflict(_))));
-    assert!(matches!(s.create_family(&family("f2", "c1", "alice"), &h(1)), Err(StoreError::Conflict(_))));
-    // Rotating onto a hash already in use is refused and changes nothing.
-    s.create_family(&family("f3", "c1", "alice"), &h(3)).unwrap();
-    let err = s.rotate(&h(3), &h(1), "c1", 1100).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)));
-    assert!(!err.to_string().contains("1, 1, 1"), "no hash in messages: {err}");
-    assert!(s.current_family(&h(3), 1100).unwrap().is_some());
-    assert!(s.current_family(&h(2), 1100).unwrap().is_none());
+    for (_b, s) in stores() {
+        s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+        assert!(matches!(s.create_family(&family("f1", "c1", "alice"), &h(2)), Err(StoreError::Conflict(_))));
+        assert!(matches!(s.create_family(&family("f2", "c1", "alice"), &h(1)), Err(StoreError::Conflict(_))));
+        // Rotating onto a hash already in use is refused and changes nothing.
+        s.create_family(&family("f3", "c1", "alice"), &h(3)).unwrap();
+        let err = s.rotate(&h(3), &h(1), "c1", 1100).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        assert!(!err.to_string().contains("1, 1, 1"), "no hash in messages: {err}");
+        assert!(s.current_family(&h(3), 1100).unwrap().is_some());
+        assert!(s.current_family(&h(2), 1100).unwrap().is_none());
+    }
 }
 
 #[test]
 fn denied_jti_until_exp_and_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = reopen(dir.path());
-        assert!(!s.is_jti_denied("j1", 100));
-        s.deny_jti("j1", 200).unwrap();
-        assert!(s.is_jti_denied("j1", 100));
-        assert!(s.is_jti_denied("j1", 200));
-        assert!(!s.is_jti_denied("j1", 201));
-        assert!(!s.is_jti_denied("j2", 100));
-        // An earlier exp does not shorten a denial.
-        s.deny_jti("j1", 150).unwrap();
-        assert!(s.is_jti_denied("j1", 200));
+    // Times near the wall clock: Redis expires denials on it.
+    let t = wall_now();
+    for b in durable_backends() {
+        eprintln!("backend: {}", b.name());
+        {
+            let s = b.open();
+            assert!(!s.is_jti_denied("j1", t + 100));
+            s.deny_jti("j1", t + 200).unwrap();
+            assert!(s.is_jti_denied("j1", t + 100));
+            assert!(s.is_jti_denied("j1", t + 200));
+            assert!(!s.is_jti_denied("j1", t + 201));
+            assert!(!s.is_jti_denied("j2", t + 100));
+            // An earlier exp does not shorten a denial.
+            s.deny_jti("j1", t + 150).unwrap();
+            assert!(s.is_jti_denied("j1", t + 200));
+        }
+        let s = b.open();
+        assert!(s.is_jti_denied("j1", t + 200), "denial lost on reopen");
+        assert!(!s.is_jti_denied("j1", t + 201));
+        assert!(!s.is_jti_denied("j2", t + 100));
     }
-    let s = reopen(dir.path());
-    assert!(s.is_jti_denied("j1", 200), "denial lost on reopen");
-    assert!(!s.is_jti_denied("j1", 201));
-    assert!(!s.is_jti_denied("j2", 100));
 }
 
 #[test]
 fn jti_once_then_replay_and_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = reopen(dir.path());
-        assert!(s.use_jti_once("c1", "a1", 500, 100).unwrap());
-        assert!(!s.use_jti_once("c1", "a1", 500, 101).unwrap());
-        assert!(s.use_jti_once("c2", "a1", 500, 101).unwrap(), "jtis are per client");
+    for b in durable_backends() {
+        eprintln!("backend: {}", b.name());
+        {
+            let s = b.open();
+            assert!(s.use_jti_once("c1", "a1", 500, 100).unwrap());
+            assert!(!s.use_jti_once("c1", "a1", 500, 101).unwrap());
+            assert!(s.use_jti_once("c2", "a1", 500, 101).unwrap(), "jtis are per client");
+            assert!(s.use_jti_once("c1:a1", "x", 500, 101).unwrap(), "no collision through separators");
+            assert!(s.use_jti_once("c1", "a1:x", 500, 101).unwrap(), "no collision through separators");
+        }
+        let s = b.open();
+        assert!(!s.use_jti_once("c1", "a1", 500, 102).unwrap(), "replay accepted after reopen");
+        assert!(!s.use_jti_once("c2", "a1", 500, 102).unwrap());
+        // Past the recorded lifetime, the jti is free again (the assertion's own exp check is the
+        // caller's job).
+        assert!(s.use_jti_once("c1", "a1", 900, 501).unwrap());
     }
-    let s = reopen(dir.path());
-    assert!(!s.use_jti_once("c1", "a1", 500, 102).unwrap(), "replay accepted after reopen");
-    assert!(!s.use_jti_once("c2", "a1", 500, 102).unwrap());
-    // Past the recorded lifetime, the jti is free again (the assertion's own exp check is the
-    // caller's job).
-    assert!(s.use_jti_once("c1", "a1", 900, 501).unwrap());
 }
 
 #[test]
 fn jti_once_is_atomic_across_threads() {
-    let (_dir, s) = file_store();
+    for b in durable_backends() {
+        eprintln!("backend: {}", b.name());
+        jti_once_atomic_on(b.open().as_ref());
+        if let Backend::Redis(server) = &b {
+            // Across two instances too.
+            let (one, two) = (redis_store(server, "b:"), redis_store(server, "b:"));
+            let barrier = Barrier::new(2);
+            let run = |s: &RedisStore| {
+                barrier.wait();
+                s.use_jti_once("c1", "same", 500, 100).unwrap()
+            };
+            let firsts = std::thread::scope(|scope| {
+                let (run, one, two) = (&run, &one, &two);
+                let a = scope.spawn(move || run(one));
+                let b = scope.spawn(move || run(two));
+                [a.join().unwrap(), b.join().unwrap()]
+            });
+            assert_eq!(firsts.iter().filter(|&&f| f).count(), 1, "{firsts:?}");
+        }
+    }
+}
+
+fn jti_once_atomic_on(s: &dyn Store) {
     let barrier = Barrier::new(6);
     let firsts = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..6)
@@ -256,7 +371,7 @@ const POLICY: LockoutPolicy =
 
 #[test]
 fn lockout_locks_doubles_and_caps() {
-    for (_dir, s) in stores() {
+    for (_b, s) in stores() {
         let k = "user:alice";
         assert_eq!(s.lock_state(k, 1000).unwrap(), LockState::default());
         assert_eq!(s.record_failure(k, 1000, &POLICY).unwrap(), LockState { locked_until: None, failures: 1 });
@@ -287,31 +402,32 @@ fn lockout_locks_doubles_and_caps() {
 
 #[test]
 fn lockout_window_and_decay() {
-    let s = RedbStore::in_memory().unwrap();
-    let k = "client:c1";
-    // Failures spread over more than the window never lock.
-    for t in [1000, 1001, 1300, 1301, 1600, 1601] {
-        assert_eq!(s.record_failure(k, t, &POLICY).unwrap().locked_until, None, "at {t}");
+    for (_b, s) in stores() {
+        let k = "client:c1";
+        // Failures spread over more than the window never lock.
+        for t in [1000, 1001, 1300, 1301, 1600, 1601] {
+            assert_eq!(s.record_failure(k, t, &POLICY).unwrap().locked_until, None, "at {t}");
+        }
+        // Lock (60), then wait max_wait past its end: the doubling resets to base.
+        for t in 2000..2003 {
+            s.record_failure(k, t, &POLICY).unwrap();
+        }
+        assert_eq!(s.lock_state(k, 2002).unwrap().locked_until, Some(2062));
+        for t in 2262..2265 {
+            s.record_failure(k, t, &POLICY).unwrap();
+        }
+        assert_eq!(s.lock_state(k, 2264).unwrap().locked_until, Some(2324), "lockout count not decayed");
+        // Without waiting that long it doubles.
+        for t in 2400..2403 {
+            s.record_failure(k, t, &POLICY).unwrap();
+        }
+        assert_eq!(s.lock_state(k, 2402).unwrap().locked_until, Some(2522));
     }
-    // Lock (60), then wait max_wait past its end: the doubling resets to base.
-    for t in 2000..2003 {
-        s.record_failure(k, t, &POLICY).unwrap();
-    }
-    assert_eq!(s.lock_state(k, 2002).unwrap().locked_until, Some(2062));
-    for t in 2262..2265 {
-        s.record_failure(k, t, &POLICY).unwrap();
-    }
-    assert_eq!(s.lock_state(k, 2264).unwrap().locked_until, Some(2324), "lockout count not decayed");
-    // Without waiting that long it doubles.
-    for t in 2400..2403 {
-        s.record_failure(k, t, &POLICY).unwrap();
-    }
-    assert_eq!(s.lock_state(k, 2402).unwrap().locked_until, Some(2522));
 }
 
 #[test]
 fn clear_failures_keeps_an_ongoing_lock() {
-    for (_dir, s) in stores() {
+    for (_b, s) in stores() {
         let k = "user:bob";
         s.record_failure(k, 1000, &POLICY).unwrap();
         s.record_failure(k, 1001, &POLICY).unwrap();
@@ -337,35 +453,44 @@ fn clear_failures_keeps_an_ongoing_lock() {
 
 #[test]
 fn lockout_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = reopen(dir.path());
-        for t in 1000..1003 {
-            s.record_failure("user:alice", t, &POLICY).unwrap();
+    for b in durable_backends() {
+        eprintln!("backend: {}", b.name());
+        {
+            let s = b.open();
+            for t in 1000..1003 {
+                s.record_failure("user:alice", t, &POLICY).unwrap();
+            }
         }
+        assert_eq!(b.open().lock_state("user:alice", 1010).unwrap().locked_until, Some(1062));
     }
-    assert_eq!(reopen(dir.path()).lock_state("user:alice", 1010).unwrap().locked_until, Some(1062));
 }
 
 #[test]
 fn family_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = reopen(dir.path());
-        s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
-        s.create_family(&family("f2", "c1", "alice"), &h(11)).unwrap();
-        assert!(matches!(s.rotate(&h(11), &h(12), "c1", 1100).unwrap(), Rotation::Rotated(_)));
+    for b in durable_backends() {
+        eprintln!("backend: {}", b.name());
+        {
+            let s = b.open();
+            s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+            s.create_family(&family("f2", "c1", "alice"), &h(11)).unwrap();
+            assert!(matches!(s.rotate(&h(11), &h(12), "c1", 1100).unwrap(), Rotation::Rotated(_)));
+        }
+        let s = b.open();
+        let Rotation::Rotated(f) = s.rotate(&h(1), &h(2), "c1", 1100).unwrap() else { panic!("family lost") };
+        assert_eq!(f, Family { last_used: 1100, ..family("f1", "c1", "alice") });
+        // The rotation before the restart stuck: the old token is reuse.
+        assert_eq!(s.rotate(&h(11), &h(13), "c1", 1200).unwrap(), Rotation::Reused);
     }
-    let s = reopen(dir.path());
-    let Rotation::Rotated(f) = s.rotate(&h(1), &h(2), "c1", 1100).unwrap() else { panic!("family lost") };
-    assert_eq!(f, Family { last_used: 1100, ..family("f1", "c1", "alice") });
-    // The rotation before the restart stuck: the old token is reuse.
-    assert_eq!(s.rotate(&h(11), &h(13), "c1", 1200).unwrap(), Rotation::Reused);
 }
 
+/// redb only: it keeps rows until purged. Redis expires them by TTL on its own clock (see
+/// `store::redis::tests`).
 #[test]
 fn purge_drops_the_dead_and_keeps_the_live() {
-    for (dir, s) in stores() {
+    let (dir, file) = file_store();
+    let stores: Vec<(Option<tempfile::TempDir>, RedbStore)> =
+        vec![(Some(dir), file), (None, RedbStore::in_memory().unwrap())];
+    for (dir, s) in stores {
         // f1: live; f2: absolute-expired at 5000; f3: revoked but not expired; f4: idle-dead.
         s.create_family(&Family { last_used: 4400, ..family("f1", "c1", "alice") }, &h(1)).unwrap();
         assert!(matches!(s.rotate(&h(1), &h(2), "c1", 4500).unwrap(), Rotation::Rotated(_)));

@@ -1,0 +1,628 @@
+//! [`RedisStore`]: the [`Store`] shared by several gateway instances through one Redis server.
+//!
+//! # Atomic by construction
+//! Every check-and-change is one Lua script ([`scripts`]) on keys of one hash tag, so that of N
+//! concurrent refreshes of one token, on any number of instances, exactly one rotates. Token
+//! hashes are stored hex-encoded; tokens themselves never reach Redis.
+//!
+//! # Keys (after `state.key_prefix`)
+//! - `t:<hash>`: refresh-token hash -> `<family expires>:<family id>`, until the family's absolute
+//!   expiry. Immutable once written: a lookup outside any script is safe.
+//! - `f:{<family id>}` (hash) and `h:{<family id>}` (set of every hash that was ever current): the
+//!   family; both expire when the family dies (absolute or idle).
+//! - `c:<client id>`: sorted set of the client's families, for `revoke_client`.
+//! - `a:<len>:<client id>:<jti>`: a used client-assertion jti, until the assertion's exp.
+//! - `l:<key>`: a lockout row, until its `forget_at`.
+//! - `{denylist}:jtis` (sorted set jti -> exp) and `{denylist}:stream`: denied access-token jtis
+//!   and the stream every instance follows ([`follow`]).
+//!
+//! # Blocking
+//! The trait is synchronous and called from blocking threads; the store owns a one-thread tokio
+//! runtime that drives its connections, and each call waits on it with `Handle::block_on`,
+//! bounded by `state.timeout_ms`. Its own runtime because the gateway's may be current-thread
+//! runtimes (one per core), whose I/O no other thread can drive. Never call a method other than
+//! [`Store::is_jti_denied`] from inside an async task.
+
+mod follow;
+mod scripts;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError};
+
+use super::denylist::DenyList;
+use super::{Family, LockRow, LockState, LockoutPolicy, Rotation, Store, StoreError, TokenHash};
+
+/// How to reach the server; built from `[state]` by [`crate::store::open`].
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` URL, credentials included.
+    pub url: String,
+    /// Prepended to every key.
+    pub key_prefix: String,
+    /// PEM trust root for `rediss://` (replaces the system roots for this connection).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Bound on each store operation, and on each connection attempt.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &crate::config::redacted_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Denials the stream keeps (approximately); older ones are still in the denied set, which a
+/// reconnecting instance reads whole.
+const STREAM_MAXLEN: u64 = 10_000;
+
+/// Tries of a lockout compare-and-set before giving up (each loses only to another write).
+const LOCK_CAS_TRIES: usize = 32;
+
+/// Key names under one prefix.
+#[derive(Debug)]
+struct Keys {
+    /// `state.key_prefix`.
+    prefix: String,
+}
+
+impl Keys {
+    fn token(&self, h: &TokenHash) -> String {
+        format!("{}t:{}", self.prefix, hex(h))
+    }
+    fn family(&self, id: &str) -> String {
+        format!("{}f:{{{id}}}", self.prefix)
+    }
+    fn family_tokens(&self, id: &str) -> String {
+        format!("{}h:{{{id}}}", self.prefix)
+    }
+    fn client(&self, client_id: &str) -> String {
+        format!("{}c:{client_id}", self.prefix)
+    }
+    fn assertion(&self, client_id: &str, jti: &str) -> String {
+        // The length keeps ("a:b", "c") and ("a", "b:c") apart.
+        format!("{}a:{}:{client_id}:{jti}", self.prefix, client_id.len())
+    }
+    fn lockout(&self, key: &str) -> String {
+        format!("{}l:{key}", self.prefix)
+    }
+    fn denied(&self) -> String {
+        format!("{}{{denylist}}:jtis", self.prefix)
+    }
+    fn denials(&self) -> String {
+        format!("{}{{denylist}}:stream", self.prefix)
+    }
+}
+
+/// Lower-case hex of a token hash.
+fn hex(h: &TokenHash) -> String {
+    use std::fmt::Write;
+    h.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Seconds from `now` until `deadline`, at least 1 (Redis refuses a zero TTL).
+fn ttl(deadline: u64, now: u64) -> u64 {
+    deadline.saturating_sub(now).max(1)
+}
+
+/// When a family dies if unused from `last_used` on.
+fn deadline(f: &Family, last_used: u64) -> u64 {
+    if f.idle_secs == 0 {
+        f.expires
+    } else {
+        f.expires.min(last_used.saturating_add(f.idle_secs))
+    }
+}
+
+/// Wall-clock unix seconds, for what the trait is not told the time of (denials).
+fn wall_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn redis_err(e: RedisError) -> StoreError {
+    StoreError::Redis(e)
+}
+
+/// A value Redis handed back that tokengate never writes.
+fn bad_value(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("redis: unexpected {what}"))
+}
+
+/// The shared store: see the module documentation.
+pub struct RedisStore {
+    /// Drives the connections and the stream follower; shut down with the store.
+    rt: Option<tokio::runtime::Runtime>,
+    /// `rt`'s handle, to wait on operations from blocking threads.
+    handle: tokio::runtime::Handle,
+    /// Multiplexed, reconnecting connection for every operation but the stream's blocking read.
+    conn: ConnectionManager,
+    /// Key names.
+    keys: Arc<Keys>,
+    /// Denied jtis in memory, for the proxy; fed by `deny_jti` and the stream follower.
+    denied: Arc<DenyList>,
+    /// `state.timeout_ms`.
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix)
+            .field("denied_jtis", &self.denied.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside an async context; this does not.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects, warns when the server persists nothing, loads the denied jtis and starts
+    /// following new denials. An unreachable server is an error: without the denylist the proxy
+    /// could let a revoked token through. Callable from any thread, async or not.
+    pub fn open(opts: RedisOptions) -> Result<RedisStore, StoreError> {
+        let client = match &opts.ca_pem {
+            Some(pem) => Client::build_with_tls(
+                opts.url.as_str(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            ),
+            None => Client::open(opts.url.as_str()),
+        }
+        .map_err(|e| StoreError::Unavailable(format!("state.url: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tokengate-redis")
+            .enable_all()
+            .build()
+            .map_err(StoreError::Io)?;
+        let handle = rt.handle().clone();
+        let keys = Arc::new(Keys { prefix: opts.key_prefix.clone() });
+        let denied = Arc::new(DenyList::default());
+        let server = crate::config::redacted_url(&opts.url);
+        let setup = async {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(opts.timeout))
+                .set_response_timeout(Some(opts.timeout))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(1));
+            let mut conn = client.get_connection_manager_with_config(config).await?;
+            warn_if_not_persistent(&mut conn, &server).await;
+            let last = follow::resync(&mut conn, &keys, &denied).await?;
+            Ok::<_, RedisError>((conn, last))
+        };
+        // The gateway opens the store from an async task, where block_on would panic: wait on
+        // a plain thread instead.
+        let connected = std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(async { tokio::time::timeout(opts.timeout * 2, setup).await })).join()
+        });
+        let (conn, last) = match connected {
+            Ok(Ok(Ok(c))) => c,
+            Ok(Ok(Err(e))) => return Err(StoreError::Unavailable(format!("state.url: redis at {server}: {e}"))),
+            Ok(Err(_)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "state.url: redis at {server} did not answer within {} ms",
+                    (opts.timeout * 2).as_millis()
+                )))
+            }
+            Err(_) => return Err(StoreError::Unavailable("state.url: the connecting thread panicked".into())),
+        };
+        handle.spawn(follow::run(client, keys.clone(), denied.clone(), last, opts.timeout));
+        tracing::info!(server = %server, denied_jtis = denied.len(), "state store: redis");
+        Ok(RedisStore { rt: Some(rt), handle, conn, keys, denied, timeout: opts.timeout })
+    }
+
+    /// Runs one operation on the store's runtime, failing with [`StoreError::Timeout`] past
+    /// `state.timeout_ms`. The future is dropped at the deadline; a script already sent may still
+    /// run, which is why each one is a complete, consistent step.
+    fn run<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let timeout = self.timeout;
+        self.handle.block_on(async move {
+            tokio::time::timeout(timeout, op).await.unwrap_or(Err(StoreError::Timeout(timeout.as_millis() as u64)))
+        })
+    }
+
+    /// The family id and absolute expiry a token hash belongs to, if Redis knows it.
+    async fn lookup(&self, con: &mut ConnectionManager, token: &TokenHash) -> Result<Option<Link>, StoreError> {
+        let v: Option<String> = con.get(self.keys.token(token)).await.map_err(redis_err)?;
+        let Some(v) = v else { return Ok(None) };
+        let (expires, family_id) = v.split_once(':').ok_or_else(|| bad_value("token lookup value"))?;
+        let expires = expires.parse().map_err(|_| bad_value("token lookup expiry"))?;
+        Ok(Some(Link { family_id: family_id.to_owned(), expires }))
+    }
+
+    /// Registers `token` as belonging to `family_id` (absolute expiry `expires`); false if the
+    /// hash is taken.
+    async fn register(
+        &self,
+        con: &mut ConnectionManager,
+        token: &TokenHash,
+        family_id: &str,
+        expires: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.token(token))
+            .arg(format!("{expires}:{family_id}"))
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl(expires, now))
+            .query_async(con)
+            .await
+            .map_err(redis_err)?;
+        Ok(set.is_some())
+    }
+
+    /// Reads a lockout row: (as stored, decoded); ("", None) when there is none.
+    async fn lock_row(&self, con: &mut ConnectionManager, key: &str) -> Result<(String, Option<LockRow>), StoreError> {
+        let raw: Option<String> = con.get(self.keys.lockout(key)).await.map_err(redis_err)?;
+        let raw = raw.unwrap_or_default();
+        let row = if raw.is_empty() { None } else { Some(decode_lock(&raw)?) };
+        Ok((raw, row))
+    }
+
+    /// Compare-and-set of a lockout row; false when it changed since `old` was read.
+    async fn lock_cas(
+        &self,
+        con: &mut ConnectionManager,
+        key: &str,
+        old: &str,
+        new: Option<&LockRow>,
+        ttl_secs: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let done: i64 = scripts::LOCK_CAS
+            .key(self.keys.lockout(key))
+            .arg(old)
+            .arg(new.map(encode_lock).unwrap_or_default())
+            .arg(ttl_secs.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(con)
+            .await
+            .map_err(redis_err)?;
+        Ok(done == 1)
+    }
+}
+
+/// Where a token hash points.
+struct Link {
+    /// The family the token was issued in.
+    family_id: String,
+    /// The family's absolute expiry (the lookup key lives until then).
+    expires: u64,
+}
+
+/// A lockout row as Redis holds it: five numbers.
+fn encode_lock(r: &LockRow) -> String {
+    format!("{} {} {} {} {}", r.failures, r.window_end, r.lockouts, r.locked_until, r.forget_at)
+}
+
+fn decode_lock(s: &str) -> Result<LockRow, StoreError> {
+    let n: Vec<u64> = s.split(' ').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad_value("lockout row"))?;
+    let [failures, window_end, lockouts, locked_until, forget_at] = n[..] else {
+        return Err(bad_value("lockout row"));
+    };
+    let small = |v: u64| u32::try_from(v).map_err(|_| bad_value("lockout row"));
+    Ok(LockRow { failures: small(failures)?, window_end, lockouts: small(lockouts)?, locked_until, forget_at })
+}
+
+/// Logs a warning when the server would lose everything on a restart (no AOF, no RDB
+/// snapshots): revoked tokens and rotated refresh tokens would come back to life. Servers that
+/// refuse CONFIG (managed services) are not judged.
+async fn warn_if_not_persistent(con: &mut ConnectionManager, server: &str) {
+    let get = |name: &'static str| {
+        let mut con = con.clone();
+        async move {
+            let v: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut con).await;
+            v.ok().and_then(|v| v.get(1).cloned())
+        }
+    };
+    match (get("appendonly").await, get("save").await) {
+        (Some(aof), Some(save)) if aof == "no" && save.trim().is_empty() => tracing::warn!(
+            server = %server,
+            "state store: this redis persists nothing (appendonly no, no save points): a restart of it \
+             forgets every revocation and rotation"
+        ),
+        (Some(_), Some(_)) => {}
+        _ => tracing::debug!(server = %server, "state store: CONFIG GET refused; persistence not checked"),
+    }
+}
+
+/// A family hash as read with HGETALL, checked against a presented token.
+fn parse_family(
+    family_id: &str,
+    mut m: std::collections::HashMap<String, String>,
+) -> Result<(Family, bool, String), StoreError> {
+    let mut take = |k: &str| m.remove(k).ok_or_else(|| bad_value("family hash"));
+    let num = |v: String| v.parse::<u64>().map_err(|_| bad_value("family number"));
+    let family = Family {
+        family_id: family_id.to_owned(),
+        client_id: take("client")?,
+        sub: take("sub")?,
+        scope: take("scope")?,
+        created: num(take("created")?)?,
+        expires: num(take("expires")?)?,
+        idle_secs: num(take("idle")?)?,
+        last_used: num(take("last_used")?)?,
+    };
+    let revoked = take("revoked")? == "1";
+    Ok((family, revoked, take("current")?))
+}
+
+impl Store for RedisStore {
+    fn create_family(&self, family: &Family, token: &TokenHash) -> Result<(), StoreError> {
+        let id = family.family_id.as_str();
+        if id.contains(['{', '}']) {
+            return Err(StoreError::Db("a family id must not contain braces".into()));
+        }
+        self.run(async {
+            let mut con = self.conn.clone();
+            let now = family.last_used;
+            if !self.register(&mut con, token, id, family.expires, now).await? {
+                return Err(StoreError::Conflict("refresh token hash"));
+            }
+            // The index first: an index entry without a family is skipped, a family missing
+            // from the index would escape revoke_client.
+            let _: i64 = scripts::INDEX
+                .key(self.keys.client(&family.client_id))
+                .arg(id)
+                .arg(family.expires)
+                .arg(now)
+                .arg(ttl(family.expires, now))
+                .invoke_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            let created: i64 = scripts::CREATE
+                .key(self.keys.family(id))
+                .key(self.keys.family_tokens(id))
+                .arg(&family.client_id)
+                .arg(&family.sub)
+                .arg(&family.scope)
+                .arg(family.created)
+                .arg(family.expires)
+                .arg(family.idle_secs)
+                .arg(family.last_used)
+                .arg(hex(token))
+                .arg(ttl(deadline(family, now), now))
+                .invoke_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            if created == 0 {
+                let _: Result<i64, _> = con.del(self.keys.token(token)).await;
+                return Err(StoreError::Conflict("family id"));
+            }
+            Ok(())
+        })
+    }
+
+    fn rotate(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            let Some(link) = self.lookup(&mut con, presented).await? else {
+                return Ok(Rotation::Invalid);
+            };
+            // `next` can be looked up before it can become current; if the script then does not
+            // rotate, the lookup key is removed (and harmless if that fails: the hash was never
+            // current, so presenting it is not reuse).
+            if !self.register(&mut con, next, &link.family_id, link.expires, now).await? {
+                return Err(StoreError::Conflict("refresh token hash"));
+            }
+            let out: Vec<String> = scripts::ROTATE
+                .key(self.keys.family(&link.family_id))
+                .key(self.keys.family_tokens(&link.family_id))
+                .arg(hex(presented))
+                .arg(hex(next))
+                .arg(client_id)
+                .arg(now)
+                .invoke_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            match out.first().map(String::as_str) {
+                Some("rotated") if out.len() == 8 => {
+                    let num = |i: usize| out[i].parse::<u64>().map_err(|_| bad_value("rotation result"));
+                    Ok(Rotation::Rotated(Family {
+                        family_id: link.family_id,
+                        client_id: out[1].clone(),
+                        sub: out[2].clone(),
+                        scope: out[3].clone(),
+                        created: num(4)?,
+                        expires: num(5)?,
+                        idle_secs: num(6)?,
+                        last_used: num(7)?,
+                    }))
+                }
+                Some(outcome @ ("reused" | "invalid")) => {
+                    let _: Result<i64, _> = con.del(self.keys.token(next)).await;
+                    Ok(if outcome == "reused" { Rotation::Reused } else { Rotation::Invalid })
+                }
+                _ => Err(bad_value("rotation result")),
+            }
+        })
+    }
+
+    fn current_family(&self, presented: &TokenHash, now: u64) -> Result<Option<Family>, StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            let Some(link) = self.lookup(&mut con, presented).await? else {
+                return Ok(None);
+            };
+            let m: std::collections::HashMap<String, String> =
+                con.hgetall(self.keys.family(&link.family_id)).await.map_err(redis_err)?;
+            if m.is_empty() {
+                return Ok(None);
+            }
+            let (family, revoked, current) = parse_family(&link.family_id, m)?;
+            Ok((!revoked && current == hex(presented) && family.is_live(now)).then_some(family))
+        })
+    }
+
+    fn revoke_family(&self, presented: &TokenHash, client_id: Option<&str>) -> Result<bool, StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            let Some(link) = self.lookup(&mut con, presented).await? else {
+                return Ok(false);
+            };
+            let done: i64 = scripts::REVOKE
+                .key(self.keys.family(&link.family_id))
+                .key(self.keys.family_tokens(&link.family_id))
+                .arg(hex(presented))
+                .arg(client_id.unwrap_or(""))
+                .arg("")
+                .invoke_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            Ok(done == 1)
+        })
+    }
+
+    fn revoke_client(&self, client_id: &str, sub: Option<&str>) -> Result<usize, StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            let ids: Vec<String> = con.zrange(self.keys.client(client_id), 0, -1).await.map_err(redis_err)?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            // One round trip per thousand families: EVALSHA in a pipeline, after loading.
+            let sha: String = scripts::REVOKE.prepare_invoke().load_async(&mut con).await.map_err(redis_err)?;
+            let mut revoked = 0;
+            for chunk in ids.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    pipe.cmd("EVALSHA")
+                        .arg(&sha)
+                        .arg(2)
+                        .arg(self.keys.family(id))
+                        .arg(self.keys.family_tokens(id))
+                        .arg("")
+                        .arg(client_id)
+                        .arg(sub.unwrap_or(""));
+                }
+                let done: Vec<i64> = pipe.query_async(&mut con).await.map_err(redis_err)?;
+                revoked += done.iter().filter(|&&d| d == 1).count();
+            }
+            Ok(revoked)
+        })
+    }
+
+    fn deny_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let exp = self.run(async {
+            let mut con = self.conn.clone();
+            let exp: String = scripts::DENY
+                .key(self.keys.denied())
+                .key(self.keys.denials())
+                .arg(jti)
+                .arg(exp)
+                .arg(wall_now())
+                .arg(STREAM_MAXLEN)
+                .invoke_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            follow::parse_exp(&exp).ok_or_else(|| bad_value("denial expiry"))
+        })?;
+        // At once here; the other instances learn it from the stream.
+        self.denied.extend([(jti, exp)]);
+        Ok(())
+    }
+
+    fn is_jti_denied(&self, jti: &str, now: u64) -> bool {
+        self.denied.contains(jti, now)
+    }
+
+    fn use_jti_once(&self, client_id: &str, jti: &str, exp: u64, now: u64) -> Result<bool, StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            let first: i64 = scripts::ONCE
+                .key(self.keys.assertion(client_id, jti))
+                .arg(exp)
+                .arg(now)
+                // Through `exp` inclusive, as the check above reads it.
+                .arg(ttl(exp.saturating_add(1), now))
+                .invoke_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            Ok(first == 1)
+        })
+    }
+
+    fn record_failure(&self, key: &str, now: u64, policy: &LockoutPolicy) -> Result<LockState, StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            for _ in 0..LOCK_CAS_TRIES {
+                let (raw, row) = self.lock_row(&mut con, key).await?;
+                // A row past forget_at is as good as none: start afresh.
+                let old = row.filter(|r| now < r.forget_at).unwrap_or_default();
+                let new = old.fail(now, policy);
+                if new == old {
+                    return Ok(new.state(now));
+                }
+                if self.lock_cas(&mut con, key, &raw, Some(&new), Some(ttl(new.forget_at, now))).await? {
+                    return Ok(new.state(now));
+                }
+            }
+            Err(StoreError::Db(format!("lockout row kept changing over {LOCK_CAS_TRIES} tries")))
+        })
+    }
+
+    fn lock_state(&self, key: &str, now: u64) -> Result<LockState, StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            Ok(self.lock_row(&mut con, key).await?.1.map(|r| r.state(now)).unwrap_or_default())
+        })
+    }
+
+    fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.run(async {
+            let mut con = self.conn.clone();
+            for _ in 0..LOCK_CAS_TRIES {
+                let (raw, row) = self.lock_row(&mut con, key).await?;
+                let Some(row) = row.filter(|r| r.failures > 0) else {
+                    return Ok(());
+                };
+                // Cleared rows keep their TTL: forget_at does not move.
+                if self.lock_cas(&mut con, key, &raw, row.clear().as_ref(), None).await? {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Db(format!("lockout row kept changing over {LOCK_CAS_TRIES} tries")))
+        })
+    }
+
+    /// Everything else expires by its Redis TTL; only the denied set is scored by exp and
+    /// trimmed here (and on every denial).
+    fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
+        let removed = self.run(async {
+            let mut con = self.conn.clone();
+            let n: usize = redis::cmd("ZREMRANGEBYSCORE")
+                .arg(self.keys.denied())
+                .arg("-inf")
+                .arg(format!("({now}"))
+                .query_async(&mut con)
+                .await
+                .map_err(redis_err)?;
+            Ok(n)
+        })?;
+        self.denied.retain_live(now);
+        Ok(removed)
+    }
+}

@@ -1,0 +1,462 @@
+//! Several gateway instances on one real `redis-server` (`[state] backend = "redis"`), over the
+//! wire: refresh races across instances, revocation reaching the other instance's proxy within a
+//! second, reuse detection across instances, shared lockout, and `kill -9` of Redis in the middle
+//! of a refresh burst followed by a restart from its append-only file.
+//!
+//! Each test starts its own redis-server on a free port and its own gateways (in-process, each
+//! with its own config folder and TLS certificate, sharing one signing-key folder as a fleet
+//! shares a mounted secret).
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../support/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rustls_pki_types::CertificateDer;
+
+use common::*;
+use redis_server::RedisServer;
+use tokengate::commands::{mint, MintRequest};
+use tokengate::server::Running;
+
+const SECRET: &str = "app-Secret-1";
+const ALICE_PW: &str = "alice-Password-1";
+
+fn hashes() -> &'static (String, String) {
+    static H: OnceLock<(String, String)> = OnceLock::new();
+    H.get_or_init(|| (tokengate::secrets::hash(SECRET).unwrap(), tokengate::secrets::hash(ALICE_PW).unwrap()))
+}
+
+/// One gateway instance of the fleet.
+struct Inst {
+    /// Its config folder (certificate, config file).
+    _dir: tempfile::TempDir,
+    /// Its config file, for `mint`.
+    config: PathBuf,
+    /// HTTPS address.
+    https: SocketAddr,
+    /// The certificate it serves.
+    cert: CertificateDer<'static>,
+    /// The running gateway; shut down on drop of the runtime.
+    _running: Running,
+}
+
+/// The config of one instance: Redis state, a password/refresh/client-credentials client, one
+/// user, lockout after `max_failures`, and the shared signing keys.
+fn config(redis_url: &str, keys: &Path, max_failures: u32) -> String {
+    config_plus(redis_url, keys, max_failures, "")
+}
+
+/// [`config`] with more tables at the end.
+fn config_plus(redis_url: &str, keys: &Path, max_failures: u32, more: &str) -> String {
+    let (s, a) = hashes();
+    let rest = format!(
+        r#"
+[[routes]]
+prefix = "/api"
+upstream = "echo"
+
+[state]
+backend = "redis"
+url = "{redis_url}"
+key_prefix = "fleet:"
+timeout_ms = 1000
+
+[lockout]
+per_ip_per_minute = 0
+max_failures = {max_failures}
+
+[[clients]]
+id = "app"
+secret_hash = "{s}"
+grants = ["password", "refresh_token", "client_credentials"]
+scopes = ["read"]
+default_scopes = ["read"]
+
+[[users]]
+username = "alice"
+password_hash = "{a}"
+scopes = ["read"]
+{more}
+"#
+    );
+    config_with("", "", "", &rest).replace("keys_dir = \"keys\"", &format!("keys_dir = \"{}\"", keys.display()))
+}
+
+/// Starts `n` instances on `redis`, all signing with the keys in `keys`.
+async fn fleet(redis: &RedisServer, keys: &Path, n: usize, max_failures: u32) -> Vec<Inst> {
+    fleet_plus(redis, keys, n, max_failures, "").await
+}
+
+/// [`fleet`] with more config tables.
+async fn fleet_plus(redis: &RedisServer, keys: &Path, n: usize, max_failures: u32, more: &str) -> Vec<Inst> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config_plus(&redis.url(), keys, max_failures, more)).unwrap();
+        let running = tokengate::server::start(config_path.clone()).await.expect("gateway on redis starts");
+        let cert = read_cert(&dir.path().join("certs/gateway.crt"));
+        out.push(Inst { https: running.https_addr, cert, config: config_path, _dir: dir, _running: running });
+    }
+    out
+}
+
+fn basic() -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("app:{SECRET}")))
+}
+
+impl Inst {
+    async fn conn(&self) -> Conn {
+        Conn::tls(self.https, std::slice::from_ref(&self.cert), false).await
+    }
+
+    /// One form POST (client `app`) on a fresh connection.
+    async fn post(&self, path: &str, body: &str) -> Resp {
+        self.conn().await.send(form(path, body)).await
+    }
+}
+
+/// POSTs until the answer is not 503 (an instance reconnecting to a restarted Redis), for up to
+/// 10 s; the last answer.
+async fn post_while_503(g: &Inst, body: &str) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = g.post("/oauth2/token", body).await;
+        if r.status != 503 || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn form(path: &str, body: &str) -> http::Request<ReqBody> {
+    let auth = basic();
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", auth.as_str())];
+    req("POST", path, &headers, full(body.to_owned()))
+}
+
+fn bearer(tok: &str) -> http::Request<ReqBody> {
+    req("GET", "/api/x", &[("authorization", &format!("Bearer {tok}"))], empty())
+}
+
+fn field(r: &Resp, name: &str) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()[name].as_str().unwrap_or_else(|| panic!("no {name}: {}", r.text())).to_owned()
+}
+
+const PASSWORD: &str = "grant_type=password&username=alice&password=alice-Password-1";
+
+fn refresh_body(rt: &str) -> String {
+    format!("grant_type=refresh_token&refresh_token={rt}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_way_refresh_race_split_across_two_instances_has_exactly_one_winner() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    let gws = Arc::new(fleet(&redis, keys.path(), 2, 10).await);
+    for round in 0..3 {
+        let rt = field(&gws[0].post("/oauth2/token", PASSWORD).await, "refresh_token");
+        // Connections first, then all requests at once.
+        let mut conns = Vec::new();
+        for i in 0..16 {
+            conns.push(gws[i % 2].conn().await);
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .map(|mut c| {
+                let (barrier, body) = (barrier.clone(), refresh_body(&rt));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    c.send(form("/oauth2/token", &body)).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut statuses = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let r = t.await.unwrap();
+            statuses.push(r.status.as_u16());
+            if r.status == 200 {
+                winners.push((i % 2, field(&r, "refresh_token")));
+            } else {
+                assert_eq!(r.status, 400, "a loser is invalid_grant, not an error: {}", r.text());
+                assert_eq!(r.json()["error"], "invalid_grant", "{}", r.text());
+            }
+        }
+        eprintln!("round {round}: {statuses:?}");
+        assert_eq!(winners.len(), 1, "round {round}: exactly one winner across instances: {statuses:?}");
+        // The losers' reuse revoked the family, the winner's new token included, at both.
+        for g in gws.iter() {
+            let r = g.post("/oauth2/token", &refresh_body(&winners[0].1)).await;
+            assert_eq!(r.status, 400, "the family survived a refresh race: {}", r.text());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_at_a_is_refused_at_b_within_a_second() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    let gws = fleet(&redis, keys.path(), 2, 10).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let (mut at_a, mut at_b) = (a.conn().await, b.conn().await);
+    let mut took = Vec::new();
+    for i in 0..100 {
+        let tok = mint(
+            &a.config,
+            &MintRequest { sub: "alice", scope: "read", ttl: Some(600), aud: None, client_id: Some("app") },
+        )
+        .unwrap();
+        // B has verified (and cached) it before the revocation.
+        assert_eq!(at_b.send(bearer(&tok)).await.status, 200, "token {i} before revocation");
+        let r = at_a.send(form("/oauth2/revoke", &format!("token={tok}&token_type_hint=access_token"))).await;
+        assert_eq!(r.status, 200, "revoke {i}: {}", r.text());
+        let revoked_at = Instant::now();
+        loop {
+            let r = at_b.send(bearer(&tok)).await;
+            if r.status == 401 {
+                assert!(r.www_auth().contains("invalid_token"), "{}", r.www_auth());
+                break;
+            }
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert!(revoked_at.elapsed() < Duration::from_secs(1), "token {i} still accepted at B after 1 s");
+        }
+        took.push(revoked_at.elapsed());
+        assert_eq!(at_a.send(bearer(&tok)).await.status, 401, "and at A at once");
+    }
+    took.sort();
+    eprintln!("revocation A -> B over 100: p50 {:?}, p99 {:?}, max {:?}", took[49], took[98], took[99]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_at_b_of_a_token_rotated_at_a_revokes_the_family() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    let gws = fleet(&redis, keys.path(), 2, 10).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let rt1 = field(&a.post("/oauth2/token", PASSWORD).await, "refresh_token");
+    let r = a.post("/oauth2/token", &refresh_body(&rt1)).await;
+    let rt2 = field(&r, "refresh_token");
+    // B rotates A's current token fine: the state is shared.
+    let rt3 = field(&b.post("/oauth2/token", &refresh_body(&rt2)).await, "refresh_token");
+    // Replaying rt1 (rotated at A) at B: invalid_grant, and the family is dead everywhere.
+    let r = b.post("/oauth2/token", &refresh_body(&rt1)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_grant");
+    for g in [a, b] {
+        let r = g.post("/oauth2/token", &refresh_body(&rt3)).await;
+        assert_eq!(r.status, 400, "the newest token outlived reuse detection: {}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_failures_split_across_instances_lock_at_both() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    // max 4: two wrong passwords at each instance would never lock with per-instance counters.
+    let gws = fleet(&redis, keys.path(), 2, 4).await;
+    for i in 0..4 {
+        let r = gws[i % 2].post("/oauth2/token", "grant_type=password&username=alice&password=wrong").await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    for g in &gws {
+        let r = g.post("/oauth2/token", PASSWORD).await;
+        assert_eq!(r.status, 400, "the right password passed a shared lockout: {}", r.text());
+        assert_eq!(r.json()["error"], "invalid_grant");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_assertion_used_at_a_is_refused_at_b() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    // An ES256 client key: its public half in the config, the private half signs assertions.
+    let pem = tokengate::keys::generate_pem(tokengate::keys::Alg::ES256).unwrap();
+    let sk = tokengate::keys::SigningKey::from_pem("pk", pem.as_bytes(), tokengate::config::RsaAlg::RS256).unwrap();
+    let spki = p256_spki_der(&jwk_point(sk.public_jwk()));
+    let client_dir = tempfile::tempdir().unwrap(); // not the signing-key folder: every PEM there is one
+    let pub_path = client_dir.path().join("client.pub.pem");
+    std::fs::write(&pub_path, tokengate::keys::pem_encode("PUBLIC KEY", &spki)).unwrap();
+    let client = format!(
+        "[[clients]]\nid = \"pk\"\npublic_key = \"{}\"\ngrants = [\"client_credentials\"]\nscopes = [\"read\"]\n",
+        pub_path.display()
+    );
+    let gws = fleet_plus(&redis, keys.path(), 2, 10, &client).await;
+    let n = now() as i64;
+    let claims = serde_json::json!({"iss": "pk", "sub": "pk", "aud": ISSUER, "iat": n, "exp": n + 120, "jti": "once"});
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    let a = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &claims, &key).unwrap();
+    let body = format!(
+        "grant_type=client_credentials&client_id=pk&client_assertion_type=\
+         urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={a}"
+    );
+    let post = |g: &Inst| {
+        let (addr, cert, body) = (g.https, g.cert.clone(), body.clone());
+        async move {
+            let headers = [("content-type", "application/x-www-form-urlencoded")];
+            Conn::tls(addr, &[cert], false).await.send(req("POST", "/oauth2/token", &headers, full(body))).await
+        }
+    };
+    let r = post(&gws[0]).await;
+    assert_eq!(r.status, 200, "the first use: {}", r.text());
+    let r = post(&gws[1]).await;
+    assert_eq!(r.status, 401, "the assertion was replayed at the other instance: {}", r.text());
+    assert_eq!(r.json()["error"], "invalid_client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_redis_mid_burst_then_aof_restart_keeps_every_answered_refresh_and_revocation() {
+    let mut redis = RedisServer::start(true);
+    let keys = tempfile::tempdir().unwrap();
+    let gws = Arc::new(fleet(&redis, keys.path(), 2, 10).await);
+    let (a, b) = (&gws[0], &gws[1]);
+
+    // Revoked before the crash: an access token (at A) and a refresh family (at B).
+    let grant = a.post("/oauth2/token", PASSWORD).await;
+    let revoked_at = field(&grant, "access_token");
+    let r = a.post("/oauth2/revoke", &format!("token={revoked_at}&token_type_hint=access_token")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let revoked_rt = field(&b.post("/oauth2/token", PASSWORD).await, "refresh_token");
+    assert_eq!(b.post("/oauth2/revoke", &format!("token={revoked_rt}")).await.status, 200);
+    let live_at = field(&a.post("/oauth2/token", "grant_type=client_credentials").await, "access_token");
+
+    // The burst: 8 refresh chains, each alternating instances, in lock-step rounds so that no
+    // request is in flight at the kill (a reply lost in flight is ambiguous for any store).
+    const CHAINS: usize = 8;
+    let mut chains = Vec::new();
+    for _ in 0..CHAINS {
+        chains.push(vec![field(&a.post("/oauth2/token", PASSWORD).await, "refresh_token")]);
+    }
+    let round = |chains: Vec<Vec<String>>, gws: Arc<Vec<Inst>>, n: usize| async move {
+        let tasks: Vec<_> = chains
+            .into_iter()
+            .enumerate()
+            .map(|(i, chain)| {
+                let gws = gws.clone();
+                tokio::spawn(async move {
+                    let g = &gws[(i + n) % 2];
+                    let t = Instant::now();
+                    let r = g.post("/oauth2/token", &refresh_body(chain.last().unwrap())).await;
+                    (chain, r, t.elapsed())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    };
+    for n in 0..5 {
+        chains = round(chains, gws.clone(), n)
+            .await
+            .into_iter()
+            .map(|(mut chain, r, _)| {
+                chain.push(field(&r, "refresh_token"));
+                chain
+            })
+            .collect();
+    }
+
+    redis.kill9();
+    // Redis gone: refreshes answer 503 temporarily_unavailable within the bound, consuming
+    // nothing; the proxy keeps validating with the denylist it has.
+    for n in 5..7 {
+        for (chain, r, took) in round(chains.clone(), gws.clone(), n).await {
+            assert_eq!(r.status, 503, "refresh with Redis down: {}", r.text());
+            assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.text());
+            assert!(!r.text().contains(chain.last().unwrap().as_str()), "no token in errors");
+            assert!(took < Duration::from_millis(3000), "answered after {took:?} (timeout_ms = 1000)");
+        }
+    }
+    for g in gws.iter() {
+        let mut c = g.conn().await;
+        assert_eq!(c.send(bearer(&live_at)).await.status, 200, "proxying stops with Redis down");
+        assert_eq!(c.send(bearer(&revoked_at)).await.status, 401, "the denylist in memory was lost");
+    }
+
+    redis.restart();
+    let restarted = Instant::now();
+    // Every refresh token answered 200 before the kill still refreshes (after the instances
+    // reconnect on their own), and its predecessors were rotated away for good.
+    for (i, chain) in chains.iter().enumerate() {
+        let r = post_while_503(&gws[i % 2], &refresh_body(chain.last().unwrap())).await;
+        assert_eq!(r.status, 200, "chain {i}: the last answered refresh token was lost: {}", r.text());
+        let r = post_while_503(&gws[(i + 1) % 2], &refresh_body(&chain[chain.len() - 2])).await;
+        assert_eq!(r.status, 400, "chain {i}: a rotated-away token works again after the crash: {}", r.text());
+    }
+    eprintln!("both instances served the token endpoint again within {:?} of the restart", restarted.elapsed());
+    // Nothing revoked came back, at either instance nor at one started after the crash.
+    let late = fleet(&redis, keys.path(), 1, 10).await;
+    for g in gws.iter().chain(late.iter()) {
+        assert_eq!(g.conn().await.send(bearer(&revoked_at)).await.status, 401, "a revoked token came back");
+        let r = g.post("/oauth2/token", &refresh_body(&revoked_rt)).await;
+        assert_eq!(r.status, 400, "a revoked refresh family came back: {}", r.text());
+    }
+}
+
+/// The real binary on `redis`: its stderr lines up to "tokengate listening" (JSON logs), then
+/// killed.
+fn start_lines_of_binary(redis: &RedisServer, keys: &Path) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.toml");
+    let text = config(&redis.url(), keys, 10)
+        .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::listener=info\"");
+    std::fs::write(&config_path, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--config", config_path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tokengate");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else { continue };
+        let done = line.contains("tokengate listening");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.iter().any(|l| l.contains("tokengate listening")), "the binary did not start: {lines:#?}");
+    lines
+}
+
+#[test]
+fn the_binary_warns_at_start_when_redis_persists_nothing() {
+    let keys = tempfile::tempdir().unwrap();
+    let volatile = RedisServer::start(false);
+    let lines = start_lines_of_binary(&volatile, keys.path());
+    assert!(
+        lines.iter().any(|l| l.contains("\"WARN\"") && l.contains("persists nothing")),
+        "no warning for a server without AOF or RDB: {lines:#?}"
+    );
+    let durable = RedisServer::start(true);
+    let lines = start_lines_of_binary(&durable, keys.path());
+    assert!(!lines.iter().any(|l| l.contains("persists nothing")), "a warning for an AOF server: {lines:#?}");
+}

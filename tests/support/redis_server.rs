@@ -1,0 +1,137 @@
+//! A real `redis-server` (Debian's package) on a free loopback port, in its own temporary folder,
+//! killed when dropped. Shared by the store's unit tests and the over-the-wire tests (included by
+//! `#[path]`). A missing `redis-server` fails the test with a message saying how to get it: the
+//! Redis tests never pass by skipping.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One server process; `kill9` and `restart` keep its port and folder (and so its AOF).
+pub struct RedisServer {
+    /// The running process; None between `kill9` and `restart`.
+    child: Option<Child>,
+    /// Loopback port it listens on.
+    pub port: u16,
+    /// Its working folder (AOF files); removed on drop.
+    pub dir: tempfile::TempDir,
+    /// Whether it persists every write to an append-only file.
+    aof: bool,
+}
+
+impl RedisServer {
+    /// Starts a server; `aof` turns on `appendonly yes` (with `appendfsync everysec`, Debian's
+    /// default), RDB snapshots are always off.
+    pub fn start(aof: bool) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis-server");
+        let mut s = RedisServer { child: None, port: free_port(), dir, aof };
+        // Another process may take the port between free_port and the bind: then another port.
+        for _ in 0..5 {
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(e) => eprintln!("{e}; trying another port"),
+            }
+            s.port = free_port();
+        }
+        s.spawn().unwrap_or_else(|e| panic!("{e}"));
+        s
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no final save.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill redis-server");
+            c.wait().expect("reap redis-server");
+        }
+    }
+
+    /// Starts it again on the same port and folder (loading its AOF when `aof`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// SIGSTOP / SIGCONT: a server that holds its connections but answers nothing.
+    pub fn pause(&self, paused: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sig = if paused { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").args([sig, &pid]).status().expect("kill(1)").success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Sends one command (inline protocol) and returns the raw reply.
+    pub fn command(&self, line: &str) -> String {
+        command(self.addr(), line).expect("redis-server answers")
+    }
+
+    fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// Starts the process and waits for PING; Err when it exited at start (e.g. port taken).
+    fn spawn(&mut self) -> Result<(), String> {
+        let aof = if self.aof { "yes" } else { "no" };
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof])
+            .args(["--dir", path_str(self.dir.path()), "--daemonize", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server not found on PATH: the Redis backend's tests need Debian's redis-server \
+                 (`apt-get install redis-server`; `bash .ci/run` installs it)"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(format!("redis-server on port {} exited at start: {status}", self.port));
+            }
+            // Ours, not another test's server that got the port first.
+            let pid = self.child.as_ref().map_or(0, Child::id);
+            if command(self.addr(), "INFO server").is_ok_and(|r| r.contains(&format!("process_id:{pid}\r\n"))) {
+                return Ok(());
+            }
+            assert!(Instant::now() < deadline, "redis-server on port {} did not answer INFO within 10 s", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A port the kernel just handed out and released (the tiny reuse race is acceptable here).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("local addr").port()
+}
+
+/// One inline command on a fresh connection; the first reply chunk.
+fn command(addr: SocketAddr, line: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{line}\r\n").as_bytes())?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
