@@ -54,8 +54,9 @@ async fn every_client_authentication_failure_answers_401_with_a_basic_challenge_
             assert_eq!(r.header("www-authenticate"), Some(CHALLENGE), "{path}: {what}");
         }
     }
-    // Refusals that are not about the client's credentials stay 400 without a challenge.
-    let r = ep.token(Auth::Basic("svc", SECRET), &[("grant_type", "password")]).await;
+    // Refusals that are not about the client's credentials stay 400 without a challenge (a client
+    // the failures above did not lock out).
+    let r = ep.token(Auth::Basic(SPECIAL_ID, SPECIAL_SECRET), &[("grant_type", "password")]).await;
     assert_oauth_error(&r, 400, "unauthorized_client");
     assert_eq!(r.header("www-authenticate"), None);
 }
