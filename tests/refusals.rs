@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use common::*;
 
@@ -59,17 +60,26 @@ async fn curl_post(addr: SocketAddr, path: &str, h2: bool, headers: &[&str], fil
     }
 }
 
-/// Runs one case `TRIES` times; every try must exit 0 with `status` and the JSON `error`.
-async fn assert_curl_answers(
-    addr: SocketAddr,
-    what: &str,
-    path: &str,
-    h2: bool,
-    headers: &[&str],
-    file: &Path,
+/// One refused POST and the answer expected for it.
+struct Case<'a> {
+    /// Label for failures.
+    what: &'a str,
+    /// Request path.
+    path: &'a str,
+    /// `-H` lines.
+    headers: &'a [&'a str],
+    /// The body.
+    file: &'a Path,
+    /// Expected status.
     status: u16,
-    error: &str,
-) {
+    /// Expected JSON `error`.
+    error: &'a str,
+}
+
+/// Runs `case` `TRIES` times; every try must exit 0 with its status and JSON `error`.
+async fn assert_curl_answers(addr: SocketAddr, h2: bool, case: Case<'_>) {
+    let Case { what, path, headers, file, status, error } = case;
+    let what = format!("{}: {what}", if h2 { "h2" } else { "http/1.1" });
     let mut failures = Vec::new();
     for i in 0..TRIES {
         let run = curl_post(addr, path, h2, headers, file).await;
@@ -117,56 +127,48 @@ async fn curl_over_h2_gets_every_early_refusal_intact() {
     let json_ct = "Content-Type: application/json";
     let form_ct = "Content-Type: application/x-www-form-urlencoded";
     for h2 in [true, false] {
-        let v = if h2 { "h2" } else { "http/1.1" };
-        assert_curl_answers(
-            gw.https,
-            &format!("{v}: 20 KB JSON to the token endpoint"),
-            "/oauth2/token",
-            h2,
-            &[json_ct],
-            &json20k,
-            400,
-            "invalid_request",
-        )
-        .await;
-        assert_curl_answers(
-            gw.https,
-            &format!("{v}: 20 KB form to the token endpoint (over its 16 KiB limit)"),
-            "/oauth2/token",
-            h2,
-            &[form_ct],
-            &form20k,
-            413,
-            "invalid_request",
-        )
-        .await;
-        assert_curl_answers(
-            gw.https,
-            &format!("{v}: 100 KB without a token to a protected route"),
-            "/api/upload",
-            h2,
-            &[],
-            &blob100k,
-            401,
-            "unauthorized",
-        )
-        .await;
-        assert_curl_answers(
-            gw.https,
-            &format!("{v}: 100 KB to no route"),
-            "/nowhere",
-            h2,
-            &[],
-            &blob100k,
-            404,
-            "not_found",
-        )
-        .await;
+        let cases = [
+            Case {
+                what: "20 KB JSON to the token endpoint",
+                path: "/oauth2/token",
+                headers: &[json_ct],
+                file: &json20k,
+                status: 400,
+                error: "invalid_request",
+            },
+            Case {
+                what: "20 KB form to the token endpoint (over its 16 KiB limit)",
+                path: "/oauth2/token",
+                headers: &[form_ct],
+                file: &form20k,
+                status: 413,
+                error: "invalid_request",
+            },
+            Case {
+                what: "100 KB without a token to a protected route",
+                path: "/api/upload",
+                headers: &[],
+                file: &blob100k,
+                status: 401,
+                error: "unauthorized",
+            },
+            Case {
+                what: "100 KB to no route",
+                path: "/nowhere",
+                headers: &[],
+                file: &blob100k,
+                status: 404,
+                error: "not_found",
+            },
+        ];
+        for case in cases {
+            assert_curl_answers(gw.https, h2, case).await;
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http1_connection_stays_usable_after_a_refused_body_and_past_the_bound_the_answer_still_comes() {
+async fn refused_bodies_are_read_within_both_bounds_and_past_them_the_answer_goes_out_anyway() {
     let gw = Gw::start("discard_body_bytes = 65536\ndiscard_body_timeout_secs = 2", ECHO_ROUTES).await;
     let tok = gw.mint("alice", "read");
     // Within the bound: the refused body is read off the connection, which then serves the next
@@ -177,17 +179,59 @@ async fn http1_connection_stays_usable_after_a_refused_body_and_past_the_bound_t
     assert_eq!(r.json()["error"], "unauthorized");
     let r = c.send(req("GET", "/api/x", &[("authorization", &format!("Bearer {tok}"))], empty())).await;
     assert_eq!(r.status, 200, "the same connection after a refused body: {}", r.text());
-    // Past the bound (declared and streamed): the answer is still sent, without waiting for it.
-    for what in ["declared", "streamed"] {
-        for h2 in [false, true] {
-            let body = if what == "declared" { full(vec![b'a'; 200 * 1024]) } else { streamed(200 * 1024) };
-            let mut c = gw.tls(h2).await;
-            let t = Instant::now();
-            let r = c.send(req("POST", "/api/x", &[], body)).await;
-            assert_eq!(r.status, 401, "{what}, h2 {h2}: {}", r.text());
-            assert!(t.elapsed() < Duration::from_secs(2), "{what}, h2 {h2}: the answer waited {:?}", t.elapsed());
-        }
+    // Past the byte bound, declared or sent, the answer goes out without waiting for the rest;
+    // within it, a client that stalls gets the answer when the time bound ends. The clients
+    // below send part of a body and stop, then read.
+    let long = Duration::from_millis(1500);
+    let cases = [
+        ("declared past the bound", "Content-Length: 204800\r\n", vec![b'a'; 1024], Duration::ZERO..long),
+        ("sent past the bound", "Transfer-Encoding: chunked\r\n", chunk(70 * 1024), Duration::ZERO..long),
+        ("stalled within the bound", "Content-Length: 10240\r\n", vec![b'a'; 1024], long..Duration::from_secs(6)),
+    ];
+    for (what, framing, sent, took) in cases {
+        let mut s = tls_connect(gw.https, std::slice::from_ref(&gw.cert), &[b"http/1.1"]).await;
+        let head = format!("POST /api/x HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&sent).await.unwrap();
+        s.flush().await.unwrap();
+        let t = Instant::now();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 401 "), "{what}: {head}");
+        assert!(took.contains(&t.elapsed()), "{what}: answered after {:?}, expected {took:?}", t.elapsed());
     }
+    // h2, declared and streamed past the bound.
+    for what in ["declared", "streamed"] {
+        let body = if what == "declared" { full(vec![b'a'; 200 * 1024]) } else { streamed(200 * 1024) };
+        let mut c = gw.tls(true).await;
+        let t = Instant::now();
+        let r = c.send(req("POST", "/api/x", &[], body)).await;
+        assert_eq!(r.status, 401, "h2 {what}: {}", r.text());
+        assert!(t.elapsed() < long, "h2 {what}: the answer waited {:?}", t.elapsed());
+    }
+}
+
+/// One HTTP/1.1 chunk of `n` bytes (no final chunk: the body goes on).
+fn chunk(n: usize) -> Vec<u8> {
+    let mut v = format!("{n:x}\r\n").into_bytes();
+    v.extend(std::iter::repeat_n(b'a', n));
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+/// Reads a response head (up to the blank line), waiting at most 10 s.
+async fn read_head(s: &mut (impl AsyncRead + Unpin)) -> String {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut b = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a response head within 10 s");
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// The real binary with JSON logs on stderr, every line kept.
@@ -243,6 +287,7 @@ impl Proc {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("no 'tokengate listening' line within 20 s: {seen:#?}");
     }
 

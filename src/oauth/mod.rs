@@ -19,7 +19,7 @@ use crate::admin::metrics::Limit;
 use crate::config::Grant;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response};
+use http::Response;
 use http_body_util::Full;
 use hyper::body::Incoming;
 
@@ -120,17 +120,9 @@ impl Ctx<'_> {
 }
 
 /// Answers an OAuth path. The token, revocation and introspection endpoints are TLS-only unless
-/// `tokens.allow_plain_token_endpoint`; discovery is public everywhere.
-pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: &ConnInfo, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, mut body) = req.into_parts();
-    let resp = answer(gw, snap, conn, &parts, &mut body).await;
-    // Whatever the answer, what the client is still sending is read first (bounded; see
-    // `discard_body`); after a form was read there is nothing left and this returns at once.
-    crate::proxy::discard_body(&snap.config.server, &parts.headers, body).await;
-    resp
-}
-
-async fn answer(
+/// `tokens.allow_plain_token_endpoint`; discovery is public everywhere. Reads `body` only as far
+/// as it needs: the caller discards the rest.
+pub async fn handle(
     gw: &Gateway,
     snap: &Snapshot,
     conn: &ConnInfo,

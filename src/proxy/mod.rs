@@ -95,16 +95,19 @@ async fn route_request<'s>(
     req: Request<Incoming>,
     out: &mut Outcome<'s>,
 ) -> Result<Response<Body>, Failure> {
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    // Boxed futures below: the token endpoint's and the discarding ones would otherwise be
+    // allocated and copied inline for every proxied request too.
     match admit(gw, snap, conn, &mut parts, out) {
-        // Boxed: the token endpoint's future is large, and inline it would be allocated and
-        // copied for every proxied request too.
         Ok(Next::TokenEndpoint) => {
-            Ok(own(Box::pin(crate::oauth::handle(gw, snap, conn, Request::from_parts(parts, body))).await))
+            let resp = Box::pin(crate::oauth::handle(gw, snap, conn, &parts, &mut body)).await;
+            // Whatever it answered, the rest of the body is read first; after a form was read
+            // there is nothing left and this returns at once.
+            Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
+            Ok(own(resp))
         }
         Ok(Next::Forward(route)) => forward(gw, snap, route, parts, body, out).await,
         Err(failure) => {
-            // Boxed for the same reason: refusals are the rare path.
             Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
             Err(failure)
         }
@@ -166,7 +169,7 @@ fn admit<'s>(
 /// nghttp2 1.52) then report a stream error instead of the answer. nginx discards for the same
 /// reason. Past either bound the answer is sent anyway (the h2 stream is reset, an HTTP/1.1
 /// connection closed), as it was before.
-pub(crate) async fn discard_body(server: &ServerConfig, headers: &http::HeaderMap, mut body: Incoming) {
+async fn discard_body(server: &ServerConfig, headers: &http::HeaderMap, mut body: Incoming) {
     use http_body::Body as _;
     use http_body_util::BodyExt;
     // A client waiting for `100 Continue` has not sent its body: the final answer refuses it.

@@ -23,7 +23,7 @@ async fn every_client_authentication_failure_answers_401_with_a_basic_challenge_
         let forged = assertion(&stranger, None, "pk", TOKEN_URL, 120, &format!("forged-{path}"));
         let expired = assertion(&key, None, "pk", TOKEN_URL, -120, &format!("expired-{path}"));
         let fixed = [("grant_type", "client_credentials"), ("token", "whatever")];
-        let cases: Vec<(&str, Auth, Vec<(&str, &str)>)> = vec![
+        let cases = vec![
             ("client_secret_basic, wrong secret", Auth::Basic("svc", "wrong"), vec![]),
             ("client_secret_basic, unknown client", Auth::Basic("ghost", SECRET), vec![]),
             ("client_secret_post, wrong secret", Auth::Post("svc", "wrong"), vec![]),
