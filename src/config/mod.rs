@@ -116,6 +116,11 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_h2_streams: u32,
+    /// Most request-body bytes read and dropped before an answer the gateway makes without the
+    /// body (refusals), so that HTTP/2 clients are not sent a reset; 0 disables.
+    pub discard_body_bytes: u64,
+    /// Time that reading gets before the answer goes out anyway.
+    pub discard_body_timeout_secs: u64,
 }
 
 /// `server.runtime`.
@@ -158,6 +163,8 @@ impl Default for ServerConfig {
             max_connections: 20_000,
             max_connections_per_ip: 1_000,
             max_h2_streams: 256,
+            discard_body_bytes: 1024 * 1024,
+            discard_body_timeout_secs: 5,
         }
     }
 }

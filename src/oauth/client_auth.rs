@@ -7,7 +7,7 @@ use base64::Engine;
 use http::header;
 use http::request::Parts;
 
-use super::errors::OAuthError;
+use super::errors::{ClientFailure, OAuthError};
 use super::form::Form;
 use super::Ctx;
 use crate::auth::jwt;
@@ -18,7 +18,7 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 
 /// How the client presented itself.
 enum Presented<'a> {
-    Secret { id: String, secret: String, basic: bool },
+    Secret { id: String, secret: String },
     Assertion { id: Option<&'a str>, jwt: &'a str },
     Public { id: &'a str },
 }
@@ -37,7 +37,7 @@ fn form_decode(s: &str) -> Option<String> {
 }
 
 fn basic_credentials(value: &str) -> Result<(String, String), OAuthError> {
-    let bad = OAuthError::InvalidClient { basic: true };
+    let bad = OAuthError::InvalidClient(ClientFailure::MalformedBasic);
     let decoded = STANDARD.decode(value.trim()).map_err(|_| bad.clone())?;
     let text = String::from_utf8(decoded).map_err(|_| bad.clone())?;
     let (id, secret) = text.split_once(':').ok_or(bad.clone())?;
@@ -72,11 +72,11 @@ fn presented<'a>(parts: &Parts, form: &'a Form) -> Result<Presented<'a>, OAuthEr
         if form.get("client_id").is_some_and(|c| c != id) {
             return Err(OAuthError::InvalidRequest("client_id does not match the Basic credentials"));
         }
-        return Ok(Presented::Secret { id, secret, basic: true });
+        return Ok(Presented::Secret { id, secret });
     }
     if let Some(secret) = post_secret {
         let id = form.get("client_id").ok_or(OAuthError::InvalidRequest("client_id is required"))?;
-        return Ok(Presented::Secret { id: id.to_owned(), secret: secret.to_owned(), basic: false });
+        return Ok(Presented::Secret { id: id.to_owned(), secret: secret.to_owned() });
     }
     if assertion.is_some() || assertion_type.is_some() {
         if assertion_type != Some(JWT_BEARER) {
@@ -87,25 +87,39 @@ fn presented<'a>(parts: &Parts, form: &'a Form) -> Result<Presented<'a>, OAuthEr
     }
     match form.get("client_id") {
         Some(id) => Ok(Presented::Public { id }),
-        None => Err(OAuthError::InvalidClient { basic: false }),
+        None => Err(OAuthError::InvalidClient(ClientFailure::NoCredentials)),
+    }
+}
+
+/// The client id this request claims (Basic, `client_id`, or the assertion's unverified `iss`),
+/// for the log line of a refusal; None when it names none or cannot be read.
+pub fn claimed_client_id(parts: &Parts, form: &Form) -> Option<String> {
+    match presented(parts, form).ok()? {
+        Presented::Secret { id, .. } => Some(id),
+        Presented::Assertion { id, jwt } => id.map(str::to_owned).or_else(|| jwt::unverified_issuer(jwt)),
+        Presented::Public { id } => Some(id.to_owned()),
     }
 }
 
 /// Authenticates the client of this request, or answers `invalid_client` / `invalid_request`.
 pub async fn authenticate<'s>(ctx: &Ctx<'s>, parts: &Parts, form: &Form) -> Result<&'s Client, OAuthError> {
     match presented(parts, form)? {
-        Presented::Secret { id, secret, basic } => {
+        Presented::Secret { id, secret } => {
             let client = ctx.snap.directory.clients.get(&id);
-            if check_secret(ctx, client, &id, secret).await? {
-                client.ok_or(OAuthError::InvalidClient { basic })
-            } else {
-                Err(OAuthError::InvalidClient { basic })
+            let ok = check_secret(ctx, client, &id, secret).await?;
+            match client {
+                Some(c) if ok => Ok(c),
+                None => Err(OAuthError::InvalidClient(ClientFailure::UnknownClient)),
+                Some(c) if c.secret_hash.is_none() => Err(OAuthError::InvalidClient(ClientFailure::NoSecret)),
+                Some(_) => Err(OAuthError::InvalidClient(ClientFailure::WrongSecret)),
             }
         }
         Presented::Assertion { id, jwt } => check_assertion(ctx, id, jwt).await,
-        Presented::Public { id } => {
-            ctx.snap.directory.clients.get(id).filter(|c| c.public).ok_or(OAuthError::InvalidClient { basic: false })
-        }
+        Presented::Public { id } => match ctx.snap.directory.clients.get(id) {
+            Some(c) if c.public => Ok(c),
+            Some(_) => Err(OAuthError::InvalidClient(ClientFailure::NotPublic)),
+            None => Err(OAuthError::InvalidClient(ClientFailure::UnknownClient)),
+        },
     }
 }
 
@@ -129,22 +143,22 @@ async fn check_secret(ctx: &Ctx<'_>, client: Option<&Client>, id: &str, secret: 
 }
 
 async fn check_assertion<'s>(ctx: &Ctx<'s>, id: Option<&str>, token: &str) -> Result<&'s Client, OAuthError> {
-    let bad = OAuthError::InvalidClient { basic: false };
-    let iss = jwt::unverified_issuer(token).ok_or(bad.clone())?;
+    let bad = OAuthError::InvalidClient;
+    let iss = jwt::unverified_issuer(token).ok_or(bad(ClientFailure::AssertionIssuer))?;
     if id.is_some_and(|i| i != iss) {
-        return Err(bad);
+        return Err(bad(ClientFailure::AssertionIssuer));
     }
-    let client = ctx.snap.directory.clients.get(&iss).ok_or(bad.clone())?;
-    let keys = client.assertion_keys.as_ref().ok_or(bad.clone())?;
+    let client = ctx.snap.directory.clients.get(&iss).ok_or(bad(ClientFailure::UnknownClient))?;
+    let keys = client.assertion_keys.as_ref().ok_or(bad(ClientFailure::NoAssertionKeys))?;
     let issuer = ctx.snap.config.tokens.issuer.as_str();
     let endpoint = super::endpoint_url(issuer, super::TOKEN_PATH);
     let leeway = ctx.snap.config.tokens.leeway_secs;
     let a = jwt::verify_assertion(token, keys, &client.id, &[endpoint.as_str(), issuer], ctx.now, leeway)
-        .map_err(|_| bad.clone())?;
+        .map_err(|e| bad(ClientFailure::AssertionRejected(e.reason())))?;
     let (store, cid, now) = (ctx.gw.store.clone(), client.id.clone(), ctx.now);
     let first = super::blocking(move || store.use_jti_once(&cid, &a.jti, a.exp, now)).await?;
     if !first {
-        return Err(bad);
+        return Err(bad(ClientFailure::AssertionReplayed));
     }
     Ok(client)
 }
@@ -162,7 +176,8 @@ mod tests {
         for bad in
             ["!!notbase64", &enc("nocolon"), &enc(":secret"), &enc("a%zz:b"), &STANDARD.encode([0xff, b':', b'x'])]
         {
-            assert_eq!(basic_credentials(bad).unwrap_err(), OAuthError::InvalidClient { basic: true }, "{bad}");
+            let malformed = OAuthError::InvalidClient(ClientFailure::MalformedBasic);
+            assert_eq!(basic_credentials(bad).unwrap_err(), malformed, "{bad}");
         }
     }
 }

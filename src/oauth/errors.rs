@@ -1,5 +1,7 @@
 //! RFC 6749 section 5.2 error answers, in one place so every endpoint answers alike.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -10,11 +12,8 @@ use http_body_util::Full;
 pub enum OAuthError {
     /// Malformed request: missing, repeated or unsupported parameters.
     InvalidRequest(&'static str),
-    /// Client authentication failed; `basic` adds `WWW-Authenticate: Basic`.
-    InvalidClient {
-        /// Whether the client tried HTTP Basic.
-        basic: bool,
-    },
+    /// Client authentication failed (why is logged, never told: every failure answers alike).
+    InvalidClient(ClientFailure),
     /// The grant (password, refresh token) is invalid, expired, revoked or another client's.
     InvalidGrant(&'static str),
     /// The client may not use this grant (or endpoint).
@@ -34,12 +33,83 @@ pub enum OAuthError {
     Unavailable,
 }
 
+/// Why client authentication failed: logged for the operator, never told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFailure {
+    /// No credentials and no `client_id`.
+    NoCredentials,
+    /// A `Basic` header that is not base64 of form-encoded `id:secret`.
+    MalformedBasic,
+    /// No such client.
+    UnknownClient,
+    /// The client has no secret (it authenticates with an assertion, or is public).
+    NoSecret,
+    /// Wrong secret, or the client is locked out (the two cannot be told apart by design).
+    WrongSecret,
+    /// A confidential client named itself without credentials.
+    NotPublic,
+    /// The assertion's `iss` is unreadable, or differs from `client_id`.
+    AssertionIssuer,
+    /// The client has no `jwks` or `public_key`.
+    NoAssertionKeys,
+    /// The assertion failed verification; the label says which check.
+    AssertionRejected(&'static str),
+    /// The assertion's `jti` was used before.
+    AssertionReplayed,
+}
+
+impl ClientFailure {
+    /// The log text.
+    pub fn reason(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            ClientFailure::NoCredentials => "no client credentials",
+            ClientFailure::MalformedBasic => "malformed Basic credentials",
+            ClientFailure::UnknownClient => "unknown client",
+            ClientFailure::NoSecret => "the client has no secret",
+            ClientFailure::WrongSecret => "wrong secret or client locked out",
+            ClientFailure::NotPublic => "a confidential client sent no credentials",
+            ClientFailure::AssertionIssuer => "client assertion iss unreadable or not the client_id",
+            ClientFailure::NoAssertionKeys => "the client has no assertion keys",
+            ClientFailure::AssertionRejected(why) => return Cow::Owned(format!("client assertion rejected: {why}")),
+            ClientFailure::AssertionReplayed => "client assertion jti already used",
+        })
+    }
+}
+
 impl OAuthError {
+    /// The RFC 6749 `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) | OAuthError::TooLarge | OAuthError::TooManyRequests { .. } => {
+                "invalid_request"
+            }
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidScope => "invalid_scope",
+            OAuthError::Unavailable => "temporarily_unavailable",
+        }
+    }
+
+    /// Why, for the log line of a refused request: never a secret, password or token.
+    pub fn reason(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            OAuthError::InvalidRequest(d) | OAuthError::InvalidGrant(d) | OAuthError::UnauthorizedClient(d) => d,
+            OAuthError::InvalidClient(f) => return f.reason(),
+            OAuthError::UnsupportedGrantType => "unknown grant_type",
+            OAuthError::InvalidScope => "scope malformed or beyond what the client (and user) may have",
+            OAuthError::TooLarge => "body too large",
+            OAuthError::TooManyRequests { .. } => "rate limited",
+            OAuthError::Unavailable => "state store unavailable",
+        })
+    }
+
     /// The answer: status, JSON body, `Cache-Control: no-store`, `Pragma: no-cache`.
     pub fn response(&self) -> Response<Full<Bytes>> {
         let (status, code, desc) = match self {
             OAuthError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", *d),
-            OAuthError::InvalidClient { .. } => {
+            OAuthError::InvalidClient(_) => {
                 (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
             }
             OAuthError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", *d),
@@ -60,7 +130,10 @@ impl OAuthError {
         };
         let mut resp = json(status, &serde_json::json!({ "error": code, "error_description": desc }));
         match self {
-            OAuthError::InvalidClient { basic: true } => {
+            // RFC 9110 15.5.2: every 401 carries a challenge. Basic is the one HTTP scheme a
+            // client can authenticate with here (RFC 6749 5.2 says to name the schemes we
+            // support), so it is named whichever method failed.
+            OAuthError::InvalidClient(_) => {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tokengate\""));
             }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use http::header;
 use http::request::Parts;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::errors::OAuthError;
@@ -39,7 +39,8 @@ impl Form {
 }
 
 /// Reads and parses the form of a POST: the right content type, no query string, bounded size.
-pub async fn read(parts: &Parts, body: Incoming) -> Result<Form, OAuthError> {
+/// A refusal leaves the rest of `body` unread (the caller discards it).
+pub async fn read(parts: &Parts, body: &mut Incoming) -> Result<Form, OAuthError> {
     if parts.method != http::Method::POST {
         return Err(OAuthError::InvalidRequest("use POST"));
     }
@@ -60,11 +61,16 @@ pub async fn read(parts: &Parts, body: Incoming) -> Result<Form, OAuthError> {
     {
         return Err(OAuthError::TooLarge);
     }
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(OAuthError::TooLarge),
-        Err(_) => return Err(OAuthError::InvalidRequest("the request body could not be read")),
-    };
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| OAuthError::InvalidRequest("the request body could not be read"))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > MAX_BODY {
+                return Err(OAuthError::TooLarge);
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
     Form::parse(&bytes)
 }
 

@@ -13,13 +13,18 @@ pub mod ratelimit;
 mod revoke;
 pub mod secrets;
 
+use std::borrow::Cow;
+
 use crate::admin::metrics::Limit;
+use crate::config::Grant;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::request::Parts;
+use http::Response;
 use http_body_util::Full;
 use hyper::body::Incoming;
 
 pub use errors::OAuthError;
+use form::Form;
 
 use crate::gateway::{ConnInfo, Gateway};
 use crate::snapshot::Snapshot;
@@ -115,11 +120,18 @@ impl Ctx<'_> {
 }
 
 /// Answers an OAuth path. The token, revocation and introspection endpoints are TLS-only unless
-/// `tokens.allow_plain_token_endpoint`; discovery is public everywhere.
-pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: &ConnInfo, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
+/// `tokens.allow_plain_token_endpoint`; discovery is public everywhere. Reads `body` only as far
+/// as it needs: the caller discards the rest.
+pub async fn handle(
+    gw: &Gateway,
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    parts: &Parts,
+    body: &mut Incoming,
+) -> Response<Full<Bytes>> {
+    let path = parts.uri.path();
     let ctx = Ctx { gw, snap, now: crate::auth::jwt::now() };
-    match path.as_str() {
+    match path {
         JWKS_PATH => return discovery::jwks(snap),
         METADATA_PATH => return discovery::metadata(snap),
         _ => {}
@@ -131,14 +143,54 @@ pub async fn handle(gw: &Gateway, snap: &Snapshot, conn: &ConnInfo, req: Request
         gw.metrics.record_limit(Limit::TokenEndpointRate);
         return OAuthError::TooManyRequests { retry_after }.response();
     }
-    let (parts, body) = req.into_parts();
-    let result = match form::read(&parts, body).await {
-        Err(e) => Err(e),
-        Ok(form) => match path.as_str() {
-            TOKEN_PATH => grants::token(&ctx, &parts, &form).await,
-            REVOKE_PATH => revoke::revoke(&ctx, &parts, &form).await,
-            _ => revoke::introspect(&ctx, &parts, &form).await,
-        },
+    let form = match form::read(parts, body).await {
+        Ok(form) => form,
+        Err(e) => return e.response(),
     };
-    result.unwrap_or_else(|e| e.response())
+    let result = match path {
+        TOKEN_PATH => grants::token(&ctx, parts, &form).await,
+        REVOKE_PATH => revoke::revoke(&ctx, parts, &form).await,
+        _ => revoke::introspect(&ctx, parts, &form).await,
+    };
+    result.unwrap_or_else(|e| {
+        log_refusal(path, parts, &form, &e);
+        e.response()
+    })
+}
+
+/// One `token` line per refused grant, client or scope: endpoint, grant type, the client id
+/// the request claimed, the error and why. Never a secret, password, assertion or token.
+fn log_refusal(path: &str, parts: &Parts, form: &Form, e: &OAuthError) {
+    if !matches!(
+        e,
+        OAuthError::InvalidClient(_)
+            | OAuthError::InvalidGrant(_)
+            | OAuthError::UnauthorizedClient(_)
+            | OAuthError::InvalidScope
+    ) || !tracing::enabled!(target: "token", tracing::Level::INFO)
+    {
+        return;
+    }
+    let client_id = client_auth::claimed_client_id(parts, form);
+    // Only a known grant name: the parameter is the client's free text.
+    let grant_type = form.get("grant_type").map(|g| Grant::parse(g).map_or("other", Grant::as_str));
+    tracing::info!(
+        target: "token",
+        endpoint = path,
+        grant_type = grant_type.unwrap_or("-"),
+        client_id = client_id.as_deref().map(printable).unwrap_or(Cow::Borrowed("-")).as_ref(),
+        error = e.code(),
+        reason = %e.reason(),
+        scope = form.get("scope").filter(|_| matches!(e, OAuthError::InvalidScope)).map(printable).as_deref(),
+        "token request refused"
+    );
+}
+
+/// Client-sent text as it may appear in a log: at most 128 characters, control characters
+/// escaped, so that a crafted id cannot forge or flood log lines.
+fn printable(s: &str) -> Cow<'_, str> {
+    if s.len() <= 128 && !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().take(128).flat_map(char::escape_default).collect())
 }

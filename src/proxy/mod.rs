@@ -13,7 +13,7 @@ pub mod upstream;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -26,9 +26,11 @@ use crate::proxy::failure::Failure;
 
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
+use crate::config::{ServerConfig, UpstreamTarget};
 use crate::gateway::{ConnInfo, Gateway};
 use crate::proxy::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
+use upstream::pool::UpstreamError;
 use upstream::UpstreamBody;
 
 /// Response body: an upstream's streamed body, or one the gateway made.
@@ -95,14 +97,50 @@ async fn route_request<'s>(
     req: Request<Incoming>,
     out: &mut Outcome<'s>,
 ) -> Result<Response<Body>, Failure> {
-    headers::check_host(req.version(), req.uri(), req.headers()).map_err(Failure::BadHost)?;
-    if crate::oauth::is_oauth_path(req.uri().path()) {
-        out.route = Some("oauth");
-        // Boxed: the token endpoint's future is large, and inline it would be allocated and
-        // copied for every proxied request too.
-        return Ok(own(Box::pin(crate::oauth::handle(gw, snap, conn, req)).await));
+    let (mut parts, mut body) = req.into_parts();
+    // Boxed futures below: the token endpoint's and the discarding ones would otherwise be
+    // allocated and copied inline for every proxied request too.
+    match admit(gw, snap, conn, &mut parts, out) {
+        Ok(Next::TokenEndpoint) => {
+            let resp = Box::pin(crate::oauth::handle(gw, snap, conn, &parts, &mut body)).await;
+            // Whatever it answered, the rest of the body is read first; after a form was read
+            // there is nothing left and this returns at once.
+            Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
+            Ok(own(resp))
+        }
+        Ok(Next::Forward(route)) => forward(gw, snap, route, parts, body, out).await,
+        Err(failure) => {
+            Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
+            Err(failure)
+        }
     }
-    let (mut parts, body) = req.into_parts();
+}
+
+/// Where an admitted request goes next.
+enum Next<'s> {
+    /// One of our own OAuth endpoints, which reads the body itself.
+    TokenEndpoint,
+    /// The route's upstream; `parts` already carry the target and rewritten headers.
+    Forward(&'s Route),
+}
+
+/// Everything decided from the request head alone: Host, path, route, token, headers, target.
+fn admit<'s>(
+    gw: &Gateway,
+    snap: &'s Snapshot,
+    conn: &ConnInfo,
+    parts: &mut http::request::Parts,
+    out: &mut Outcome<'s>,
+) -> Result<Next<'s>, Failure> {
+    headers::check_host(parts.version, &parts.uri, &parts.headers).map_err(Failure::BadHost)?;
+    if crate::oauth::is_oauth_path(parts.uri.path()) {
+        out.route = Some("oauth");
+        if out.log {
+            // An exact path: nothing to normalize.
+            out.path = Some(parts.uri.path().to_owned());
+        }
+        return Ok(Next::TokenEndpoint);
+    }
     // The canonical path, when it differs from the one sent; most requests need no copy.
     let rewritten = match normalize_path(parts.uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
@@ -116,14 +154,47 @@ async fn route_request<'s>(
     let (route, prefix) = snap.routes.find(path).ok_or(Failure::NoRoute)?;
     out.route = Some(route.prefix.as_str());
     out.scope_text = route.scope_text.as_str();
-    let verified = authorize(snap, gw.store.as_ref(), route, &parts, jwt::now()).map_err(Failure::Rejected)?;
+    let verified = authorize(snap, gw.store.as_ref(), route, parts, jwt::now()).map_err(Failure::Rejected)?;
     if out.log {
         out.verified = verified.clone();
     }
     let target = upstream_target(route, prefix, &parts.uri, rewritten.as_deref());
-    rewrite_request_headers(snap, route, conn, &mut parts, verified.as_deref());
+    rewrite_request_headers(snap, route, conn, parts, verified.as_deref());
     parts.uri = target.ok_or(Failure::Unforwardable)?;
-    forward(gw, route, parts, body, out).await
+    Ok(Next::Forward(route))
+}
+
+/// Reads and drops what is left of the body of a request the gateway answers itself, at most
+/// `server.discard_body_bytes` within `server.discard_body_timeout_secs`, before the answer goes
+/// out. Answering while the client still sends makes hyper end an h2 stream with
+/// RST_STREAM(NO_ERROR): RFC 9113 8.1 allows it, but widely installed clients (curl 7.88 with
+/// nghttp2 1.52) then report a stream error instead of the answer. nginx discards for the same
+/// reason. Past either bound the answer is sent anyway (the h2 stream is reset, an HTTP/1.1
+/// connection closed), as it was before.
+async fn discard_body(server: &ServerConfig, headers: &http::HeaderMap, mut body: Incoming) {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    // A client waiting for `100 Continue` has not sent its body: the final answer refuses it.
+    if body.is_end_stream() || headers.contains_key(header::EXPECT) {
+        return;
+    }
+    let max = server.discard_body_bytes;
+    if body.size_hint().lower() > max {
+        return;
+    }
+    let read = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > max {
+                tracing::debug!(max, "request body past server.discard_body_bytes: answered without it");
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(server.discard_body_timeout_secs), read).await.is_err() {
+        tracing::debug!("request body slower than server.discard_body_timeout_secs: answered without it");
+    }
 }
 
 /// The origin-form target sent upstream: the canonical path, less the route prefix when
@@ -194,6 +265,7 @@ fn rewrite_request_headers(
 
 async fn forward(
     gw: &Gateway,
+    snap: &Snapshot,
     route: &Route,
     mut parts: http::request::Parts,
     body: Incoming,
@@ -217,7 +289,14 @@ async fn forward(
     let mut resp = match result {
         Err(_) => return Err(Failure::UpstreamTimeout),
         Ok(Err(e)) => {
-            tracing::warn!(route = %route.prefix, error = %e, "upstream request failed");
+            let os_error = os_error(&e);
+            tracing::warn!(
+                route = %route.prefix,
+                upstream = upstream_address(snap, route).as_deref().unwrap_or("-"),
+                os_error = os_error.map(tracing::field::display),
+                error = %e,
+                "upstream request failed"
+            );
             return Err(Failure::UpstreamUnreachable);
         }
         Ok(Ok(resp)) => resp,
@@ -238,4 +317,28 @@ async fn forward(
     }
     headers::strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(Either::Left))
+}
+
+/// `host:port` of a route's upstream, for logs (the pool keeps its own copy private).
+fn upstream_address(snap: &Snapshot, route: &Route) -> Option<String> {
+    let r = snap.config.routes.iter().find(|r| r.prefix == route.prefix)?;
+    let UpstreamTarget::Url(uri) = &r.upstream else { return None };
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    Some(format!("{}:{port}", uri.host()?))
+}
+
+/// The operating system's error under an upstream failure ("Connection refused (os error
+/// 111)"): the errors around it (connector, hyper) only say what was being done.
+fn os_error(e: &UpstreamError) -> Option<&std::io::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = match e {
+        UpstreamError::Connect(inner) => Some(inner.as_ref()),
+        UpstreamError::Http(inner) => Some(inner),
+    };
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = err.source();
+    }
+    None
 }

@@ -9,6 +9,7 @@ mod oauth2_http;
 mod support;
 
 mod abuse;
+mod challenges;
 mod client_auth;
 mod grants;
 mod lifecycle;
