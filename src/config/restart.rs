@@ -17,7 +17,12 @@ pub fn pending(started: &Config, next: &Config) -> Vec<&'static str> {
         ("tls.self_signed_if_missing", a.tls.self_signed_if_missing != b.tls.self_signed_if_missing),
         ("admin.listen", a.admin.listen != b.admin.listen),
         ("tokens.generate_if_missing", a.tokens.generate_if_missing != b.tokens.generate_if_missing),
+        ("state.backend", a.state.backend != b.state.backend),
         ("state.path", a.resolve(&a.state.path) != b.resolve(&b.state.path)),
+        ("state.url", a.state.url != b.state.url),
+        ("state.key_prefix", a.state.key_prefix != b.state.key_prefix),
+        ("state.ca", a.state.ca != b.state.ca),
+        ("state.timeout_ms", a.state.timeout_ms != b.state.timeout_ms),
         ("log.format", a.log.format != b.log.format),
         ("log.level", a.log.level != b.log.level),
     ];
