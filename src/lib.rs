@@ -31,7 +31,7 @@
 //! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation.
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
 //! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
-//! - [`tls`] (certificate material), `respond`, [`logging`], [`signals`]: small shared pieces.
+//! - [`tls`] (certificate material), `reason` (file errors in words), `respond`, [`logging`], [`signals`]: small shared pieces.
 //!
 //! Modules are private; what the binary, tests and benches use is re-exported below.
 #![forbid(unsafe_code)]
@@ -47,6 +47,7 @@ pub mod listener;
 pub mod logging;
 mod oauth;
 mod proxy;
+mod reason;
 mod respond;
 pub mod signals;
 pub mod snapshot;

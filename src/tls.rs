@@ -9,7 +9,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::error::pem_reason;
+use crate::reason::pem_reason;
 
 /// Why the certificate could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,7 @@ fn err(path: &Path, msg: impl std::fmt::Display) -> TlsError {
 
 /// Loads a PEM chain and private key into a rustls `CertifiedKey`, checking that they match.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| err(p, crate::error::io_reason(&e)));
+    let read = |p: &Path| std::fs::read(p).map_err(|e| err(p, crate::reason::io_reason(&e)));
     certified_key_from_pem(&read(cert)?, cert, &read(key)?, key)
 }
 
@@ -59,9 +59,9 @@ pub fn write_self_signed(cert: &Path, key: &Path) -> Result<(), TlsError> {
     let (cert_pem, key_pem) = self_signed_pem(cert)?;
     crate::auth::keys::write_private(key, &key_pem).map_err(|e| err(key, e))?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(cert, crate::error::io_reason(&e)))?;
+        std::fs::create_dir_all(dir).map_err(|e| err(cert, crate::reason::io_reason(&e)))?;
     }
-    std::fs::write(cert, cert_pem).map_err(|e| err(cert, crate::error::io_reason(&e)))
+    std::fs::write(cert, cert_pem).map_err(|e| err(cert, crate::reason::io_reason(&e)))
 }
 
 /// A self-signed certificate made in memory only, for `tokengate check` to go on as a first

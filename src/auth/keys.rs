@@ -175,7 +175,7 @@ impl KeySet {
 
     /// Loads a JWKS file, keeping the keys whose algorithm is in `allowed`.
     pub fn from_jwks_file(path: &Path, allowed: &[Alg]) -> Result<KeySet, KeyError> {
-        let text = std::fs::read(path).map_err(|e| file_err(path, crate::error::io_reason(&e)))?;
+        let text = std::fs::read(path).map_err(|e| file_err(path, crate::reason::io_reason(&e)))?;
         Self::from_jwks(&text, allowed).map_err(|e| file_err(path, e))
     }
 
@@ -298,7 +298,7 @@ impl SigningKey {
     /// Parses a private key PEM (PKCS#8, SEC1 or PKCS#1); the key type gives the algorithm.
     pub fn from_pem(kid: &str, pem: &[u8], rsa_alg: RsaAlg) -> Result<SigningKey, KeyError> {
         let der = PrivateKeyDer::from_pem_slice(pem)
-            .map_err(|e| KeyError::Invalid(format!("not a private key: {}", crate::error::pem_reason(&e))))?;
+            .map_err(|e| KeyError::Invalid(format!("not a private key: {}", crate::reason::pem_reason(&e))))?;
         let bytes = der.secret_der();
         let (alg, signer) = if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes) {
             (Alg::EdDSA, Signer::Ed(k))
@@ -386,7 +386,7 @@ pub struct OwnKeys {
 impl OwnKeys {
     /// Loads every `*.pem` in `dir`; the active key is `active_kid`, or the only key.
     pub fn load(dir: &Path, active_kid: Option<&str>, rsa_alg: RsaAlg) -> Result<OwnKeys, KeyError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| file_err(dir, crate::error::io_reason(&e)))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| file_err(dir, crate::reason::io_reason(&e)))?;
         let mut keys = HashMap::new();
         for entry in entries {
             let path = entry.map_err(|e| file_err(dir, e))?.path();
@@ -397,7 +397,7 @@ impl OwnKeys {
             if kid.starts_with('.') {
                 continue; // editors' and Kubernetes' temporaries
             }
-            let pem = std::fs::read(&path).map_err(|e| file_err(&path, crate::error::io_reason(&e)))?;
+            let pem = std::fs::read(&path).map_err(|e| file_err(&path, crate::reason::io_reason(&e)))?;
             let key = SigningKey::from_pem(kid, &pem, rsa_alg).map_err(|e| file_err(&path, e))?;
             keys.insert(kid.to_owned(), Arc::new(key));
         }

@@ -17,7 +17,7 @@ pub use state::{redacted_url, StateBackend, StateConfig};
 /// Why a configuration file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {}", path.display(), crate::error::io_reason(error))]
+    #[error("{}: {}", path.display(), crate::reason::io_reason(error))]
     Read { path: PathBuf, error: std::io::Error },
     #[error("{}{}: {}", path.display(), at, error.message().trim_end())]
     Parse {
