@@ -1,0 +1,158 @@
+//! The client and user tables of `gateway.toml` (`[[clients]]`, `[[users]]`) and of the files
+//! `clients_file` and `users_file` name, which are merged into them and checked together.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{parse_error, Config, ConfigError};
+
+/// `[[clients]]`: an OAuth2 client of the token endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `client_id`.
+    pub id: String,
+    /// PHC string (argon2id) of the client secret; never the secret itself.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    /// A public client has no secret and may only name itself (password grant only).
+    #[serde(default)]
+    pub public: bool,
+    /// Grants it may use.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Scopes it may be granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Scopes granted when a request names none.
+    #[serde(default)]
+    pub default_scopes: Vec<String>,
+    /// JWKS file of its keys, for `private_key_jwt` client assertions.
+    #[serde(default)]
+    pub jwks: Option<PathBuf>,
+    /// PEM public key file, for `private_key_jwt` client assertions.
+    #[serde(default)]
+    pub public_key: Option<PathBuf>,
+    /// May call the introspection endpoint.
+    #[serde(default)]
+    pub introspect: bool,
+    /// `aud` of access tokens issued to it (default `tokens.audience`).
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// A grant type of the token endpoint, as named in `[[clients]] grants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// `client_credentials`: machine to machine.
+    ClientCredentials,
+    /// `password`: trusted first-party apps (opt-in, RFC 9700 discourages it).
+    Password,
+    /// `refresh_token`: rotation of refresh tokens issued by the password grant.
+    RefreshToken,
+}
+
+impl Grant {
+    /// Every grant, in the order the README lists them.
+    pub const ALL: [Grant; 3] = [Grant::ClientCredentials, Grant::Password, Grant::RefreshToken];
+
+    /// The `grant_type` value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+            Grant::RefreshToken => "refresh_token",
+        }
+    }
+
+    /// The grant a `grant_type` value names, if any.
+    pub fn parse(s: &str) -> Option<Grant> {
+        Grant::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
+
+/// `[[users]]`: a resource owner for the password grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name.
+    pub username: String,
+    /// PHC string (argon2id) of the password.
+    pub password_hash: String,
+    /// Scopes the user may grant.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `sub` of the user's tokens (default: the username).
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// A disabled user can neither log in nor refresh.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// `clients_file` / `users_file` contents.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablesFile {
+    /// Clients listed in the file.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// Users listed in the file.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+impl Config {
+    /// Appends the `[[clients]]` / `[[users]]` of `clients_file` / `users_file`.
+    pub(super) fn merge_table_files(&mut self) -> Result<(), ConfigError> {
+        for (file, want_clients) in [(self.clients_file.clone(), true), (self.users_file.clone(), false)] {
+            let Some(file) = file else { continue };
+            let path = self.resolve(&file);
+            let text =
+                std::fs::read_to_string(&path).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
+            let t: TablesFile = toml::from_str(&text).map_err(|e| parse_error(&path, &text, e))?;
+            if want_clients {
+                self.clients.extend(t.clients);
+            } else {
+                self.users.extend(t.users);
+            }
+        }
+        Ok(())
+    }
+
+    /// Files besides the config itself whose change must trigger a reload.
+    pub fn table_files(&self) -> Vec<PathBuf> {
+        [&self.clients_file, &self.users_file].into_iter().flatten().map(|p| self.resolve(p)).collect()
+    }
+
+    pub(super) fn validate_tables(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let mut ids = std::collections::HashSet::new();
+        for c in &self.clients {
+            if c.id.is_empty() || !ids.insert(c.id.as_str()) {
+                return bad(format!("client id {:?} is empty or listed twice", c.id));
+            }
+            if c.public && (c.secret_hash.is_some() || c.grants.contains(&Grant::ClientCredentials)) {
+                return bad(format!(
+                    "client {:?}: a public client has no secret and no client_credentials grant",
+                    c.id
+                ));
+            }
+            if !c.public && c.secret_hash.is_none() && c.jwks.is_none() && c.public_key.is_none() {
+                return bad(format!("client {:?}: needs secret_hash, jwks or public_key (or public = true)", c.id));
+            }
+            if let Some(d) = c.default_scopes.iter().find(|d| !c.scopes.contains(d)) {
+                return bad(format!("client {:?}: default scope {d:?} is not in its scopes", c.id));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for u in &self.users {
+            if u.username.is_empty() || !names.insert(u.username.as_str()) {
+                return bad(format!("username {:?} is empty or listed twice", u.username));
+            }
+        }
+        Ok(())
+    }
+}
