@@ -10,6 +10,7 @@ pub mod upstream;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use hyper::body::Incoming;
 use crate::proxy::authz::authorize;
 use crate::proxy::failure::Failure;
 
+use crate::admin::metrics::Limit;
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
 use crate::gateway::{ConnInfo, Gateway};
@@ -62,6 +64,9 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
         Err(failure) => {
             if let Some(reason) = failure.rejection_reason() {
                 gw.metrics.record_rejection(reason);
+            }
+            if let Some(limit) = failure.limit() {
+                gw.metrics.record_limit(limit);
             }
             own(failure.response(outcome.scope_text))
         }
@@ -121,7 +126,7 @@ async fn route_request<'s>(
     let target = upstream_target(route, prefix, &parts.uri, rewritten.as_deref());
     rewrite_request_headers(snap, route, conn, &mut parts, verified.as_deref());
     parts.uri = target.ok_or(Failure::Unforwardable)?;
-    forward(gw, route, parts, body, out).await
+    forward(gw, route, conn, parts, body, out).await
 }
 
 /// The origin-form target sent upstream: the canonical path, less the route prefix when
@@ -193,6 +198,7 @@ fn rewrite_request_headers(
 async fn forward(
     gw: &Gateway,
     route: &Route,
+    conn: &ConnInfo,
     mut parts: http::request::Parts,
     body: Incoming,
     out: &mut Outcome<'_>,
@@ -210,13 +216,13 @@ async fn forward(
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
-    let result = tokio::time::timeout(route.timeout, pool.send(req)).await;
+    let result = tokio::time::timeout(route.timeout, pool.send(req, &conn.watch)).await;
     gw.metrics.observe_upstream(&route.prefix, sent.elapsed().as_secs_f64());
     let mut resp = match result {
         Err(_) => return Err(Failure::UpstreamTimeout),
         Ok(Err(e)) => {
             tracing::warn!(route = %route.prefix, error = %e, "upstream request failed");
-            return Err(Failure::UpstreamUnreachable);
+            return Err(Failure::upstream(&e));
         }
         Ok(Ok(resp)) => resp,
     };
@@ -235,5 +241,8 @@ async fn forward(
         }
     }
     headers::strip_hop_by_hop(resp.headers_mut());
+    if !headers::fits_header_list(resp.headers(), conn.watch.max_header_list.load(Ordering::Relaxed)) {
+        return Err(Failure::UpstreamHeadTooLarge(Limit::ClientHeaderList));
+    }
     Ok(resp.map(Either::Left))
 }
