@@ -54,9 +54,9 @@ pub struct ConnWatch {
     /// The h2 client's SETTINGS_MAX_HEADER_LIST_SIZE (`u32::MAX` when it set none): a bigger
     /// response head is answered 502 rather than sent, which would break its whole connection.
     pub max_header_list: AtomicU32,
-    /// Response bodies that have a frame for the client (or were just made) and wait for it to
-    /// take it; while this is non-zero and `progress` stands still, the client is not reading.
-    pub awaiting_client: AtomicUsize,
+    /// Upstream response bodies not yet ended. While one is, something polls a body at least
+    /// every beat of its timer, unless the client has stopped reading.
+    pub in_flight: AtomicUsize,
     /// Bumped on every poll of a response body, so the driver can tell a stall from slow progress.
     pub progress: AtomicUsize,
     /// Where the limits hit on this connection are counted.
@@ -67,7 +67,7 @@ impl std::fmt::Debug for ConnWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnWatch")
             .field("max_header_list", &self.max_header_list)
-            .field("awaiting_client", &self.awaiting_client)
+            .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -77,27 +77,24 @@ impl ConnWatch {
     pub fn new(metrics: Arc<Metrics>) -> ConnWatch {
         ConnWatch {
             max_header_list: AtomicU32::new(u32::MAX),
-            awaiting_client: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             progress: AtomicUsize::new(0),
             metrics,
         }
     }
 
-    /// A response body now waits for the client to take a frame.
-    pub fn waiting(&self) {
-        self.awaiting_client.fetch_add(1, Ordering::Relaxed);
+    /// An upstream response body is on its way to the client.
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A response body was polled; `was_waiting` when it had been counted by [`Self::waiting`].
-    pub fn polled(&self, was_waiting: bool) {
+    /// A response body was polled.
+    pub fn polled(&self) {
         self.progress.fetch_add(1, Ordering::Relaxed);
-        if was_waiting {
-            self.awaiting_client.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 
-    /// A body counted by [`Self::waiting`] went away unpolled.
-    pub fn gone(&self) {
-        self.awaiting_client.fetch_sub(1, Ordering::Relaxed);
+    /// A body counted by [`Self::started`] ended or went away.
+    pub fn ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -168,10 +168,12 @@ impl Builders {
 /// The connection is boxed at exactly its own size, so the task holding it stays small.
 ///
 /// A client that reads nothing (a full TCP buffer on HTTP/1.1; a zero flow-control window or a full
-/// buffer on h2) leaves a response body waiting unpolled; hyper would wait forever, holding the
-/// connection and its upstream request. Every half `send_idle` the driver looks: a body waiting
-/// for the client and no body polled for two looks in a row (so between `send_idle` and 1.5 times
-/// that) closes the connection. One timer per connection, atomics per body frame.
+/// buffer on h2) leaves its response bodies unpolled; hyper would wait forever, holding the
+/// connection and its upstream request. A body waiting on its upstream wakes itself every quarter
+/// `send_idle` (its idle timer's beat), so a body in flight that nobody polls means hyper is
+/// waiting on the client. Every half `send_idle` the driver looks: a body in flight and no body
+/// polled for two looks in a row (so between `send_idle` and 1.5 times that) closes the
+/// connection. One timer per connection, one atomic add per body poll.
 async fn drive<C>(
     mut conn: Pin<Box<C>>,
     graceful: fn(Pin<&mut C>),
@@ -198,7 +200,7 @@ where
             }
             _ = tick.as_mut(), if checking => {
                 let progress = watch.progress.load(Ordering::Relaxed);
-                let waiting = watch.awaiting_client.load(Ordering::Relaxed) > 0;
+                let waiting = watch.in_flight.load(Ordering::Relaxed) > 0;
                 still = if waiting && progress == seen { still + 1 } else { 0 };
                 seen = progress;
                 if still >= 2 {

@@ -8,8 +8,8 @@
 //! - **The client's SETTINGS_MAX_HEADER_LIST_SIZE** goes to [`ConnWatch`], so that a response head
 //!   it would refuse (and with it the whole connection) is answered 502 instead.
 //! - **Stream-level refusals counted.** h2 refuses a stream over `max_h2_streams` and answers an
-//!   over-size header list 431 on its own, and neither surfaces through hyper; our outgoing
-//!   RST_STREAM frames say which happened.
+//!   over-size header list 431 on its own, and neither surfaces through hyper; our outgoing frames
+//!   (RST_STREAM REFUSED_STREAM, a bare 431 HEADERS) say which happened.
 //!
 //! The scan costs a few comparisons per frame, not per byte.
 
@@ -38,8 +38,9 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const ACK: u8 = 0x1;
 const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
-const PROTOCOL_ERROR: u32 = 0x1;
 const REFUSED_STREAM: u32 = 0x7;
+/// `:status: 431` as h2's HPACK encoder first writes it (literal, indexed name 8, Huffman value).
+const STATUS_431: [u8; 5] = [0x48, 0x83, 0x69, 0x90, 0xff];
 
 /// A frame boundary or field seen by [`Frames::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +49,9 @@ enum Event {
     Head { kind: u8, flags: u8, stream: u32 },
     /// One SETTINGS parameter (not in an ACK).
     Setting { id: u16, value: u32 },
-    /// A frame's payload is complete; `code` is its first 4 bytes (RST_STREAM's error code).
-    End { kind: u8, flags: u8, stream: u32, code: u32 },
+    /// A frame's payload is complete; `code` is its first 4 bytes (RST_STREAM's error code),
+    /// `first` its first 6 bytes and `len` its length.
+    End { kind: u8, flags: u8, stream: u32, code: u32, first: [u8; 6], len: usize },
 }
 
 /// Tracks h2 frame boundaries through a byte stream split anywhere.
@@ -93,7 +95,14 @@ impl Frames {
 
     fn end(&self) -> Event {
         let code = u32::from_be_bytes([self.field[0], self.field[1], self.field[2], self.field[3]]);
-        Event::End { kind: self.kind(), flags: self.flags(), stream: self.stream(), code }
+        Event::End {
+            kind: self.kind(),
+            flags: self.flags(),
+            stream: self.stream(),
+            code,
+            first: self.field,
+            len: self.seen,
+        }
     }
 
     fn feed(&mut self, mut bytes: &[u8], on: &mut impl FnMut(Event)) {
@@ -127,7 +136,7 @@ impl Frames {
                                 u32::from_be_bytes([self.field[2], self.field[3], self.field[4], self.field[5]]);
                             on(Event::Setting { id, value });
                         }
-                    } else if at < 4 {
+                    } else if at < 6 {
                         self.field[at] = *b;
                     } else {
                         break;
@@ -159,8 +168,8 @@ pub struct H2Io<T> {
     deadline: Pin<Box<Sleep>>,
     /// A header block has started and not ended.
     in_block: bool,
-    /// The stream of our last HEADERS with END_STREAM (a 431 is that, then RST_STREAM).
-    last_end_headers: u32,
+    /// h2 has answered a 431 of its own here, so HPACK may now send it as one dynamic-table index.
+    sent_431: bool,
     /// Where the client's settings go and limits are counted.
     watch: Arc<ConnWatch>,
 }
@@ -175,7 +184,7 @@ impl<T> H2Io<T> {
             limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
             in_block: false,
-            last_end_headers: 0,
+            sent_431: false,
             watch,
         }
     }
@@ -210,19 +219,24 @@ impl<T> H2Io<T> {
     }
 
     fn saw_write(&mut self, bytes: &[u8]) {
-        let (watch, last) = (&self.watch, &mut self.last_end_headers);
-        self.writes.feed(bytes, &mut |e| match e {
-            Event::End { kind: HEADERS, flags, stream, .. } if flags & END_STREAM != 0 => *last = stream,
-            Event::End { kind: RST_STREAM, stream, code, .. } => {
-                let limit = match code {
-                    REFUSED_STREAM => Limit::MaxH2Streams,
-                    PROTOCOL_ERROR if stream == *last => Limit::MaxHeaderBytes,
-                    _ => return,
-                };
-                watch.metrics.record_limit(limit);
-                tracing::debug!(stream, limit = limit.as_str(), "h2 stream refused by limit");
-            }
-            _ => {}
+        let (watch, sent_431) = (&self.watch, &mut self.sent_431);
+        self.writes.feed(bytes, &mut |e| {
+            let (limit, stream) = match e {
+                Event::End { kind: RST_STREAM, stream, code: REFUSED_STREAM, .. } => (Limit::MaxH2Streams, stream),
+                // h2's own answer to an over-size header list: a bare `:status: 431` ending the
+                // stream, HPACK-encoded as a literal the first time ("431" in Huffman code), then
+                // as a dynamic-table index. The proxy's own responses always carry more fields.
+                Event::End { kind: HEADERS, flags, stream, first, len, .. }
+                    if flags & (END_STREAM | END_HEADERS) == END_STREAM | END_HEADERS
+                        && (len == 5 && first[..5] == STATUS_431 || len == 1 && *sent_431 && first[0] >= 0xbe) =>
+                {
+                    *sent_431 = true;
+                    (Limit::MaxHeaderBytes, stream)
+                }
+                _ => return,
+            };
+            watch.metrics.record_limit(limit);
+            tracing::debug!(stream, limit = limit.as_str(), "h2 stream refused by limit");
         });
     }
 }
@@ -318,11 +332,18 @@ mod tests {
             Event::Head { kind: SETTINGS, flags: 0, stream: 0 },
             Event::Setting { id: 6, value: 0x4000 },
             Event::Setting { id: 4, value: 0 },
-            Event::End { kind: SETTINGS, flags: 0, stream: 0, code: 0x0004_0000 },
+            Event::End { kind: SETTINGS, flags: 0, stream: 0, code: 0x0004_0000, first: [0, 4, 0, 0, 0, 0], len: 12 },
             Event::Head { kind: HEADERS, flags: END_STREAM, stream: 1 },
-            Event::End { kind: HEADERS, flags: END_STREAM, stream: 1, code: u32::from_be_bytes(*b"abcd") },
+            Event::End {
+                kind: HEADERS,
+                flags: END_STREAM,
+                stream: 1,
+                code: u32::from_be_bytes(*b"abcd"),
+                first: *b"abcdef",
+                len: 8,
+            },
             Event::Head { kind: RST_STREAM, flags: 0, stream: 1 },
-            Event::End { kind: RST_STREAM, flags: 0, stream: 1, code: 7 },
+            Event::End { kind: RST_STREAM, flags: 0, stream: 1, code: 7, first: [0, 0, 0, 7, 0, 0], len: 4 },
         ];
         for split in [1, 2, 5, 7, 9, 1000] {
             assert_eq!(events(PREFACE_LEN, &wire, split), want, "split {split}");

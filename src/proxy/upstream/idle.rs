@@ -4,7 +4,8 @@
 //!
 //! Cost on the normal path: the timer lives inline in the body (no allocation), is created only
 //! the first time the body has nothing to give, and is re-armed only after a frame came (moving a
-//! registered deadline later is an atomic store in tokio's timer, not a wheel operation).
+//! registered deadline later is an atomic store in tokio's timer, not a wheel operation), or
+//! every `beat` of a long wait.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,22 +51,33 @@ impl BodyError {
 
 // (pin-project-lite takes no attributes on fields but `#[pin]`: field docs are plain comments.)
 pin_project_lite::pin_project! {
-    /// A deadline `limit` after the body last made progress; zero disables it.
+    /// A deadline `limit` after the body last made progress; zero disables it. It also wakes the
+    /// body every `beat` while it waits, so that a body polled by nobody stands out: see
+    /// `send_idle_timeout_secs` in [`crate::listener::conn`].
     pub struct IdleTimer {
         // Made on the first wait, then reused for the body's whole life.
         #[pin]
         sleep: Option<Sleep>,
         // The allowed silence.
         limit: Duration,
+        // How often a waiting body wakes; at most `limit`.
+        beat: Duration,
+        // Silence so far, in whole beats.
+        silent: Duration,
         // A frame came since the deadline was last set.
         moved: bool,
     }
 }
 
 impl IdleTimer {
-    /// A timer allowing `limit` of silence; `Duration::ZERO` never fires.
-    pub fn new(limit: Duration) -> Self {
-        IdleTimer { sleep: None, limit, moved: false }
+    /// A timer allowing `limit` of silence (`Duration::ZERO`: any) and waking every `beat` (zero: `limit`).
+    pub fn new(limit: Duration, beat: Duration) -> Self {
+        let beat = match (limit.is_zero(), beat.is_zero()) {
+            (_, true) => limit,
+            (true, false) => beat,
+            (false, false) => beat.min(limit),
+        };
+        IdleTimer { sleep: None, limit, beat, silent: Duration::ZERO, moved: false }
     }
 
     /// The body gave a frame: the next wait starts a new silence.
@@ -76,16 +88,27 @@ impl IdleTimer {
     /// The body has nothing yet: true once it has had nothing for `limit` (the task is woken then).
     pub fn expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> bool {
         let mut this = self.project();
-        if this.limit.is_zero() {
+        let beat = *this.beat;
+        if beat.is_zero() {
             return false;
         }
         match this.sleep.as_mut().as_pin_mut() {
-            None => this.sleep.set(Some(tokio::time::sleep(*this.limit))),
-            Some(s) if *this.moved => s.reset(Instant::now() + *this.limit),
+            None => this.sleep.set(Some(tokio::time::sleep(beat))),
+            Some(s) if *this.moved => s.reset(Instant::now() + beat),
             Some(_) => {}
         }
-        *this.moved = false;
-        this.sleep.as_pin_mut().is_some_and(|s| s.poll(cx).is_ready())
+        if std::mem::take(this.moved) {
+            *this.silent = Duration::ZERO;
+        }
+        let Some(mut sleep) = this.sleep.as_pin_mut() else { return false };
+        while sleep.as_mut().poll(cx).is_ready() {
+            *this.silent += beat;
+            if !this.limit.is_zero() && *this.silent >= *this.limit {
+                return true;
+            }
+            sleep.as_mut().reset(Instant::now() + beat);
+        }
+        false
     }
 
     /// The allowed silence.
@@ -128,7 +151,11 @@ impl Body for RequestBody {
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::Http)))
             }
             Poll::Pending
-                if this.idle.get_or_insert_with(|| Box::pin(IdleTimer::new(this.limit))).as_mut().expired(cx) =>
+                if this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(IdleTimer::new(this.limit, Duration::ZERO)))
+                    .as_mut()
+                    .expired(cx) =>
             {
                 let limit = this.limit;
                 this.watch.metrics.record_limit(Limit::RequestBodyIdleTimeout);

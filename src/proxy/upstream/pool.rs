@@ -52,6 +52,9 @@ pub struct ExchangeLimits {
     pub body_idle: Duration,
     /// `request_body_idle_timeout_secs`.
     pub upload_idle: Duration,
+    /// How often a response body waiting on its upstream wakes: a quarter of
+    /// `send_idle_timeout_secs`, so every look of the connection's driver sees it polled.
+    pub beat: Duration,
 }
 
 impl ExchangeLimits {
@@ -62,6 +65,7 @@ impl ExchangeLimits {
             headers: server.upstream_max_headers,
             body_idle: Duration::from_secs(server.upstream_body_idle_timeout_secs),
             upload_idle: Duration::from_secs(server.request_body_idle_timeout_secs),
+            beat: Duration::from_secs(server.send_idle_timeout_secs) / 4,
         }
     }
 }
@@ -152,7 +156,7 @@ impl Pool {
                 Conn::H2(mut sender) => {
                     self.absolute(&mut req);
                     let resp = sender.send_request(req).await?;
-                    return Ok(resp.map(|inner| UpstreamBody::new(inner, None, self.limits.body_idle, watch)));
+                    return Ok(resp.map(|inner| UpstreamBody::new(inner, None, &self.limits, watch)));
                 }
                 Conn::H1(mut sender) => {
                     req.headers_mut().insert(HOST, self.host.clone());
@@ -235,7 +239,7 @@ impl Pool {
                 pool.checkin(sender);
             }
         }
-        resp.map(|inner| UpstreamBody::new(inner, home, self.limits.body_idle, watch))
+        resp.map(|inner| UpstreamBody::new(inner, home, &self.limits, watch))
     }
 
     /// Back into the pool: at once when ready (the usual case, since the upstream's connection
@@ -303,14 +307,14 @@ pin_project_lite::pin_project! {
         idle: IdleTimer,
         // The client connection: its send-stall watch and metrics.
         watch: Arc<ConnWatch>,
-        // Counted in `watch.awaiting_client`: a frame (or the head) waits for the client.
-        waiting: bool,
+        // Counted in `watch.in_flight` until its end.
+        counted: bool,
     }
 
     impl PinnedDrop for UpstreamBody {
         fn drop(this: Pin<&mut Self>) {
-            if this.waiting {
-                this.watch.gone();
+            if this.counted {
+                this.watch.ended();
             }
         }
     }
@@ -320,16 +324,21 @@ impl UpstreamBody {
     fn new(
         inner: Incoming,
         home: Option<(Arc<Pool>, http1::SendRequest<RequestBody>)>,
-        idle: Duration,
+        limits: &ExchangeLimits,
         watch: &Arc<ConnWatch>,
     ) -> Self {
-        // Until its first poll, the body waits on the client too (h2 polls it only once the
-        // client's window lets anything through).
-        let waiting = !inner.is_end_stream();
-        if waiting {
-            watch.waiting();
+        let counted = !inner.is_end_stream();
+        if counted {
+            watch.started();
         }
-        UpstreamBody { inner, home, idle: IdleTimer::new(idle), watch: watch.clone(), waiting }
+        let idle = IdleTimer::new(limits.body_idle, limits.beat);
+        UpstreamBody { inner, home, idle, watch: watch.clone(), counted }
+    }
+
+    fn end(counted: &mut bool, watch: &ConnWatch) {
+        if std::mem::take(counted) {
+            watch.ended();
+        }
     }
 }
 
@@ -339,11 +348,12 @@ impl Body for UpstreamBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut this = self.project();
-        this.watch.polled(std::mem::take(this.waiting));
+        this.watch.polled();
         let frame = match Pin::new(&mut *this.inner).poll_frame(cx) {
             Poll::Ready(frame) => frame,
             Poll::Pending if this.idle.as_mut().expired(cx) => {
                 *this.home = None;
+                UpstreamBody::end(this.counted, this.watch);
                 let limit = this.idle.limit();
                 this.watch.metrics.record_limit(Limit::UpstreamBodyIdleTimeout);
                 tracing::warn!(?limit, "upstream stalled mid-body; client response cut");
@@ -362,11 +372,9 @@ impl Body for UpstreamBody {
             None => release(this.home),
             Some(Ok(_)) if this.inner.is_end_stream() => release(this.home),
             Some(Err(_)) => *this.home = None,
-            Some(Ok(_)) => {
-                *this.waiting = true;
-                this.watch.waiting();
-            }
+            Some(Ok(_)) => return Poll::Ready(frame.map(|f| f.map_err(BodyError::Http))),
         }
+        UpstreamBody::end(this.counted, this.watch);
         Poll::Ready(frame.map(|f| f.map_err(BodyError::Http)))
     }
 
