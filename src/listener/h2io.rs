@@ -371,7 +371,7 @@ mod tests {
         assert!(quiet.is_err(), "an idle connection between requests is not cut by this deadline");
 
         b.write_all(&frame(HEADERS, 0, 3, b"half")).await.unwrap();
-        io.read(&mut buf).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 9 + 4);
         let err = io.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "HEADERS without END_HEADERS, then silence");
     }
