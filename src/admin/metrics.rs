@@ -55,16 +55,46 @@ pub enum Limit {
     HeaderReadTimeout,
     /// `lockout.per_ip_per_minute`: token-endpoint requests from one address.
     TokenEndpointRate,
+    /// `server.max_header_bytes` / `max_headers`: a request head or h2 header list answered 431.
+    MaxHeaderBytes,
+    /// `server.max_h2_streams`: an h2 stream refused (RST_STREAM REFUSED_STREAM).
+    MaxH2Streams,
+    /// hyper's h2 flood limits (rapid reset, CONTINUATION flood, local resets): GOAWAY ENHANCE_YOUR_CALM.
+    H2Flood,
+    /// An h2 frame over the size we advertised: GOAWAY FRAME_SIZE_ERROR.
+    H2FrameSize,
+    /// An h2 header block over the size h2 will even decode: GOAWAY COMPRESSION_ERROR.
+    H2HeaderBlock,
+    /// `server.upstream_max_header_bytes` / `upstream_max_headers`: an upstream response head, 502.
+    UpstreamHeaderBytes,
+    /// The h2 client's own SETTINGS_MAX_HEADER_LIST_SIZE: a response head it would refuse, 502.
+    ClientHeaderList,
+    /// `server.upstream_body_idle_timeout_secs`: an upstream stalled mid-body, the response cut.
+    UpstreamBodyIdleTimeout,
+    /// `server.request_body_idle_timeout_secs`: a client stalled mid-upload.
+    RequestBodyIdleTimeout,
+    /// `server.send_idle_timeout_secs`: a client left a response unread, the connection closed.
+    SendIdleTimeout,
 }
 
 impl Limit {
     /// Every limit: each has a series (at 0) from the start.
-    pub const ALL: [Limit; 5] = [
+    pub const ALL: [Limit; 15] = [
         Limit::MaxConnections,
         Limit::PerIpConnections,
         Limit::TlsHandshakeTimeout,
         Limit::HeaderReadTimeout,
         Limit::TokenEndpointRate,
+        Limit::MaxHeaderBytes,
+        Limit::MaxH2Streams,
+        Limit::H2Flood,
+        Limit::H2FrameSize,
+        Limit::H2HeaderBlock,
+        Limit::UpstreamHeaderBytes,
+        Limit::ClientHeaderList,
+        Limit::UpstreamBodyIdleTimeout,
+        Limit::RequestBodyIdleTimeout,
+        Limit::SendIdleTimeout,
     ];
 
     /// The metric label.
@@ -75,6 +105,16 @@ impl Limit {
             Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
             Limit::HeaderReadTimeout => "header_read_timeout",
             Limit::TokenEndpointRate => "token_endpoint_rate",
+            Limit::MaxHeaderBytes => "max_header_bytes",
+            Limit::MaxH2Streams => "max_h2_streams",
+            Limit::H2Flood => "h2_flood",
+            Limit::H2FrameSize => "h2_frame_size",
+            Limit::H2HeaderBlock => "h2_header_block",
+            Limit::UpstreamHeaderBytes => "upstream_max_header_bytes",
+            Limit::ClientHeaderList => "client_max_header_list_size",
+            Limit::UpstreamBodyIdleTimeout => "upstream_body_idle_timeout",
+            Limit::RequestBodyIdleTimeout => "request_body_idle_timeout",
+            Limit::SendIdleTimeout => "send_idle_timeout",
         }
     }
 }

@@ -124,6 +124,17 @@ pub struct ServerConfig {
     pub discard_body_bytes: u64,
     /// Time that reading gets before the answer goes out anyway.
     pub discard_body_timeout_secs: u64,
+    /// Largest upstream response head accepted, in bytes (at least 8192); past it 502.
+    pub upstream_max_header_bytes: usize,
+    /// Most upstream response headers accepted; past it 502.
+    pub upstream_max_headers: usize,
+    /// Longest silence between body chunks from the upstream once it answered; the response is cut. 0 disables.
+    pub upstream_body_idle_timeout_secs: u64,
+    /// Longest silence between body chunks of a client's upload; 408 (or the response cut). 0 disables.
+    pub request_body_idle_timeout_secs: u64,
+    /// Longest time a client may leave a response unread (full TCP buffer, zero h2 window); the
+    /// connection is closed. 0 disables.
+    pub send_idle_timeout_secs: u64,
 }
 
 /// `server.runtime`.
@@ -168,6 +179,11 @@ impl Default for ServerConfig {
             max_h2_streams: 256,
             discard_body_bytes: 1024 * 1024,
             discard_body_timeout_secs: 5,
+            upstream_max_header_bytes: 64 * 1024,
+            upstream_max_headers: 100,
+            upstream_body_idle_timeout_secs: 60,
+            request_body_idle_timeout_secs: 60,
+            send_idle_timeout_secs: 60,
         }
     }
 }

@@ -10,6 +10,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
@@ -19,8 +21,20 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::listener::first_byte::FirstByteDeadline;
+use crate::gateway::ConnWatch;
+use crate::listener::h2io::H2Io;
 use crate::proxy::Body;
+
+/// How a connection ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// hyper ended it (a protocol error, a limit, a timeout, the peer).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// The client left a response unread for `send_idle_timeout_secs`.
+    #[error("the client read nothing for {0:?} while a response waited")]
+    SendIdle(Duration),
+}
 
 /// The HTTP version a connection speaks, decided before hyper sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,17 +87,25 @@ pub struct Builders {
     h1: http1::Builder,
     /// h2: header list cap, stream cap, pings to find dead peers.
     h2: http2::Builder<TokioExecutor>,
-    /// Time an h2 client gets to send its first bytes (hyper's h2 has no timer for it).
+    /// Time an h2 client gets to send its preface, and each header block (hyper's h2 has no timer).
     head_timeout: Duration,
+    /// Time a response may wait for a client that reads nothing.
+    send_idle: Duration,
     /// The settings these were made from, to tell when a reload changed them.
     made_from: Limits,
 }
 
 /// The `[server]` settings a connection's builders are made from.
-type Limits = (u64, usize, usize, u32);
+type Limits = (u64, usize, usize, u32, u64);
 
 fn limits(cfg: &ServerConfig) -> Limits {
-    (cfg.header_read_timeout_secs, cfg.max_header_bytes, cfg.max_headers, cfg.max_h2_streams)
+    (
+        cfg.header_read_timeout_secs,
+        cfg.max_header_bytes,
+        cfg.max_headers,
+        cfg.max_h2_streams,
+        cfg.send_idle_timeout_secs,
+    )
 }
 
 impl Builders {
@@ -101,7 +123,8 @@ impl Builders {
             // Pings find dead peers; hyper also caps locally reset streams (rapid-reset defence).
             .keep_alive_interval(Duration::from_secs(cfg.header_read_timeout_secs.max(1) * 3))
             .keep_alive_timeout(Duration::from_secs(20));
-        Builders { h1, h2, head_timeout, made_from: limits(cfg) }
+        let send_idle = Duration::from_secs(cfg.send_idle_timeout_secs);
+        Builders { h1, h2, head_timeout, send_idle, made_from: limits(cfg) }
     }
 
     /// Whether these builders apply `cfg`'s per-connection settings.
@@ -109,15 +132,17 @@ impl Builders {
         self.made_from == limits(cfg)
     }
 
-    /// Serves `io` until the client goes, an error ends it, or shutdown asks it to finish the
-    /// requests in flight and close.
+    /// Serves `io` until the client goes, an error ends it, it leaves a response unread too long,
+    /// or shutdown asks it to finish the requests in flight and close. `conn` is the connection's
+    /// watch, shared with its response bodies.
     pub async fn serve<I, S, F>(
         &self,
         io: I,
         proto: Proto,
         svc: S,
+        conn: Arc<ConnWatch>,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<(), hyper::Error>
+    ) -> Result<(), ConnError>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Fn(http::Request<hyper::body::Incoming>) -> F + Send + Clone + 'static,
@@ -126,14 +151,14 @@ impl Builders {
         let svc = hyper::service::service_fn(svc);
         match proto {
             Proto::Http1 => {
-                let conn = Box::pin(self.h1.serve_connection(TokioIo::new(io), svc).with_upgrades());
-                drive(conn, |c| c.graceful_shutdown(), shutdown).await
+                let c = Box::pin(self.h1.serve_connection(TokioIo::new(io), svc).with_upgrades());
+                drive(c, |c| c.graceful_shutdown(), shutdown, &conn, self.send_idle).await
             }
             Proto::Http2 => {
-                // hyper's h1 timer covers a silent HTTP/1 client; h2 needs a deadline of its own.
-                let io = TokioIo::new(FirstByteDeadline::new(io, self.head_timeout));
-                let conn = Box::pin(self.h2.serve_connection(io, svc));
-                drive(conn, |c| c.graceful_shutdown(), shutdown).await
+                // hyper's h1 timer covers a silent or slow HTTP/1 client; h2 needs deadlines of its own.
+                let io = TokioIo::new(H2Io::new(io, self.head_timeout, conn.clone()));
+                let c = Box::pin(self.h2.serve_connection(io, svc));
+                drive(c, |c| c.graceful_shutdown(), shutdown, &conn, self.send_idle).await
             }
         }
     }
@@ -141,21 +166,51 @@ impl Builders {
 
 /// Polls `conn` to the end; once shutdown is flagged, asks it to stop taking requests first.
 /// The connection is boxed at exactly its own size, so the task holding it stays small.
+///
+/// A client that reads nothing (a full TCP buffer on HTTP/1.1; a zero flow-control window or a full
+/// buffer on h2) leaves its response bodies unpolled; hyper would wait forever, holding the
+/// connection and its upstream request. A body waiting on its upstream wakes itself every quarter
+/// `send_idle` (its idle timer's beat), so a body in flight that nobody polls means hyper is
+/// waiting on the client. Every half `send_idle` the driver looks: a body in flight and no body
+/// polled for two looks in a row (so between `send_idle` and 1.5 times that) closes the
+/// connection. One timer per connection, one atomic add per body poll.
 async fn drive<C>(
     mut conn: Pin<Box<C>>,
     graceful: fn(Pin<&mut C>),
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
+    watch: &ConnWatch,
+    send_idle: Duration,
+) -> Result<(), ConnError>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
-    tokio::select! {
-        biased;
-        r = conn.as_mut() => return r,
-        _ = crate::signals::stopped(&mut shutdown) => {}
+    let look = send_idle / 2;
+    let checking = !look.is_zero();
+    let tick = tokio::time::sleep(look);
+    tokio::pin!(tick);
+    let (mut seen, mut still) = (usize::MAX, 0u8);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            biased;
+            r = conn.as_mut() => return r.map_err(ConnError::Http),
+            _ = crate::signals::stopped(&mut shutdown), if !stopping => {
+                stopping = true;
+                graceful(conn.as_mut());
+            }
+            _ = tick.as_mut(), if checking => {
+                let progress = watch.progress.load(Ordering::Relaxed);
+                let waiting = watch.in_flight.load(Ordering::Relaxed) > 0;
+                still = if waiting && progress == seen { still + 1 } else { 0 };
+                seen = progress;
+                if still >= 2 {
+                    watch.metrics.record_limit(crate::admin::metrics::Limit::SendIdleTimeout);
+                    return Err(ConnError::SendIdle(send_idle));
+                }
+                tick.as_mut().reset(tokio::time::Instant::now() + look);
+            }
+        }
     }
-    graceful(conn.as_mut());
-    conn.await
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! handshake with a deadline; hand each connection to [`crate::listener::conn`]; drain on shutdown.
 
 pub mod conn;
-pub mod first_byte;
+pub mod h2io;
 mod handshake;
 pub mod limits;
 
@@ -25,7 +25,7 @@ use crate::gateway::{ConnInfo, Gateway};
 use crate::listener::limits::ConnLimiter;
 use crate::proxy;
 use crate::snapshot::{BuildMode, Snapshot};
-use conn::Builders;
+use conn::{Builders, ConnError};
 
 /// A running gateway: its bound addresses and the handle that stops it.
 pub struct Running {
@@ -258,7 +258,8 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let info = ConnInfo::new(peer, tls.is_some());
+        let info = ConnInfo::new(peer, tls.is_some(), gw.metrics.clone());
+        let watch = info.watch.clone();
         let gw2 = gw.clone();
         // Boxed: hyper keeps the service future inline in every connection, idle or not, and the
         // request path's future is large; boxed, an idle connection costs a pointer instead.
@@ -277,12 +278,12 @@ async fn accept_loop(
                     return;
                 };
                 let proto = conn::alpn_proto(stream.get_ref().1.alpn_protocol());
-                log_conn_end(Box::pin(builders.serve(stream, proto, svc, stop)).await, &metrics);
+                log_conn_end(Box::pin(builders.serve(stream, proto, svc, watch, stop)).await, &metrics);
             }),
             None => conns.spawn(async move {
                 let _guard = guard;
                 match Box::pin(conn::sniff_plain(&tcp, head_timeout)).await {
-                    Ok(proto) => log_conn_end(builders.serve(tcp, proto, svc, stop).await, &metrics),
+                    Ok(proto) => log_conn_end(builders.serve(tcp, proto, svc, watch, stop).await, &metrics),
                     Err(e) => log_silent(e, &metrics),
                 }
             }),
@@ -304,15 +305,48 @@ fn log_silent(e: std::io::Error, metrics: &Metrics) {
     tracing::debug!(error = %e, "connection ended before a request");
 }
 
-fn log_conn_end(r: Result<(), hyper::Error>, metrics: &Metrics) {
-    if let Err(e) = r {
-        let timed_out = e.is_timeout()
-            || std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<std::io::Error>())
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        if timed_out {
-            metrics.record_limit(Limit::HeaderReadTimeout);
+fn log_conn_end(r: Result<(), ConnError>, metrics: &Metrics) {
+    let e = match r {
+        Ok(()) => return,
+        Err(ConnError::SendIdle(limit)) => {
+            // Counted where it fired; a client that stops reading is worth a line.
+            return tracing::info!(?limit, "client read nothing while a response waited; connection closed");
         }
-        tracing::debug!(error = %e, "connection ended with an error");
+        Err(ConnError::Http(e)) => e,
+    };
+    if let Some(limit) = limit_of(&e) {
+        metrics.record_limit(limit);
     }
+    tracing::debug!(error = %e, "connection ended with an error");
+}
+
+/// The limit that ended a connection, from hyper's error: a timeout, an HTTP/1 head too large
+/// (431), or the reason of a GOAWAY that h2 itself sent for a limit.
+fn limit_of(e: &hyper::Error) -> Option<Limit> {
+    if e.is_parse_too_large() {
+        return Some(Limit::MaxHeaderBytes);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return Some(Limit::HeaderReadTimeout);
+            }
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            if h2.is_go_away() && h2.is_library() {
+                return match h2.reason() {
+                    Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(Limit::H2Flood),
+                    Some(h2::Reason::FRAME_SIZE_ERROR) => Some(Limit::H2FrameSize),
+                    Some(h2::Reason::COMPRESSION_ERROR) => Some(Limit::H2HeaderBlock),
+                    _ => None,
+                };
+            }
+            if h2.get_io().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+                return Some(Limit::HeaderReadTimeout);
+            }
+        }
+        source = s.source();
+    }
+    e.is_timeout().then_some(Limit::HeaderReadTimeout)
 }

@@ -9,6 +9,9 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::authz::Rejection;
+use super::upstream::pool::UpstreamError;
+use super::upstream::BodyError;
+use crate::admin::metrics::Limit;
 use crate::respond::json_error;
 
 /// Why the proxy answered instead of the upstream.
@@ -28,6 +31,10 @@ pub enum Failure {
     UpstreamTimeout,
     /// The upstream could not be reached or broke the connection: 502.
     UpstreamUnreachable,
+    /// The upstream's response head is over a limit (ours, or the h2 client's advertised one): 502.
+    UpstreamHeadTooLarge(Limit),
+    /// The client stalled mid-upload before the upstream answered: 408 (counted where it fired).
+    RequestBodyTimeout,
 }
 
 /// The RFC 6750 `WWW-Authenticate` realm of every challenge.
@@ -52,6 +59,27 @@ impl Failure {
         })
     }
 
+    /// What a failed exchange with the upstream is answered with.
+    pub fn upstream(e: &UpstreamError) -> Failure {
+        match e {
+            UpstreamError::Http(h) if h.is_parse_too_large() => {
+                Failure::UpstreamHeadTooLarge(Limit::UpstreamHeaderBytes)
+            }
+            UpstreamError::Http(h) if matches!(BodyError::find(h), Some(BodyError::ClientIdle(_))) => {
+                Failure::RequestBodyTimeout
+            }
+            _ => Failure::UpstreamUnreachable,
+        }
+    }
+
+    /// The `limit` label of `tokengate_limit_hits_total` when a limit is what failed here.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Failure::UpstreamHeadTooLarge(limit) => Some(*limit),
+            _ => None,
+        }
+    }
+
     /// The answer. `scope_text` is the matched route's scopes, for a 403's challenge. Never
     /// echoes the token.
     pub fn response(&self, scope_text: &str) -> Response<Full<Bytes>> {
@@ -67,6 +95,12 @@ impl Failure {
             }
             Failure::UpstreamUnreachable => {
                 json_error(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream could not be reached")
+            }
+            Failure::UpstreamHeadTooLarge(_) => {
+                json_error(StatusCode::BAD_GATEWAY, "bad_gateway", "the upstream's response head is too large")
+            }
+            Failure::RequestBodyTimeout => {
+                json_error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body stopped arriving")
             }
             Failure::Rejected(r) => challenge(r, scope_text),
         }

@@ -52,6 +52,11 @@ fn tokens_of<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iter
 
 /// Removes hop-by-hop headers. A WebSocket upgrade keeps `Connection: upgrade` + `Upgrade`.
 ///
+/// A message with `Transfer-Encoding` is framed by it, never by `Content-Length` (RFC 9112
+/// section 6.3), so when both came, `Content-Length` goes too: hyper reads such a body chunked,
+/// and passing the sender's length on with a re-framed body would truncate it (HTTP/1.1) or make
+/// a malformed h2 response (the response side of request smuggling).
+///
 /// One pass over the names present, then removals of only those found: most requests carry
 /// none, and a response usually has a lone `Connection: keep-alive` (a removal per header is a
 /// hash lookup, which is what this function used to spend its time on).
@@ -60,7 +65,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let connection = headers.get_all(header::CONNECTION);
     let named = connection.iter().next().is_some();
     let mut doomed: Vec<HeaderName> = Vec::new();
+    let (mut chunked, mut length) = (false, false);
     for name in headers.keys() {
+        chunked |= *name == header::TRANSFER_ENCODING;
+        length |= *name == header::CONTENT_LENGTH;
         let fixed = HOP_BY_HOP.contains(&name)
             || *name == header::CONNECTION
             || *name == KEEP_ALIVE
@@ -76,12 +84,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             doomed.push(name.clone());
         }
     }
+    if chunked && length {
+        doomed.push(header::CONTENT_LENGTH);
+    }
     for name in doomed {
         headers.remove(name);
     }
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Whether a response head fits an h2 client's SETTINGS_MAX_HEADER_LIST_SIZE of `max` (RFC 9113
+/// section 6.5.2: each field counts its name and value plus 32; `:status` counts too). `u32::MAX`
+/// (HTTP/1.1, or no limit advertised) skips the sum.
+pub fn fits_header_list(headers: &HeaderMap, max: u32) -> bool {
+    if max == u32::MAX {
+        return true;
+    }
+    let status = ":status".len() + 3 + 32;
+    let size = headers.iter().fold(status, |n, (k, v)| n + k.as_str().len() + v.len() + 32);
+    size <= max as usize
 }
 
 /// The client address as `X-Forwarded-For` shows it; made once per connection, shared by its
@@ -283,6 +306,16 @@ mod tests {
         assert!(check_host(Version::HTTP_2, &absolute, &map(&[])).is_ok());
         assert!(check_host(Version::HTTP_2, &absolute, &map(&[("host", "GOOD.example")])).is_ok());
         assert!(check_host(Version::HTTP_2, &absolute, &map(&[("host", "evil.example")])).is_err());
+    }
+
+    #[test]
+    fn transfer_encoding_takes_content_length_with_it() {
+        let mut h = map(&[("content-length", "4"), ("transfer-encoding", "chunked"), ("x-keep", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = map(&[("content-length", "4")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["content-length"], "4");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod upstream;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use hyper::body::Incoming;
 use crate::proxy::authz::authorize;
 use crate::proxy::failure::Failure;
 
+use crate::admin::metrics::Limit;
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
 use crate::config::{ServerConfig, UpstreamTarget};
@@ -67,6 +69,9 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
             if let Some(reason) = failure.rejection_reason() {
                 gw.metrics.record_rejection(reason);
             }
+            if let Some(limit) = failure.limit() {
+                gw.metrics.record_limit(limit);
+            }
             own(failure.response(outcome.scope_text))
         }
     };
@@ -108,7 +113,7 @@ async fn route_request<'s>(
             Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
             Ok(own(resp))
         }
-        Ok(Next::Forward(route)) => forward(gw, snap, route, parts, body, out).await,
+        Ok(Next::Forward(route)) => forward(gw, snap, route, conn, parts, body, out).await,
         Err(failure) => {
             Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
             Err(failure)
@@ -267,6 +272,7 @@ async fn forward(
     gw: &Gateway,
     snap: &Snapshot,
     route: &Route,
+    conn: &ConnInfo,
     mut parts: http::request::Parts,
     body: Incoming,
     out: &mut Outcome<'_>,
@@ -284,7 +290,7 @@ async fn forward(
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
-    let result = tokio::time::timeout(route.timeout, pool.send(req)).await;
+    let result = tokio::time::timeout(route.timeout, pool.send(req, &conn.watch)).await;
     gw.metrics.observe_upstream(&route.prefix, sent.elapsed().as_secs_f64());
     let mut resp = match result {
         Err(_) => return Err(Failure::UpstreamTimeout),
@@ -297,7 +303,7 @@ async fn forward(
                 error = %e,
                 "upstream request failed"
             );
-            return Err(Failure::UpstreamUnreachable);
+            return Err(Failure::upstream(&e));
         }
         Ok(Ok(resp)) => resp,
     };
@@ -316,6 +322,9 @@ async fn forward(
         }
     }
     headers::strip_hop_by_hop(resp.headers_mut());
+    if !headers::fits_header_list(resp.headers(), conn.watch.max_header_list.load(Ordering::Relaxed)) {
+        return Err(Failure::UpstreamHeadTooLarge(Limit::ClientHeaderList));
+    }
     Ok(resp.map(Either::Left))
 }
 

@@ -1,6 +1,7 @@
 //! Limits, timeouts and injected faults, over the wire: slowloris and idle connections, the TLS
 //! handshake deadline, connection caps, upstreams that die, stall or reset, broken files during
-//! hot reload, state-store failures at start, and `kill -9` of the real binary mid-burst.
+//! hot reload, state-store failures at start, and `kill -9` of the real binary mid-burst; the
+//! upstream side's hygiene (framing, head caps, body and send idle timeouts, h2 limits counted).
 //!
 //! Every wait is bounded; configs use 1-second timeouts so that the whole target stays short.
 
@@ -11,6 +12,7 @@ mod limits;
 mod reload_faults;
 mod state_faults;
 mod upstream_faults;
+mod upstream_hygiene;
 mod upstream_pool;
 
 use std::future::Future;

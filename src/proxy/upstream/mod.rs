@@ -1,5 +1,6 @@
 //! Talking to upstreams: connection pools ([`pool`]) and the built-in `echo` demo service.
 
+pub mod idle;
 pub mod pool;
 
 use std::path::Path;
@@ -17,7 +18,8 @@ use serde_json::json;
 use crate::config::ServerConfig;
 use crate::tls::{client_config, TlsError};
 
-pub use pool::{Connector, Pool, UpstreamBody};
+pub use idle::BodyError;
+pub use pool::{Connector, ExchangeLimits, Pool, UpstreamBody};
 
 /// The connector of every pool: TCP with TCP_NODELAY, keep-alive probes and the connect timeout;
 /// TLS for `https://` upstreams, trusting webpki roots or, when given, only the CAs in `ca`, and
@@ -83,6 +85,8 @@ struct PoolKey {
     ca: Option<(std::path::PathBuf, Vec<u8>)>,
     /// `[server]` connect and idle timeouts, in seconds.
     timeouts: (u64, u64),
+    /// `[server]` response head caps and body idle timeouts.
+    limits: ExchangeLimits,
 }
 
 /// The pools of one snapshot, one per distinct upstream. A reload adopts the previous snapshot's
@@ -115,6 +119,7 @@ impl Pools {
             origin: format!("{scheme}://{authority}"),
             ca: ca_bytes,
             timeouts: (server.upstream_connect_timeout_secs, server.upstream_idle_timeout_secs),
+            limits: ExchangeLimits::from(server),
         };
         if let Some((_, pool)) = self.by_key.iter().find(|(k, _)| *k == key) {
             return Ok(pool.clone());
@@ -124,8 +129,9 @@ impl Pools {
             Some(pool) => pool,
             None => {
                 let idle = Duration::from_secs(server.upstream_idle_timeout_secs);
+                let connector = connector(server, ca)?;
                 let pool =
-                    Pool::new(scheme.clone(), authority.clone(), connector(server, ca)?, MAX_IDLE_PER_UPSTREAM, idle)
+                    Pool::new(scheme.clone(), authority.clone(), connector, MAX_IDLE_PER_UPSTREAM, idle, key.limits)
                         .map_err(|e| TlsError::File { path: key.origin.clone(), msg: e.to_string() })?;
                 Arc::new(pool)
             }

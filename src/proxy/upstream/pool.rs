@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +25,10 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use super::idle::{BodyError, IdleTimer, RequestBody};
+use crate::admin::metrics::Limit;
+use crate::gateway::ConnWatch;
+
 /// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY.
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -37,10 +41,39 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
+/// What a pool enforces on each exchange, from `[server]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeLimits {
+    /// `upstream_max_header_bytes` (hyper needs at least 8192).
+    pub head_bytes: usize,
+    /// `upstream_max_headers`.
+    pub headers: usize,
+    /// `upstream_body_idle_timeout_secs`.
+    pub body_idle: Duration,
+    /// `request_body_idle_timeout_secs`.
+    pub upload_idle: Duration,
+    /// How often a response body waiting on its upstream wakes: a quarter of
+    /// `send_idle_timeout_secs`, so every look of the connection's driver sees it polled.
+    pub beat: Duration,
+}
+
+impl ExchangeLimits {
+    /// The limits `server` sets.
+    pub fn from(server: &crate::config::ServerConfig) -> Self {
+        ExchangeLimits {
+            head_bytes: server.upstream_max_header_bytes.max(8192),
+            headers: server.upstream_max_headers,
+            body_idle: Duration::from_secs(server.upstream_body_idle_timeout_secs),
+            upload_idle: Duration::from_secs(server.request_body_idle_timeout_secs),
+            beat: Duration::from_secs(server.send_idle_timeout_secs) / 4,
+        }
+    }
+}
+
 /// One idle HTTP/1.1 connection.
 struct Idle {
     /// Ready for its next request.
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     /// When it went idle, for `upstream_idle_timeout_secs`.
     since: Instant,
 }
@@ -59,19 +92,21 @@ pub struct Pool {
     /// Idle HTTP/1.1 connections, each ready for a request; the back is the most recently used.
     idle: Mutex<VecDeque<Idle>>,
     /// The h2 connection, when the upstream negotiated h2: every request shares it.
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Idle connections beyond this many are closed instead of kept.
     max_idle: usize,
     /// Idle connections older than this are closed (before the upstream's own keep-alive ends).
     idle_timeout: Duration,
     /// Set once the task that closes expired idle connections runs.
     reaper: AtomicBool,
+    /// Head caps and body idle timeouts.
+    limits: ExchangeLimits,
 }
 
 /// A connection taken from the pool or just opened.
 enum Conn {
-    H1(http1::SendRequest<Incoming>),
-    H2(http2::SendRequest<Incoming>),
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
 }
 
 impl Pool {
@@ -82,6 +117,7 @@ impl Pool {
         connector: Connector,
         max_idle: usize,
         idle_timeout: Duration,
+        limits: ExchangeLimits,
     ) -> Result<Pool, http::Error> {
         let origin = Uri::builder().scheme(scheme.clone()).authority(authority.clone()).path_and_query("/").build()?;
         let host = HeaderValue::from_str(authority.as_str())?;
@@ -96,13 +132,20 @@ impl Pool {
             max_idle,
             idle_timeout,
             reaper: AtomicBool::new(false),
+            limits,
         })
     }
 
     /// Sends `req` (its URI in origin form) on a pooled or new connection. A pooled connection
     /// that turns out closed before the request was written is dropped and the request retried on
     /// another: an idle connection can always be closed by the upstream at that very moment.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Incoming>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    /// `watch` is the client connection's: the bodies count their stalls and waits there.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        watch: &Arc<ConnWatch>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut req = req.map(|b| RequestBody::new(b, self.limits.upload_idle, watch.clone()));
         loop {
             let (conn, pooled) = match self.checkout() {
                 Some(c) => (c, true),
@@ -113,12 +156,12 @@ impl Pool {
                 Conn::H2(mut sender) => {
                     self.absolute(&mut req);
                     let resp = sender.send_request(req).await?;
-                    return Ok(resp.map(|inner| UpstreamBody { inner, home: None }));
+                    return Ok(resp.map(|inner| UpstreamBody::new(inner, None, &self.limits, watch)));
                 }
                 Conn::H1(mut sender) => {
                     req.headers_mut().insert(HOST, self.host.clone());
                     match sender.try_send_request(req).await {
-                        Ok(resp) => return Ok(self.attach(resp, sender)),
+                        Ok(resp) => return Ok(self.attach(resp, sender, watch)),
                         Err(mut e) => match e.take_message() {
                             Some(unsent) if pooled => req = unsent,
                             _ => return Err(e.into_error().into()),
@@ -152,13 +195,20 @@ impl Pool {
     async fn connect(&self) -> Result<Conn, UpstreamError> {
         let io = self.connector.clone().call(self.origin.clone()).await.map_err(UpstreamError::Connect)?;
         if io.connected().is_negotiated_h2() {
-            let (sender, conn) =
-                http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(io).await?;
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(self.limits.head_bytes.min(u32::MAX as usize) as u32)
+                .handshake(io)
+                .await?;
             tokio::spawn(conn);
             *self.h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
             return Ok(Conn::H2(sender));
         }
-        let (mut sender, conn) = http1::Builder::new().handshake(io).await?;
+        let (mut sender, conn) = http1::Builder::new()
+            .max_buf_size(self.limits.head_bytes)
+            .max_headers(self.limits.headers)
+            .handshake(io)
+            .await?;
         // Upgrades: a WebSocket handshake the upstream accepts takes this connection over.
         tokio::spawn(conn.with_upgrades());
         sender.ready().await?;
@@ -166,7 +216,7 @@ impl Pool {
     }
 
     /// h2 needs the absolute form: hyper sends its scheme and authority as pseudo-headers.
-    fn absolute(&self, req: &mut Request<Incoming>) {
+    fn absolute(&self, req: &mut Request<RequestBody>) {
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
@@ -177,7 +227,8 @@ impl Pool {
     fn attach(
         self: &Arc<Self>,
         resp: Response<Incoming>,
-        sender: http1::SendRequest<Incoming>,
+        sender: http1::SendRequest<RequestBody>,
+        watch: &Arc<ConnWatch>,
     ) -> Response<UpstreamBody> {
         // 101: the connection now belongs to the upgraded stream; 1xx others never get here.
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -188,13 +239,13 @@ impl Pool {
                 pool.checkin(sender);
             }
         }
-        resp.map(|inner| UpstreamBody { inner, home })
+        resp.map(|inner| UpstreamBody::new(inner, home, &self.limits, watch))
     }
 
     /// Back into the pool: at once when ready (the usual case, since the upstream's connection
     /// task has finished the response before the body's end reaches us); otherwise, when the
     /// request body is still being sent, once that is done.
-    fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<Incoming>) {
+    fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -212,7 +263,7 @@ impl Pool {
         self.keep(sender);
     }
 
-    fn keep(self: &Arc<Self>, sender: http1::SendRequest<Incoming>) {
+    fn keep(self: &Arc<Self>, sender: http1::SendRequest<RequestBody>) {
         {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() >= self.max_idle {
@@ -241,38 +292,90 @@ async fn reap(pool: Weak<Pool>, idle_timeout: Duration) {
     }
 }
 
-/// An upstream response body; an HTTP/1.1 connection goes back to its pool when the body ends.
-/// Dropped before its end (the client went away), the connection is closed instead: the rest of
-/// the response is still on the wire.
-pub struct UpstreamBody {
-    /// The body as hyper reads it.
-    inner: Incoming,
-    /// The pool and connection to return; None for h2, upgrades, and once returned.
-    home: Option<(Arc<Pool>, http1::SendRequest<Incoming>)>,
+pin_project_lite::pin_project! {
+    /// An upstream response body; an HTTP/1.1 connection goes back to its pool when the body ends.
+    /// Dropped before its end (the client went away), the connection is closed instead: the rest of
+    /// the response is still on the wire. Cut with an error when the upstream stalls mid-body, so
+    /// the client cannot take it for complete (RST_STREAM on h2, a closed connection on HTTP/1.1).
+    pub struct UpstreamBody {
+        // The body as hyper reads it.
+        inner: Incoming,
+        // The pool and connection to return; None for h2, upgrades, and once returned.
+        home: Option<(Arc<Pool>, http1::SendRequest<RequestBody>)>,
+        // `upstream_body_idle_timeout_secs`.
+        #[pin]
+        idle: IdleTimer,
+        // The client connection: its send-stall watch and metrics.
+        watch: Arc<ConnWatch>,
+        // Counted in `watch.in_flight` until its end.
+        counted: bool,
+    }
+
+    impl PinnedDrop for UpstreamBody {
+        fn drop(this: Pin<&mut Self>) {
+            if this.counted {
+                this.watch.ended();
+            }
+        }
+    }
 }
 
 impl UpstreamBody {
-    fn release(&mut self) {
-        if let Some((pool, sender)) = self.home.take() {
-            pool.checkin(sender);
+    fn new(
+        inner: Incoming,
+        home: Option<(Arc<Pool>, http1::SendRequest<RequestBody>)>,
+        limits: &ExchangeLimits,
+        watch: &Arc<ConnWatch>,
+    ) -> Self {
+        let counted = !inner.is_end_stream();
+        if counted {
+            watch.started();
+        }
+        let idle = IdleTimer::new(limits.body_idle, limits.beat);
+        UpstreamBody { inner, home, idle, watch: watch.clone(), counted }
+    }
+
+    fn end(counted: &mut bool, watch: &ConnWatch) {
+        if std::mem::take(counted) {
+            watch.ended();
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut this = self.project();
+        this.watch.polled();
+        let frame = match Pin::new(&mut *this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending if this.idle.as_mut().expired(cx) => {
+                *this.home = None;
+                UpstreamBody::end(this.counted, this.watch);
+                let limit = this.idle.limit();
+                this.watch.metrics.record_limit(Limit::UpstreamBodyIdleTimeout);
+                tracing::warn!(?limit, "upstream stalled mid-body; client response cut");
+                return Poll::Ready(Some(Err(BodyError::UpstreamIdle(limit))));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        this.idle.progressed();
+        let release = |home: &mut Option<(Arc<Pool>, http1::SendRequest<RequestBody>)>| {
+            if let Some((pool, sender)) = home.take() {
+                pool.checkin(sender);
+            }
+        };
         match &frame {
             // hyper stops polling once `is_end_stream` says so, so the last frame returns it too.
-            None => self.release(),
-            Some(Ok(_)) if self.inner.is_end_stream() => self.release(),
-            Some(Err(_)) => self.home = None,
-            Some(Ok(_)) => {}
+            None => release(this.home),
+            Some(Ok(_)) if this.inner.is_end_stream() => release(this.home),
+            Some(Err(_)) => *this.home = None,
+            Some(Ok(_)) => return Poll::Ready(frame.map(|f| f.map_err(BodyError::Http))),
         }
-        Poll::Ready(frame)
+        UpstreamBody::end(this.counted, this.watch);
+        Poll::Ready(frame.map(|f| f.map_err(BodyError::Http)))
     }
 
     fn is_end_stream(&self) -> bool {
