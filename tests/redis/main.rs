@@ -87,6 +87,12 @@ scopes = ["read"]
 {more}
 "#
     );
+    // The shared keys folder every instance mounts holds the signing key before any starts (a
+    // key is generated only in the default folder, never in one a config names).
+    let k1 = keys.join("k1.pem");
+    if !k1.exists() {
+        std::fs::write(&k1, tokengate::keys::generate_pem(tokengate::keys::Alg::ES256).unwrap()).unwrap();
+    }
     config_with("", "", "", &rest).replace("keys_dir = \"keys\"", &format!("keys_dir = \"{}\"", keys.display()))
 }
 
