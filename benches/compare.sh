@@ -97,6 +97,9 @@ for alg in RS256 ES256; do
   "$tg" "${mint[@]}" >"$dir/$alg.jwt"
   "$tg" "${mint[@]}" --distinct "$unique" >"$dir/$alg-many.jwt"
 done
+# The HTTPS listener's certificate (tokengate generates one only at its default location).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$dir/tls/gateway.key" -out "$dir/tls/gateway.crt" 2>/dev/null
 
 # fill TEMPLATE OUT [TGP TGS TGA CACHE RUNTIME]: the placeholders of benches/peers/*.in
 fill() {

@@ -55,9 +55,6 @@ cat >"$dir/gateway.toml" <<TOML
 listen = "127.0.0.1:$((port + 2))"
 listen_plain = "127.0.0.1:$((port + 1))"
 workers = 1
-[tls]
-cert = "$dir/gateway.crt"
-key = "$dir/gateway.key"
 [admin]
 listen = "127.0.0.1:$((port + 3))"
 [tokens]
