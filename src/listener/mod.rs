@@ -127,7 +127,7 @@ pub async fn start_with_store(
     // The admin listener outlives the drain: a probe during it gets `/readyz` 503, not a refused
     // connection. It stops once the connections have drained.
     let (admin_stop, mut admin_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), current.clone(), async move {
         crate::signals::stopped(&mut admin_rx).await;
     }));
     tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx)));
