@@ -207,6 +207,8 @@ enum Endpoint {
     Reload,
     /// `/metrics`: OpenMetrics exposition.
     Metrics,
+    /// `/state`: the state store's backend, health and denylist size as JSON.
+    State,
 }
 
 impl Endpoint {
@@ -217,6 +219,7 @@ impl Endpoint {
             "/readyz" => Some(Self::Readyz),
             "/reload" => Some(Self::Reload),
             "/metrics" => Some(Self::Metrics),
+            "/state" => Some(Self::State),
             _ => None,
         }
     }
@@ -240,7 +243,17 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             let body = reload_json(&state.reload_status()).to_string();
             with_body(StatusCode::OK, "application/json", body)
         }
-        Endpoint::Metrics => with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode()),
+        Endpoint::Metrics => {
+            // The follower's gauges are read at scrape time: its age grows between events.
+            if let Some(stream) = state.store.get().and_then(|s| s.status().stream) {
+                state.metrics.observe_stream("redis", stream.connected, stream.last_event_age_secs);
+            }
+            with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode())
+        }
+        Endpoint::State => match state.store.get() {
+            Some(store) => with_body(StatusCode::OK, "application/json", state_json(&store.status()).to_string()),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "no state store yet"),
+        },
     }
 }
 
@@ -288,6 +301,22 @@ async fn revoke_client<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: 
         Ok(Ok(n)) => with_body(StatusCode::OK, "application/json", serde_json::json!({ "revoked": n }).to_string()),
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "state store unavailable"),
     }
+}
+
+/// The `/state` JSON document: backend, `health` ("ok" or "unavailable" with the last error,
+/// which never carries the URL or its password), denied jtis in memory, and the stream follower.
+fn state_json(status: &crate::store::StoreStatus) -> serde_json::Value {
+    let stream = status
+        .stream
+        .as_ref()
+        .map(|s| serde_json::json!({ "connected": s.connected, "last_event_age_seconds": s.last_event_age_secs }));
+    serde_json::json!({
+        "backend": status.backend,
+        "health": if status.error.is_some() { "unavailable" } else { "ok" },
+        "last_error": status.error,
+        "denied_jtis": status.denied_jtis,
+        "stream": stream,
+    })
 }
 
 /// The `/reload` JSON document for `status`.

@@ -75,6 +75,7 @@ pub async fn start_with_store(
         Some(s) => s,
         None => open_store(&current.load().config)?,
     };
+    let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Observed::new(store, metrics.clone()));
     let _ = admin_state.store.set(store.clone());
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
