@@ -376,13 +376,27 @@ mod tests {
         task: JoinHandle<()>,
     }
 
-    /// A snapshot of the defaults, its generated key kept in memory (`check` mode).
-    fn snapshot() -> Arc<ArcSwap<Snapshot>> {
+    /// A snapshot of `text`, its generated key kept in memory (`check` mode).
+    fn build(text: &str) -> Result<Snapshot, crate::snapshot::BuildError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("gateway.toml");
-        std::fs::write(&config, "").expect("write config");
-        let snap = Snapshot::build(&config, crate::snapshot::BuildMode::Check).expect("default snapshot");
-        Arc::new(ArcSwap::from_pointee(snap))
+        std::fs::write(&config, text).expect("write config");
+        Snapshot::build(&config, crate::snapshot::BuildMode::Check)
+    }
+
+    /// A snapshot of the defaults.
+    fn snapshot() -> Arc<ArcSwap<Snapshot>> {
+        Arc::new(ArcSwap::from_pointee(build("").expect("default snapshot")))
+    }
+
+    #[test]
+    fn admin_scope_defaults_and_must_be_one_scope() {
+        assert_eq!(build("").expect("defaults").config.admin.scope, "tokengate:admin");
+        assert_eq!(build("[admin]\nscope = \"ops\"\n").expect("one scope").config.admin.scope, "ops");
+        for bad in ["", "a b"] {
+            let err = build(&format!("[admin]\nscope = {bad:?}\n")).err().expect("refused").to_string();
+            assert!(err.contains("admin.scope"), "{bad:?}: {err}");
+        }
     }
 
     async fn start() -> Server {
