@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(build("").expect("defaults").config.admin.scope, "tokengate:admin");
         assert_eq!(build("[admin]\nscope = \"ops\"\n").expect("one scope").config.admin.scope, "ops");
         for bad in ["", "a b"] {
-            let err = build(&format!("[admin]\nscope = {bad:?}\n")).err().expect("refused").to_string();
+            let err = build(&format!("[admin]\nscope = {bad:?}\n")).expect_err("refused").to_string();
             assert!(err.contains("admin.scope"), "{bad:?}: {err}");
         }
     }
