@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -133,6 +134,30 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+/// State-store latency bucket bounds in seconds, 100us to 5s (a call is bounded by
+/// `state.timeout_ms`, 2 s by default).
+const STORE_BUCKETS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Labels of `tokengate_store_duration_seconds` and `tokengate_store_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpLabels {
+    /// The store operation, as the `Store` trait names it (e.g. "rotate").
+    op: &'static str,
+}
+
+/// Labels of the denylist stream gauges (present only for a backend that has a stream).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    /// The backend following the stream ("redis").
+    backend: &'static str,
+}
+
+/// Builds a store histogram with its buckets; a fn pointer so the family type is nameable.
+fn new_store_histogram() -> Histogram {
+    Histogram::new(STORE_BUCKETS)
+}
+
 /// Builds an upstream histogram with the shared buckets; a fn pointer so the family type is nameable.
 fn new_upstream_histogram() -> Histogram {
     Histogram::new(UPSTREAM_BUCKETS)
@@ -164,6 +189,14 @@ pub struct Metrics {
     limits: Family<LimitLabels, Counter>,
     /// Per-route handle cache keyed by route, so repeat records do not allocate.
     routes: RwLock<HashMap<String, Arc<RouteHandles>, foldhash::fast::RandomState>>,
+    /// State-store call latency by operation.
+    store_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
+    /// State-store calls that failed, by operation.
+    store_errors: Family<StoreOpLabels, Counter>,
+    /// 1 while the denylist follower holds its stream connection, else 0; set at scrape time.
+    stream_connected: Family<StreamLabels, Gauge>,
+    /// Seconds since the denylist follower last heard from the stream; set at scrape time.
+    stream_age: Family<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -209,7 +242,47 @@ impl Metrics {
         }
         registry.register("tokengate_limit_hits", "Clients refused or cut off by a configured limit", limits.clone());
 
-        Self { registry, requests, rejections, upstream, reloads, limits, routes: RwLock::new(HashMap::default()) }
+        let store_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(new_store_histogram);
+        registry.register_with_unit(
+            "tokengate_store_duration",
+            "Time a state-store call took, by operation",
+            Unit::Seconds,
+            store_duration.clone(),
+        );
+        let store_errors = Family::<StoreOpLabels, Counter>::default();
+        registry.register(
+            "tokengate_store_errors",
+            "State-store calls that failed, by operation",
+            store_errors.clone(),
+        );
+        let stream_connected = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "tokengate_denylist_stream_connected",
+            "1 while the denylist stream follower is connected to the shared store",
+            stream_connected.clone(),
+        );
+        let stream_age = Family::<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "tokengate_denylist_stream_last_event_age",
+            "Time since the denylist stream follower last heard from the shared store (it reads at least every 2 s)",
+            Unit::Seconds,
+            stream_age.clone(),
+        );
+
+        Self {
+            registry,
+            requests,
+            rejections,
+            upstream,
+            reloads,
+            limits,
+            routes: RwLock::new(HashMap::default()),
+            store_duration,
+            store_errors,
+            stream_connected,
+            stream_age,
+        }
     }
 
     /// One finished proxied request: route prefix ("none" when no route matched), HTTP status.
@@ -285,6 +358,33 @@ impl Metrics {
     pub fn record_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Lists the store operations at 0 (latency and errors), so alerts see every series from the start.
+    pub fn declare_store_ops(&self, ops: impl IntoIterator<Item = &'static str>) {
+        for op in ops {
+            let _ = self.store_duration.get_or_create_owned(&StoreOpLabels { op });
+            let _ = self.store_errors.get_or_create_owned(&StoreOpLabels { op });
+        }
+    }
+
+    /// One state-store call: how long it took and whether it failed.
+    pub fn observe_store(&self, op: &'static str, seconds: f64, ok: bool) {
+        self.store_duration.get_or_create(&StoreOpLabels { op }).observe(seconds);
+        if !ok {
+            self.store_errors.get_or_create(&StoreOpLabels { op }).inc();
+        }
+    }
+
+    /// The denylist follower of `backend` as of now (connected, seconds since it last heard from
+    /// the stream, if ever); called at scrape time.
+    pub fn observe_stream(&self, backend: &'static str, connected: bool, age_secs: Option<f64>) {
+        let labels = StreamLabels { backend };
+        self.stream_connected.get_or_create(&labels).set(i64::from(connected));
+        // Never heard from: no sample rather than a reassuring 0.
+        if let Some(age) = age_secs {
+            self.stream_age.get_or_create(&labels).set(age);
+        }
     }
 
     /// Prometheus/OpenMetrics text exposition, ending with the `# EOF` marker.

@@ -1,6 +1,10 @@
 //! The admin listener: liveness, readiness, reload status, Prometheus metrics, and the
 //! operator's `POST /revoke` of a client's refresh-token families.
 //!
+//! Reading endpoints are open (probes and scrapers carry no token). State-changing ones act on
+//! the whole fleet when the state is shared, and a sidecar's admin port is often reachable on the
+//! pod IP, so they need a bearer token of our own issuer with the `admin.scope` scope.
+//!
 //! It is plain HTTP/1.1 on a separate (by default loopback) port so that orchestrators and
 //! scrapers never go through the JWT check. The state it reports is shared with the reloader,
 //! which writes it through [`AdminState`]; readers only load atomics, so a scrape never blocks
@@ -19,6 +23,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,6 +32,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::metrics::Metrics;
+use crate::auth::jwt::TokenError;
+use crate::proxy::authz::{bearer_token, Rejection};
+use crate::proxy::failure::Failure;
+use crate::snapshot::Snapshot;
 
 /// Content type of the `/metrics` body, as OpenMetrics scrapers expect.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -120,10 +129,17 @@ impl AdminState {
 }
 
 /// Serves the admin endpoints on an already-bound listener until `shutdown` resolves.
+/// `current` is the live snapshot cell: admin tokens are checked against its trust and
+/// `admin.scope`, so a reload (a rotated key, a new scope name) applies at once.
 ///
 /// After `shutdown`, open connections finish their in-flight request and close; this returns
 /// once they have, or after a few seconds at most.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    current: Arc<ArcSwap<Snapshot>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -141,13 +157,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl
             }
         };
         let state = Arc::clone(&state);
+        let current = Arc::clone(&current);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let state = Arc::clone(&state);
+                let current = Arc::clone(&current);
                 async move {
                     if req.uri().path() == "/revoke" {
-                        return Ok::<_, Infallible>(revoke_client(&state, &req).await);
+                        return Ok::<_, Infallible>(revoke_client(&state, &current, req).await);
                     }
                     Ok::<_, Infallible>(respond(&state, &req))
                 }
@@ -189,6 +207,8 @@ enum Endpoint {
     Reload,
     /// `/metrics`: OpenMetrics exposition.
     Metrics,
+    /// `/state`: the state store's backend, health and denylist size as JSON.
+    State,
 }
 
 impl Endpoint {
@@ -199,6 +219,7 @@ impl Endpoint {
             "/readyz" => Some(Self::Readyz),
             "/reload" => Some(Self::Reload),
             "/metrics" => Some(Self::Metrics),
+            "/state" => Some(Self::State),
             _ => None,
         }
     }
@@ -222,30 +243,80 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             let body = reload_json(&state.reload_status()).to_string();
             with_body(StatusCode::OK, "application/json", body)
         }
-        Endpoint::Metrics => with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode()),
+        Endpoint::Metrics => {
+            // The follower's gauges are read at scrape time: its age grows between events.
+            if let Some(stream) = state.store.get().and_then(|s| s.status().stream) {
+                state.metrics.observe_stream("redis", stream.connected, stream.last_event_age_secs);
+            }
+            with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode())
+        }
+        Endpoint::State => match state.store.get() {
+            Some(store) => with_body(StatusCode::OK, "application/json", state_json(&store.status()).to_string()),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "no state store yet"),
+        },
     }
+}
+
+/// Checks that `req` carries a bearer token of our own issuer (its own audiences), not revoked,
+/// with `admin.scope`. Ok: the admin's `sub`, for the log.
+fn authenticate(state: &AdminState, current: &ArcSwap<Snapshot>, parts: &Parts) -> Result<Option<String>, Rejection> {
+    let snap = current.load();
+    let token = bearer_token(parts)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let verified = snap.trust.validate_from(token, &snap.config.tokens.issuer, now).map_err(Rejection::InvalidToken)?;
+    let store = state.store.get();
+    if verified.jti.as_deref().is_some_and(|j| store.is_some_and(|s| s.is_jti_denied(j, now))) {
+        return Err(Rejection::InvalidToken(TokenError::Revoked));
+    }
+    if verified.missing_scope(std::slice::from_ref(&snap.config.admin.scope)).is_some() {
+        return Err(Rejection::InsufficientScope);
+    }
+    Ok(verified.sub)
 }
 
 /// `POST /revoke?client_id=C[&sub=S]`: revokes every refresh-token family of a client (or only
 /// those of one user), so an app loses access without anyone changing a password.
-async fn revoke_client<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST {
+async fn revoke_client<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: Request<B>) -> Response<Full<Bytes>> {
+    let (req, _body) = req.into_parts();
+    if req.method != Method::POST {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let admin = match authenticate(state, current, &req) {
+        Ok(admin) => admin,
+        // The proxy's RFC 6750 answer, so both listeners challenge alike.
+        Err(refused) => return Failure::Rejected(refused).response(&current.load().config.admin.scope),
+    };
     let params: Vec<(String, String)> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+        form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let get = |k: &str| params.iter().find(|(n, v)| n == k && !v.is_empty()).map(|(_, v)| v.clone());
     let (Some(client_id), Some(store)) = (get("client_id"), state.store.get().cloned()) else {
         return text(StatusCode::BAD_REQUEST, "client_id is required");
     };
     let sub = get("sub");
+    tracing::info!(admin = admin.as_deref().unwrap_or("-"), %client_id, sub = sub.as_deref().unwrap_or("*"), "admin revocation");
     let done = tokio::task::spawn_blocking(move || store.revoke_client(&client_id, sub.as_deref())).await;
     match done {
         Ok(Ok(n)) => with_body(StatusCode::OK, "application/json", serde_json::json!({ "revoked": n }).to_string()),
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "state store unavailable"),
     }
+}
+
+/// The `/state` JSON document: backend, `health` ("ok" or "unavailable" with the last error,
+/// which never carries the URL or its password), denied jtis in memory, and the stream follower.
+fn state_json(status: &crate::store::StoreStatus) -> serde_json::Value {
+    let stream = status
+        .stream
+        .as_ref()
+        .map(|s| serde_json::json!({ "connected": s.connected, "last_event_age_seconds": s.last_event_age_secs }));
+    serde_json::json!({
+        "backend": status.backend,
+        "health": if status.error.is_some() { "unavailable" } else { "ok" },
+        "last_error": status.error,
+        "denied_jtis": status.denied_jtis,
+        "stream": stream,
+    })
 }
 
 /// The `/reload` JSON document for `status`.
@@ -305,6 +376,29 @@ mod tests {
         task: JoinHandle<()>,
     }
 
+    /// A snapshot of `text`, its generated key kept in memory (`check` mode).
+    fn build(text: &str) -> Result<Snapshot, crate::snapshot::BuildError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, text).expect("write config");
+        Snapshot::build(&config, crate::snapshot::BuildMode::Check)
+    }
+
+    /// A snapshot of the defaults.
+    fn snapshot() -> Arc<ArcSwap<Snapshot>> {
+        Arc::new(ArcSwap::from_pointee(build("").expect("default snapshot")))
+    }
+
+    #[test]
+    fn admin_scope_defaults_and_must_be_one_scope() {
+        assert_eq!(build("").expect("defaults").config.admin.scope, "tokengate:admin");
+        assert_eq!(build("[admin]\nscope = \"ops\"\n").expect("one scope").config.admin.scope, "ops");
+        for bad in ["", "a b"] {
+            let err = build(&format!("[admin]\nscope = {bad:?}\n")).expect_err("refused").to_string();
+            assert!(err.contains("admin.scope"), "{bad:?}: {err}");
+        }
+    }
+
     async fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -313,7 +407,7 @@ mod tests {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(serve(listener, Arc::clone(&state), shutdown));
+        let task = tokio::spawn(serve(listener, Arc::clone(&state), snapshot(), shutdown));
         Server { addr, state, stop, task }
     }
 

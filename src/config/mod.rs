@@ -212,11 +212,13 @@ impl Default for TlsConfig {
 pub struct AdminConfig {
     /// Admin listener address; keep it on loopback or a private network.
     pub listen: SocketAddr,
+    /// Scope a token of our own issuer must carry for state-changing admin endpoints.
+    pub scope: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: ([127, 0, 0, 1], 9901).into() }
+        AdminConfig { listen: ([127, 0, 0, 1], 9901).into(), scope: "tokengate:admin".into() }
     }
 }
 
@@ -493,6 +495,10 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.tokens.issuer.is_empty() {
             return bad("tokens.issuer must not be empty".into());
+        }
+        // One scope token: a space would make it two, and an empty one would be granted to all.
+        if self.admin.scope.is_empty() || self.admin.scope.contains(' ') {
+            return bad(format!("admin.scope {:?} must be one non-empty scope", self.admin.scope));
         }
         if self.tokens.max_token_bytes < 64 {
             return bad("tokens.max_token_bytes is too small".into());

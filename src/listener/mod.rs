@@ -75,6 +75,7 @@ pub async fn start_with_store(
         Some(s) => s,
         None => open_store(&current.load().config)?,
     };
+    let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Observed::new(store, metrics.clone()));
     let _ = admin_state.store.set(store.clone());
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
@@ -127,7 +128,7 @@ pub async fn start_with_store(
     // The admin listener outlives the drain: a probe during it gets `/readyz` 503, not a refused
     // connection. It stops once the connections have drained.
     let (admin_stop, mut admin_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async move {
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), current.clone(), async move {
         crate::signals::stopped(&mut admin_rx).await;
     }));
     tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx)));

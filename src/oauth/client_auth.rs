@@ -9,7 +9,7 @@ use http::request::Parts;
 
 use super::errors::{ClientFailure, OAuthError};
 use super::form::Form;
-use super::Ctx;
+use super::{Ctx, Lockout};
 use crate::auth::jwt;
 use crate::oauth::directory::Client;
 
@@ -102,11 +102,17 @@ pub fn claimed_client_id(parts: &Parts, form: &Form) -> Option<String> {
 }
 
 /// Authenticates the client of this request, or answers `invalid_client` / `invalid_request`.
-pub async fn authenticate<'s>(ctx: &Ctx<'s>, parts: &Parts, form: &Form) -> Result<&'s Client, OAuthError> {
+/// `lockout` says whether a store failure while counting secret failures answers 503.
+pub async fn authenticate<'s>(
+    ctx: &Ctx<'s>,
+    parts: &Parts,
+    form: &Form,
+    lockout: Lockout,
+) -> Result<&'s Client, OAuthError> {
     match presented(parts, form)? {
         Presented::Secret { id, secret } => {
             let client = ctx.snap.directory.clients.get(&id);
-            let ok = check_secret(ctx, client, &id, secret).await?;
+            let ok = check_secret(ctx, client, &id, secret, lockout).await?;
             match client {
                 Some(c) if ok => Ok(c),
                 None => Err(OAuthError::InvalidClient(ClientFailure::UnknownClient)),
@@ -125,7 +131,13 @@ pub async fn authenticate<'s>(ctx: &Ctx<'s>, parts: &Parts, form: &Form) -> Resu
 
 /// Full argon2 check unless this exact secret was verified recently; unknown clients and locked
 /// ones pay the same cost and get the same answer as a wrong secret.
-async fn check_secret(ctx: &Ctx<'_>, client: Option<&Client>, id: &str, secret: String) -> Result<bool, OAuthError> {
+async fn check_secret(
+    ctx: &Ctx<'_>,
+    client: Option<&Client>,
+    id: &str,
+    secret: String,
+    lockout: Lockout,
+) -> Result<bool, OAuthError> {
     let phc = client.and_then(|c| c.secret_hash.clone());
     if let Some(phc) = &phc {
         if ctx.snap.directory.verified.recently_verified(id, &secret, phc) {
@@ -133,7 +145,7 @@ async fn check_secret(ctx: &Ctx<'_>, client: Option<&Client>, id: &str, secret: 
         }
     }
     let lock_key = client.map(|_| format!("client:{id}"));
-    let ok = ctx.verify_secret(phc.clone(), secret.clone(), lock_key).await?;
+    let ok = ctx.verify_secret(phc.clone(), secret.clone(), lock_key, lockout).await?;
     if ok {
         if let Some(phc) = &phc {
             ctx.snap.directory.verified.remember(id, &secret, phc);

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::client_auth::authenticate;
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
-use super::{blocking, Ctx};
+use super::{blocking, Ctx, Lockout};
 use crate::auth::jwt::{self, ACCESS_TOKEN_TYP};
 use crate::oauth::directory::Client;
 use crate::oauth::secrets;
@@ -60,7 +60,8 @@ fn grant_scope<'a>(
 pub async fn token(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
     let grant = form.get("grant_type").ok_or(OAuthError::InvalidRequest("grant_type is required"))?;
     let grant = Grant::parse(grant).ok_or(OAuthError::UnsupportedGrantType)?;
-    let client = authenticate(ctx, parts, form).await?;
+    let lockout = if grant == Grant::ClientCredentials { Lockout::BestEffort } else { Lockout::Required };
+    let client = authenticate(ctx, parts, form, lockout).await?;
     match grant {
         Grant::ClientCredentials => client_credentials(ctx, client, form),
         Grant::Password => password(ctx, client, form).await,
@@ -87,7 +88,7 @@ async fn password(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Respons
     // Unknown, disabled, locked and wrong all pay one argon2 verify and answer the same.
     let phc = user.filter(|u| !u.disabled).map(|u| u.password_hash.clone());
     let lock_key = user.map(|_| format!("user:{username}"));
-    if !ctx.verify_secret(phc, password.to_owned(), lock_key).await? {
+    if !ctx.verify_secret(phc, password.to_owned(), lock_key, Lockout::Required).await? {
         return Err(OAuthError::InvalidGrant("invalid username or password"));
     }
     let user = user.ok_or(OAuthError::InvalidGrant("invalid username or password"))?;

@@ -75,6 +75,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
+/// Whether per-name lockout counting may pause while the store is failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockout {
+    /// The request needs the store anyway (password, refresh, revocation): a store failure
+    /// answers 503.
+    Required,
+    /// Client credentials need nothing else from the store, so an outage must not stop them:
+    /// the secret is still checked in full and the per-IP limit still applies, but the client's
+    /// failures are neither read nor counted until the store answers again.
+    BestEffort,
+}
+
 impl Ctx<'_> {
     fn lockout_policy(&self) -> LockoutPolicy {
         let l = &self.snap.config.lockout;
@@ -93,13 +105,25 @@ impl Ctx<'_> {
         phc: Option<String>,
         secret: String,
         lock_key: Option<String>,
+        lockout: Lockout,
     ) -> Result<bool, OAuthError> {
         // Bounded concurrency: each verify holds ~19 MiB, so a flood cannot exhaust memory.
         let _permit = self.gw.hash_permits.clone().acquire_owned().await.map_err(|_| OAuthError::Unavailable)?;
         let (store, now, policy) = (self.gw.store.clone(), self.now, self.lockout_policy());
         blocking(move || {
+            let best_effort = lockout == Lockout::BestEffort;
+            // A store known to be failing is not even asked: no request waits out its timeout.
+            let mut lock_key = lock_key.filter(|_| !best_effort || store.available());
             let state = match &lock_key {
-                Some(k) => Some(store.lock_state(k, now)?),
+                Some(k) => match store.lock_state(k, now) {
+                    Ok(state) => Some(state),
+                    Err(e) if best_effort => {
+                        tracing::debug!(error = %e, "lockout read failed; client credentials go on without it");
+                        lock_key = None;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
                 None => None,
             };
             let locked = state.is_some_and(|s| s.locked_until.is_some_and(|t| t > now));
@@ -107,10 +131,16 @@ impl Ctx<'_> {
                 crate::oauth::secrets::verify(phc.as_deref().unwrap_or(crate::oauth::secrets::dummy_hash()), &secret)
                     && phc.is_some();
             if let Some(k) = &lock_key {
-                if !matches {
-                    store.record_failure(k, now, &policy)?;
+                let counted = if !matches {
+                    store.record_failure(k, now, &policy).map(drop)
                 } else if !locked && state.is_some_and(|s| s.failures > 0) {
-                    store.clear_failures(k)?;
+                    store.clear_failures(k)
+                } else {
+                    Ok(())
+                };
+                match counted {
+                    Err(e) if best_effort => tracing::debug!(error = %e, "lockout update failed; answered without it"),
+                    other => other?,
                 }
             }
             Ok(matches && !locked)

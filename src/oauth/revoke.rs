@@ -11,7 +11,7 @@ use super::client_auth::authenticate;
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
 use super::grants::token_hash;
-use super::{blocking, Ctx};
+use super::{blocking, Ctx, Lockout};
 
 /// A JWT access token of ours, verified; None for anything else.
 fn own_access_token(ctx: &Ctx<'_>, token: &str) -> Option<(crate::auth::jwt::Verified, serde_json::Value)> {
@@ -24,7 +24,7 @@ fn own_access_token(ctx: &Ctx<'_>, token: &str) -> Option<(crate::auth::jwt::Ver
 /// `POST /oauth2/revoke`: a refresh token revokes its family; an access token's `jti` is denied
 /// until it expires. Unknown or foreign tokens still answer 200 (RFC 7009 section 2.2).
 pub async fn revoke(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
-    let client = authenticate(ctx, parts, form).await?;
+    let client = authenticate(ctx, parts, form, Lockout::Required).await?;
     let token = form.get("token").ok_or(OAuthError::InvalidRequest("token is required"))?;
     let hint = form.get("token_type_hint");
     let store = ctx.gw.store.clone();
@@ -49,7 +49,7 @@ fn ok() -> Response<Full<Bytes>> {
 
 /// `POST /oauth2/introspect`, for clients with `introspect = true`.
 pub async fn introspect(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
-    let client = authenticate(ctx, parts, form).await?;
+    let client = authenticate(ctx, parts, form, Lockout::Required).await?;
     if !client.introspect {
         return Err(OAuthError::UnauthorizedClient("the client may not introspect"));
     }

@@ -3,7 +3,7 @@
 //! request finishes on the configuration it started with even if a reload happens meanwhile.
 
 pub mod authz;
-mod failure;
+pub mod failure;
 
 pub use failure::rejection_reasons;
 pub mod headers;

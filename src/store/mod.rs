@@ -23,6 +23,8 @@
 //! memory); async callers must run them on a blocking thread.
 
 mod denylist;
+mod health;
+mod observed;
 mod redb;
 mod redis;
 
@@ -30,6 +32,8 @@ mod redis;
 mod tests;
 
 pub use self::denylist::DenyList;
+pub use self::health::Health;
+pub use self::observed::Observed;
 pub use self::redb::RedbStore;
 pub use self::redis::{RedisOptions, RedisStore};
 
@@ -217,8 +221,40 @@ fn lock_wait(policy: &LockoutPolicy, lockouts: u32) -> u64 {
     policy.base_wait_secs.saturating_mul(factor).min(policy.max_wait_secs)
 }
 
+/// What `GET /state` reports about the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreStatus {
+    /// `"redb"` or `"redis"`.
+    pub backend: &'static str,
+    /// The last error while the backend is failing; None while it answers.
+    pub error: Option<String>,
+    /// Denied access-token jtis held in memory for the proxy.
+    pub denied_jtis: usize,
+    /// The denylist stream follower of a shared backend; None for redb.
+    pub stream: Option<StreamStatus>,
+}
+
+/// The denylist stream follower of a shared backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStatus {
+    /// Whether it holds a live connection to the stream.
+    pub connected: bool,
+    /// Seconds since it last heard from the stream; None before the first read.
+    pub last_event_age_secs: Option<f64>,
+}
+
 /// The state store: see the module documentation. All methods are safe to call from many threads.
 pub trait Store: Send + Sync + 'static {
+    /// Whether the backend answered its last call; no I/O. An embedded one always does.
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// Backend, health and denylist size, for `GET /state` and the metrics; no I/O.
+    fn status(&self) -> StoreStatus {
+        StoreStatus { backend: "custom", error: None, denied_jtis: 0, stream: None }
+    }
+
     /// Records a new family whose current token is `token`.
     fn create_family(&self, family: &Family, token: &TokenHash) -> Result<(), StoreError>;
 

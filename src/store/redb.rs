@@ -232,6 +232,10 @@ fn rows(table: &impl ReadableTableMetadata) -> Result<usize, StoreError> {
 }
 
 impl Store for RedbStore {
+    fn status(&self) -> super::StoreStatus {
+        super::StoreStatus { backend: "redb", error: None, denied_jtis: self.denied.load().len(), stream: None }
+    }
+
     fn create_family(&self, family: &Family, token: &TokenHash) -> Result<(), StoreError> {
         let txn = self.write()?;
         {

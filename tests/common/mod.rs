@@ -44,6 +44,16 @@ pub const AUD: &str = "api";
 /// The token endpoint as the gateway names itself (the `aud` of client assertions).
 pub const TOKEN_URL: &str = "https://tokengate.test/oauth2/token";
 
+/// The default `admin.scope`: what state-changing admin endpoints require.
+pub const ADMIN_SCOPE: &str = "tokengate:admin";
+
+/// One POST to the admin listener at `addr`, with a bearer token when `token` is given.
+pub async fn admin_post(addr: SocketAddr, path: &str, token: Option<&str>) -> RawResp {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    raw(addr, &format!("POST {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"))
+        .await
+}
+
 /// The `gateway.toml` used by the tests; `server_extra` goes into `[server]`, `routes` at the end.
 pub fn config_text(server_extra: &str, routes: &str) -> String {
     Config::new().server(server_extra).rest(routes).text()
@@ -267,6 +277,16 @@ impl Gw {
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let r = raw(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")).await;
         (r.status, r.body_text())
+    }
+
+    /// One admin POST with `Authorization: Bearer <token>` when `token` is given.
+    pub async fn admin_post(&self, path: &str, token: Option<&str>) -> RawResp {
+        admin_post(self.admin, path, token).await
+    }
+
+    /// A token of the gateway's own key carrying the default admin scope.
+    pub fn admin_token(&self) -> String {
+        self.mint("operator", ADMIN_SCOPE)
     }
 
     pub async fn reload_status(&self) -> Value {

@@ -164,11 +164,11 @@ async fn admin_revokes_an_apps_access_per_user_or_whole() {
     let rt = |v: Value| v["refresh_token"].as_str().unwrap().to_owned();
     let alice = rt(ep.password_ok("app", "alice", ALICE_PW, None).await);
     let bob = rt(ep.password_ok("app", "bob", BOB_PW, None).await);
-    let admin = gw.admin;
+    let admin = gw.admin_token();
     let post = |q: &str| {
-        let request =
-            format!("POST /revoke?{q} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        async move { raw(admin, &request).await }
+        let path = format!("/revoke?{q}");
+        let (addr, admin) = (gw.admin, admin.clone());
+        async move { admin_post(addr, &path, Some(&admin)).await }
     };
 
     let r = post("client_id=app&sub=alice-sub").await;
@@ -188,4 +188,94 @@ async fn admin_revokes_an_apps_access_per_user_or_whole() {
 
     assert_eq!(post("sub=x").await.status, 400, "client_id is required");
     assert_eq!(gw.admin_get("/revoke?client_id=app").await.0, 405);
+}
+
+/// `POST /revoke` acts on every instance sharing the state, so it needs a token of our own
+/// issuer with `admin.scope`: every other credential is refused per RFC 6750 and revokes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_revoke_refuses_anything_but_an_admin_token_of_our_own_issuer() {
+    const FOREIGN: &str = "https://idp.foreign.test";
+    let (_, foreign) = fresh_key("f1", tokengate::keys::Alg::ES256);
+    let aux = tempfile::tempdir().unwrap();
+    let jwks = aux.path().join("foreign.jwks");
+    write_json(&jwks, &json!({ "keys": [foreign.public_jwk().clone()] }));
+    let issuers = format!(
+        "\n[[issuers]]\nissuer = \"{FOREIGN}\"\njwks = \"{}\"\naudiences = [\"{AUD}\"]\nalgorithms = [\"ES256\"]\n",
+        jwks.display()
+    );
+    let gw = start(&Opts { tables: tables() + &issuers, ..Opts::default() }).await;
+    let ep = Ep::of(&gw);
+    let alice = ep.password_ok("app", "alice", ALICE_PW, None).await["refresh_token"].as_str().unwrap().to_owned();
+    let path = "/revoke?client_id=app";
+    let admin_claims = |iss: &str, exp: u64| {
+        let mut c = claims("operator", ADMIN_SCOPE);
+        c["iss"] = json!(iss);
+        c["exp"] = json!(exp);
+        c
+    };
+
+    // No credentials, or another scheme: 401 with a bare challenge (RFC 6750 3.1).
+    for (name, r) in [
+        ("no token", gw.admin_post(path, None).await),
+        (
+            "basic",
+            raw(
+                gw.admin,
+                &format!(
+                    "POST {path} HTTP/1.1\r\nHost: a\r\nAuthorization: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    basic_header("app", SECRET)
+                ),
+            )
+            .await,
+        ),
+    ] {
+        assert_eq!(r.status, 401, "{name}: {}", r.body_text());
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"tokengate\""), "{name}");
+    }
+
+    // A valid token of ours without the admin scope: 403 naming the scope.
+    let r = gw.admin_post(path, Some(&gw.mint("operator", "admin read write"))).await;
+    assert_eq!(r.status, 403, "{}", r.body_text());
+    let www = r.header("www-authenticate").unwrap_or_default();
+    assert!(www.contains("error=\"insufficient_scope\"") && www.contains("scope=\"tokengate:admin\""), "{www}");
+
+    // Expired, foreign issuer (trusted by the proxy), our issuer signed by a foreign key,
+    // and a tampered signature: 401 invalid_token.
+    let k1 = gw.key("k1");
+    let foreign_token = token(&foreign, &admin_claims(FOREIGN, now() + 600));
+    assert_eq!(gw.get_with("/api/x", &foreign_token).await.status, 200, "the foreign issuer is trusted by the proxy");
+    let forged_header = header("ES256", "k1");
+    for (name, tok) in [
+        ("expired", token(&k1, &admin_claims(ISSUER, now() - 3600))),
+        ("foreign issuer", foreign_token),
+        ("our iss, foreign key", sign_with(&foreign, &forged_header, &admin_claims(ISSUER, now() + 600))),
+        ("tampered", flip_signature_bit(&gw.admin_token())),
+    ] {
+        let r = gw.admin_post(path, Some(&tok)).await;
+        assert_eq!(r.status, 401, "{name}: {}", r.body_text());
+        let www = r.header("www-authenticate").unwrap_or_default();
+        assert!(www.contains("error=\"invalid_token\""), "{name}: {www}");
+        assert!(!r.body_text().contains(&tok) && !www.contains(&tok), "{name}: the token is echoed");
+    }
+
+    // A token in the query string is refused (it would land in logs), alone or with the header.
+    let admin = gw.admin_token();
+    let in_query = format!("{path}&access_token={admin}");
+    for (name, r) in [
+        ("query", gw.admin_post(&in_query, None).await),
+        ("query and header", gw.admin_post(&in_query, Some(&admin)).await),
+    ] {
+        assert_eq!(r.status, 400, "{name}: {}", r.body_text());
+        assert!(r.header("www-authenticate").unwrap_or_default().contains("invalid_request"), "{name}");
+    }
+
+    // Nothing was revoked by any refused request; the admin token then does it.
+    let r = ep.refresh("app", &alice).await;
+    assert_eq!(r.status, 200, "a refused admin request revoked something: {}", r.text());
+    let r = gw.admin_post(path, Some(&admin)).await;
+    assert_eq!((r.status, r.json()["revoked"].as_u64()), (200, Some(1)), "{}", r.body_text());
+    // Reading endpoints stay open.
+    for p in ["/healthz", "/readyz", "/reload", "/metrics"] {
+        assert_eq!(gw.admin_get(p).await.0, 200, "{p}");
+    }
 }

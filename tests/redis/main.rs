@@ -42,6 +42,8 @@ struct Inst {
     config: PathBuf,
     /// HTTPS address.
     https: SocketAddr,
+    /// Admin listener address.
+    admin: SocketAddr,
     /// The certificate it serves.
     cert: CertificateDer<'static>,
     /// The running gateway; shut down on drop of the runtime.
@@ -96,6 +98,15 @@ scopes = ["read"]
     config_with("", "", "", &rest).replace("keys_dir = \"keys\"", &format!("keys_dir = \"{}\"", keys.display()))
 }
 
+/// The fleet's signing key in the shared folder (as a mounted secret), made once: a start
+/// generates a key only in the default folder.
+fn shared_key(keys: &Path) {
+    let k1 = keys.join("k1.pem");
+    if !k1.exists() {
+        std::fs::write(&k1, fresh_key("k1", tokengate::keys::Alg::ES256).0).unwrap();
+    }
+}
+
 /// Starts `n` instances on `redis`, all signing with the keys in `keys`.
 async fn fleet(redis: &RedisServer, keys: &Path, n: usize, max_failures: u32) -> Vec<Inst> {
     fleet_plus(redis, keys, n, max_failures, "").await
@@ -103,6 +114,7 @@ async fn fleet(redis: &RedisServer, keys: &Path, n: usize, max_failures: u32) ->
 
 /// [`fleet`] with more config tables.
 async fn fleet_plus(redis: &RedisServer, keys: &Path, n: usize, max_failures: u32, more: &str) -> Vec<Inst> {
+    shared_key(keys);
     let mut out = Vec::new();
     for _ in 0..n {
         let dir = tempfile::tempdir().unwrap();
@@ -110,7 +122,14 @@ async fn fleet_plus(redis: &RedisServer, keys: &Path, n: usize, max_failures: u3
         std::fs::write(&config_path, config_plus(&redis.url(), keys, max_failures, more)).unwrap();
         let running = tokengate::server::start(config_path.clone()).await.expect("gateway on redis starts");
         let cert = read_cert(&dir.path().join("certs/gateway.crt"));
-        out.push(Inst { https: running.https_addr, cert, config: config_path, _dir: dir, _running: running });
+        out.push(Inst {
+            https: running.https_addr,
+            admin: running.admin_addr,
+            cert,
+            config: config_path,
+            _dir: dir,
+            _running: running,
+        });
     }
     out
 }
@@ -122,6 +141,39 @@ fn basic() -> String {
 impl Inst {
     async fn conn(&self) -> Conn {
         Conn::tls(self.https, std::slice::from_ref(&self.cert), false).await
+    }
+
+    /// One admin GET; (status, body).
+    async fn admin_get(&self, path: &str) -> (u16, String) {
+        let r = raw(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")).await;
+        (r.status, r.body_text())
+    }
+
+    /// The admin `/state` document.
+    async fn state(&self) -> serde_json::Value {
+        let (status, body) = self.admin_get("/state").await;
+        assert_eq!(status, 200, "GET /state: {body}");
+        serde_json::from_str(&body).expect("/state is JSON")
+    }
+
+    /// The admin `/metrics` text.
+    async fn metrics(&self) -> String {
+        let (status, body) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Polls `/state` until `done` holds (panics after 5 s); the document.
+    async fn state_until(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let doc = self.state().await;
+            if done(&doc) {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "{what} within 5 s: /state = {doc}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// One form POST (client `app`) on a fresh connection.
@@ -417,6 +469,7 @@ fn start_lines_of_binary(redis: &RedisServer, keys: &Path) -> Vec<String> {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("gateway.toml");
+    shared_key(keys);
     let text = config(&redis.url(), keys, 10)
         .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::listener=info\"");
     std::fs::write(&config_path, text).unwrap();
@@ -465,4 +518,89 @@ fn the_binary_warns_at_start_when_redis_persists_nothing() {
     let durable = RedisServer::start(true);
     let lines = start_lines_of_binary(&durable, keys.path());
     assert!(!lines.iter().any(|l| l.contains("persists nothing")), "a warning for an AOF server: {lines:#?}");
+}
+
+const SVC_SECRET: &str = "svc-Secret-1";
+
+/// A client-credentials request of client `svc` with `secret`.
+fn svc_token(secret: &str) -> http::Request<ReqBody> {
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("svc:{secret}")));
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", auth.as_str())];
+    req("POST", "/oauth2/token", &headers, full("grant_type=client_credentials"))
+}
+
+/// Redis killed mid-test. Client credentials keep working: a client whose secret was never
+/// verified before (so it is checked in full, with no cached success) gets a token the proxy
+/// accepts, and a wrong secret is still refused. Password and refresh answer 503
+/// `temporarily_unavailable` within the bound and consume nothing: the refresh token works once
+/// Redis is back. `/state` and the metrics tell the outage and the recovery, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_client_credentials_go_on_and_state_grants_answer_503() {
+    let mut redis = RedisServer::start(true);
+    let keys = tempfile::tempdir().unwrap();
+    let svc = format!(
+        "\n[[clients]]\nid = \"svc\"\nsecret_hash = \"{}\"\ngrants = [\"client_credentials\"]\nscopes = [\"read\"]\n",
+        tokengate::secrets::hash(SVC_SECRET).unwrap()
+    );
+    let gws = fleet_plus(&redis, keys.path(), 1, 10, &svc).await;
+    let g = &gws[0];
+
+    let doc = g.state().await;
+    assert_eq!((doc["backend"].as_str(), doc["health"].as_str()), (Some("redis"), Some("ok")), "{doc}");
+    assert!(doc["last_error"].is_null() && doc["stream"]["connected"] == true, "{doc}");
+    let grant = g.post("/oauth2/token", PASSWORD).await;
+    let (at, rt) = (field(&grant, "access_token"), field(&grant, "refresh_token"));
+    let r = g.post("/oauth2/revoke", &format!("token={at}&token_type_hint=access_token")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(g.state().await["denied_jtis"], 1);
+    let m = g.metrics().await;
+    assert!(sample(&m, r#"tokengate_store_duration_seconds_count{op="deny_jti"}"#) >= 1, "{m}");
+    assert!(sample(&m, r#"tokengate_store_duration_seconds_count{op="create_family"}"#) >= 1, "{m}");
+    assert_eq!(sample(&m, r#"tokengate_store_errors_total{op="lock_state"}"#), 0, "{m}");
+    assert_eq!(sample(&m, r#"tokengate_denylist_stream_connected{backend="redis"}"#), 1, "{m}");
+    let age =
+        m.lines().find_map(|l| l.strip_prefix(r#"tokengate_denylist_stream_last_event_age_seconds{backend="redis"} "#));
+    assert!(age.and_then(|a| a.parse::<f64>().ok()).is_some_and(|a| a < 5.0), "{m}");
+
+    redis.kill9();
+    // Password and refresh: 503 within the bound (timeout_ms = 1000), nothing consumed.
+    for body in [PASSWORD.to_owned(), refresh_body(&rt)] {
+        let t = Instant::now();
+        let r = g.post("/oauth2/token", &body).await;
+        assert_eq!(r.status, 503, "with Redis down: {}", r.text());
+        assert_eq!(r.json()["error"], "temporarily_unavailable", "{}", r.text());
+        assert!(t.elapsed() < Duration::from_millis(3000), "answered after {:?}", t.elapsed());
+    }
+    let doc = g.state_until("health unavailable", |d| d["health"] == "unavailable").await;
+    let error = doc["last_error"].as_str().unwrap_or_default();
+    assert!(!error.is_empty() && !error.contains("redis://"), "{doc}");
+
+    // Client credentials: a full secret check, no store; a wrong secret still fails.
+    let mut c = g.conn().await;
+    let t = Instant::now();
+    let r = c.send(svc_token(SVC_SECRET)).await;
+    assert_eq!(r.status, 200, "client credentials with Redis down: {}", r.text());
+    assert!(t.elapsed() < Duration::from_millis(3000), "answered after {:?}", t.elapsed());
+    let cc = field(&r, "access_token");
+    assert_eq!(c.send(bearer(&cc)).await.status, 200, "the token works at the proxy");
+    let r = c.send(svc_token("wrong")).await;
+    assert_eq!(r.status, 401, "a wrong secret with Redis down: {}", r.text());
+    assert_eq!(r.json()["error"], "invalid_client", "{}", r.text());
+    assert_eq!(c.send(bearer(&at)).await.status, 401, "the denylist in memory was lost");
+
+    let m = g.metrics().await;
+    assert_eq!(sample(&m, r#"tokengate_denylist_stream_connected{backend="redis"}"#), 0, "{m}");
+    // The password grant's lockout read and the refresh's family read failed, at least.
+    let errors: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("tokengate_store_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(errors >= 2.0, "{m}");
+
+    redis.restart();
+    let r = post_while_503(g, &refresh_body(&rt)).await;
+    assert_eq!(r.status, 200, "the failed refresh consumed the token: {}", r.text());
+    let doc = g.state_until("health ok again", |d| d["health"] == "ok" && d["stream"]["connected"] == true).await;
+    assert!(doc["last_error"].is_null(), "{doc}");
 }

@@ -16,6 +16,7 @@ use redis::{AsyncConnectionConfig, Client, RedisResult, Value};
 
 use super::{wall_now, Keys};
 use crate::store::denylist::DenyList;
+use crate::store::health::Health;
 
 /// How long one XREAD waits for news before it is sent again (news end the wait at once).
 const BLOCK: Duration = Duration::from_secs(2);
@@ -59,8 +60,16 @@ async fn connect(
     Ok((c, id))
 }
 
-/// The follower: runs until the store's runtime shuts down.
-pub(super) async fn run(client: Client, keys: Arc<Keys>, denied: Arc<DenyList>, mut last: String, timeout: Duration) {
+/// The follower: runs until the store's runtime shuts down. It reports to `health`: hearing from
+/// the stream means the server is reachable, losing it that it is not.
+pub(super) async fn run(
+    client: Client,
+    keys: Arc<Keys>,
+    denied: Arc<DenyList>,
+    mut last: String,
+    timeout: Duration,
+    health: Arc<Health>,
+) {
     let config =
         AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(BLOCK + timeout));
     let mut con = None;
@@ -88,9 +97,12 @@ pub(super) async fn run(client: Client, keys: Arc<Keys>, denied: Arc<DenyList>, 
                             );
                         }
                         backoff = Duration::from_millis(50);
+                        health.stream_event();
                         con.insert(c)
                     }
                     Err(e) => {
+                        health.stream_connected(false);
+                        health.unreachable(&e);
                         if down_since.is_none() {
                             down_since = Some(Instant::now());
                             tracing::warn!(error = %e, "state store: denylist stream unreachable; the proxy keeps the denylist it has");
@@ -114,6 +126,7 @@ pub(super) async fn run(client: Client, keys: Arc<Keys>, denied: Arc<DenyList>, 
             .await;
         match read {
             Ok(Some(reply)) => {
+                health.stream_event();
                 let mut news = Vec::new();
                 for entry in reply.keys.iter().flat_map(|k| &k.ids) {
                     last.clone_from(&entry.id);
@@ -128,8 +141,10 @@ pub(super) async fn run(client: Client, keys: Arc<Keys>, denied: Arc<DenyList>, 
                 }
                 denied.extend(news);
             }
-            Ok(None) => {}
+            Ok(None) => health.stream_event(),
             Err(e) => {
+                health.stream_connected(false);
+                health.unreachable(&e);
                 down_since = Some(Instant::now());
                 tracing::warn!(error = %e, "state store: denylist stream lost; reconnecting (the proxy keeps the denylist it has)");
                 con = None;

@@ -36,7 +36,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError};
 
 use super::denylist::DenyList;
-use super::{Family, LockRow, LockState, LockoutPolicy, Rotation, Store, StoreError, TokenHash};
+use super::health::Health;
+use super::{Family, LockRow, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
 
 /// How to reach the server; built from `[state]` by [`crate::store::open`].
 #[derive(Clone)]
@@ -154,6 +155,8 @@ pub struct RedisStore {
     denied: Arc<DenyList>,
     /// `state.timeout_ms`.
     timeout: Duration,
+    /// Reachability as the last call and the follower saw it.
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -224,9 +227,11 @@ impl RedisStore {
             }
             Err(_) => return Err(StoreError::Unavailable("state.url: the connecting thread panicked".into())),
         };
-        handle.spawn(follow::run(client, keys.clone(), denied.clone(), last, opts.timeout));
+        let health = Arc::new(Health::default());
+        health.stream_event();
+        handle.spawn(follow::run(client, keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
         tracing::info!(server = %server, denied_jtis = denied.len(), "state store: redis");
-        Ok(RedisStore { rt: Some(rt), handle, conn, keys, denied, timeout: opts.timeout })
+        Ok(RedisStore { rt: Some(rt), handle, conn, keys, denied, timeout: opts.timeout, health })
     }
 
     /// Runs one operation on the store's runtime, failing with [`StoreError::Timeout`] past
@@ -234,9 +239,16 @@ impl RedisStore {
     /// run, which is why each one is a complete, consistent step.
     fn run<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         let timeout = self.timeout;
-        self.handle.block_on(async move {
+        let result = self.handle.block_on(async move {
             tokio::time::timeout(timeout, op).await.unwrap_or(Err(StoreError::Timeout(timeout.as_millis() as u64)))
-        })
+        });
+        match &result {
+            // A refused, lost or silent server; not a value tokengate cannot read.
+            Err(e @ (StoreError::Redis(_) | StoreError::Timeout(_))) => self.health.unreachable(e),
+            Err(_) => {}
+            Ok(_) => self.health.reached(),
+        }
+        result
     }
 
     /// The family id and absolute expiry a token hash belongs to, if Redis knows it.
@@ -365,6 +377,19 @@ fn parse_family(
 }
 
 impl Store for RedisStore {
+    fn available(&self) -> bool {
+        self.health.available()
+    }
+
+    fn status(&self) -> StoreStatus {
+        StoreStatus {
+            backend: "redis",
+            error: self.health.error(),
+            denied_jtis: self.denied.len(),
+            stream: Some(self.health.stream()),
+        }
+    }
+
     fn create_family(&self, family: &Family, token: &TokenHash) -> Result<(), StoreError> {
         let id = family.family_id.as_str();
         if id.contains(['{', '}']) {
