@@ -5,11 +5,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -232,79 +231,6 @@ async fn read_head(s: &mut (impl AsyncRead + Unpin)) -> String {
     };
     tokio::time::timeout(Duration::from_secs(10), read).await.expect("a response head within 10 s");
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// The real binary with JSON logs on stderr, every line kept.
-struct Proc {
-    /// The process, killed on drop.
-    child: Child,
-    /// Its HTTPS listener.
-    https: SocketAddr,
-    /// Every stderr line so far.
-    lines: mpsc::Receiver<String>,
-    /// Lines already taken off `lines`.
-    seen: Vec<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(config: &Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tokengate");
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("tokengate exited with {status}: {seen:#?}");
-                }
-                continue;
-            };
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            seen.push(line);
-            if v["message"] == "tokengate listening" {
-                let https = v["https_addr"].as_str().and_then(|s| s.parse().ok()).expect("https_addr");
-                return Proc { child, https, lines: rx, seen };
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no 'tokengate listening' line within 20 s: {seen:#?}");
-    }
-
-    /// The first JSON line satisfying `pred`, waiting up to 10 s for it.
-    fn wait_line(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(v) = self.seen.iter().map(|l| serde_json::from_str(l).unwrap_or_default()).find(|v| pred(v)) {
-                return v;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left.max(Duration::from_millis(1))) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no log line for {what} within 10 s:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
 }
 
 /// A refused token request's line: target `token`, this endpoint, error and client.

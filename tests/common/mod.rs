@@ -5,6 +5,7 @@
 //! ([`poll`]) and the admin metrics ([`metrics`]).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod client;
 pub mod metrics;
 pub mod poll;
@@ -12,6 +13,8 @@ pub mod tables;
 pub mod tokens;
 pub mod upstream;
 
+#[allow(unused_imports)]
+pub use binary::*;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]

@@ -5,11 +5,8 @@
 //! A store failing under a running gateway (disk full, unwritable) is injected through
 //! `server::start_with_store`: chmod and read-only remounts do not work as root.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -130,59 +127,6 @@ async fn validation_keeps_working_while_the_token_endpoint_is_rate_limited() {
     assert!(still == 429 || now() / 60 != minute, "the token endpoint was limited throughout: {still}");
 }
 
-/// The real binary, serving one config; stderr is drained by a thread for as long as it runs.
-struct Proc {
-    child: Child,
-    https: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_binary(config: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tokengate");
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tokengate exited with {status}: {seen:#?}");
-            }
-            continue;
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "tokengate listening" {
-            let addr = |k: &str| v[k].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{k}: {line}"));
-            // Keep draining so that logging can never block on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Proc { https: addr("https_addr"), admin: addr("admin_addr"), child };
-        }
-        seen.push(line);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("no 'tokengate listening' line within 20 s: {seen:#?}");
-}
-
 async fn wait_healthy(admin: SocketAddr) {
     eventually(10, "/healthz answers 200", || async move {
         let Ok(s) = tokio::net::TcpStream::connect(admin).await else { return false };
@@ -200,7 +144,7 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
         .rest(&tail("state/tokengate.redb", 0))
         .text();
     std::fs::write(&config, text).unwrap();
-    let mut a = spawn_binary(&config);
+    let mut a = Proc::spawn(&config);
     wait_healthy(a.admin).await;
     let cert = read_cert(&dir.path().join("certs/gateway.crt"));
 
@@ -239,7 +183,7 @@ async fn kill_9_during_a_refresh_burst_loses_no_answered_grant_and_no_revocation
     }
     eprintln!("kill -9 after {} answered refreshes, {:?} into the burst", answered.len(), t.elapsed());
 
-    let b = spawn_binary(&config);
+    let b = Proc::spawn(&config);
     wait_healthy(b.admin).await;
     let (last_rt, last_at) = answered.last().cloned().unwrap();
     let r = post(b.https, &cert, "/oauth2/token", &refresh_body(&last_rt)).await;
