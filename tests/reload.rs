@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use rustls_pki_types::CertificateDer;
 use tokengate::keys::Alg;
 
 fn routes(up: &Upstream) -> String {
@@ -106,22 +103,13 @@ async fn broken_config_is_refused_and_the_old_one_keeps_serving() {
     assert_eq!(up2.last().uri, "/new/y");
 }
 
-/// A TLS handshake trusting `roots`; the certificate served, or None if the handshake failed.
-async fn served_cert(gw: &Gw, roots: &[CertificateDer<'static>]) -> Option<CertificateDer<'static>> {
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_client_config(roots, &[b"http/1.1"])));
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.ok()?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let s = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await.ok()?.ok()?;
-    s.get_ref().1.peer_certificates()?.first().map(|c| c.clone().into_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_certificate_is_served_to_new_connections() {
     let up = Upstream::start(Mode::Ok).await;
     let gw = Gw::start("", &routes(&up)).await;
     let tok = gw.mint("alice", "");
     let old = gw.cert.clone();
-    assert_eq!(served_cert(&gw, std::slice::from_ref(&old)).await.as_ref(), Some(&old));
+    assert_eq!(gw.served_cert(std::slice::from_ref(&old)).await.as_ref(), Some(&old));
     let mut open = gw.tls(false).await;
     assert_eq!(open.peer_cert.as_ref(), Some(&old));
     assert_eq!(
@@ -140,7 +128,7 @@ async fn new_certificate_is_served_to_new_connections() {
 
     let roots = [old.clone(), new.clone()];
     poll_until(10, "the new certificate served", || async {
-        let served = served_cert(&gw, &roots).await;
+        let served = gw.served_cert(&roots).await;
         if served.as_ref() == Some(&new) {
             Ok(())
         } else {

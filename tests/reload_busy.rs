@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rustls_pki_types::CertificateDer;
 use tokengate::keys::{generate_pem, Alg, SigningKey};
 
 /// Every change must be visible this soon after the file operation that made it.
@@ -22,29 +21,16 @@ fn routes(up: &Upstream, extra: &str) -> String {
     format!("[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n{extra}", up.url())
 }
 
-/// Polls `check` every 20 ms; returns how long it took to pass, failing after `LIVE_WITHIN`.
-async fn live_within<F, Fut>(what: &str, mut check: F) -> Duration
+/// Waits (with the shared poller) until `check` passes; how long that took, failing after
+/// `LIVE_WITHIN`.
+async fn live_within<F, Fut>(what: &str, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < LIVE_WITHIN, "{what}: not live within {LIVE_WITHIN:?} while the folder is busy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The certificate a fresh handshake is served.
-async fn served_cert(gw: &Gw, roots: &[CertificateDer<'static>]) -> Option<CertificateDer<'static>> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(roots, &[b"http/1.1"])));
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.ok()?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
-    let s = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await.ok()?.ok()?;
-    s.get_ref().1.peer_certificates()?.first().map(|c| c.clone().into_owned())
+    eventually(LIVE_WITHIN.as_secs(), &format!("{what} (while the folder is busy)"), check).await;
+    start.elapsed()
 }
 
 /// A self-signed localhost certificate with its own subject, so a client can trust it and the
@@ -138,7 +124,7 @@ async fn changes_apply_within_2s_while_a_log_is_written_beside_the_config() {
     std::fs::rename(&next_key, gw.path("certs/gateway.key")).unwrap();
     std::fs::rename(&next_crt, gw.path("certs/gateway.crt")).unwrap();
     let took =
-        live_within("new certificate", || async { served_cert(&gw, &roots).await.as_ref() == Some(&new_cert) }).await;
+        live_within("new certificate", || async { gw.served_cert(&roots).await.as_ref() == Some(&new_cert) }).await;
     eprintln!("certificate swap live after {took:?}");
 
     // 4. A restart-only key changed together with a reloadable one: the route applies, and
@@ -169,5 +155,5 @@ async fn changes_apply_within_2s_while_a_log_is_written_beside_the_config() {
     assert!(writes.load(Ordering::Relaxed) > 200, "the folder was busy");
     assert!(sent > 100, "traffic flowed: {sent} requests");
     assert!(failed.is_empty(), "{} of {sent} requests failed during the reloads: {:?}", failed.len(), &failed[..1]);
-    assert_eq!(served_cert(&gw, std::slice::from_ref(&new_cert)).await, Some(new_cert), "the old certificate is gone");
+    assert_eq!(gw.served_cert(std::slice::from_ref(&new_cert)).await, Some(new_cert), "the old certificate is gone");
 }

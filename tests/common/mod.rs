@@ -276,6 +276,15 @@ impl Gw {
         self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
     }
 
+    /// A fresh TLS handshake trusting `roots`: the certificate served, or None if it failed.
+    pub async fn served_cert(&self, roots: &[CertificateDer<'static>]) -> Option<CertificateDer<'static>> {
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_client_config(roots, &[b"http/1.1"])));
+        let tcp = tokio::net::TcpStream::connect(self.https).await.ok()?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+        let s = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await.ok()?.ok()?;
+        s.get_ref().1.peer_certificates()?.first().map(|c| c.clone().into_owned())
+    }
+
     /// One admin request; (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let r = raw(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")).await;
