@@ -24,11 +24,7 @@ pub fn refuse_typed_paths(
     (cert, key): (&Path, &Path),
     mode: BuildMode,
 ) -> Result<(), BuildError> {
-    if mode == BuildMode::Reload {
-        return Ok(());
-    }
-    let (t, tls) = (&config.tokens, &config.tls);
-    if t.generate_if_missing && !has_pem(keys_dir) && !keys_at_default(config) {
+    if key_to_make(config, keys_dir, mode) && !keys_at_default(config) {
         return Err(BuildError::Invalid(format!(
             "tokens.keys_dir: {} holds no *.pem signing key; a key is generated only in the default folder `keys` \
              (create one with `tokengate keygen --out {}/<kid>.pem`)",
@@ -36,7 +32,7 @@ pub fn refuse_typed_paths(
             keys_dir.display()
         )));
     }
-    if tls.self_signed_if_missing && !cert.exists() && !key.exists() && !cert_at_default(config) {
+    if cert_to_make(config, (cert, key), mode) && !cert_at_default(config) {
         return Err(BuildError::Invalid(format!(
             "tls.cert: {} and tls.key: {} do not exist; a self-signed certificate is generated only at the default \
              certs/gateway.crt and certs/gateway.key (fix the paths, or remove both keys to use the defaults)",
@@ -45,6 +41,16 @@ pub fn refuse_typed_paths(
         )));
     }
     Ok(())
+}
+
+/// Whether a start in `mode` finds no signing key where it would make one.
+fn key_to_make(config: &Config, keys_dir: &Path, mode: BuildMode) -> bool {
+    mode != BuildMode::Reload && config.tokens.generate_if_missing && !has_pem(keys_dir)
+}
+
+/// Whether a start in `mode` finds neither certificate nor key where it would make them.
+fn cert_to_make(config: &Config, (cert, key): (&Path, &Path), mode: BuildMode) -> bool {
+    mode != BuildMode::Reload && config.tls.self_signed_if_missing && !cert.exists() && !key.exists()
 }
 
 fn keys_at_default(config: &Config) -> bool {
@@ -64,7 +70,7 @@ pub fn signing_keys(
     notes: &mut Vec<String>,
 ) -> Result<OwnKeys, BuildError> {
     let t = &config.tokens;
-    if mode == BuildMode::Reload || !t.generate_if_missing || has_pem(keys_dir) || !keys_at_default(config) {
+    if !(key_to_make(config, keys_dir, mode) && keys_at_default(config)) {
         return load(config, keys_dir);
     }
     let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::auth::jwt::now()));
@@ -93,8 +99,7 @@ pub fn certificate(
     mode: BuildMode,
     notes: &mut Vec<String>,
 ) -> Result<Arc<CertifiedKey>, BuildError> {
-    let missing = !cert.exists() && !key.exists();
-    if mode == BuildMode::Reload || !config.tls.self_signed_if_missing || !missing || !cert_at_default(config) {
+    if !(cert_to_make(config, (cert, key), mode) && cert_at_default(config)) {
         return load_cert(cert, key);
     }
     let (c, k) = (cert.display(), key.display());

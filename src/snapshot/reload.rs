@@ -64,6 +64,8 @@ struct Interest {
     files: HashSet<PathBuf>,
     /// Folders whose `*.pem` files are read (the signing keys).
     dirs: HashSet<PathBuf>,
+    /// Every folder to watch: `dirs` and the folders of `files` (where a `..data` swap counts).
+    folders: HashSet<PathBuf>,
 }
 
 impl Interest {
@@ -78,13 +80,9 @@ impl Interest {
                 files.insert(p);
             }
         }
-        Interest { files, dirs }
-    }
-
-    fn parents(&self) -> HashSet<PathBuf> {
-        let mut out: HashSet<PathBuf> = self.files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
-        out.extend(self.dirs.iter().cloned());
-        out
+        let mut folders: HashSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+        folders.extend(dirs.iter().cloned());
+        Interest { files, dirs, folders }
     }
 
     fn matches(&self, path: &Path) -> bool {
@@ -94,8 +92,7 @@ impl Interest {
         self.files.contains(path)
             || self.dirs.contains(path)
             || (pem && parent.is_some_and(|d| self.dirs.contains(d)))
-            || (k8s
-                && parent.is_some_and(|d| self.dirs.contains(d) || self.files.iter().any(|f| f.parent() == Some(d))))
+            || (k8s && parent.is_some_and(|d| self.folders.contains(d)))
     }
 }
 
@@ -144,7 +141,7 @@ pub async fn run(config_path: PathBuf, gw: Arc<Gateway>, mut shutdown: watch::Re
     let mut hup = hangup();
     loop {
         if let Some(w) = watcher.as_mut() {
-            let want = interest.load().parents();
+            let want = interest.load().folders.clone();
             for d in want.difference(&watching) {
                 if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
                     tracing::warn!(dir = %d.display(), error = %e, "cannot watch");
