@@ -287,25 +287,27 @@ impl Metrics {
 
     /// One finished proxied request: route prefix ("none" when no route matched), HTTP status.
     pub fn record_request(&self, route: &str, status: u16) {
-        let handles = self.route_handles(route);
+        self.status_counter(route, &self.route_handles(route), status).inc();
+    }
+
+    /// The request counter of `route` and `status`, from the route's short list (made on first use).
+    fn status_counter(&self, route: &str, handles: &RouteHandles, status: u16) -> Counter {
         let find = |list: &[(u16, Counter)]| list.iter().find(|(s, _)| *s == status).map(|(_, c)| c.clone());
-        let cached = find(&handles.statuses.read().unwrap_or_else(PoisonError::into_inner));
-        let counter = match cached {
-            Some(counter) => counter,
-            None => {
-                let mut list = handles.statuses.write().unwrap_or_else(PoisonError::into_inner);
-                match find(&list) {
-                    Some(counter) => counter,
-                    None => {
-                        let labels = RequestLabels { route: route.to_owned(), status };
-                        let counter = self.requests.get_or_create_owned(&labels);
-                        list.push((status, counter.clone()));
-                        counter
-                    }
-                }
-            }
-        };
-        counter.inc();
+        if let Some(counter) = find(&handles.statuses.read().unwrap_or_else(PoisonError::into_inner)) {
+            return counter;
+        }
+        let mut list = handles.statuses.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counter) = find(&list) {
+            return counter;
+        }
+        let counter = self.requests.get_or_create_owned(&RequestLabels { route: route.to_owned(), status });
+        list.push((status, counter.clone()));
+        counter
+    }
+
+    /// The upstream histogram of `route` (made on first use).
+    fn upstream_histogram<'h>(&self, route: &str, handles: &'h RouteHandles) -> &'h Histogram {
+        handles.upstream.get_or_init(|| self.upstream.get_or_create_owned(&RouteLabels { route: route.to_owned() }))
     }
 
     /// Lists every rejection reason at 0, so dashboards and alerts see each series from the start.
@@ -320,15 +322,8 @@ impl Metrics {
     pub fn declare_routes<'a>(&self, prefixes: impl IntoIterator<Item = &'a str>) {
         for route in prefixes {
             let handles = self.route_handles(route);
-            handles
-                .upstream
-                .get_or_init(|| self.upstream.get_or_create_owned(&RouteLabels { route: route.to_owned() }));
-            let mut list = handles.statuses.write().unwrap_or_else(PoisonError::into_inner);
-            if !list.iter().any(|(s, _)| *s == 200) {
-                let counter =
-                    self.requests.get_or_create_owned(&RequestLabels { route: route.to_owned(), status: 200 });
-                list.push((200, counter));
-            }
+            self.upstream_histogram(route, &handles);
+            self.status_counter(route, &handles, 200);
         }
     }
 
@@ -339,14 +334,7 @@ impl Metrics {
 
     /// Time from sending to the upstream until its response head arrived, in seconds, per route.
     pub fn observe_upstream(&self, route: &str, seconds: f64) {
-        let handles = self.route_handles(route);
-        handles
-            .upstream
-            .get_or_init(|| {
-                let labels = RouteLabels { route: route.to_owned() };
-                self.upstream.get_or_create_owned(&labels)
-            })
-            .observe(seconds);
+        self.upstream_histogram(route, &self.route_handles(route)).observe(seconds);
     }
 
     /// A configured limit refused or cut off a client.
