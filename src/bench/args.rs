@@ -99,6 +99,11 @@ pub struct BenchArgs {
     /// With --issue: the password-grant password.
     #[arg(long, requires = "username")]
     pub password: Option<String>,
+    /// With --issue and --username/--password: measure refresh grants. Each connection logs in
+    /// once with the password grant (not counted), then sends `grant_type=refresh_token` with the
+    /// refresh token of its previous answer (rotation: each token is used once).
+    #[arg(long, requires = "username")]
+    pub refresh: bool,
     /// Print one JSON object with every figure to stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -149,6 +154,8 @@ pub struct IssueSpec {
     pub basic: Option<String>,
     /// The form body.
     pub body: String,
+    /// Refresh grants: `body` only logs in; then each request presents the last refresh token.
+    pub refresh: bool,
 }
 
 /// What each request is.
@@ -262,7 +269,8 @@ impl BenchArgs {
             if let Some(s) = &self.scope {
                 form.append_pair("scope", s);
             }
-            return self.finish(url, Mode::Issue(IssueSpec { basic, body: form.finish() }));
+            let refresh = self.refresh;
+            return self.finish(url, Mode::Issue(IssueSpec { basic, body: form.finish(), refresh }));
         } else {
             if self.username.is_some() {
                 bail!("--username/--password are for --issue");

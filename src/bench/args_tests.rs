@@ -76,5 +76,17 @@ fn issue_mode_builds_the_form_and_basic_auth() {
     assert!(plan("--issue http://h/token").unwrap_err().contains("--client-id"));
     assert!(plan("--issue http://h/token --client-id a --client-secret b --no-token").is_err());
     assert!(parse("--issue http://h/t --url http://h/").is_err(), "--issue replaces --url");
+    assert!(
+        plan("--issue http://h/token --username u --password p --refresh").unwrap().mode
+            == Mode::Issue(IssueSpec {
+                basic: None,
+                body: "grant_type=password&username=u&password=p".into(),
+                refresh: true
+            })
+    );
+    assert!(
+        parse("--issue http://h/token --client-id a --client-secret b --refresh").is_err(),
+        "--refresh needs a login"
+    );
     assert!(parse("--url http://h/ --no-token --username u").is_err(), "--username needs --password");
 }

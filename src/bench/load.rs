@@ -60,13 +60,23 @@ impl ConnStats {
     }
 }
 
+/// The token request of issuance mode.
+pub struct IssueRequest {
+    /// `Authorization: Basic ...`, when a client id was given.
+    pub basic: Option<HeaderValue>,
+    /// The form body (with `refresh`: the login that yields each connection's first refresh token).
+    pub body: Bytes,
+    /// Refresh grants: after the login, each request presents the refresh token last received.
+    pub refresh: bool,
+}
+
 /// Everything the connection tasks share (read-only, except the progress counters).
 pub struct Shared {
     pub ep: Endpoint,
     /// `Bearer ...` values to cycle through (empty: no Authorization header).
     pub bearer: Vec<HeaderValue>,
-    /// Issuance mode: optional Basic credentials and the form body.
-    pub issue: Option<(Option<HeaderValue>, Bytes)>,
+    /// Issuance mode: what each token request sends.
+    pub issue: Option<IssueRequest>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub connections: usize,
     pub rate: Option<f64>,
@@ -100,18 +110,26 @@ pub fn due_before(t: Duration, k: usize, conns: usize, rate: f64) -> u64 {
 }
 
 impl Shared {
-    fn build(&self, seq: u64, k: usize) -> anyhow::Result<Request<Full<Bytes>>> {
-        let (method, body) = match &self.issue {
-            Some((_, body)) => (Method::POST, Full::new(body.clone())),
-            None => (Method::GET, Full::new(Bytes::new())),
+    /// Request `seq` of connection `k`; `refresh` is the connection's last refresh token.
+    fn build(&self, seq: u64, k: usize, refresh: Option<&str>) -> anyhow::Result<Request<Full<Bytes>>> {
+        let (method, body) = match (&self.issue, refresh) {
+            (Some(_), Some(rt)) => {
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", rt)
+                    .finish();
+                (Method::POST, Full::new(Bytes::from(form)))
+            }
+            (Some(issue), None) => (Method::POST, Full::new(issue.body.clone())),
+            (None, _) => (Method::GET, Full::new(Bytes::new())),
         };
         let mut b = self.ep.request(method);
         for (n, v) in &self.headers {
             b = b.header(n, v.clone());
         }
-        if let Some((basic, _)) = &self.issue {
+        if let Some(issue) = &self.issue {
             b = b.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-            if let Some(v) = basic {
+            if let Some(v) = &issue.basic {
                 b = b.header(AUTHORIZATION, v.clone());
             }
         } else if !self.bearer.is_empty() {
@@ -129,6 +147,9 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
     let mut seq: u64 = 0;
     let mut sender: Option<Sender> = None;
     let mut opened = 0u64;
+    let refreshing = s.issue.as_ref().is_some_and(|i| i.refresh);
+    // Refresh mode: the token the next request presents (None: log in first, uncounted).
+    let mut refresh_token: Option<String> = None;
     loop {
         // When this request is due (open loop) or now (closed loop).
         let due = match s.rate {
@@ -149,7 +170,7 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
             }
             break;
         }
-        let counted = due >= s.measure_from;
+        let counted = due >= s.measure_from && (!refreshing || refresh_token.is_some());
         let conn = match sender.as_mut() {
             Some(c) => c,
             None => match s.ep.connect().await {
@@ -172,7 +193,7 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
             sender = None; // closed between requests (idle timeout, `Connection: close`)
             continue;
         }
-        let req = match s.build(seq, k) {
+        let req = match s.build(seq, k, refresh_token.as_deref()) {
             Ok(r) => r,
             Err(_) => {
                 fail(s, &mut st, counted, IO);
@@ -192,7 +213,11 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
                 fail(s, &mut st, counted, IO);
                 sender = None;
             }
-            Ok(Ok((status, close, token_ok))) => {
+            Ok(Ok((status, close, token_ok, next_refresh))) => {
+                if refreshing {
+                    // A failed refresh logs in again rather than repeating a spent token.
+                    refresh_token = next_refresh;
+                }
                 s.done.fetch_add(1, Relaxed);
                 if counted {
                     st.hist.saturating_record((elapsed.as_micros() as u64).max(1));
@@ -218,8 +243,13 @@ fn fail(s: &Shared, st: &mut ConnStats, counted: bool, kind: usize) {
     }
 }
 
-/// Sends `req` and reads the whole answer: (status, connection closing, issuance success).
-async fn exchange(conn: &mut Sender, req: Request<Full<Bytes>>, issue: bool) -> anyhow::Result<(u16, bool, bool)> {
+/// Sends `req` and reads the whole answer: (status, connection closing, issuance success, the
+/// answer's refresh token).
+async fn exchange(
+    conn: &mut Sender,
+    req: Request<Full<Bytes>>,
+    issue: bool,
+) -> anyhow::Result<(u16, bool, bool, Option<String>)> {
     let resp = conn.send(req).await?;
     let status = resp.status().as_u16();
     let close = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
@@ -227,12 +257,12 @@ async fn exchange(conn: &mut Sender, req: Request<Full<Bytes>>, issue: bool) -> 
     if issue {
         let bytes = body.collect().await?.to_bytes();
         let ok = status != 200 || super::tokens::access_token(&bytes).is_some();
-        return Ok((status, close, ok));
+        return Ok((status, close, ok, super::tokens::refresh_token(&bytes)));
     }
     while let Some(frame) = body.frame().await {
         frame?;
     }
-    Ok((status, close, true))
+    Ok((status, close, true, None))
 }
 
 #[cfg(test)]

@@ -86,10 +86,12 @@ async fn run(plan: &Plan) -> anyhow::Result<Report> {
         Mode::Validate(source) => (tokens::bearer_values(&tokens::load(source, &connector).await?)?, None),
         Mode::Issue(spec) => {
             let basic = spec.basic.as_deref().map(HeaderValue::from_str).transpose()?;
-            (Vec::new(), Some((basic, Bytes::from(spec.body.clone()))))
+            let body = Bytes::from(spec.body.clone());
+            (Vec::new(), Some(load::IssueRequest { basic, body, refresh: spec.refresh }))
         }
     };
     let what = match &plan.mode {
+        Mode::Issue(spec) if spec.refresh => format!("{} refresh chains", plan.connections),
         Mode::Issue(_) => format!("{} token requests", plan.connections),
         Mode::Validate(_) if bearer.len() > 1 => format!("{} distinct tokens", bearer.len()),
         Mode::Validate(_) if bearer.is_empty() => "no token".into(),

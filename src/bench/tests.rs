@@ -25,7 +25,36 @@ fn plan(args: &str) -> Plan {
 
 const TOKENS: [&str; 2] = ["tok.en.one", "tok.en.two"];
 
+/// Refresh tokens issued and not yet used, and how many password logins came in: `/rotate`
+/// answers like a rotating token endpoint, refusing a spent token as the real one does.
+static ROTATION: std::sync::Mutex<(Vec<String>, u64, u64)> = std::sync::Mutex::new((Vec::new(), 0, 0));
+
+fn rotate(form: &[u8]) -> (u16, String) {
+    let pairs: std::collections::HashMap<String, String> = form_urlencoded::parse(form).into_owned().collect();
+    let mut r = ROTATION.lock().unwrap();
+    let (live, logins, serial) = &mut *r;
+    match pairs.get("grant_type").map(String::as_str) {
+        Some("password") => *logins += 1,
+        Some("refresh_token") => match live.iter().position(|t| Some(t) == pairs.get("refresh_token")) {
+            Some(i) => {
+                live.swap_remove(i);
+            }
+            None => return (400, r#"{"error":"invalid_grant"}"#.into()),
+        },
+        _ => return (400, r#"{"error":"unsupported_grant_type"}"#.into()),
+    }
+    *serial += 1;
+    live.push(format!("r{serial}"));
+    (200, format!(r#"{{"access_token":"a.b.c","refresh_token":"r{serial}"}}"#))
+}
+
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/rotate" {
+        use http_body_util::BodyExt;
+        let form = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let (status, body) = rotate(&form);
+        return Ok(Response::builder().status(status).body(Full::new(Bytes::from(body))).unwrap());
+    }
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     let (status, body) = if req.uri().path() == "/token" {
         let form = req.headers().get("content-type").is_some_and(|v| v == "application/x-www-form-urlencoded");
@@ -113,6 +142,22 @@ fn h2_issue_and_token_endpoint_modes() {
             .unwrap();
     only_200(&r);
     assert!(r.to_text().starts_with(&format!("POST http://{addr}/token")), "{}", r.to_text());
+}
+
+#[test]
+fn refresh_mode_logs_in_once_per_connection_then_rotates() {
+    let (_rt, addr) = server();
+    let r = execute(&plan(&format!(
+        "--issue http://{addr}/rotate --username u --password p --refresh -c 3 -d 0.3 --warmup 0"
+    )))
+    .unwrap();
+    // Every counted request was a refresh with the token of the answer before it: a spent token
+    // would have been answered 400.
+    only_200(&r);
+    let (_, logins, serial) = *ROTATION.lock().unwrap();
+    assert_eq!(logins, 3, "one uncounted login per connection");
+    assert!(serial >= r.requests + 3, "{serial} answers, {} counted", r.requests);
+    assert!(r.to_text().contains("3 refresh chains"), "{}", r.to_text());
 }
 
 #[test]

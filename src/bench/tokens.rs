@@ -56,8 +56,17 @@ pub fn mint(spec: &MintSpec) -> anyhow::Result<Vec<String>> {
 
 /// The `access_token` of a token endpoint's JSON answer.
 pub fn access_token(body: &[u8]) -> Option<String> {
+    member(body, "access_token")
+}
+
+/// The `refresh_token` of a token response, if any.
+pub fn refresh_token(body: &[u8]) -> Option<String> {
+    member(body, "refresh_token")
+}
+
+fn member(body: &[u8], name: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.get("access_token")?.as_str().filter(|t| !t.is_empty()).map(str::to_owned)
+    v.get(name)?.as_str().filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
 /// Loads or makes the tokens of `source` (empty for [`TokenSource::None`]).
@@ -131,6 +140,8 @@ mod tests {
     #[test]
     fn access_token_extraction() {
         assert_eq!(access_token(br#"{"access_token":"t","token_type":"Bearer"}"#).as_deref(), Some("t"));
+        assert_eq!(refresh_token(br#"{"access_token":"t","refresh_token":"r"}"#).as_deref(), Some("r"));
+        assert_eq!(refresh_token(br#"{"access_token":"t"}"#), None);
         for bad in [&br#"{"access_token":""}"#[..], br#"{"access_token":1}"#, b"{}", b"not json"] {
             assert_eq!(access_token(bad), None);
         }
