@@ -69,11 +69,12 @@ fn validation(alg: Algorithm, iss: &str) -> Validation {
 
 fn issuer(keys: KeySet, alg: Alg) -> Issuer {
     Issuer {
-        keys,
+        keys: keys.into(),
         algorithms: vec![alg],
         audiences: vec![AUD.into()],
         require_typ: Some(ACCESS_TOKEN_TYP.into()),
         leeway: LEEWAY,
+        scope_claim: None,
     }
 }
 

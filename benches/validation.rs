@@ -124,11 +124,12 @@ fn hmac_case() -> (Case, KeySet) {
 
 fn issuer(keys: KeySet, alg: Alg) -> Issuer {
     Issuer {
-        keys,
+        keys: keys.into(),
         algorithms: vec![alg],
         audiences: vec!["api".into()],
         require_typ: Some(ACCESS_TOKEN_TYP.into()),
         leeway: 30,
+        scope_claim: None,
     }
 }
 

@@ -134,11 +134,12 @@ fn fixture() -> &'static Fixture {
         }
         let jwks = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string();
         let issuer = Issuer {
-            keys: KeySet::from_jwks(jwks.as_bytes(), &all).unwrap(),
+            keys: KeySet::from_jwks(jwks.as_bytes(), &all).unwrap().into(),
             algorithms: all.to_vec(),
             audiences: vec![AUD.into()],
             require_typ: Some(ACCESS_TOKEN_TYP.into()),
             leeway: LEEWAY,
+            scope_claim: None,
         };
         let trust = Trust { issuers: HashMap::from([(ISS.to_string(), issuer)]), max_token_bytes: MAX_BYTES };
         Fixture { keys, trust }
@@ -777,7 +778,8 @@ fn signature_verdicts(fx: &Fixture, token: &str) -> Option<(bool, bool)> {
     let kid = header.get("kid")?.as_str()?;
     let key = fx.key(kid).filter(|k| k.alg == alg)?;
     let input = format!("{h}.{p}");
-    let tg_key = fx.trust.issuers[ISS].keys.find(Some(kid), alg).expect("fixture key is in the trust store");
+    let tokengate::jwt::IssuerKeys::Static(set) = &fx.trust.issuers[ISS].keys else { unreachable!("a file issuer") };
+    let tg_key = set.find(Some(kid), alg).expect("fixture key is in the trust store");
     let tg = B64.decode(s).is_ok_and(|sig| tg_key.verify(input.as_bytes(), &sig));
     let jw = matches!(jsonwebtoken::crypto::verify(s, input.as_bytes(), &key.jwt_key, key.jwt_alg), Ok(true));
     Some((tg, jw))

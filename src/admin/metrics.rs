@@ -197,6 +197,8 @@ pub struct Metrics {
     stream_connected: Family<StreamLabels, Gauge>,
     /// Seconds since the denylist follower last heard from the stream; set at scrape time.
     stream_age: Family<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Remote key sets: fetches, keys held, refetches; handed to each remote issuer's task.
+    pub jwks: crate::auth::remote::metrics::JwksMetrics,
 }
 
 impl Default for Metrics {
@@ -269,6 +271,8 @@ impl Metrics {
             Unit::Seconds,
             stream_age.clone(),
         );
+        let jwks = crate::auth::remote::metrics::JwksMetrics::default();
+        jwks.register(&mut registry);
 
         Self {
             registry,
@@ -282,6 +286,7 @@ impl Metrics {
             store_errors,
             stream_connected,
             stream_age,
+            jwks,
         }
     }
 

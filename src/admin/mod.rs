@@ -167,7 +167,7 @@ pub async fn serve(
                     if req.uri().path() == "/revoke" {
                         return Ok::<_, Infallible>(revoke_client(&state, &current, req).await);
                     }
-                    Ok::<_, Infallible>(respond(&state, &req))
+                    Ok::<_, Infallible>(respond(&state, &current, &req))
                 }
             });
             let mut builder = http1::Builder::new();
@@ -209,6 +209,8 @@ enum Endpoint {
     Metrics,
     /// `/state`: the state store's backend, health and denylist size as JSON.
     State,
+    /// `/issuers`: every trusted issuer, its kids, and for remote ones the fetch status.
+    Issuers,
 }
 
 impl Endpoint {
@@ -220,13 +222,14 @@ impl Endpoint {
             "/reload" => Some(Self::Reload),
             "/metrics" => Some(Self::Metrics),
             "/state" => Some(Self::State),
+            "/issuers" => Some(Self::Issuers),
             _ => None,
         }
     }
 }
 
 /// Answers one admin request; never fails, whatever the client sent.
-fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+fn respond<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: &Request<B>) -> Response<Full<Bytes>> {
     let Some(endpoint) = Endpoint::from_path(req.uri().path()) else {
         return text(StatusCode::NOT_FOUND, "not found");
     };
@@ -254,7 +257,30 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             Some(store) => with_body(StatusCode::OK, "application/json", state_json(&store.status()).to_string()),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "no state store yet"),
         },
+        Endpoint::Issuers => {
+            let snap = current.load();
+            with_body(StatusCode::OK, "application/json", issuers_json(&snap.trust, &snap.config).to_string())
+        }
     }
+}
+
+/// The `/issuers` document: per issuer its kids (never key material) and where they come from;
+/// a remote issuer adds its fetch status (last fetch, next fetch, last error).
+fn issuers_json(trust: &crate::auth::jwt::Trust, config: &crate::config::Config) -> serde_json::Value {
+    use crate::auth::jwt::IssuerKeys;
+    let mut names: Vec<&String> = trust.issuers.keys().collect();
+    names.sort();
+    let list: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|name| match &trust.issuers[name].keys {
+            IssuerKeys::Remote(remote) => remote.status_json(),
+            IssuerKeys::Static(set) => {
+                let source = if *name == config.tokens.issuer { "own" } else { "jwks_file" };
+                serde_json::json!({ "issuer": name, "source": source, "kids": set.kids() })
+            }
+        })
+        .collect();
+    serde_json::json!({ "issuers": list })
 }
 
 /// Checks that `req` carries a bearer token of our own issuer (its own audiences), not revoked,

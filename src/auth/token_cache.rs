@@ -3,8 +3,9 @@
 //!
 //! Safety rules: only successes are cached; an entry is used only until the token's `exp` (plus
 //! leeway) and only for the audience it was checked against; the cache lives in the snapshot, so
-//! any reload (a removed key, a changed issuer) drops it whole; revocation is checked by the
-//! caller after every lookup, hit or miss.
+//! any reload (a removed key, a changed issuer) drops it whole; a remote issuer's token is
+//! re-verified once that issuer's fetched key set changed; revocation is checked by the caller
+//! after every lookup, hit or miss.
 
 use std::sync::Arc;
 
@@ -66,7 +67,9 @@ impl TokenCache {
             return trust.validate(token, audience, now).map(|v| Arc::new(Admitted::new(v)));
         };
         if let Some(e) = cache.get(token) {
-            if e.admitted.verified.valid_until >= now && e.audience.as_deref() == audience {
+            let v = &e.admitted.verified;
+            let keys_current = v.key_epoch.as_ref().is_none_or(|k| k.is_current());
+            if v.valid_until >= now && e.audience.as_deref() == audience && keys_current {
                 return Ok(e.admitted);
             }
         }

@@ -169,11 +169,12 @@ mod tests {
         let key = SigningKey::from_pem("b1", &std::fs::read(&path).unwrap(), RsaAlg::RS256).unwrap();
         let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();
         let issuer = Issuer {
-            keys: KeySet::from_jwks(jwks.as_bytes(), &[Alg::ES256]).unwrap(),
+            keys: KeySet::from_jwks(jwks.as_bytes(), &[Alg::ES256]).unwrap().into(),
             algorithms: vec![Alg::ES256],
             audiences: vec!["api".into()],
             require_typ: Some("at+jwt".into()),
             leeway: 0,
+            scope_claim: None,
         };
         let trust = Trust { issuers: [("https://i".to_string(), issuer)].into(), max_token_bytes: 8192 };
         for t in &toks {

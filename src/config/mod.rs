@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod issuers;
+pub use issuers::{fetchable_url, is_loopback, IssuerConfig, KeySource, RequireTyp};
 mod state;
 pub use state::{redacted_url, StateBackend, StateConfig};
 
@@ -284,39 +286,6 @@ impl Default for TokensConfig {
     }
 }
 
-/// `require_typ` accepts `true` (meaning `at+jwt`), `false`, or the exact `typ` string.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum RequireTyp {
-    /// `true` requires `at+jwt`; `false` checks nothing.
-    Flag(bool),
-    /// The exact `typ` value required (compared case-insensitively, `application/` prefix allowed).
-    Value(String),
-}
-
-/// `[[issuers]]`: an external identity provider whose tokens are trusted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// Exact `iss` value of that provider's tokens.
-    pub issuer: String,
-    /// Path to a JWKS JSON file holding its public keys.
-    pub jwks: PathBuf,
-    /// Audiences accepted from this issuer when the route names none.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// Algorithms accepted from this issuer (allow-list; `none` is never accepted).
-    #[serde(default = "default_external_algs")]
-    pub algorithms: Vec<String>,
-    /// Header `typ` the tokens must carry; absent: not checked.
-    #[serde(default)]
-    pub require_typ: Option<RequireTyp>,
-}
-
-fn default_external_algs() -> Vec<String> {
-    vec!["RS256".into(), "ES256".into()]
-}
-
 /// `[[routes]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -516,10 +485,14 @@ impl Config {
         if let Some(w) = prefixes.windows(2).find(|w| w[0] == w[1]) {
             return bad(format!("route prefix {:?} is listed twice", w[0]));
         }
-        for i in &self.issuers {
+        for (n, i) in self.issuers.iter().enumerate() {
             if i.issuer == self.tokens.issuer {
                 return bad(format!("[[issuers]] {:?} duplicates tokens.issuer", i.issuer));
             }
+            if self.issuers[..n].iter().any(|j| j.issuer == i.issuer) {
+                return bad(format!("[[issuers]] {:?} is listed twice", i.issuer));
+            }
+            i.validate()?;
         }
         Ok(())
     }

@@ -131,8 +131,14 @@ pub async fn start_with_store(
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), current.clone(), async move {
         crate::signals::stopped(&mut admin_rx).await;
     }));
-    tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx)));
-    admin_state.set_ready(true);
+    let remotes: Vec<_> = current.load().trust.remotes().cloned().collect();
+    remotes.iter().for_each(|r| r.start(&gateway.metrics.jwks));
+    tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx.clone())));
+    if remotes.is_empty() {
+        admin_state.set_ready(true);
+    } else {
+        tokio::spawn(ready_after_first_fetch(remotes, admin_state.clone(), shutdown_rx));
+    }
     tracing::info!(%https_addr, plain = ?plain_addr, %admin_addr, "tokengate listening");
     Ok(Running {
         https_addr,
@@ -144,6 +150,30 @@ pub async fn start_with_store(
         cores: cores_running,
         admin: (admin_stop, admin_task),
     })
+}
+
+/// Marks the process ready once every remote issuer has its keys, or its
+/// `jwks_start_timeout_secs` passed (then ready without it, with an error in the log: its tokens
+/// are refused until a fetch succeeds, and `tokengate_jwks_keys` shows 0).
+async fn ready_after_first_fetch(
+    remotes: Vec<Arc<crate::auth::remote::RemoteKeys>>,
+    admin: Arc<AdminState>,
+    stop: watch::Receiver<bool>,
+) {
+    let start = tokio::time::Instant::now();
+    for r in remotes {
+        let deadline = start + r.spec.start_timeout;
+        if tokio::time::timeout_at(deadline, r.wait_for_keys()).await.is_err() {
+            tracing::error!(
+                issuer = %r.spec.issuer,
+                timeout_secs = r.spec.start_timeout.as_secs(),
+                "jwks: no keys fetched within jwks_start_timeout_secs; ready without this issuer, whose tokens are refused until a fetch succeeds"
+            );
+        }
+    }
+    if !*stop.borrow() {
+        admin.set_ready(true);
+    }
 }
 
 /// A TCP socket bound to `addr` (not yet listening), with `SO_REUSEPORT` when `reuse`.

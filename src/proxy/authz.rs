@@ -68,6 +68,16 @@ fn query_has_access_token(query: Option<&str>) -> bool {
     })
 }
 
+/// For a token refused for its unknown `kid`: when its issuer's keys are fetched by URL, asks
+/// for a refetch and waits for it (bounded). True when the caller should validate again.
+pub async fn refetch_keys(snap: &Snapshot, parts: &Parts) -> bool {
+    let Ok(token) = bearer_token(parts) else { return false };
+    match snap.trust.remote_for(token) {
+        Some(remote) => remote.clone().refetch_unknown_kid().await,
+        None => false,
+    }
+}
+
 /// Checks the request against the route; `Ok(None)` for public routes.
 pub fn authorize(
     snap: &Snapshot,

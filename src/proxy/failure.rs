@@ -48,6 +48,11 @@ pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
 }
 
 impl Failure {
+    /// A token refused only because no key of its issuer has its `kid` (a refetch may help).
+    pub fn is_unknown_kid(&self) -> bool {
+        matches!(self, Failure::Rejected(Rejection::InvalidToken(crate::auth::jwt::TokenError::UnknownKey)))
+    }
+
     /// The label of `tokengate_token_rejections_total` when this is a token rejection.
     pub fn rejection_reason(&self) -> Option<&'static str> {
         let Failure::Rejected(r) = self else { return None };

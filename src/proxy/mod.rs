@@ -105,7 +105,15 @@ async fn route_request<'s>(
     let (mut parts, mut body) = req.into_parts();
     // Boxed futures below: the token endpoint's and the discarding ones would otherwise be
     // allocated and copied inline for every proxied request too.
-    match admit(gw, snap, conn, &mut parts, out) {
+    let mut admitted = admit(gw, snap, conn, &mut parts, out);
+    if admitted.as_ref().err().is_some_and(Failure::is_unknown_kid) {
+        // A remote issuer may have rotated: refetch its keys (single flight, rate-limited) and
+        // look once more. Boxed: rare, and it must not grow every request's future.
+        if Box::pin(authz::refetch_keys(snap, &parts)).await {
+            admitted = admit(gw, snap, conn, &mut parts, out);
+        }
+    }
+    match admitted {
         Ok(Next::TokenEndpoint) => {
             let resp = Box::pin(crate::oauth::handle(gw, snap, conn, &parts, &mut body)).await;
             // Whatever it answered, the rest of the body is read first; after a form was read

@@ -12,9 +12,10 @@ use std::time::Duration;
 use http::HeaderName;
 use rustls::sign::CertifiedKey;
 
-use crate::auth::jwt::{Issuer, Trust, ACCESS_TOKEN_TYP};
+use crate::auth::jwt::{Issuer, IssuerKeys, Trust, ACCESS_TOKEN_TYP};
 use crate::auth::keys::{Alg, KeySet, OwnKeys};
-use crate::config::{Config, RequireTyp, UpstreamTarget};
+use crate::auth::remote::{RemoteKeys, RemoteSpec};
+use crate::config::{Config, IssuerConfig, KeySource, RequireTyp, UpstreamTarget};
 pub use crate::error::BuildError;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::upstream::{Pool, Pools};
@@ -140,28 +141,27 @@ impl Snapshot {
         trust.issuers.insert(
             t.issuer.clone(),
             Issuer {
-                keys: own.key_set(),
+                keys: own.key_set().into(),
                 algorithms: own_algs,
                 audiences: vec![t.audience.clone()],
                 require_typ: Some(ACCESS_TOKEN_TYP.into()),
                 leeway: t.leeway_secs,
+                scope_claim: None,
             },
         );
         let mut watched = vec![config_path.to_owned(), keys_dir];
         for i in &config.issuers {
             let algorithms = parse_algs(&i.algorithms)?;
-            let path = config.resolve(&i.jwks);
-            let keys: KeySet = KeySet::from_jwks_file(&path, &algorithms)?;
+            let keys = issuer_keys(&config, i, algorithms.clone(), previous.map(|p| &p.trust), &mut watched)?;
             let require_typ = match &i.require_typ {
                 None | Some(RequireTyp::Flag(false)) => None,
                 Some(RequireTyp::Flag(true)) => Some(ACCESS_TOKEN_TYP.to_string()),
                 Some(RequireTyp::Value(v)) => Some(v.trim_start_matches("application/").to_ascii_lowercase()),
             };
             let audiences = if i.audiences.is_empty() { vec![t.audience.clone()] } else { i.audiences.clone() };
-            trust
-                .issuers
-                .insert(i.issuer.clone(), Issuer { keys, algorithms, audiences, require_typ, leeway: t.leeway_secs });
-            watched.push(path);
+            let scope_claim = (i.scope_claim != "scope").then(|| i.scope_claim.clone());
+            let issuer = Issuer { keys, algorithms, audiences, require_typ, leeway: t.leeway_secs, scope_claim };
+            trust.issuers.insert(i.issuer.clone(), issuer);
         }
         watched.push(cert);
         watched.push(key);
@@ -194,6 +194,34 @@ impl Snapshot {
             watched,
             first_start,
         })
+    }
+}
+
+/// An `[[issuers]]` entry's keys: its JWKS file, or its remote set, the previous snapshot's
+/// when nothing that decides the fetching changed (so a reload neither refetches nor forgets).
+fn issuer_keys(
+    config: &Config,
+    i: &IssuerConfig,
+    algorithms: Vec<Alg>,
+    previous: Option<&Trust>,
+    watched: &mut Vec<PathBuf>,
+) -> Result<IssuerKeys, BuildError> {
+    if let KeySource::File(file) = i.source() {
+        let path = config.resolve(&file);
+        let keys = KeySet::from_jwks_file(&path, &algorithms)?;
+        watched.push(path);
+        return Ok(IssuerKeys::Static(keys));
+    }
+    let ca = i.ca.as_ref().map(|p| config.resolve(p));
+    watched.extend(ca.clone());
+    let spec = RemoteSpec::new(i, algorithms, ca);
+    let kept = previous.and_then(|t| t.issuers.get(&i.issuer)).and_then(|old| match &old.keys {
+        IssuerKeys::Remote(r) if r.spec == spec => Some(r.clone()),
+        _ => None,
+    });
+    match kept {
+        Some(r) => Ok(IssuerKeys::Remote(r)),
+        None => Ok(IssuerKeys::Remote(RemoteKeys::new(spec)?)),
     }
 }
 

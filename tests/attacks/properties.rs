@@ -91,11 +91,12 @@ fn fixture() -> &'static Fixture {
         std::fs::write(dir.path().join("k1.pem"), pem).unwrap();
         let own = OwnKeys::load(dir.path(), Some("k1"), RsaAlg::RS256).unwrap();
         let issuer = Issuer {
-            keys: own.key_set(),
+            keys: own.key_set().into(),
             algorithms: vec![Alg::ES256],
             audiences: vec![AUD.into()],
             require_typ: Some("at+jwt".into()),
             leeway: 5,
+            scope_claim: None,
         };
         let trust = Trust { issuers: HashMap::from([(ISSUER.to_owned(), issuer)]), max_token_bytes: 8192 };
         Fixture { trust, key, _dir: dir }

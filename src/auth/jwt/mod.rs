@@ -6,6 +6,7 @@
 //! first, so that garbage and expired tokens never reach the signature math.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -13,6 +14,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use crate::auth::keys::{Alg, KeyError, KeySet, SigningKey, VerifyKey};
+use crate::auth::remote::{KeyEpoch, RemoteKeys};
 
 mod parse;
 
@@ -98,10 +100,24 @@ impl TokenError {
     }
 }
 
+/// Where an issuer's verification keys live.
+pub enum IssuerKeys {
+    /// Fixed for the snapshot: our own keys, or a JWKS file.
+    Static(KeySet),
+    /// Fetched by URL and swapped by a background task between snapshots.
+    Remote(Arc<RemoteKeys>),
+}
+
+impl From<KeySet> for IssuerKeys {
+    fn from(set: KeySet) -> Self {
+        IssuerKeys::Static(set)
+    }
+}
+
 /// One trusted issuer: its keys and the rules its tokens must meet.
 pub struct Issuer {
     /// Keys by kid; each bound to one algorithm.
-    pub keys: KeySet,
+    pub keys: IssuerKeys,
     /// Algorithms accepted from this issuer.
     pub algorithms: Vec<Alg>,
     /// Audiences accepted when the route names none.
@@ -110,6 +126,8 @@ pub struct Issuer {
     pub require_typ: Option<String>,
     /// Clock skew tolerated on time claims.
     pub leeway: u64,
+    /// Claim holding the granted scopes when it is not `scope` (e.g. `scp`: a string or an array).
+    pub scope_claim: Option<String>,
 }
 
 /// Every issuer whose tokens the proxy accepts, keyed by exact `iss`.
@@ -137,6 +155,9 @@ pub struct Verified {
     pub valid_until: u64,
     /// Decoded payload JSON, for `claims_to_headers` (parsed again only when a route asks).
     pub payload: Vec<u8>,
+    /// For a remote issuer's token: the key set generation that verified it (a cached success
+    /// is redone once the provider's keys changed).
+    pub key_epoch: Option<KeyEpoch>,
 }
 
 impl Verified {
@@ -253,9 +274,19 @@ impl Trust {
         if !aud_pass {
             return Err(TokenError::WrongAudience);
         }
-        parsed.check_signature(&issuer.keys, alg)?;
+        let key_epoch = match &issuer.keys {
+            IssuerKeys::Static(set) => {
+                parsed.check_signature(set, alg)?;
+                None
+            }
+            IssuerKeys::Remote(remote) => {
+                let (set, epoch) = remote.current();
+                parsed.check_signature(&set, alg)?;
+                Some(epoch)
+            }
+        };
         let owned = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().map(str::to_owned);
-        Ok(Verified {
+        let mut verified = Verified {
             sub: owned(&claims.sub),
             client_id: owned(&claims.client_id),
             scope: owned(&claims.scope),
@@ -264,6 +295,53 @@ impl Trust {
             valid_until: claims.exp.saturating_add(issuer.leeway),
             // The claims borrowed the payload up to here; now it can move.
             payload: std::mem::take(&mut scratch.payload),
+            key_epoch,
+        };
+        if let Some(name) = &issuer.scope_claim {
+            verified.scope = scope_from(&verified.payload, name);
+        }
+        Ok(verified)
+    }
+}
+
+/// The granted scopes from claim `name` of a verified payload: a space-separated string, or an
+/// array of strings (as Okta and Entra ID send `scp`), joined with spaces. Anything else, or a
+/// scope containing a space inside an array, grants nothing.
+fn scope_from(payload: &[u8], name: &str) -> Option<String> {
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).ok()?;
+    match claims.get(name)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(items) => {
+            let mut out: Vec<&str> = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some(s) if !s.is_empty() && !s.contains(' ') => out.push(s),
+                    _ => return None,
+                }
+            }
+            Some(out.join(" "))
+        }
+        _ => None,
+    }
+}
+
+impl Trust {
+    /// The remote key set of the issuer named in `token`, for a token refused with
+    /// [`TokenError::UnknownKey`]: the caller may refetch and validate again.
+    pub fn remote_for(&self, token: &str) -> Option<&Arc<RemoteKeys>> {
+        let mut scratch = Scratch::default();
+        let parsed = parse(token, &mut scratch).ok()?;
+        match &self.issuer(&parsed.claims.iss)?.keys {
+            IssuerKeys::Remote(r) => Some(r),
+            IssuerKeys::Static(_) => None,
+        }
+    }
+
+    /// Every remote key set of this trust (to start their tasks and list them).
+    pub fn remotes(&self) -> impl Iterator<Item = &Arc<RemoteKeys>> {
+        self.issuers.values().filter_map(|i| match &i.keys {
+            IssuerKeys::Remote(r) => Some(r),
+            IssuerKeys::Static(_) => None,
         })
     }
 }

@@ -16,11 +16,12 @@ fn trust_for(k: &SigningKey) -> Trust {
     let mut keys = KeySet::default();
     keys.insert(k.kid.clone(), VerifyKey::public(k.alg, &pubkey_bytes(k)).unwrap());
     let issuer = Issuer {
-        keys,
+        keys: keys.into(),
         algorithms: vec![k.alg],
         audiences: vec!["api".into()],
         require_typ: Some(ACCESS_TOKEN_TYP.into()),
         leeway: 30,
+        scope_claim: None,
     };
     Trust { issuers: HashMap::from([(ISS.to_string(), issuer)]), max_token_bytes: 8192 }
 }
@@ -69,7 +70,7 @@ fn rsa_tokens_validate_through_jwks() {
     let jwks = json!({"keys": [k.public_jwk()]}).to_string();
     let mut trust = trust_for(&key(Alg::ES256));
     let iss = trust.issuers.get_mut(ISS).unwrap();
-    iss.keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]).unwrap();
+    iss.keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]).unwrap().into();
     iss.algorithms = vec![Alg::RS256];
     let t = sign(&k, "at+jwt", &claims()).unwrap();
     assert!(trust.validate(&t, None, NOW).is_ok());
@@ -171,7 +172,7 @@ fn hmac_with_the_public_key_as_secret_is_refused() {
     let jwks = json!({"keys": [k.public_jwk()]}).to_string();
     let mut trust = trust_for(&key(Alg::ES256));
     let iss = trust.issuers.get_mut(ISS).unwrap();
-    iss.keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]).unwrap();
+    iss.keys = KeySet::from_jwks(jwks.as_bytes(), &[Alg::RS256]).unwrap().into();
     iss.algorithms = vec![Alg::RS256];
     let input = format!(
         "{}.{}",
@@ -455,7 +456,8 @@ fn the_header_cache_is_per_key_and_per_thread() {
     );
     let mut trust = trust_for(&a);
     let iss = trust.issuers.get_mut(ISS).unwrap();
-    iss.keys.insert("k2".into(), VerifyKey::public(Alg::ES256, &pubkey_bytes(&b)).unwrap());
+    let IssuerKeys::Static(set) = &mut iss.keys else { unreachable!("trust_for makes a static set") };
+    set.insert("k2".into(), VerifyKey::public(Alg::ES256, &pubkey_bytes(&b)).unwrap());
     let ta = sign(&a, "at+jwt", &claims()).unwrap();
     let tb = sign(&b, "at+jwt", &claims()).unwrap();
     // b's header naming a's kid: the signature must be checked with a's key and fail.
@@ -486,11 +488,12 @@ fn issuers_are_matched_exactly_whether_scanned_or_hashed() {
             let mut keys = KeySet::default();
             keys.insert(k.kid.clone(), VerifyKey::public(k.alg, &pubkey_bytes(&k)).unwrap());
             let issuer = Issuer {
-                keys,
+                keys: keys.into(),
                 algorithms: template.algorithms.clone(),
                 audiences: template.audiences.clone(),
                 require_typ: template.require_typ.clone(),
                 leeway: template.leeway,
+                scope_claim: None,
             };
             trust.issuers.insert(format!("{ISS}/{i}"), issuer);
         }

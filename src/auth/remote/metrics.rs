@@ -1,0 +1,100 @@
+//! Prometheus series of the remote key sets, one set of series per remote issuer (label values
+//! come from the config, so they stay bounded).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of the per-issuer gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    /// The issuer's `iss`, as configured.
+    issuer: String,
+}
+
+/// Labels of `tokengate_jwks_fetches_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    issuer: String,
+    /// `ok` or `error`.
+    result: &'static str,
+}
+
+/// Labels of `tokengate_jwks_refetches_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefetchLabels {
+    issuer: String,
+    /// `triggered` (an unknown kid started a fetch) or `rate_limited` (too soon after the last).
+    outcome: &'static str,
+}
+
+/// The remote key sets' series; cloning shares them (the families are reference-counted).
+#[derive(Clone, Default)]
+pub struct JwksMetrics {
+    /// Fetch attempts by result.
+    fetches: Family<FetchLabels, Counter>,
+    /// Unix time of the last successful fetch (0: none yet), for "keys older than" alerts.
+    last_success: Family<IssuerLabels, Gauge>,
+    /// Keys (distinct kids) held now; 0 means every token of that issuer is refused.
+    keys: Family<IssuerLabels, Gauge>,
+    /// Unknown-kid refetches, triggered or refused by `jwks_refetch_min_secs`.
+    refetches: Family<RefetchLabels, Counter>,
+}
+
+impl JwksMetrics {
+    /// Registers every series under `tokengate_jwks_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tokengate_jwks_fetches",
+            "Remote JWKS fetch attempts by issuer and result",
+            self.fetches.clone(),
+        );
+        registry.register(
+            "tokengate_jwks_last_success_timestamp_seconds",
+            "Unix time of the last successful JWKS fetch by issuer (0: none yet)",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "tokengate_jwks_keys",
+            "Keys held by remote issuer (0: its tokens are refused)",
+            self.keys.clone(),
+        );
+        registry.register(
+            "tokengate_jwks_refetches",
+            "Unknown-kid refetches by issuer: triggered, or refused as too soon after the last fetch",
+            self.refetches.clone(),
+        );
+    }
+
+    /// Lists an issuer's series at zero, so dashboards and alerts see it before anything happens.
+    pub fn declare(&self, issuer: &str) {
+        let issuer = issuer.to_owned();
+        for result in ["ok", "error"] {
+            let _ = self.fetches.get_or_create(&FetchLabels { issuer: issuer.clone(), result });
+        }
+        for outcome in ["triggered", "rate_limited"] {
+            let _ = self.refetches.get_or_create(&RefetchLabels { issuer: issuer.clone(), outcome });
+        }
+        let _ = self.last_success.get_or_create(&IssuerLabels { issuer: issuer.clone() });
+        let _ = self.keys.get_or_create(&IssuerLabels { issuer });
+    }
+
+    /// One fetch attempt ended; `keys` is what the issuer holds after it.
+    pub fn fetched(&self, issuer: &str, ok: bool, keys: usize, now_unix: u64) {
+        let result = if ok { "ok" } else { "error" };
+        self.fetches.get_or_create(&FetchLabels { issuer: issuer.to_owned(), result }).inc();
+        let labels = IssuerLabels { issuer: issuer.to_owned() };
+        if ok {
+            self.last_success.get_or_create(&labels).set(now_unix as i64);
+        }
+        self.keys.get_or_create(&labels).set(keys as i64);
+    }
+
+    /// An unknown kid asked for a refetch; `triggered` false when rate-limited.
+    pub fn refetch(&self, issuer: &str, triggered: bool) {
+        let outcome = if triggered { "triggered" } else { "rate_limited" };
+        self.refetches.get_or_create(&RefetchLabels { issuer: issuer.to_owned(), outcome }).inc();
+    }
+}
