@@ -5,6 +5,9 @@
 //!
 //! Needs Node.js and `npm ci --prefix tests/support/oidc` (`bash .ci/run` does both).
 
+#[path = "../common/mod.rs"]
+mod common;
+mod gateway;
 #[path = "../support/oidc_provider.rs"]
 #[allow(dead_code)]
 mod oidc_provider;
