@@ -34,21 +34,8 @@ for t in redis-server curl; do
   command -v $t >/dev/null || { echo "state_backends.sh: missing $t; apt-get install -y ${t/redis-server/redis-server}" >&2; exit 2; }
 done
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-tg=${TOKENGATE:-$root/target/release/tokengate}
-if [ ! -x "$tg" ]; then
-  (cd "$root" && cargo build --release --locked)
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 rport=$(free_port)
 mkdir -p "$work/redis"
@@ -62,9 +49,10 @@ mkdir -p "$work/keys"
 client_hash=$(printf '%s' bench-secret | "$tg" hash-secret)
 user_hash=$(printf '%s' bench-password | "$tg" hash-secret)
 
-# instance NAME STATE_TOML: writes NAME/gateway.toml, starts it, prints "plain_port admin_port".
+# instance NAME STATE_TOML: writes NAME/gateway.toml, starts it; its plain port is in $plain.
+# (Not in a subshell: the gateway's pid must reach the cleanup.)
 instance() {
-  local name=$1 state=$2 plain admin tls
+  local name=$1 state=$2 admin tls
   plain=$(free_port) admin=$(free_port) tls=$(free_port)
   mkdir -p "$work/$name"
   cat >"$work/$name/gateway.toml" <<EOF
@@ -97,41 +85,31 @@ username = "bench-user"
 password_hash = "$user_hash"
 scopes = ["read"]
 EOF
-  "$tg" serve --config "$work/$name/gateway.toml" >"$work/$name/log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && { echo "$plain $admin"; return; }
-    sleep 0.1
-  done
-  echo "state_backends.sh: $name did not become ready; its log:" >&2
-  cat "$work/$name/log" >&2
-  exit 1
+  start_gateway "$name" "$admin"
 }
 
 for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-read -r redb_port _ < <(instance redb "backend = \"redb\"
-path = \"$work/redb/state.redb\"")
-read -r redis_port _ < <(instance redis "backend = \"redis\"
-url = \"redis://127.0.0.1:$rport/0\"")
+instance redb "backend = \"redb\"
+path = \"$work/redb/state.redb\""
+redb_port=$plain
+instance redis "backend = \"redis\"
+url = \"redis://127.0.0.1:$rport/0\""
+redis_port=$plain
 
 token=$("$tg" mint --config "$work/redb/gateway.toml" --sub bench --scope read --ttl 86400)
 echo "$token" >"$work/token"
 
-# run TARGET BACKEND PORT: prints the req/s of one measurement.
+# run TARGET PORT: prints "req/s non-2xx+errors" of one measurement.
 run() {
-  local target=$1 port=$2 out
-  local base=(--threads 1 -d "$secs" --warmup 1 --json)
+  local target=$1 port=$2
+  local base=(-d "$secs" --warmup 1)
   local ep="http://127.0.0.1:$port/oauth2/token" login=(--client-id bench-app --client-secret bench-secret)
   case $target in
-    proxy) out=$("$tg" bench "${base[@]}" -c "$conns" --url "http://127.0.0.1:$port/x" --token-file "$work/token") ;;
-    cc) out=$("$tg" bench "${base[@]}" -c 4 --issue "$ep" "${login[@]}") ;;
-    password) out=$("$tg" bench "${base[@]}" -c 4 --issue "$ep" "${login[@]}" --username bench-user --password bench-password) ;;
-    refresh) out=$("$tg" bench "${base[@]}" -c "$conns" --issue "$ep" "${login[@]}" --username bench-user --password bench-password --refresh) ;;
+    proxy) bench_rps "${base[@]}" -c "$conns" --url "http://127.0.0.1:$port/x" --token-file "$work/token" ;;
+    cc) bench_rps "${base[@]}" -c 4 --issue "$ep" "${login[@]}" ;;
+    password) bench_rps "${base[@]}" -c 4 --issue "$ep" "${login[@]}" --username bench-user --password bench-password ;;
+    refresh) bench_rps "${base[@]}" -c "$conns" --issue "$ep" "${login[@]}" --username bench-user --password bench-password --refresh ;;
   esac
-  python3 -c 'import json,sys
-j = json.load(sys.stdin)
-bad = sum(n for s, n in j["status"].items() if s != "200") + sum(j["errors"].values())
-print("%.0f %d" % (j["rps"], bad))' <<<"$out"
 }
 
 declare -A results
@@ -144,19 +122,10 @@ for ((r = 1; r <= rounds; r++)); do
       [ $b = redis ] && port=$redis_port
       read -r rps bad < <(run "$t" "$port")
       printf 'round %d  %-9s %-6s %8s req/s  (%s non-200 or errors)\n' "$r" "$t" "$b" "$rps" "$bad"
-      results[$t.$b]+="$rps "
+      if [ $b = redb ]; then results[$t.a]+="$rps "; else results[$t.b]+="$rps "; fi
     done
   done
 done
 
 echo
-printf '%-9s %-24s %-24s %s\n' target "redb req/s (runs)" "redis req/s (runs)" "redis/redb (median)"
-for t in "${targets[@]}"; do
-  [ -z "${results[$t.redb]:-}" ] && continue
-  python3 - "$t" "${results[$t.redb]}" "${results[$t.redis]}" <<'EOF'
-import statistics, sys
-t, a, b = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
-fmt = lambda v: f"{statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f})"
-print(f"{t:<9} {fmt(a):<24} {fmt(b):<24} {statistics.median(b) / statistics.median(a):.2f}x")
-EOF
-done
+median_table redb redis "${targets[@]}"

@@ -24,6 +24,15 @@ pub fn check(config: &Path) -> Result<String, BuildError> {
         out.push_str("\nserve ");
         out.push_str(note);
     }
+    let mut remotes: Vec<_> = s.trust.remotes().map(|r| &r.spec).collect();
+    remotes.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+    for spec in remotes {
+        let from = match &spec.source {
+            crate::config::KeySource::Uri(u) => u.to_string(),
+            _ => format!("the jwks_uri of {}'s discovery document", spec.issuer),
+        };
+        out.push_str(&format!("\nissuer {}: keys from {from}, fetched by serve (check fetches nothing)", spec.issuer));
+    }
     Ok(out)
 }
 
