@@ -212,3 +212,30 @@ async fn an_untrusted_provider_certificate_is_refused() {
     assert!(kids(&st).is_empty(), "{st}");
     assert_eq!(p.jwks_hits(), 0, "the TLS handshake failed before any request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_fetched_keys_unless_the_fetch_settings_change() {
+    let p = OidcProvider::start();
+    let gw = gateway(&p, &by_uri(&p), "jwks_refresh_secs = 3600").await;
+    let token = p.token("svc", "svc-secret", "read");
+    assert_eq!(gw.get_with("/api/x", &token).await.status, 200);
+    let hits = p.jwks_hits();
+    // A route and an audience change: the same key set (and its task) carries on, no fetch.
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let generation = gw.generation().await;
+    let edited =
+        text.replace("audiences = [\"api\"]", "audiences = [\"api\", \"other\"]") + &route("/more", "echo", "");
+    crate::common::replace_file(&gw.config, edited.as_bytes());
+    gw.wait_generation_above(generation, 5).await;
+    assert_eq!(gw.get_with("/more/x", &token).await.status, 200);
+    assert_eq!(p.jwks_hits(), hits, "a reload that keeps the fetch settings does not refetch");
+    // A changed fetch setting makes a new set, which fetches before its first use.
+    let generation = gw.generation().await;
+    crate::common::replace_file(
+        &gw.config,
+        edited.replace("jwks_refresh_secs = 3600", "jwks_refresh_secs = 1800").as_bytes(),
+    );
+    gw.wait_generation_above(generation, 5).await;
+    assert_eq!(gw.get_with("/api/x", &token).await.status, 200);
+    assert_eq!(p.jwks_hits(), hits + 1, "a new set fetched once");
+}

@@ -508,3 +508,26 @@ fn issuers_are_matched_exactly_whether_scanned_or_hashed() {
         }
     }
 }
+
+#[test]
+fn scope_claim_reads_scp_as_a_string_or_an_array() {
+    let k = key(Alg::ES256);
+    let mut trust = trust_for(&k);
+    trust.issuers.get_mut(ISS).unwrap().scope_claim = Some("scp".into());
+    let scope_of = |extra: serde_json::Value| {
+        let mut c = claims();
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        trust.validate(&sign(&k, "at+jwt", &c).unwrap(), None, NOW).unwrap().scope
+    };
+    assert_eq!(scope_of(json!({"scp": ["read", "orders.write"]})).as_deref(), Some("read orders.write"));
+    assert_eq!(scope_of(json!({"scp": "read orders.write"})).as_deref(), Some("read orders.write"));
+    assert_eq!(scope_of(json!({"scp": []})).as_deref(), Some(""));
+    // The `scope` claim (here "read write") counts for nothing when the issuer names another.
+    assert_eq!(scope_of(json!({})), None);
+    // Not a string or an array of single scopes: nothing is granted, rather than a guess.
+    for bad in [json!({"scp": 7}), json!({"scp": ["read", 1]}), json!({"scp": ["read write"]}), json!({"scp": [""]})] {
+        assert_eq!(scope_of(bad.clone()), None, "{bad}");
+    }
+    let v = trust.validate(&sign(&k, "at+jwt", &claims()).unwrap(), None, NOW).unwrap();
+    assert_eq!(v.missing_scope(&["read".into()]), Some("read"), "no scp: no scope");
+}
