@@ -117,21 +117,20 @@ async fn fleet_plus(redis: &RedisServer, keys: &Path, n: usize, max_failures: u3
     shared_key(keys);
     let mut out = Vec::new();
     for _ in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("gateway.toml");
-        std::fs::write(&config_path, config_plus(&redis.url(), keys, max_failures, more)).unwrap();
-        let running = tokengate::server::start(config_path.clone()).await.expect("gateway on redis starts");
-        let cert = read_cert(&dir.path().join("certs/gateway.crt"));
-        out.push(Inst {
-            https: running.https_addr,
-            admin: running.admin_addr,
-            cert,
-            config: config_path,
-            _dir: dir,
-            _running: running,
-        });
+        let inst = instance(&config_plus(&redis.url(), keys, max_failures, more)).await;
+        out.push(inst.expect("gateway on redis starts"));
     }
     out
+}
+
+/// Starts one instance from `config` in its own folder; the start error as text otherwise.
+async fn instance(config: &str) -> Result<Inst, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let running = tokengate::server::start(config_path.clone()).await.map_err(|e| e.to_string())?;
+    let cert = read_cert(&dir.path().join("certs/gateway.crt"));
+    Ok(Inst { https: running.https_addr, admin: running.admin_addr, cert, config: config_path, _dir: dir, _running: running })
 }
 
 fn basic() -> String {
@@ -294,6 +293,47 @@ async fn a_token_revoked_at_a_is_refused_at_b_within_a_second() {
     }
     took.sort();
     eprintln!("revocation A -> B over 100: p50 {:?}, p99 {:?}, max {:?}", took[49], took[98], took[99]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_shares_state_and_an_unknown_ca_is_refused() {
+    let redis = RedisServer::start_tls();
+    let keys = tempfile::tempdir().unwrap();
+    shared_key(keys.path());
+    let with_ca = |ca: &Path| {
+        config(&redis.rediss_url(), keys.path(), 10)
+            .replace("timeout_ms = 1000", &format!("timeout_ms = 1000\nca = \"{}\"", ca.display()))
+    };
+    let a = instance(&with_ca(&redis.ca_pem())).await.expect("starts over rediss://");
+    let b = instance(&with_ca(&redis.ca_pem())).await.expect("starts over rediss://");
+    // A refresh token issued at A rotates at B; the spent one is then refused at A.
+    let first = field(&a.post("/oauth2/token", PASSWORD).await, "refresh_token");
+    let r = b.post("/oauth2/token", &refresh_body(&first)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(a.post("/oauth2/token", &refresh_body(&first)).await.status, 400, "reuse detected across rediss://");
+    // A revocation at A reaches B through the stream over TLS.
+    let tok = mint(&a.config, &MintRequest { sub: "alice", scope: "read", ttl: Some(600), aud: None, client_id: Some("app") })
+        .unwrap();
+    let mut at_b = b.conn().await;
+    assert_eq!(at_b.send(bearer(&tok)).await.status, 200);
+    assert_eq!(a.post("/oauth2/revoke", &format!("token={tok}&token_type_hint=access_token")).await.status, 200);
+    let mut refused = false;
+    for _ in 0..20 {
+        if at_b.send(bearer(&tok)).await.status == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "revoked at A, still accepted at B after 1 s");
+    assert_eq!(b.state().await["health"], "ok");
+    // A CA that did not sign the server's certificate: no start (the revocations could not be known).
+    let other = tempfile::tempdir().unwrap();
+    let stranger = RedisServer::start_tls();
+    std::fs::copy(stranger.ca_pem(), other.path().join("ca.pem")).unwrap();
+    let e = instance(&with_ca(&other.path().join("ca.pem"))).await.err().expect("an untrusted Redis is refused");
+    assert!(e.contains("state"), "{e}");
+    assert!(!e.contains("p@ss") && e.to_lowercase().contains("certificate"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,8 @@ pub struct RedisServer {
     pub dir: tempfile::TempDir,
     /// Whether it persists every write to an append-only file.
     aof: bool,
+    /// With TLS: the TLS port (the plain `port` stays open for the harness's own commands).
+    pub tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -26,7 +28,7 @@ impl RedisServer {
     /// default), RDB snapshots are always off.
     pub fn start(aof: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir for redis-server");
-        let mut s = RedisServer { child: None, port: free_port(), dir, aof };
+        let mut s = RedisServer { child: None, port: free_port(), dir, aof, tls_port: None };
         // Another process may take the port between free_port and the bind: then another port.
         for _ in 0..5 {
             match s.spawn() {
@@ -37,6 +39,26 @@ impl RedisServer {
         }
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
         s
+    }
+
+    /// A server that also listens with TLS on another port, with a certificate for `localhost`
+    /// signed by its own CA (`ca.pem` in its folder; see [`RedisServer::ca_pem`]).
+    pub fn start_tls() -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis-server");
+        write_tls_files(dir.path());
+        let mut s = RedisServer { child: None, port: free_port(), dir, aof: false, tls_port: Some(free_port()) };
+        s.spawn().unwrap_or_else(|e| panic!("{e}"));
+        s
+    }
+
+    /// The CA that signed the TLS certificate.
+    pub fn ca_pem(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// `rediss://localhost:<tls_port>/0`.
+    pub fn rediss_url(&self) -> String {
+        format!("rediss://localhost:{}/0", self.tls_port.expect("started with start_tls"))
     }
 
     /// `redis://127.0.0.1:<port>/0`.
@@ -78,8 +100,23 @@ impl RedisServer {
     /// Starts the process and waits for PING; Err when it exited at start (e.g. port taken).
     fn spawn(&mut self) -> Result<(), String> {
         let aof = if self.aof { "yes" } else { "no" };
+        let dir = path_str(self.dir.path());
+        let tls: Vec<String> = match self.tls_port {
+            Some(p) => [
+                ("--tls-port", p.to_string()),
+                ("--tls-cert-file", format!("{dir}/redis.crt")),
+                ("--tls-key-file", format!("{dir}/redis.key")),
+                ("--tls-ca-cert-file", format!("{dir}/ca.pem")),
+                ("--tls-auth-clients", "no".into()),
+            ]
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_string(), v])
+            .collect(),
+            None => Vec::new(),
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof])
+            .args(&tls)
             .args(["--dir", path_str(self.dir.path()), "--daemonize", "no", "--loglevel", "warning"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -115,6 +152,21 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A CA (`ca.pem`) and a `localhost` certificate it signs (`redis.crt`, `redis.key`) in `dir`.
+fn write_tls_files(dir: &Path) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "tokengate test Redis CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).expect("CA certificate").pem()).expect("ca.pem");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let server = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("server params");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let cert = server.signed_by(&key, &issuer).expect("server certificate");
+    std::fs::write(dir.join("redis.crt"), cert.pem()).expect("redis.crt");
+    std::fs::write(dir.join("redis.key"), key.serialize_pem()).expect("redis.key");
 }
 
 fn path_str(p: &Path) -> &str {
