@@ -334,6 +334,10 @@ async fn rediss_with_a_private_ca_shares_state_and_an_unknown_ca_is_refused() {
     let e = instance(&with_ca(&other.path().join("ca.pem"))).await.err().expect("an untrusted Redis is refused");
     assert!(e.contains("state"), "{e}");
     assert!(!e.contains("p@ss") && e.to_lowercase().contains("certificate"), "{e}");
+    // Nothing listening: the same one-sentence refusal (this used to panic while dropping the
+    // store's runtime inside the async start).
+    let e = instance(&config("redis://127.0.0.1:1/0", keys.path(), 10)).await.err().expect("no Redis, no start");
+    assert!(e.contains("state.url: redis at redis://127.0.0.1:1/0"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,6 +206,9 @@ impl RedisStore {
                 .set_response_timeout(Some(opts.timeout))
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_secs(1));
+            // One plain attempt first: the connection manager retries a failed handshake until the
+            // timeout, which would hide why (an untrusted certificate, a refused password).
+            drop(client.get_multiplexed_async_connection().await?);
             let mut conn = client.get_connection_manager_with_config(config).await?;
             warn_if_not_persistent(&mut conn, &server).await;
             let last = follow::resync(&mut conn, &keys, &denied).await?;
@@ -216,16 +219,21 @@ impl RedisStore {
         let connected = std::thread::scope(|s| {
             s.spawn(|| handle.block_on(async { tokio::time::timeout(opts.timeout * 2, setup).await })).join()
         });
-        let (conn, last) = match connected {
-            Ok(Ok(Ok(c))) => c,
-            Ok(Ok(Err(e))) => return Err(StoreError::Unavailable(format!("state.url: redis at {server}: {e}"))),
+        let connected = match connected {
+            Ok(Ok(Ok(c))) => Ok(c),
+            Ok(Ok(Err(e))) => Err(format!("state.url: redis at {server}: {e}")),
             Ok(Err(_)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "state.url: redis at {server} did not answer within {} ms",
-                    (opts.timeout * 2).as_millis()
-                )))
+                Err(format!("state.url: redis at {server} did not answer within {} ms", (opts.timeout * 2).as_millis()))
             }
-            Err(_) => return Err(StoreError::Unavailable("state.url: the connecting thread panicked".into())),
+            Err(_) => Err("state.url: the connecting thread panicked".into()),
+        };
+        let (conn, last) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropping a runtime blocks, which panics inside the gateway's async start.
+                rt.shutdown_background();
+                return Err(StoreError::Unavailable(e));
+            }
         };
         let health = Arc::new(Health::default());
         health.stream_event();
