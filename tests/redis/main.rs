@@ -130,7 +130,14 @@ async fn instance(config: &str) -> Result<Inst, String> {
     std::fs::write(&config_path, config).unwrap();
     let running = tokengate::server::start(config_path.clone()).await.map_err(|e| e.to_string())?;
     let cert = read_cert(&dir.path().join("certs/gateway.crt"));
-    Ok(Inst { https: running.https_addr, admin: running.admin_addr, cert, config: config_path, _dir: dir, _running: running })
+    Ok(Inst {
+        https: running.https_addr,
+        admin: running.admin_addr,
+        cert,
+        config: config_path,
+        _dir: dir,
+        _running: running,
+    })
 }
 
 fn basic() -> String {
@@ -312,8 +319,11 @@ async fn rediss_with_a_private_ca_shares_state_and_an_unknown_ca_is_refused() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(a.post("/oauth2/token", &refresh_body(&first)).await.status, 400, "reuse detected across rediss://");
     // A revocation at A reaches B through the stream over TLS.
-    let tok = mint(&a.config, &MintRequest { sub: "alice", scope: "read", ttl: Some(600), aud: None, client_id: Some("app") })
-        .unwrap();
+    let tok = mint(
+        &a.config,
+        &MintRequest { sub: "alice", scope: "read", ttl: Some(600), aud: None, client_id: Some("app") },
+    )
+    .unwrap();
     let mut at_b = b.conn().await;
     assert_eq!(at_b.send(bearer(&tok)).await.status, 200);
     assert_eq!(a.post("/oauth2/revoke", &format!("token={tok}&token_type_hint=access_token")).await.status, 200);
