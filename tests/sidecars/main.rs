@@ -149,7 +149,7 @@ fn mint_app(config: &Path) -> String {
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+    sorted[(sorted.len() - 1) * p / 100]
 }
 
 /// A sidecar's `/issuers` document.
