@@ -288,6 +288,19 @@ async fn a_central_issuer_and_two_validating_sidecars_on_one_redis() {
         }
     }
 
+    // Turning the central into a sidecar by a reload is refused whole: it applies only at start.
+    let base = central.generation().await;
+    let as_sidecar = format!("listen_plain = \"127.0.0.1:{port}\"\n[tokens]\nissue_tokens = false\n[[issuers]]\nissuer = \"https://other.example\"\njwks_uri = \"https://other.example/jwks.json\"\n");
+    replace_file(&central.config, format!("[server]\n{as_sidecar}").as_bytes());
+    let doc = central.wait_reload_error(5).await;
+    assert!(doc["last_error"].as_str().unwrap().contains("tokens.issue_tokens changed"), "{doc}");
+    assert_eq!(central.generation().await, base, "{doc}");
+    assert_eq!(
+        Conn::plain(central.plain).await.send(form("/oauth2/token", "grant_type=client_credentials")).await.status,
+        200
+    );
+    replace_file(&central.config, central_config(&issuer, port, central_keys.path(), "k2", &redis).as_bytes());
+
     // 5. The central down: the sidecars keep validating with their last good keys.
     drop(at_central);
     central.shutdown().await;
