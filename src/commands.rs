@@ -13,16 +13,30 @@ use crate::snapshot::{BuildMode, Snapshot};
 /// line for each file a first start would create.
 pub fn check(config: &Path) -> Result<String, BuildError> {
     let s = Snapshot::build(config, BuildMode::Check)?;
-    let mut out = format!(
-        "ok: {} route(s), {} trusted issuer(s), {} signing key(s), active kid {:?}",
-        s.routes.len(),
-        s.trust.issuers.len(),
-        s.own.keys.len(),
-        s.own.active.kid
-    );
+    let mut out = match &s.own {
+        Some(own) => format!(
+            "ok: {} route(s), {} trusted issuer(s), {} signing key(s), active kid {:?}\nmode: issuing tokens as {} \
+             (token endpoint, revocation, introspection, JWKS and metadata served)",
+            s.routes.len(),
+            s.trust.issuers.len(),
+            own.keys.len(),
+            own.active.kid,
+            s.config.tokens.issuer
+        ),
+        None => format!(
+            "ok: {} route(s), {} trusted issuer(s), no signing key\nmode: validation only (tokens.issue_tokens = \
+             false): no token, revocation, introspection, JWKS or metadata endpoint; only [[issuers]] are trusted",
+            s.routes.len(),
+            s.trust.issuers.len()
+        ),
+    };
     for note in &s.first_start {
         out.push_str("\nserve ");
         out.push_str(note);
+    }
+    for warning in &s.warnings {
+        out.push_str("\nwarning: ");
+        out.push_str(warning);
     }
     let mut remotes: Vec<_> = s.trust.remotes().map(|r| &r.spec).collect();
     remotes.sort_by(|a, b| a.issuer.cmp(&b.issuer));
@@ -62,6 +76,12 @@ pub struct MintRequest<'a> {
 /// Signs an access token with the active key of the config at `config`.
 pub fn mint(config: &Path, req: &MintRequest) -> Result<String, BuildError> {
     let s = Snapshot::build(config, BuildMode::Start)?;
+    let Some(own) = &s.own else {
+        return Err(BuildError::Invalid(format!(
+            "{}: tokens.issue_tokens = false: this gateway holds no signing key; mint at the central issuer",
+            config.display()
+        )));
+    };
     let t = &s.config.tokens;
     let now = jwt::now();
     let claims = json!({
@@ -74,7 +94,7 @@ pub fn mint(config: &Path, req: &MintRequest) -> Result<String, BuildError> {
         "exp": now + req.ttl.unwrap_or(t.access_ttl_secs),
         "jti": jwt::random_id(),
     });
-    Ok(jwt::sign(&s.own.active, ACCESS_TOKEN_TYP, &claims)?)
+    Ok(jwt::sign(&own.active, ACCESS_TOKEN_TYP, &claims)?)
 }
 
 /// Reads a secret from `input` (first line, without its line ending) and returns its argon2id PHC.

@@ -164,7 +164,9 @@ pub async fn serve(
                 let state = Arc::clone(&state);
                 let current = Arc::clone(&current);
                 async move {
-                    if req.uri().path() == "/revoke" {
+                    // Revocation needs an admin token of our own issuer: a validation-only
+                    // gateway has none (revoke at the central issuer), so it is not found here.
+                    if req.uri().path() == "/revoke" && current.load().issues_tokens() {
                         return Ok::<_, Infallible>(revoke_client(&state, &current, req).await);
                     }
                     Ok::<_, Infallible>(respond(&state, &current, &req))

@@ -238,6 +238,10 @@ pub enum RsaAlg {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
+    /// Be a token issuer (signing keys, token endpoint, JWKS). `false`: validation only, a
+    /// sidecar that holds no private key and trusts nothing but `[[issuers]]`.
+    #[serde(default = "yes")]
+    pub issue_tokens: bool,
     /// Our `iss`: exact string compared against every token's `iss`.
     pub issuer: String,
     /// Default audience a token must name when a route sets none.
@@ -269,6 +273,7 @@ pub struct TokensConfig {
 impl Default for TokensConfig {
     fn default() -> Self {
         TokensConfig {
+            issue_tokens: true,
             issuer: "https://tokengate.local".into(),
             audience: "api".into(),
             keys_dir: "keys".into(),
@@ -485,8 +490,11 @@ impl Config {
         if let Some(w) = prefixes.windows(2).find(|w| w[0] == w[1]) {
             return bad(format!("route prefix {:?} is listed twice", w[0]));
         }
+        self.validate_mode()?;
         for (n, i) in self.issuers.iter().enumerate() {
-            if i.issuer == self.tokens.issuer {
+            // In validation-only mode our own issuer is trusted by no one: a sidecar may trust a
+            // central that bears the same name.
+            if self.tokens.issue_tokens && i.issuer == self.tokens.issuer {
                 return bad(format!("[[issuers]] {:?} duplicates tokens.issuer", i.issuer));
             }
             if self.issuers[..n].iter().any(|j| j.issuer == i.issuer) {
@@ -495,5 +503,78 @@ impl Config {
             i.validate()?;
         }
         Ok(())
+    }
+
+    /// `tokens.issue_tokens = false` (validation only): trusts someone, and has no token endpoint
+    /// for clients or users to use.
+    fn validate_mode(&self) -> Result<(), ConfigError> {
+        if self.tokens.issue_tokens {
+            return Ok(());
+        }
+        let why = "makes no sense with tokens.issue_tokens = false (this gateway has no token endpoint)";
+        let unused = [
+            ("clients_file", self.clients_file.is_some()),
+            ("users_file", self.users_file.is_some()),
+            ("[[clients]]", !self.clients.is_empty()),
+            ("[[users]]", !self.users.is_empty()),
+        ];
+        if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::Invalid(format!("{key} {why}")));
+        }
+        if self.issuers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "tokens.issue_tokens = false needs at least one [[issuers]] entry: a gateway that trusts no issuer \
+                 refuses every token"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validated(text: &str) -> Result<Config, String> {
+        let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.base_dir = ".".into();
+        c.validate().map(|()| c).map_err(|e| e.to_string())
+    }
+
+    const CENTRAL: &str = "\n[[issuers]]\nissuer = \"https://central.example\"\njwks_uri = \"https://central.example/.well-known/jwks.json\"\n";
+
+    #[test]
+    fn issue_tokens_defaults_to_true() {
+        assert!(validated("").unwrap().tokens.issue_tokens);
+    }
+
+    #[test]
+    fn validation_only_needs_an_issuer() {
+        let e = validated("[tokens]\nissue_tokens = false\n").unwrap_err();
+        assert!(e.contains("tokens.issue_tokens = false needs at least one [[issuers]]"), "{e}");
+        assert!(!validated(&format!("[tokens]\nissue_tokens = false\n{CENTRAL}")).unwrap().tokens.issue_tokens);
+    }
+
+    #[test]
+    fn validation_only_refuses_clients_and_users() {
+        let client = "\n[[clients]]\nid = \"app\"\nsecret_hash = \"x\"\ngrants = [\"client_credentials\"]\n";
+        let e = validated(&format!("[tokens]\nissue_tokens = false\n{CENTRAL}{client}")).unwrap_err();
+        assert!(e.starts_with("[[clients]] makes no sense with tokens.issue_tokens = false"), "{e}");
+        let user = "\n[[users]]\nusername = \"alice\"\npassword_hash = \"x\"\n";
+        let e = validated(&format!("[tokens]\nissue_tokens = false\n{CENTRAL}{user}")).unwrap_err();
+        assert!(e.starts_with("[[users]] makes no sense"), "{e}");
+        let e =
+            validated(&format!("clients_file = \"c.toml\"\n[tokens]\nissue_tokens = false\n{CENTRAL}")).unwrap_err();
+        assert!(e.starts_with("clients_file makes no sense"), "{e}");
+    }
+
+    #[test]
+    fn a_sidecar_may_trust_an_issuer_named_like_its_own() {
+        // Its own issuer is trusted by no one in validation-only mode: no duplicate.
+        let same = "\n[[issuers]]\nissuer = \"https://tokengate.local\"\njwks_uri = \"https://c.example/jwks.json\"\n";
+        assert!(validated(&format!("[tokens]\nissue_tokens = false\n{same}")).is_ok());
+        let e = validated(same).unwrap_err();
+        assert!(e.contains("duplicates tokens.issuer"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ pub fn pending(started: &Config, next: &Config) -> Vec<&'static str> {
         ("tls.self_signed_if_missing", a.tls.self_signed_if_missing != b.tls.self_signed_if_missing),
         ("admin.listen", a.admin.listen != b.admin.listen),
         ("tokens.generate_if_missing", a.tokens.generate_if_missing != b.tokens.generate_if_missing),
+        ("tokens.issue_tokens", a.tokens.issue_tokens != b.tokens.issue_tokens),
         ("state.backend", a.state.backend != b.state.backend),
         ("state.path", a.resolve(&a.state.path) != b.resolve(&b.state.path)),
         ("state.url", a.state.url != b.state.url),
@@ -52,7 +53,7 @@ mod tests {
         let b = parse(
             "[server]\nlisten = \"127.0.0.1:1\"\nworkers = 3\nruntime = \"per-core\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
              [log]\nlevel = \"debug\"\nformat = \"json\"\n[state]\npath = \":memory:\"\n[tls]\nself_signed_if_missing = false\n\
-             [tokens]\ngenerate_if_missing = false\n",
+             [tokens]\ngenerate_if_missing = false\nissue_tokens = false\n",
         );
         assert_eq!(
             pending(&a, &b),
@@ -63,6 +64,7 @@ mod tests {
                 "tls.self_signed_if_missing",
                 "admin.listen",
                 "tokens.generate_if_missing",
+                "tokens.issue_tokens",
                 "state.path",
                 "log.format",
                 "log.level"

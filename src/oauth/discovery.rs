@@ -8,6 +8,7 @@ use http_body_util::Full;
 use serde_json::json;
 
 use super::{endpoint_url, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, TOKEN_PATH};
+use crate::auth::keys::OwnKeys;
 use crate::snapshot::Snapshot;
 
 fn public_json(body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -20,18 +21,18 @@ fn public_json(body: &serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 /// `GET /.well-known/jwks.json`
-pub fn jwks(snap: &Snapshot) -> Response<Full<Bytes>> {
-    public_json(&snap.own.jwks())
+pub fn jwks(own: &OwnKeys) -> Response<Full<Bytes>> {
+    public_json(&own.jwks())
 }
 
 /// `GET /.well-known/oauth-authorization-server`
-pub fn metadata(snap: &Snapshot) -> Response<Full<Bytes>> {
+pub fn metadata(snap: &Snapshot, own: &OwnKeys) -> Response<Full<Bytes>> {
     let iss = &snap.config.tokens.issuer;
     let mut scopes: Vec<&str> =
         snap.directory.clients.values().flat_map(|c| c.scopes.iter().map(String::as_str)).collect();
     scopes.sort_unstable();
     scopes.dedup();
-    let mut algs: Vec<&str> = snap.own.keys.values().map(|k| k.alg.as_str()).collect();
+    let mut algs: Vec<&str> = own.keys.values().map(|k| k.alg.as_str()).collect();
     algs.sort_unstable();
     algs.dedup();
     let auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"];

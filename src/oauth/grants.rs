@@ -160,7 +160,8 @@ fn issue(
     id_token: bool,
 ) -> Result<Response<Full<Bytes>>, OAuthError> {
     let t = &ctx.snap.config.tokens;
-    let key = &ctx.snap.own.active;
+    // The endpoint is served only when the gateway issues tokens (`is_oauth_path`).
+    let key = &ctx.snap.own.as_ref().ok_or(OAuthError::Unavailable)?.active;
     let exp = ctx.now + t.access_ttl_secs;
     let claims = json!({
         "iss": t.issuer, "sub": sub, "aud": client.audience, "exp": exp, "iat": ctx.now,

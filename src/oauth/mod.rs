@@ -46,9 +46,11 @@ pub fn endpoint_url(issuer: &str, path: &str) -> String {
     format!("{}{path}", issuer.trim_end_matches('/'))
 }
 
-/// True for the paths this module answers.
-pub fn is_oauth_path(path: &str) -> bool {
-    matches!(path, TOKEN_PATH | REVOKE_PATH | INTROSPECT_PATH | JWKS_PATH | METADATA_PATH)
+/// True for the paths this module answers when the gateway issues tokens; a validation-only
+/// gateway (`tokens.issue_tokens = false`) answers none of them: they go through routing like
+/// any other path (404 unless a route covers them).
+pub fn is_oauth_path(snap: &Snapshot, path: &str) -> bool {
+    snap.issues_tokens() && matches!(path, TOKEN_PATH | REVOKE_PATH | INTROSPECT_PATH | JWKS_PATH | METADATA_PATH)
 }
 
 /// What every handler needs: the gateway, the snapshot of this request, and the time.
@@ -161,9 +163,13 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let path = parts.uri.path();
     let ctx = Ctx { gw, snap, now: crate::auth::jwt::now() };
+    // Not reached in validation-only mode (see `is_oauth_path`); answered as an unknown path.
+    let Some(own) = snap.own.as_ref() else {
+        return crate::respond::json_error(http::StatusCode::NOT_FOUND, "not_found", "no route for this path");
+    };
     match path {
-        JWKS_PATH => return discovery::jwks(snap),
-        METADATA_PATH => return discovery::metadata(snap),
+        JWKS_PATH => return discovery::jwks(own),
+        METADATA_PATH => return discovery::metadata(snap, own),
         _ => {}
     }
     if !conn.tls && !snap.config.tokens.allow_plain_token_endpoint {

@@ -146,7 +146,7 @@ fn admit<'s>(
     out: &mut Outcome<'s>,
 ) -> Result<Next<'s>, Failure> {
     headers::check_host(parts.version, &parts.uri, &parts.headers).map_err(Failure::BadHost)?;
-    if crate::oauth::is_oauth_path(parts.uri.path()) {
+    if crate::oauth::is_oauth_path(snap, parts.uri.path()) {
         out.route = Some("oauth");
         if out.log {
             // An exact path: nothing to normalize.

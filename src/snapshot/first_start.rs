@@ -45,7 +45,7 @@ pub fn refuse_typed_paths(
 
 /// Whether a start in `mode` finds no signing key where it would make one.
 fn key_to_make(config: &Config, keys_dir: &Path, mode: BuildMode) -> bool {
-    mode != BuildMode::Reload && config.tokens.generate_if_missing && !has_pem(keys_dir)
+    mode != BuildMode::Reload && config.tokens.issue_tokens && config.tokens.generate_if_missing && !has_pem(keys_dir)
 }
 
 /// Whether a start in `mode` finds neither certificate nor key where it would make them.
@@ -63,27 +63,44 @@ fn cert_at_default(config: &Config) -> bool {
 }
 
 /// Our signing keys: loaded from `keys_dir`, or on a first start in the default folder, created.
+/// None in validation-only mode (`tokens.issue_tokens = false`): `keys_dir` is then never read
+/// for keys, and nothing is ever created in it.
 pub fn signing_keys(
     config: &Config,
     keys_dir: &Path,
     mode: BuildMode,
     notes: &mut Vec<String>,
-) -> Result<OwnKeys, BuildError> {
+) -> Result<Option<OwnKeys>, BuildError> {
     let t = &config.tokens;
+    if !t.issue_tokens {
+        return Ok(None);
+    }
     if !(key_to_make(config, keys_dir, mode) && keys_at_default(config)) {
-        return load(config, keys_dir);
+        return load(config, keys_dir).map(Some);
     }
     let kid = t.active_kid.clone().unwrap_or_else(|| format!("es256-{}", crate::auth::jwt::now()));
     let path = keys_dir.join(format!("{kid}.pem"));
     let pem = keys::generate_pem(Alg::ES256)?;
     if mode == BuildMode::Check {
         notes.push(format!("would create the ES256 signing key {}", path.display()));
-        return Ok(OwnKeys::single(SigningKey::from_pem(&kid, pem.as_bytes(), t.rsa_alg)?));
+        return Ok(Some(OwnKeys::single(SigningKey::from_pem(&kid, pem.as_bytes(), t.rsa_alg)?)));
     }
     keys::write_private(&path, &pem).map_err(|e| BuildError::Invalid(format!("{}: {e}", path.display())))?;
     tracing::warn!(path = %path.display(), "first start: generated an ES256 signing key");
     notes.push(format!("created the ES256 signing key {}", path.display()));
-    load(config, keys_dir)
+    load(config, keys_dir).map(Some)
+}
+
+/// In validation-only mode, a warning when `keys_dir` still holds private keys (`*.pem`): they
+/// sign nothing here, and a sidecar is meant to hold none.
+pub fn unused_keys(config: &Config, keys_dir: &Path) -> Option<String> {
+    (!config.tokens.issue_tokens && has_pem(keys_dir)).then(|| {
+        format!(
+            "tokens.keys_dir {} holds *.pem private keys that are unused: tokens.issue_tokens = false signs nothing \
+             (remove them; a validating sidecar needs no private key)",
+            keys_dir.display()
+        )
+    })
 }
 
 fn load(config: &Config, keys_dir: &Path) -> Result<OwnKeys, BuildError> {

@@ -76,8 +76,8 @@ pub struct Snapshot {
     pub config: Config,
     /// Trusted issuers (ours first among equals) and their keys.
     pub trust: Trust,
-    /// Our signing keys.
-    pub own: OwnKeys,
+    /// Our signing keys; None in validation-only mode (`tokens.issue_tokens = false`).
+    pub own: Option<OwnKeys>,
     /// Prefix table.
     pub routes: RouteTable<Arc<Route>>,
     /// Certificate for the HTTPS listener.
@@ -95,6 +95,8 @@ pub struct Snapshot {
     pub watched: Vec<PathBuf>,
     /// What this build created (first start) or would create (`tokengate check`), in words.
     pub first_start: Vec<String>,
+    /// Warnings about the configuration that do not stop it (logged at start, shown by `check`).
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -131,25 +133,35 @@ impl Snapshot {
         first_start::refuse_typed_paths(&config, &keys_dir, (&cert, &key), mode)?;
         let certified_key = first_start::certificate(&config, (&cert, &key), mode, &mut first_start)?;
         let own = first_start::signing_keys(&config, &keys_dir, mode, &mut first_start)?;
-        let mut trust = Trust { issuers: Default::default(), max_token_bytes: t.max_token_bytes };
-        let mut own_algs: Vec<Alg> = Vec::new();
-        for alg in own.keys.values().map(|k| k.alg) {
-            if !own_algs.contains(&alg) {
-                own_algs.push(alg);
-            }
+        let warnings: Vec<String> = first_start::unused_keys(&config, &keys_dir).into_iter().collect();
+        if mode == BuildMode::Start {
+            warnings.iter().for_each(|w| tracing::warn!("{w}"));
         }
-        trust.issuers.insert(
-            t.issuer.clone(),
-            Issuer {
-                keys: own.key_set().into(),
-                algorithms: own_algs,
-                audiences: vec![t.audience.clone()],
-                require_typ: Some(ACCESS_TOKEN_TYP.into()),
-                leeway: t.leeway_secs,
-                scope_claim: None,
-            },
-        );
-        let mut watched = vec![config_path.to_owned(), keys_dir];
+        let mut trust = Trust { issuers: Default::default(), max_token_bytes: t.max_token_bytes };
+        if let Some(own) = &own {
+            let mut own_algs: Vec<Alg> = Vec::new();
+            for alg in own.keys.values().map(|k| k.alg) {
+                if !own_algs.contains(&alg) {
+                    own_algs.push(alg);
+                }
+            }
+            trust.issuers.insert(
+                t.issuer.clone(),
+                Issuer {
+                    keys: own.key_set().into(),
+                    algorithms: own_algs,
+                    audiences: vec![t.audience.clone()],
+                    require_typ: Some(ACCESS_TOKEN_TYP.into()),
+                    leeway: t.leeway_secs,
+                    scope_claim: None,
+                },
+            );
+        }
+        let mut watched = vec![config_path.to_owned()];
+        // A validating sidecar reads no keys: its keys folder is not watched either.
+        if own.is_some() {
+            watched.push(keys_dir);
+        }
         for i in &config.issuers {
             let algorithms = parse_algs(&i.algorithms)?;
             let keys = issuer_keys(&config, i, algorithms.clone(), previous.map(|p| &p.trust), &mut watched)?;
@@ -193,7 +205,14 @@ impl Snapshot {
             pools,
             watched,
             first_start,
+            warnings,
         })
+    }
+
+    /// Whether this gateway issues tokens (`tokens.issue_tokens`): it holds signing keys, and
+    /// serves the token, revocation, introspection, JWKS and metadata endpoints.
+    pub fn issues_tokens(&self) -> bool {
+        self.own.is_some()
     }
 }
 
@@ -274,3 +293,6 @@ fn build_route(
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
     })
 }
+
+#[cfg(test)]
+mod tests;

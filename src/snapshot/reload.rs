@@ -32,6 +32,18 @@ pub async fn reload_now(config_path: &Path, gw: &Gateway, started: &Config) -> R
         .await
         .map_err(|e| format!("reload task failed: {e}"))?;
     match built {
+        Ok(new) if new.config.tokens.issue_tokens != started.tokens.issue_tokens => {
+            // Unlike the other restart-only keys this one shapes the snapshot itself (signing keys,
+            // trusted issuers, endpoints): nothing of the edit is applied until a restart.
+            let msg = format!(
+                "tokens.issue_tokens changed to {} and applies only at a restart; the previous configuration keeps \
+                 serving",
+                new.config.tokens.issue_tokens
+            );
+            tracing::error!(error = %msg, "reload refused");
+            gw.admin.reload_failed(msg.clone());
+            Err(msg)
+        }
         Ok(new) => {
             let restart_required = crate::config::restart::pending(started, &new.config);
             if !restart_required.is_empty() {

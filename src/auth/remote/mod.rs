@@ -172,8 +172,9 @@ impl std::fmt::Debug for KeyEpoch {
     }
 }
 
+/// Seconds since the Unix epoch (as `auth::jwt::now`, which imports this module).
 fn unix_now() -> u64 {
-    crate::auth::jwt::now()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl RemoteKeys {
