@@ -10,9 +10,10 @@
 #   -p  pin: servers on CPU 0, the load generator on CPU 1 (taskset; less noise on 2 cores)
 #   -t  measure only the targets whose name matches this extended regex (e.g. 'nginx|tokengate-rs')
 #
+# Ports: PORT .. PORT+19 must be free.
 # Environment: LOADGEN=wrk (default; wrk -t1 -cCONNS, as in the original HAProxy/nginx figures)
 # or LOADGEN=tokengate (tokengate bench, 1 thread); TOKENGATE=path of the binary (default
-# target/release/tokengate, built with cargo if missing); PORT=first of 16 ports (default 19000).
+# target/release/tokengate, built with cargo if missing); PORT=first of 20 ports (default 19000).
 # TOKENGATE_B=path of a second tokengate build adds its own targets, named b-rs256, b-es256,
 # b-rs256-unique, b-es256-unique and b-https-rs256, measured in the same rounds: an A/B of two builds.
 # WORKERS (default 1) and RUNTIME (work-stealing or per-core) set tokengate's [server] workers and
@@ -21,11 +22,14 @@
 # Targets, all on 127.0.0.1 and all answering the nginx upstream's "ok":
 #   direct                 the upstream itself (PORT)
 #   nginx-noauth           nginx proxy, no token check (PORT+1)
+#   nginx-log              the same with its access log on, buffered (PORT+16)
 #   haproxy-rs256/-es256   HAProxy jwt_verify (PORT+2, PORT+3); *-unique: a different token each request
 #   tokengate-rs256/-es256 tokengate's plain listener, 1 worker (PORT+4), verified-token cache on
 #   tokengate-*-unique     a second tokengate with tokens.cache_size = 0 (PORT+7): every request
 #                          is validated in full, as HAProxy does (it has no cache)
 #   tokengate-https-rs256  tokengate's HTTPS listener (PORT+5; TLS 1.3, keep-alive)
+#   tokengate-log-rs256    a third tokengate with its access log on: level info, json, to a file
+#                          (PORT+17; the others log at warn, like nginx-noauth and HAProxy)
 # Every target must answer 200 to its first token before anything is measured. The table shows the
 # median req/s of the rounds, its ratio to nginx-noauth and to haproxy-rs256, and the non-2xx and
 # socket-error totals. Installs nothing: it says what to apt-get install when a tool is missing.
@@ -60,9 +64,9 @@ if [ "$pin" = 1 ] && ! command -v taskset >/dev/null; then
   exit 2
 fi
 
-for p in $(seq "$port" $((port + 15))); do
+for p in $(seq "$port" $((port + 19))); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "compare.sh: 127.0.0.1:$p is already in use; pick 10 free ports with PORT=..." >&2
+    echo "compare.sh: 127.0.0.1:$p is already in use; pick 20 free ports with PORT=..." >&2
     exit 2
   fi
 done
@@ -103,16 +107,21 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -su
 
 # fill TEMPLATE OUT [TGP TGS TGA CACHE RUNTIME]: the placeholders of benches/peers/*.in
 fill() {
-  sed -e "s#@WORKERS@#${WORKERS:-1}#g" -e "s#@RUNTIME@#${7:-${RUNTIME:-work-stealing}}#g" -e "s#@DIR@#$dir#g" -e "s#@UP@#$UP#g" -e "s#@NGX@#$NGX#g" -e "s#@HRS@#$HRS#g" -e "s#@HES@#$HES#g" \
+  sed -e "s#@WORKERS@#${WORKERS:-1}#g" -e "s#@RUNTIME@#${7:-${RUNTIME:-work-stealing}}#g" -e "s#@DIR@#$dir#g" -e "s#@UP@#$UP#g" -e "s#@NGX@#$NGX#g" -e "s#@NGL@#$((port + 16))#g" -e "s#@HRS@#$HRS#g" -e "s#@HES@#$HES#g" \
     -e "s#@TGP@#${3:-}#g" -e "s#@TGS@#${4:-}#g" -e "s#@TGA@#${5:-}#g" -e "s#@CACHE@#${6:-}#g" "$1" >"$2"
 }
 fill "$peers/nginx.conf.in" "$dir/nginx.conf"
 fill "$peers/haproxy.cfg.in" "$dir/haproxy.cfg"
 fill "$peers/gateway.toml.in" "$dir/gateway.toml" "$TGP" "$TGS" "$TGA" 10000
 fill "$peers/gateway.toml.in" "$dir/gateway-nocache.toml" $((port + 7)) $((port + 8)) $((port + 9)) 0
+# The access-log target: the first config with every request logged (json, to a file).
+fill "$peers/gateway.toml.in" "$dir/gateway-log.toml" $((port + 17)) $((port + 18)) $((port + 19)) 10000
+sed -i -e "s#^level = \"warn\"#level = \"info\"\nfile = \"$dir/tokengate-access.log\"#" "$dir/gateway-log.toml"
+grep -q '^file = ' "$dir/gateway-log.toml" || { echo "compare.sh: could not turn the access log on" >&2; exit 1; }
 
 "$tg" check --config "$dir/gateway.toml" >/dev/null
 "$tg" check --config "$dir/gateway-nocache.toml" >/dev/null
+"$tg" check --config "$dir/gateway-log.toml" >/dev/null
 tgb=${TOKENGATE_B:-}
 if [ -n "$tgb" ]; then
   rb=${RUNTIME_B:-${RUNTIME:-work-stealing}}
@@ -128,6 +137,8 @@ pids+=($!)
 pids+=($!)
 "${server_cpu[@]}" "$tg" serve --config "$dir/gateway-nocache.toml" >"$dir/tokengate-nocache.log" 2>&1 &
 pids+=($!)
+"${server_cpu[@]}" "$tg" serve --config "$dir/gateway-log.toml" >"$dir/tokengate-log.log" 2>&1 &
+pids+=($!)
 if [ -n "$tgb" ]; then
   "${server_cpu[@]}" "$tgb" serve --config "$dir/gateway-b.toml" >"$dir/tokengate-b.log" 2>&1 &
   pids+=($!)
@@ -139,6 +150,7 @@ fi
 targets=(
   "direct|http://127.0.0.1:$UP/|"
   "nginx-noauth|http://127.0.0.1:$NGX/|"
+  "nginx-log|http://127.0.0.1:$((port + 16))/|"
   "haproxy-rs256|http://127.0.0.1:$HRS/|$dir/RS256.jwt"
   "haproxy-es256|http://127.0.0.1:$HES/|$dir/ES256.jwt"
   "haproxy-rs256-unique|http://127.0.0.1:$HRS/|$dir/RS256-many.jwt"
@@ -148,6 +160,7 @@ targets=(
   "tokengate-rs256-unique|http://127.0.0.1:$((port + 7))/|$dir/RS256-many.jwt"
   "tokengate-es256-unique|http://127.0.0.1:$((port + 7))/|$dir/ES256-many.jwt"
   "tokengate-https-rs256|https://127.0.0.1:$TGS/|$dir/RS256.jwt"
+  "tokengate-log-rs256|http://127.0.0.1:$((port + 17))/|$dir/RS256.jwt"
 )
 if [ -n "$tgb" ]; then
   targets+=(

@@ -4,10 +4,11 @@
 # User-space instructions only: the kernel's share of a request (about half of its CPU time on
 # loopback) is not counted.
 #
-#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-o OUT]
+#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-o OUT]
 #
 #   -s  seconds of measured load (default 10; callgrind slows the gateway ~50x)
 #   -a  token algorithm (default RS256)     -u  a distinct token per request, verified-token cache off
+#   -l  access log on (level info, json, to a file; its writer thread is counted too)
 #   -o  keep the callgrind profile as OUT (read it with callgrind_annotate OUT)
 #
 # Starts an nginx upstream answering "ok" and tokengate (release build, plain listener, 1 worker)
@@ -15,9 +16,9 @@
 # counts while wrk (-t1 -c16) sends requests with the minted tokens, and prints the count per
 # request. TOKENGATE=path profiles another build. Needs valgrind, nginx, wrk.
 set -euo pipefail
-secs=10 alg=RS256 unique=0 out=
-while getopts s:a:uo:h o; do
-  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; o) out=$OPTARG ;;
+secs=10 alg=RS256 unique=0 out= log=0
+while getopts s:a:ulo:h o; do
+  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; o) out=$OPTARG ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;; esac
 done
 for t in valgrind callgrind_annotate callgrind_control nginx wrk; do
@@ -66,7 +67,7 @@ cache_size = $([ "$unique" = 1 ] && echo 0 || echo 10000)
 [state]
 path = ":memory:"
 [log]
-level = "warn"
+$([ "$log" = 1 ] && printf 'level = "info"\nformat = "json"\nfile = "%s/access.log"' "$dir" || echo 'level = "warn"')
 [[routes]]
 prefix = "/"
 upstream = "http://127.0.0.1:$port"
@@ -94,4 +95,4 @@ non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$load")
 profile=$(ls -S "$dir"/cg.out* | head -n1)
 total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 [ -n "$out" ] && cp "$profile" "$out"
-echo "profile.sh: $alg, $([ "$unique" = 1 ] && echo 'a distinct token per request' || echo 'one token (cached)'): $requests requests${non2xx:+ ($non2xx non-2xx)}, $total instructions, $((total / requests)) per request"
+echo "profile.sh: $alg, $([ "$unique" = 1 ] && echo 'a distinct token per request' || echo 'one token (cached)'), access log $([ "$log" = 1 ] && echo on || echo off): $requests requests${non2xx:+ ($non2xx non-2xx)}, $total instructions, $((total / requests)) per request"

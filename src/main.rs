@@ -135,7 +135,8 @@ fn run() -> anyhow::Result<()> {
 
 fn serve(config: PathBuf) -> anyhow::Result<()> {
     let cfg = Config::load(&config)?;
-    tokengate::logging::init(&cfg.log);
+    // Dropped last, after the shutdown: every queued line is written out.
+    let _log = tokengate::logging::init(&cfg.log, &cfg.base_dir)?;
     // One worker, or one runtime per worker: a current-thread runtime here (the server starts
     // the other per-core ones), skipping the work-stealing machinery (measured faster); blocking
     // work (argon2, the state store) still goes to tokio's blocking pool.

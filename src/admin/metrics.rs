@@ -197,6 +197,8 @@ pub struct Metrics {
     stream_connected: Family<StreamLabels, Gauge>,
     /// Seconds since the denylist follower last heard from the stream; set at scrape time.
     stream_age: Family<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Log lines the writer thread dropped (queue full); brought up to date at scrape time.
+    log_dropped: Counter,
     /// Remote key sets: fetches, keys held, refetches; handed to each remote issuer's task.
     pub jwks: crate::auth::remote::metrics::JwksMetrics,
 }
@@ -273,6 +275,12 @@ impl Metrics {
         );
         let jwks = crate::auth::remote::metrics::JwksMetrics::default();
         jwks.register(&mut registry);
+        let log_dropped = Counter::default();
+        registry.register(
+            "tokengate_log_dropped_lines",
+            "Log lines dropped because the log writer fell behind (log.queue_lines full)",
+            log_dropped.clone(),
+        );
 
         Self {
             registry,
@@ -286,7 +294,16 @@ impl Metrics {
             store_errors,
             stream_connected,
             stream_age,
+            log_dropped,
             jwks,
+        }
+    }
+
+    /// Brings `tokengate_log_dropped_lines_total` up to `total` (the writer's own count).
+    pub fn observe_log_drops(&self, total: u64) {
+        let seen = self.log_dropped.get();
+        if total > seen {
+            self.log_dropped.inc_by(total - seen);
         }
     }
 

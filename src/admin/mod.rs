@@ -253,6 +253,7 @@ fn respond<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: &Request<B>)
             if let Some(stream) = state.store.get().and_then(|s| s.status().stream) {
                 state.metrics.observe_stream("redis", stream.connected, stream.last_event_age_secs);
             }
+            state.metrics.observe_log_drops(crate::logging::dropped_lines());
             with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode())
         }
         Endpoint::State => match state.store.get() {

@@ -414,11 +414,16 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// tracing filter directive (`info`, `tokengate=debug`, ...); `RUST_LOG` overrides it.
     pub level: String,
+    /// File the log is appended to (relative to the config's folder); absent: standard error.
+    pub file: Option<PathBuf>,
+    /// Lines queued for the log writer thread; past it lines are dropped (and counted), so a
+    /// slow disk or a stalled pipe never holds up a request.
+    pub queue_lines: usize,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Pretty, level: "info".into() }
+        LogConfig { format: LogFormat::Pretty, level: "info".into(), file: None, queue_lines: 65_536 }
     }
 }
 
@@ -473,6 +478,9 @@ impl Config {
         // One scope token: a space would make it two, and an empty one would be granted to all.
         if self.admin.scope.is_empty() || self.admin.scope.contains(' ') {
             return bad(format!("admin.scope {:?} must be one non-empty scope", self.admin.scope));
+        }
+        if self.log.queue_lines == 0 {
+            return bad("log.queue_lines must be at least 1".into());
         }
         if self.tokens.max_token_bytes < 64 {
             return bad("tokens.max_token_bytes is too small".into());

@@ -26,6 +26,8 @@ pub fn pending(started: &Config, next: &Config) -> Vec<&'static str> {
         ("state.timeout_ms", a.state.timeout_ms != b.state.timeout_ms),
         ("log.format", a.log.format != b.log.format),
         ("log.level", a.log.level != b.log.level),
+        ("log.file", a.log.file.as_ref().map(|f| a.resolve(f)) != b.log.file.as_ref().map(|f| b.resolve(f))),
+        ("log.queue_lines", a.log.queue_lines != b.log.queue_lines),
     ];
     checks.into_iter().filter(|(_, changed)| *changed).map(|(k, _)| k).collect()
 }
@@ -52,7 +54,7 @@ mod tests {
         let a = parse("");
         let b = parse(
             "[server]\nlisten = \"127.0.0.1:1\"\nworkers = 3\nruntime = \"per-core\"\n[admin]\nlisten = \"127.0.0.1:2\"\n\
-             [log]\nlevel = \"debug\"\nformat = \"json\"\n[state]\npath = \":memory:\"\n[tls]\nself_signed_if_missing = false\n\
+             [log]\nlevel = \"debug\"\nformat = \"json\"\nfile = \"g.log\"\nqueue_lines = 9\n[state]\npath = \":memory:\"\n[tls]\nself_signed_if_missing = false\n\
              [tokens]\ngenerate_if_missing = false\nissue_tokens = false\n",
         );
         assert_eq!(
@@ -67,7 +69,9 @@ mod tests {
                 "tokens.issue_tokens",
                 "state.path",
                 "log.format",
-                "log.level"
+                "log.level",
+                "log.file",
+                "log.queue_lines"
             ]
         );
         // Reverting the edit clears it: the comparison is with what the process started with.
