@@ -68,8 +68,20 @@ impl TimedBuffer {
         buffer
     }
 
+    /// The final flush, waiting at most a second for the buffer: a writer stuck on a stalled
+    /// destination holds it, and the process must still exit.
     fn flush_now(&self) -> std::io::Result<()> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).flush()
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match self.0.try_lock() {
+                Ok(mut b) => return b.flush(),
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner().flush(),
+                Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            }
+        }
     }
 }
 

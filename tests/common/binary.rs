@@ -31,10 +31,42 @@ impl Drop for Proc {
     }
 }
 
+/// Sends every line appended to `path` (waiting for it to appear), like `tail -F`, until the
+/// receiver is gone.
+fn follow_file(path: &Path, tx: mpsc::Sender<String>) {
+    let file = loop {
+        match std::fs::File::open(path) {
+            Ok(f) => break f,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        match reader.read_line(&mut line) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(_) if line.ends_with('\n') => {
+                if tx.send(line.trim_end().to_owned()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+            Ok(_) => {} // a partial line: the rest comes with the next flush
+            Err(_) => return,
+        }
+    }
+}
+
 impl Proc {
     /// Starts `tokengate serve --config config` (its config must log JSON, with
     /// `tokengate::listener=info`) and waits for its "tokengate listening" line.
     pub fn spawn(config: &Path) -> Proc {
+        Self::spawn_logging(config, None)
+    }
+
+    /// Like [`Proc::spawn`] for a config with `log.file = log`: its lines are read from that
+    /// file as they are appended (the file must exist or be created by the start).
+    pub fn spawn_logging(config: &Path, log: Option<&Path>) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .env_remove("RUST_LOG")
@@ -45,11 +77,17 @@ impl Proc {
             .expect("spawn tokengate");
         let (tx, rx) = mpsc::channel::<String>();
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        match log {
+            None => drop(std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            })),
+            Some(path) => drop(std::thread::spawn({
+                let path = path.to_owned();
+                move || follow_file(&path, tx)
+            })),
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
