@@ -136,3 +136,18 @@ async fn a_stalled_log_destination_never_holds_up_a_request() {
     let _ = child.kill();
     assert!(stopped.success(), "{stopped}");
 }
+
+#[test]
+fn a_log_file_in_a_missing_folder_is_one_sentence_naming_log_file() {
+    let dir = folder("no-such-folder/gateway.log", 100);
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--config", dir.path().join("gateway.toml").to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("log.file: ") && err.contains("no-such-folder/gateway.log"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+}
