@@ -16,6 +16,9 @@
 # target/release/tokengate, built with cargo if missing); PORT=first of 20 ports (default 19000).
 # TOKENGATE_B=path of a second tokengate build adds its own targets, named b-rs256, b-es256,
 # b-rs256-unique, b-es256-unique and b-https-rs256, measured in the same rounds: an A/B of two builds.
+# RATE=N measures latency instead of throughput: open loop at N req/s with `tokengate bench --rate`
+# (LOADGEN=tokengate implied), and the table shows each target's p99 in microseconds (median of
+# the rounds; lower is better), e.g. RATE=10000 for half of a ~20k req/s peak.
 # WORKERS (default 1) and RUNTIME (work-stealing or per-core) set tokengate's [server] workers and
 # runtime; RUNTIME_B sets B's runtime (default RUNTIME), to compare the two runtimes side by side.
 #
@@ -43,6 +46,8 @@ while getopts s:r:c:w:u:pt:h o; do
   esac
 done
 loadgen=${LOADGEN:-wrk}
+rate=${RATE:-}
+[ -n "$rate" ] && loadgen=tokengate
 case $loadgen in wrk | tokengate) ;; *) echo "compare.sh: LOADGEN must be wrk or tokengate" >&2; exit 2 ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -218,12 +223,18 @@ measure() {
     local src=(--no-token) tls=()
     [ -n "$tok" ] && src=(--token-file "$tok")
     [[ $url == https://* ]] && tls=(--insecure)
+    local open=()
+    [ -n "$rate" ] && open=(--rate "$rate")
     out=$("${gen_cpu[@]}" "$tg" bench --url "$url" "${src[@]}" "${tls[@]}" -c "$conns" -d "$d" --warmup 0 \
-      --threads 1 --json) || true
-    local errs
+      --threads 1 "${open[@]}" --json) || true
+    local errs value
     errs=$(grep -o '"errors":{[^}]*}' <<<"$out" | grep -o ':[0-9]*' | tr -d : | awk '{ s += $1 } END { print s + 0 }')
-    printf '%s\t%s\t%s\n' "$(grep -o '"rps":[0-9.e+-]*' <<<"$out" | cut -d: -f2)" \
-      "$(grep -o '"non_2xx":[0-9]*' <<<"$out" | cut -d: -f2)" "$errs"
+    if [ -n "$rate" ]; then
+      value=$(grep -o '"p99":[0-9.e+-]*' <<<"$out" | head -n1 | cut -d: -f2)
+    else
+      value=$(grep -o '"rps":[0-9.e+-]*' <<<"$out" | cut -d: -f2)
+    fi
+    printf '%s\t%s\t%s\n' "$value" "$(grep -o '"non_2xx":[0-9]*' <<<"$out" | cut -d: -f2)" "$errs"
   fi
 }
 
@@ -242,11 +253,13 @@ for r in $(seq "$rounds"); do
     IFS='|' read -r name url tok <<<"$t"
     line=$(measure "$secs" "$name" "$url" "$tok")
     printf '%s\t%s\n' "$name" "$line" >>"$results"
-    echo "  round $r $name: $(awk '{ printf "%.0f", $1 }' <<<"$line") req/s" >&2
+    unit=req/s
+    [ -n "$rate" ] && unit="us p99 at $rate req/s"
+    echo "  round $r $name: $(awk '{ printf "%.0f", $1 }' <<<"$line") $unit" >&2
   done
 done
 
-awk -F'\t' '
+awk -F'\t' -v what="${rate:+p99 us (median)}" '
   { if (!($1 in n)) order[++k] = $1; v[$1, ++n[$1]] = $2; bad[$1] += $3; err[$1] += $4 }
   function median(name,   i, j, t, a, m) {
     m = n[name]
@@ -257,7 +270,7 @@ awk -F'\t' '
   function ratio(x, base) { return base > 0 ? sprintf("%.2f", x / base) : "-" }
   END {
     for (i = 1; i <= k; i++) med[order[i]] = median(order[i])
-    printf "%-24s %14s %16s %17s %8s %8s\n", "target", "req/s (median)", "vs nginx-noauth", "vs haproxy-rs256", "non-2xx", "errors"
+    printf "%-24s %14s %16s %17s %8s %8s\n", "target", what == "" ? "req/s (median)" : what, "vs nginx-noauth", "vs haproxy-rs256", "non-2xx", "errors"
     for (i = 1; i <= k; i++) {
       t = order[i]
       printf "%-24s %14.0f %16s %17s %8d %8d\n", t, med[t], ratio(med[t], med["nginx-noauth"]), ratio(med[t], med["haproxy-rs256"]), bad[t], err[t]
