@@ -4,11 +4,13 @@
 # User-space instructions only: the kernel's share of a request (about half of its CPU time on
 # loopback) is not counted.
 #
-#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-o OUT]
+#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-n] [-o OUT]
 #
 #   -s  seconds of measured load (default 10; callgrind slows the gateway ~50x)
 #   -a  token algorithm (default RS256)     -u  a distinct token per request, verified-token cache off
 #   -l  access log on (level info, json, to a file; its writer thread is counted too)
+#   -n  profile nginx as a plain proxy (no token check, upstream keep-alive) instead, under the
+#       same load: the per-request cost tokengate is measured against
 #   -o  keep the callgrind profile as OUT (read it with callgrind_annotate OUT)
 #
 # Starts an nginx upstream answering "ok" and tokengate (release build, plain listener, 1 worker)
@@ -16,9 +18,9 @@
 # counts while wrk (-t1 -c16) sends requests with the minted tokens, and prints the count per
 # request. TOKENGATE=path profiles another build. Needs valgrind, nginx, wrk.
 set -euo pipefail
-secs=10 alg=RS256 unique=0 out= log=0
-while getopts s:a:ulo:h o; do
-  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; o) out=$OPTARG ;;
+secs=10 alg=RS256 unique=0 out= log=0 nginx=0
+while getopts s:a:ulno:h o; do
+  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; n) nginx=1 ;; o) out=$OPTARG ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;; esac
 done
 for t in valgrind callgrind_annotate callgrind_control nginx wrk; do
@@ -75,8 +77,29 @@ TOML
 "$tg" check --config "$dir/gateway.toml" >/dev/null
 nginx -p "$dir/" -c "$dir/nginx.conf" >/dev/null 2>&1 &
 pids+=($!)
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/cg.out" \
-  "$tg" serve --config "$dir/gateway.toml" 2>"$dir/valgrind.log" &
+# The proxy nginx of -n: one process (no master), so callgrind sees every request.
+cat >"$dir/proxy.conf" <<NGX
+master_process off;
+daemon off;
+worker_processes 1;
+pid $dir/proxy.pid;
+error_log $dir/proxy-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir;
+  proxy_temp_path $dir;
+  upstream origin { server 127.0.0.1:$port; keepalive 64; }
+  server { listen 127.0.0.1:$((port + 1)); location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://origin; } }
+}
+NGX
+if [ "$nginx" = 1 ]; then
+  target=(nginx -p "$dir/" -c "$dir/proxy.conf")
+else
+  target=("$tg" serve --config "$dir/gateway.toml")
+fi
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/cg.out" "${target[@]}" 2>"$dir/valgrind.log" &
 vg=$!
 pids+=($vg)
 url=http://127.0.0.1:$((port + 1))/
@@ -95,4 +118,5 @@ non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$load")
 profile=$(ls -S "$dir"/cg.out* | head -n1)
 total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 [ -n "$out" ] && cp "$profile" "$out"
+[ "$nginx" = 1 ] && echo "profile.sh: nginx plain proxy (no token check): $requests requests, $total instructions, $((total / requests)) per request" && exit 0
 echo "profile.sh: $alg, $([ "$unique" = 1 ] && echo 'a distinct token per request' || echo 'one token (cached)'), access log $([ "$log" = 1 ] && echo on || echo off): $requests requests${non2xx:+ ($non2xx non-2xx)}, $total instructions, $((total / requests)) per request"
