@@ -11,14 +11,16 @@
 //!   (`proxy::authz`, over `auth`), rewrite headers (`proxy::headers`), forward through a
 //!   per-upstream connection pool (`proxy::upstream`), log.
 //! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,
-//!   the verified-token cache. Used by both paths; knows nothing of requests.
+//!   other providers' key sets fetched by URL and kept current off the request path
+//!   (`auth::remote`), the verified-token cache. Used by both paths; knows nothing of requests.
 //!
 //! The **token path** branches off the request path by exact URL:
 //!
 //! - `oauth`: our own token endpoint (client credentials, password, refresh), revocation,
 //!   introspection and discovery; the client and user tables (`oauth::directory`), argon2id
 //!   secrets (`oauth::secrets`) and per-IP limits (`oauth::ratelimit`).
-//! - [`store`]: durable token state (refresh families, revocations, lockouts) behind one trait.
+//! - [`store`]: durable token state (refresh families, revocations, lockouts) behind one trait:
+//!   redb in one file, or Redis shared by several instances.
 //!
 //! Shared by both:
 //!
@@ -31,7 +33,8 @@
 //! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation.
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
 //! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
-//! - [`tls`] (certificate material), `reason` (file errors in words), `respond`, [`logging`], [`signals`]: small shared pieces.
+//! - [`logging`]: the log, written by its own thread behind a bounded queue (off the request path).
+//! - [`tls`] (certificate material), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
 //!
 //! Modules are private; what the binary, tests and benches use is re-exported below.
 #![forbid(unsafe_code)]
