@@ -4,13 +4,15 @@
 # User-space instructions only: the kernel's share of a request (about half of its CPU time on
 # loopback) is not counted.
 #
-#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-n] [-o OUT]
+#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-n] [-S] [-o OUT]
 #
 #   -s  seconds of measured load (default 10; callgrind slows the gateway ~50x)
 #   -a  token algorithm (default RS256)     -u  a distinct token per request, verified-token cache off
 #   -l  access log on (level info, json, to a file; its writer thread is counted too)
 #   -n  profile nginx as a plain proxy (no token check, upstream keep-alive) instead, under the
 #       same load: the per-request cost tokengate is measured against
+#   -S  count system calls per request with `strace -c` (attached to every thread during the
+#       measured load) instead of instructions
 #   -o  keep the callgrind profile as OUT (read it with callgrind_annotate OUT)
 #
 # Starts an nginx upstream answering "ok" and tokengate (release build, plain listener, 1 worker)
@@ -18,9 +20,9 @@
 # counts while wrk (-t1 -c16) sends requests with the minted tokens, and prints the count per
 # request. TOKENGATE=path profiles another build. Needs valgrind, nginx, wrk.
 set -euo pipefail
-secs=10 alg=RS256 unique=0 out= log=0 nginx=0
-while getopts s:a:ulno:h o; do
-  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; n) nginx=1 ;; o) out=$OPTARG ;;
+secs=10 alg=RS256 unique=0 out= log=0 nginx=0 sys=0
+while getopts s:a:ulnSo:h o; do
+  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; n) nginx=1 ;; S) sys=1 ;; o) out=$OPTARG ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;; esac
 done
 for t in valgrind callgrind_annotate callgrind_control nginx wrk; do
@@ -99,7 +101,12 @@ if [ "$nginx" = 1 ]; then
 else
   target=("$tg" serve --config "$dir/gateway.toml")
 fi
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/cg.out" "${target[@]}" 2>"$dir/valgrind.log" &
+if [ "$sys" = 1 ]; then
+  command -v strace >/dev/null || { echo "profile.sh: -S needs strace (apt-get install -y strace)" >&2; exit 2; }
+  "${target[@]}" 2>"$dir/target.log" &
+else
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/cg.out" "${target[@]}" 2>"$dir/valgrind.log" &
+fi
 vg=$!
 pids+=($vg)
 url=http://127.0.0.1:$((port + 1))/
@@ -108,6 +115,21 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 TOKENS=$dir/tokens wrk -t1 -c16 -d2s -s "$root/benches/peers/tokens.lua" "$url" >/dev/null
+if [ "$sys" = 1 ]; then
+  strace -c -f -o "$dir/strace.out" -p "$(ls /proc/"$vg"/task | paste -sd,)" 2>/dev/null &
+  st=$!
+  sleep 0.5
+  load=$(TOKENS=$dir/tokens wrk -t1 -c16 -d"${secs}s" -s "$root/benches/peers/tokens.lua" "$url")
+  kill -INT "$st"
+  wait "$st" 2>/dev/null || true
+  requests=$(awk '/requests in/ { print $1 }' <<<"$load")
+  calls=$(awk '/^-+ -+/ { sep++ } sep == 2 && $NF == "total" { print $(NF-2) }' "$dir/strace.out")
+  [ -z "$calls" ] && calls=$(awk '$NF == "total" { print $(NF-2) }' "$dir/strace.out")
+  who=$([ "$nginx" = 1 ] && echo "nginx plain proxy" || echo "tokengate $alg")
+  echo "profile.sh: $who: $requests requests, $calls system calls, $(awk -v c="$calls" -v r="$requests" 'BEGIN { printf "%.2f", c / r }') per request"
+  sort -k4 -n -r "$dir/strace.out" | awk 'NF >= 5 && $NF != "total" && $NF != "syscall" { printf "  %-16s %s\n", $NF, $4 }' | head -8
+  exit 0
+fi
 callgrind_control -i on "$vg" >/dev/null 2>&1
 load=$(TOKENS=$dir/tokens wrk -t1 -c16 -d"${secs}s" -s "$root/benches/peers/tokens.lua" "$url")
 callgrind_control -i off "$vg" >/dev/null 2>&1
