@@ -41,20 +41,26 @@ k=$(tr 'A-Z' 'a-z' <<<"$alg")
 "$tg" keygen --alg "$alg" --out "$dir/keys/$k.pem"
 mint=(bench --print-tokens --mint-key "$dir/keys/$k.pem" --iss https://profile.test --aud api --sub bench --ttl 86400)
 if [ "$unique" = 1 ]; then "$tg" "${mint[@]}" --distinct 20000 >"$dir/tokens"; else "$tg" "${mint[@]}" >"$dir/tokens"; fi
-cat >"$dir/nginx.conf" <<NGX
+# nginx_conf NAME TOP SERVERS: $dir/NAME.conf, one worker, no access log, with TOP directives
+# and the SERVERS (upstream and server blocks) of its http block.
+nginx_conf() {
+  cat >"$dir/$1.conf" <<NGX
+$2
 worker_processes 1;
 daemon off;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log warn;
+pid $dir/$1.pid;
+error_log $dir/$1-error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
   keepalive_requests 1000000;
   client_body_temp_path $dir;
   proxy_temp_path $dir;
-  server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 "ok\n"; } }
+  $3
 }
 NGX
+}
+nginx_conf nginx "" "server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 \"ok\n\"; } }"
 cat >"$dir/gateway.toml" <<TOML
 [server]
 listen = "127.0.0.1:$((port + 2))"
@@ -79,24 +85,10 @@ TOML
 "$tg" check --config "$dir/gateway.toml" >/dev/null
 nginx -p "$dir/" -c "$dir/nginx.conf" >/dev/null 2>&1 &
 pids+=($!)
-# The proxy nginx of -n: one process (no master), so callgrind sees every request.
-cat >"$dir/proxy.conf" <<NGX
-master_process off;
-daemon off;
-worker_processes 1;
-pid $dir/proxy.pid;
-error_log $dir/proxy-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $dir;
-  proxy_temp_path $dir;
-  upstream origin { server 127.0.0.1:$port; keepalive 64; }
-  server { listen 127.0.0.1:$((port + 1)); location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://origin; } }
-}
-NGX
 if [ "$nginx" = 1 ]; then
+  # One process (no master), so callgrind or strace sees every request.
+  nginx_conf proxy "master_process off;" "upstream origin { server 127.0.0.1:$port; keepalive 64; }
+  server { listen 127.0.0.1:$((port + 1)); location / { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://origin; } }"
   target=(nginx -p "$dir/" -c "$dir/proxy.conf")
 else
   target=("$tg" serve --config "$dir/gateway.toml")
