@@ -20,6 +20,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
+#[path = "test_ca.rs"]
+mod test_ca;
+use test_ca::TestCa;
+
 /// How long a start may take before the test fails (node + oidc-provider start in ~0.5 s).
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
@@ -90,16 +94,11 @@ impl OidcProvider {
             script_dir.display()
         );
         let dir = tempfile::tempdir().expect("tempdir for the OIDC provider");
-        let (ca, ca_issuer) = make_ca("tokengate test OIDC CA");
-        write(&dir.path().join("ca.pem"), &ca);
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("server certificate params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &ca_issuer).expect("server certificate signed by the CA");
-        write(&dir.path().join("server.pem"), &cert.pem());
-        write(&dir.path().join("server.key"), &key.serialize_pem());
+        let ca = TestCa::new("tokengate test OIDC CA");
+        write(&dir.path().join("ca.pem"), &ca.pem);
+        let (cert, key) = ca.server_cert(&["localhost", "127.0.0.1"]);
+        write(&dir.path().join("server.pem"), &cert);
+        write(&dir.path().join("server.key"), &key);
         let tls = Arc::new(client_config(&dir.path().join("ca.pem")));
         let mut p = OidcProvider { child: None, port: free_port(), dir, opts, spawns: 0, earlier_hits: 0, tls };
         // Another process may take the port between free_port and the listen: then another port.
@@ -137,7 +136,7 @@ impl OidcProvider {
 
     /// PEM of a new CA that has nothing to do with this provider: trusting only it must fail.
     pub fn unrelated_ca_pem_path(&self) -> PathBuf {
-        let (pem, _) = make_ca("unrelated test CA");
+        let pem = TestCa::new("unrelated test CA").pem;
         let file = tempfile::Builder::new().prefix("unrelated-ca-").suffix(".pem").tempfile_in(self.dir.path());
         let (_, path) = file.and_then(|f| f.keep().map_err(|e| e.error)).expect("file for an unrelated CA");
         write(&path, &pem);
@@ -332,17 +331,6 @@ impl Drop for OidcProvider {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A self-signed CA: its PEM and the issuer that signs with it.
-fn make_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let key = rcgen::KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("self-signed CA");
-    (cert.pem(), rcgen::Issuer::new(params, key))
 }
 
 fn write(path: &Path, text: &str) {

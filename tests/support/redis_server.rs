@@ -9,6 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "test_ca.rs"]
+mod test_ca;
+use test_ca::TestCa;
+
 /// One server process; `kill9` and `restart` keep its port and folder (and so its AOF).
 pub struct RedisServer {
     /// The running process; None between `kill9` and `restart`.
@@ -156,17 +160,11 @@ impl Drop for RedisServer {
 
 /// A CA (`ca.pem`) and a `localhost` certificate it signs (`redis.crt`, `redis.key`) in `dir`.
 fn write_tls_files(dir: &Path) {
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "tokengate test Redis CA");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).expect("CA certificate").pem()).expect("ca.pem");
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let server = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("server params");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = server.signed_by(&key, &issuer).expect("server certificate");
-    std::fs::write(dir.join("redis.crt"), cert.pem()).expect("redis.crt");
-    std::fs::write(dir.join("redis.key"), key.serialize_pem()).expect("redis.key");
+    let ca = TestCa::new("tokengate test Redis CA");
+    let (cert, key) = ca.server_cert(&["localhost"]);
+    for (file, pem) in [("ca.pem", &ca.pem), ("redis.crt", &cert), ("redis.key", &key)] {
+        std::fs::write(dir.join(file), pem).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
 }
 
 fn path_str(p: &Path) -> &str {
