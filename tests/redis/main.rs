@@ -91,10 +91,7 @@ scopes = ["read"]
     );
     // The shared keys folder every instance mounts holds the signing key before any starts (a
     // key is generated only in the default folder, never in one a config names).
-    let k1 = keys.join("k1.pem");
-    if !k1.exists() {
-        std::fs::write(&k1, tokengate::keys::generate_pem(tokengate::keys::Alg::ES256).unwrap()).unwrap();
-    }
+    shared_key(keys);
     config_with("", "", "", &rest).replace("keys_dir = \"keys\"", &format!("keys_dir = \"{}\"", keys.display()))
 }
 
@@ -114,7 +111,6 @@ async fn fleet(redis: &RedisServer, keys: &Path, n: usize, max_failures: u32) ->
 
 /// [`fleet`] with more config tables.
 async fn fleet_plus(redis: &RedisServer, keys: &Path, n: usize, max_failures: u32, more: &str) -> Vec<Inst> {
-    shared_key(keys);
     let mut out = Vec::new();
     for _ in 0..n {
         let inst = instance(&config_plus(&redis.url(), keys, max_failures, more)).await;
@@ -306,7 +302,6 @@ async fn a_token_revoked_at_a_is_refused_at_b_within_a_second() {
 async fn rediss_with_a_private_ca_shares_state_and_an_unknown_ca_is_refused() {
     let redis = RedisServer::start_tls();
     let keys = tempfile::tempdir().unwrap();
-    shared_key(keys.path());
     let with_ca = |ca: &Path| {
         config(&redis.rediss_url(), keys.path(), 10)
             .replace("timeout_ms = 1000", &format!("timeout_ms = 1000\nca = \"{}\"", ca.display()))
@@ -523,7 +518,6 @@ fn start_lines_of_binary(redis: &RedisServer, keys: &Path) -> Vec<String> {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("gateway.toml");
-    shared_key(keys);
     let text = config(&redis.url(), keys, 10)
         .replace("[log]\nlevel = \"warn\"", "[log]\nformat = \"json\"\nlevel = \"warn,tokengate::listener=info\"");
     std::fs::write(&config_path, text).unwrap();
