@@ -4,6 +4,8 @@
 //! dropped and counted in `tokengate_log_dropped_lines_total`.
 
 mod common;
+#[path = "support/ports.rs"]
+mod ports;
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +15,7 @@ use common::binary::Proc;
 use common::client::{empty, raw, req, Conn};
 use common::metrics::sample;
 use common::{read_cert, Config, ECHO_ROUTES};
+use ports::free_port;
 use serde_json::Value;
 use tokengate::commands::{mint, MintRequest};
 
@@ -85,11 +88,6 @@ async fn every_request_is_in_the_log_file_after_a_graceful_stop() {
     assert!(a["path"].as_str().is_some_and(|p| p.starts_with("/api/")), "{a}");
     assert!(lines.iter().any(|v| v["message"] == "stopped"), "the last line of a stop is there too");
     assert!(!text.contains(&tok) && !text.contains(tok.split('.').nth(2).unwrap()), "no token in the log");
-}
-
-/// A port free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,11 +29,9 @@ use redis_server::RedisServer;
 use tokengate::commands::{mint, MintRequest};
 use tokengate::keys::Alg;
 
-const SECRET: &str = "app-Secret-1";
+use redis_server::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+const SECRET: &str = "app-Secret-1";
 
 fn state(redis: &RedisServer) -> String {
     format!("\n[state]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"fleet:\"\ntimeout_ms = 1000\n", redis.url())

@@ -9,7 +9,7 @@
 //! sync tests and, briefly, from async ones.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,6 +20,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
+#[path = "ports.rs"]
+mod ports;
+use ports::free_port;
 #[path = "test_ca.rs"]
 mod test_ca;
 use test_ca::TestCa;
@@ -413,9 +416,4 @@ impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
-}
-
-/// A port the kernel just handed out and released (the tiny reuse race is handled at start).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("local addr").port()
 }

@@ -4,11 +4,14 @@
 //! Redis tests never pass by skipping.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "ports.rs"]
+mod ports;
+pub use ports::free_port;
 #[path = "test_ca.rs"]
 mod test_ca;
 use test_ca::TestCa;
@@ -169,11 +172,6 @@ fn write_tls_files(dir: &Path) {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
-}
-
-/// A port the kernel just handed out and released (the tiny reuse race is acceptable here).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("local addr").port()
 }
 
 /// One inline command on a fresh connection; the first reply chunk.
