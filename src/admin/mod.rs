@@ -291,7 +291,7 @@ fn issuers_json(trust: &crate::auth::jwt::Trust, config: &crate::config::Config)
 fn authenticate(state: &AdminState, current: &ArcSwap<Snapshot>, parts: &Parts) -> Result<Option<String>, Rejection> {
     let snap = current.load();
     let token = bearer_token(parts)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = crate::auth::unix_now();
     let verified = snap.trust.validate_from(token, &snap.config.tokens.issuer, now).map_err(Rejection::InvalidToken)?;
     let store = state.store.get();
     if verified.jti.as_deref().is_some_and(|j| store.is_some_and(|s| s.is_jti_denied(j, now))) {

@@ -3,6 +3,12 @@
 //! providers by URL ([`remote`]), and the verified-token cache ([`token_cache`]). Nothing here
 //! knows about requests, routes or listeners.
 
+/// Wall-clock Unix seconds (0 if the clock is before 1970): the one clock of token times,
+/// fetch times and denial expiries.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 pub mod jwt;
 pub mod keys;
 pub mod remote;

@@ -110,9 +110,7 @@ fn stores() -> Vec<(Backend, Arc<dyn Store>)> {
 }
 
 /// Unix seconds now: denials expire on the wall clock in Redis (deny_jti is not told the time).
-fn wall_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
+use crate::auth::unix_now as wall_now;
 
 #[test]
 fn create_then_rotate_then_reuse_revokes_the_family() {

@@ -417,10 +417,8 @@ pub fn sign(key: &SigningKey, typ: &str, claims: &serde_json::Value) -> Result<S
     Ok(out)
 }
 
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+/// Seconds since the Unix epoch (the crate's one clock, re-exported where tokens are made).
+pub use crate::auth::unix_now as now;
 
 /// A random identifier of 128 bits, base64url.
 pub fn random_id() -> String {

@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 
 use crate::auth::keys::{Alg, KeySet};
+use crate::auth::unix_now;
 use crate::config::{IssuerConfig, KeySource};
 use cache_control::{refresh_interval, retry_backoff};
 use fetch::Fetcher;
@@ -170,11 +171,6 @@ impl std::fmt::Debug for KeyEpoch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "KeyEpoch({} #{})", self.keys.spec.issuer, self.generation)
     }
-}
-
-/// Seconds since the Unix epoch (as `auth::jwt::now`, which imports this module).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl RemoteKeys {

@@ -35,6 +35,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError};
 
+/// Wall-clock Unix seconds, for what the trait is not told the time of (denials).
+pub(crate) use crate::auth::unix_now as wall_now;
+
 use super::denylist::DenyList;
 use super::health::Health;
 use super::{Family, LockRow, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
@@ -125,11 +128,6 @@ fn deadline(f: &Family, last_used: u64) -> u64 {
     } else {
         f.expires.min(last_used.saturating_add(f.idle_secs))
     }
-}
-
-/// Wall-clock unix seconds, for what the trait is not told the time of (denials).
-fn wall_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn redis_err(e: RedisError) -> StoreError {
