@@ -109,7 +109,8 @@ struct Status {
     skipped: Vec<String>,
     /// Body of the last fetched set: a different one swaps the keys and bumps the generation.
     last_body: Option<Bytes>,
-    /// Refresh interval of the last success, the cap of the retry backoff.
+    /// Refresh interval of the last success (before any: the configured or default one), the cap
+    /// of the retry backoff.
     refresh: Duration,
 }
 
@@ -181,6 +182,7 @@ impl RemoteKeys {
             KeySource::Uri(u) => Some(u.clone()),
             _ => None,
         };
+        let refresh = refresh_interval(spec.refresh, None);
         Ok(Arc::new(RemoteKeys {
             spec,
             fetcher,
@@ -188,7 +190,7 @@ impl RemoteKeys {
             generation: AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
             attempts: watch::Sender::new(0),
-            status: Mutex::new(Status { jwks_uri, ..Status::default() }),
+            status: Mutex::new(Status { jwks_uri, refresh, ..Status::default() }),
             started: AtomicBool::new(false),
             metrics: OnceLock::new(),
         }))
@@ -304,8 +306,7 @@ impl RemoteKeys {
                     tracing::warn!(issuer, error = %e, failures = st.failures, keeping, "jwks: fetch failed; the last good keys stay in use");
                 }
                 st.last_error = Some(e);
-                let cap = if st.refresh.is_zero() { refresh_interval(self.spec.refresh, None) } else { st.refresh };
-                retry_backoff(st.failures, cap)
+                retry_backoff(st.failures, st.refresh)
             }
         };
         st.next_fetch_unix = Some(now + delay.as_secs());
