@@ -39,12 +39,39 @@ pub struct ConnInfo {
     pub client_address: HeaderValue,
     /// What the connection's response bodies and its I/O tell each other.
     pub watch: Arc<ConnWatch>,
+    /// The certificate the client presented on a mutual-TLS connection (RFC 8705), once per
+    /// connection: certificate-bound tokens and `tls_client_auth` are checked against it.
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
+/// A client certificate as the token endpoint and the proxy need it.
+#[derive(Debug)]
+pub struct ClientCert {
+    /// The DER certificate, for `tls_client_auth` subject checks.
+    pub der: Vec<u8>,
+    /// base64url SHA-256 of `der`: the `x5t#S256` a bound token must carry.
+    pub x5t_s256: String,
+}
+
+impl ClientCert {
+    pub fn from_der(der: Vec<u8>) -> ClientCert {
+        use base64::Engine;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref());
+        ClientCert { der, x5t_s256 }
+    }
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, tls: bool, metrics: Arc<Metrics>) -> ConnInfo {
         let watch = Arc::new(ConnWatch::new(metrics));
-        ConnInfo { peer, tls, client_address: crate::proxy::headers::client_address_value(peer.ip()), watch }
+        ConnInfo {
+            peer,
+            tls,
+            client_address: crate::proxy::headers::client_address_value(peer.ip()),
+            watch,
+            client_cert: None,
+        }
     }
 }
 

@@ -6,8 +6,9 @@ use http::request::Parts;
 
 use std::sync::Arc;
 
-use crate::auth::jwt::TokenError;
+use crate::auth::jwt::{Confirmation, TokenError};
 use crate::auth::token_cache::Admitted;
+use crate::gateway::ConnInfo;
 use crate::snapshot::{Route, Snapshot};
 use crate::store::Store;
 
@@ -83,6 +84,7 @@ pub fn authorize(
     snap: &Snapshot,
     store: &dyn Store,
     route: &Route,
+    conn: &ConnInfo,
     parts: &Parts,
     now: u64,
 ) -> Result<Option<Arc<Admitted>>, Rejection> {
@@ -98,8 +100,29 @@ pub fn authorize(
     if verified.jti.as_deref().is_some_and(|j| store.is_jti_denied(j, now)) {
         return Err(Rejection::InvalidToken(TokenError::Revoked));
     }
+    if let Some(cnf) = verified.cnf.as_deref() {
+        check_binding(cnf, conn)?;
+    }
     if verified.missing_scope(&route.scopes).is_some() {
         return Err(Rejection::InsufficientScope);
     }
     Ok(Some(admitted))
+}
+
+/// A sender-constrained token passes only with proof of what it is bound to. Checked on every
+/// request, cache hit or not: the proof belongs to the connection, not to the token.
+fn check_binding(cnf: &Confirmation, conn: &ConnInfo) -> Result<(), Rejection> {
+    if let Some(want) = &cnf.x5t_s256 {
+        // RFC 8705 section 3: the certificate of this very connection. Thumbprints are public
+        // (the token carries one): a plain comparison.
+        let ok = conn.client_cert.as_ref().is_some_and(|c| c.x5t_s256 == *want);
+        if !ok {
+            return Err(Rejection::InvalidToken(TokenError::WrongBinding));
+        }
+    }
+    if cnf.jkt.is_some() {
+        // DPoP proofs are not accepted yet: a DPoP-bound token never passes as a bearer token.
+        return Err(Rejection::InvalidToken(TokenError::WrongBinding));
+    }
+    Ok(())
 }

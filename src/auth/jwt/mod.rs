@@ -18,6 +18,7 @@ use crate::auth::remote::{KeyEpoch, RemoteKeys};
 
 mod parse;
 
+pub use parse::Confirmation;
 use parse::{parse, Audience, Claims, Parsed, Scratch};
 
 /// `typ` of RFC 9068 access tokens.
@@ -56,11 +57,14 @@ pub enum TokenError {
     WrongAudience,
     #[error("token has been revoked")]
     Revoked,
+    /// A sender-constrained token (`cnf`) without proof of its key or certificate.
+    #[error("token is bound to a key or certificate the request does not prove")]
+    WrongBinding,
 }
 
 impl TokenError {
     /// Every error, so the rejection metric can list each reason (at 0) from the start.
-    pub const ALL: [TokenError; 15] = [
+    pub const ALL: [TokenError; 16] = [
         TokenError::TooLarge,
         TokenError::Malformed,
         TokenError::BadHeader,
@@ -76,6 +80,7 @@ impl TokenError {
         TokenError::IssuedInFuture,
         TokenError::WrongAudience,
         TokenError::Revoked,
+        TokenError::WrongBinding,
     ];
 
     /// Short label for the rejection metric.
@@ -96,6 +101,7 @@ impl TokenError {
             TokenError::IssuedInFuture => "iat_future",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::Revoked => "revoked",
+            TokenError::WrongBinding => "wrong_binding",
         }
     }
 }
@@ -158,6 +164,9 @@ pub struct Verified {
     /// For a remote issuer's token: the key set generation that verified it (a cached success
     /// is redone once the provider's keys changed).
     pub key_epoch: Option<KeyEpoch>,
+    /// `cnf`: the DPoP key or client certificate a sender-constrained token is bound to (None:
+    /// a bearer token). Boxed: most tokens have none, and `Verified` sits in every cache entry.
+    pub cnf: Option<Box<Confirmation>>,
 }
 
 impl Verified {
@@ -286,6 +295,12 @@ impl Trust {
             }
         };
         let owned = |s: &Option<std::borrow::Cow<'_, str>>| s.as_deref().map(str::to_owned);
+        let cnf = match &claims.cnf {
+            // A confirmation method this gateway cannot check: the token must not pass as bearer.
+            Some(c) if c.jkt.is_none() && c.x5t_s256.is_none() => return Err(TokenError::BadClaims),
+            Some(c) => Some(Box::new(c.clone())),
+            None => None,
+        };
         let mut verified = Verified {
             sub: owned(&claims.sub),
             client_id: owned(&claims.client_id),
@@ -296,6 +311,7 @@ impl Trust {
             // The claims borrowed the payload up to here; now it can move.
             payload: std::mem::take(&mut scratch.payload),
             key_epoch,
+            cnf,
         };
         if let Some(name) = &issuer.scope_claim {
             verified.scope = scope_from(&verified.payload, name);

@@ -167,6 +167,19 @@ pub(super) struct Claims<'a> {
     pub(super) client_id: Option<Cow<'a, str>>,
     pub(super) scope: Option<Cow<'a, str>>,
     pub(super) jti: Option<Cow<'a, str>>,
+    /// `cnf` (RFC 7800): the key or certificate the token is bound to.
+    pub(super) cnf: Option<Confirmation>,
+}
+
+/// A token's `cnf` claim: what its presenter must prove it holds. Members other than these two
+/// are ignored; a `cnf` with neither is refused by the caller (nothing here can confirm it).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct Confirmation {
+    /// RFC 9449: base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key.
+    pub jkt: Option<String>,
+    /// RFC 8705: base64url SHA-256 of the DER client certificate.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: Option<String>,
 }
 
 /// Past this many unmodelled members, duplicates are found with a hash set rather than a scan
@@ -364,6 +377,10 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 "jti" => {
                     seen.known(256)?;
                     c.jti = Some(string(&mut map)?);
+                }
+                "cnf" => {
+                    seen.known(512)?;
+                    c.cnf = Some(map.next_value::<Confirmation>()?);
                 }
                 _ => {
                     seen.other(name)?;

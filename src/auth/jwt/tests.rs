@@ -531,3 +531,28 @@ fn scope_claim_reads_scp_as_a_string_or_an_array() {
     let v = trust.validate(&sign(&k, "at+jwt", &claims()).unwrap(), None, NOW).unwrap();
     assert_eq!(v.missing_scope(&["read".into()]), Some("read"), "no scp: no scope");
 }
+
+#[test]
+fn cnf_is_read_strictly() {
+    let k = key(Alg::ES256);
+    let trust = trust_for(&k);
+    let with = |cnf: serde_json::Value| {
+        let mut c = claims();
+        c["cnf"] = cnf;
+        trust.validate(&sign(&k, "at+jwt", &c).unwrap(), None, NOW)
+    };
+    let v = with(json!({"jkt": "abc"})).unwrap();
+    assert_eq!(v.cnf.as_deref().and_then(|c| c.jkt.as_deref()), Some("abc"));
+    let v = with(json!({"x5t#S256": "def", "other": 1})).unwrap();
+    assert_eq!(v.cnf.as_deref().and_then(|c| c.x5t_s256.as_deref()), Some("def"));
+    assert!(trust.validate(&sign(&k, "at+jwt", &claims()).unwrap(), None, NOW).unwrap().cnf.is_none());
+    // A confirmation method nothing here can check must not leave a bearer token behind.
+    assert_eq!(with(json!({"jwk": {"kty": "EC"}})).unwrap_err(), TokenError::BadClaims);
+    assert_eq!(with(json!({})).unwrap_err(), TokenError::BadClaims);
+    assert!(with(json!({"jkt": 5})).is_err());
+    assert!(with(json!("jkt")).is_err());
+    let dup = format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"cnf":{{"jkt":"a"}},"cnf":{{"jkt":"b"}}}}"#, NOW + 60);
+    assert!(trust.validate(&raw(hdr(&k), &dup, &k), None, NOW).is_err());
+    let dup_inner = format!(r#"{{"iss":"{ISS}","aud":"api","exp":{},"cnf":{{"jkt":"a","jkt":"b"}}}}"#, NOW + 60);
+    assert!(trust.validate(&raw(hdr(&k), &dup_inner, &k), None, NOW).is_err());
+}
