@@ -14,7 +14,7 @@ use super::client_auth::authenticate;
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
 use super::{blocking, Ctx, Lockout};
-use crate::auth::jwt::{self, ACCESS_TOKEN_TYP};
+use crate::auth::jwt::{self, Confirmation, ACCESS_TOKEN_TYP};
 use crate::oauth::directory::Client;
 use crate::oauth::secrets;
 use crate::store::{Family, Rotation, TokenHash};
@@ -62,23 +62,35 @@ pub async fn token(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response
     let grant = Grant::parse(grant).ok_or(OAuthError::UnsupportedGrantType)?;
     let lockout = if grant == Grant::ClientCredentials { Lockout::BestEffort } else { Lockout::Required };
     let client = authenticate(ctx, parts, form, lockout).await?;
+    // What the issued access token is bound to (RFC 9449 DPoP key, RFC 8705 certificate).
+    let cnf = Confirmation::default();
     match grant {
-        Grant::ClientCredentials => client_credentials(ctx, client, form),
-        Grant::Password => password(ctx, client, form).await,
-        Grant::RefreshToken => refresh(ctx, client, form).await,
+        Grant::ClientCredentials => client_credentials(ctx, client, form, &cnf),
+        Grant::Password => password(ctx, client, form, &cnf).await,
+        Grant::RefreshToken => refresh(ctx, client, form, &cnf).await,
     }
 }
 
-fn client_credentials(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+fn client_credentials(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    form: &Form,
+    cnf: &Confirmation,
+) -> Result<Response<Full<Bytes>>, OAuthError> {
     if !client.grants.client_credentials || client.public {
         return Err(OAuthError::UnauthorizedClient("the client may not use client_credentials"));
     }
     let allowed = |s: &str| client.scopes.iter().any(|c| c == s);
     let scope = grant_scope(form.get("scope"), &allowed, client.default_scopes.iter().map(String::as_str))?;
-    issue(ctx, client, &client.id, &scope, None, false)
+    issue(ctx, client, &client.id, &scope, None, false, cnf)
 }
 
-async fn password(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+async fn password(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    form: &Form,
+    cnf: &Confirmation,
+) -> Result<Response<Full<Bytes>>, OAuthError> {
     if !client.grants.password {
         return Err(OAuthError::UnauthorizedClient("the client may not use the password grant"));
     }
@@ -112,10 +124,15 @@ async fn password(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Respons
     } else {
         None
     };
-    issue(ctx, client, &user.sub, &scope, refresh, true)
+    issue(ctx, client, &user.sub, &scope, refresh, true, cnf)
 }
 
-async fn refresh(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+async fn refresh(
+    ctx: &Ctx<'_>,
+    client: &Client,
+    form: &Form,
+    cnf: &Confirmation,
+) -> Result<Response<Full<Bytes>>, OAuthError> {
     if !client.grants.refresh_token {
         return Err(OAuthError::UnauthorizedClient("the client may not use refresh tokens"));
     }
@@ -141,7 +158,7 @@ async fn refresh(ctx: &Ctx<'_>, client: &Client, form: &Form) -> Result<Response
     let next = secrets::random_secret();
     let (store, next_hash, cid) = (ctx.gw.store.clone(), token_hash(&next), client.id.clone());
     match (blocking(move || store.rotate(&presented, &next_hash, &cid, now)).await?, checked) {
-        (Rotation::Rotated(_), Some((scope, sub))) => issue(ctx, client, &sub, &scope, Some(next), false),
+        (Rotation::Rotated(_), Some((scope, sub))) => issue(ctx, client, &sub, &scope, Some(next), false, cnf),
         (Rotation::Reused, _) => {
             tracing::warn!(client_id = %client.id, "refresh token reuse: family revoked");
             Err(invalid)
@@ -158,18 +175,24 @@ fn issue(
     scope: &str,
     refresh: Option<String>,
     id_token: bool,
+    cnf: &Confirmation,
 ) -> Result<Response<Full<Bytes>>, OAuthError> {
     let t = &ctx.snap.config.tokens;
     // The endpoint is served only when the gateway issues tokens (`is_oauth_path`).
     let key = &ctx.snap.own.as_ref().ok_or(OAuthError::Unavailable)?.active;
     let exp = ctx.now + t.access_ttl_secs;
-    let claims = json!({
+    let mut claims = json!({
         "iss": t.issuer, "sub": sub, "aud": client.audience, "exp": exp, "iat": ctx.now,
         "jti": jwt::random_id(), "client_id": client.id, "scope": scope,
     });
+    if let Some(bound) = cnf_claim(cnf) {
+        claims["cnf"] = bound;
+    }
     let access = jwt::sign(key, ACCESS_TOKEN_TYP, &claims).map_err(|_| OAuthError::Unavailable)?;
+    // RFC 9449 5.1: a DPoP-bound token is announced as such; a certificate-bound one stays "Bearer".
+    let token_type = if cnf.jkt.is_some() { "DPoP" } else { "Bearer" };
     let mut body =
-        json!({ "access_token": access, "token_type": "Bearer", "expires_in": t.access_ttl_secs, "scope": scope });
+        json!({ "access_token": access, "token_type": token_type, "expires_in": t.access_ttl_secs, "scope": scope });
     if let Some(r) = refresh {
         body["refresh_token"] = r.into();
     }
@@ -179,6 +202,18 @@ fn issue(
         body["id_token"] = jwt::sign(key, "JWT", &claims).map_err(|_| OAuthError::Unavailable)?.into();
     }
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// The `cnf` claim of an access token bound to `cnf`, None for a bearer token.
+fn cnf_claim(cnf: &Confirmation) -> Option<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    if let Some(jkt) = &cnf.jkt {
+        out.insert("jkt".into(), jkt.clone().into());
+    }
+    if let Some(x5t) = &cnf.x5t_s256 {
+        out.insert("x5t#S256".into(), x5t.clone().into());
+    }
+    (!out.is_empty()).then_some(serde_json::Value::Object(out))
 }
 
 #[cfg(test)]
