@@ -9,6 +9,7 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+pub mod dpop;
 pub mod jwt;
 pub mod keys;
 pub mod remote;

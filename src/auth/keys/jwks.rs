@@ -72,6 +72,21 @@ impl KeySet {
     }
 }
 
+/// The verify key of one public JWK embedded in a message (a DPoP proof's `jwk`) for `alg`:
+/// private members, symmetric keys and a key type that cannot serve `alg` are refused.
+pub fn embedded_public_key(jwk: &Value, alg: Alg) -> Result<VerifyKey, String> {
+    if !jwk.is_object() {
+        return Err("jwk is not an object".into());
+    }
+    if PRIVATE_MEMBERS.iter().any(|m| jwk.get(m).is_some()) {
+        return Err("jwk carries private key members".into());
+    }
+    if matches!(alg, Alg::HS256 | Alg::HS384 | Alg::HS512) || jwk.get("kty").and_then(Value::as_str) == Some("oct") {
+        return Err("symmetric keys cannot prove possession".into());
+    }
+    jwk_keys(jwk, &[alg])?.pop().ok_or_else(|| format!("jwk cannot serve {}", alg.as_str()))
+}
+
 /// JWK members that only a private key has (RFC 7518 6.2.2, 6.3.2, 6.4.1).
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 

@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 use crate::config::RsaAlg;
 
 mod jwks;
+
+pub use jwks::embedded_public_key;
 use jwks::rsa_pkcs1_der;
 
 /// Why keys could not be loaded or made.
