@@ -26,6 +26,8 @@ pub struct Gateway {
     pub hash_permits: Arc<tokio::sync::Semaphore>,
     /// Per-IP request counts at the token endpoint.
     pub ip_limits: crate::oauth::ratelimit::IpLimiter,
+    /// DPoP proof ids already used, in this process (shared through `store` on Redis too).
+    pub dpop_replay: crate::auth::dpop::replay::ReplayMemory,
 }
 
 /// Facts about the client connection a request arrived on; cloned for each of its requests.

@@ -315,7 +315,10 @@ async fn revoke_client<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: 
     let admin = match authenticate(state, current, &req) {
         Ok(admin) => admin,
         // The proxy's RFC 6750 answer, so both listeners challenge alike.
-        Err(refused) => return Failure::Rejected(refused).response(&current.load().config.admin.scope),
+        Err(refused) => {
+            let snap = current.load();
+            return Failure::Rejected(refused).response(&snap.config.admin.scope, &snap);
+        }
     };
     let params: Vec<(String, String)> =
         form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes()).into_owned().collect();

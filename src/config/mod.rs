@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 mod issuers;
 pub use issuers::{fetchable_url, is_loopback, IssuerConfig, KeySource, RequireTyp};
+mod dpop;
+pub use dpop::{DpopConfig, DpopMode};
 mod state;
 pub use state::{redacted_url, StateBackend, StateConfig};
 
@@ -79,6 +81,9 @@ pub struct Config {
     /// Where refresh-token families, revocations and lockout counters are kept.
     #[serde(default)]
     pub state: StateConfig,
+    /// DPoP proofs (RFC 9449): algorithms, time window, nonces, replay memory.
+    #[serde(default)]
+    pub dpop: DpopConfig,
     /// The folder relative paths are resolved against (the config file's own folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -323,6 +328,10 @@ pub struct RouteConfig {
     /// Per-route override of `server.upstream_timeout_secs`.
     #[serde(default)]
     pub upstream_timeout_secs: Option<u64>,
+    /// `allow`: a DPoP-bound token needs its proof, a bearer token passes; `require`: only
+    /// DPoP-bound tokens with a proof pass.
+    #[serde(default)]
+    pub dpop: DpopMode,
 }
 
 /// `[[routes]] upstream`: the built-in echo service, or a base URL, told apart once at parse time.
@@ -471,6 +480,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_tables()?;
         self.state.validate()?;
+        self.dpop.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.tokens.issuer.is_empty() {
             return bad("tokens.issuer must not be empty".into());

@@ -19,6 +19,9 @@ pub struct ClientConfig {
     /// A public client has no secret and may only name itself (password grant only).
     #[serde(default)]
     pub public: bool,
+    /// Every token request must carry a DPoP proof; its tokens are all DPoP-bound (RFC 9449).
+    #[serde(default)]
+    pub require_dpop: bool,
     /// Grants it may use.
     #[serde(default)]
     pub grants: Vec<Grant>,

@@ -87,6 +87,7 @@ pub async fn start_with_store(
         store,
         hash_permits,
         ip_limits,
+        dpop_replay: crate::auth::dpop::replay::ReplayMemory::new(),
     });
 
     // Per-core: every extra runtime binds the same addresses with SO_REUSEPORT, and the kernel

@@ -28,6 +28,8 @@ pub struct Client {
     pub secret_hash: Option<String>,
     /// Public clients only name themselves.
     pub public: bool,
+    /// Token requests without a DPoP proof are refused.
+    pub require_dpop: bool,
     /// Allowed grants.
     pub grants: Grants,
     /// Scopes it may be granted.
@@ -91,6 +93,7 @@ impl Directory {
                     id: c.id.clone(),
                     secret_hash: c.secret_hash.clone(),
                     public: c.public,
+                    require_dpop: c.require_dpop,
                     grants: Grants {
                         client_credentials: has(Grant::ClientCredentials),
                         password: has(Grant::Password),

@@ -1,32 +1,68 @@
-//! Deciding whether a request may pass a route: one bearer token, valid for the route, with the
-//! route's scopes. Rejections become RFC 6750 answers in [`super::failure`].
+//! Deciding whether a request may pass a route: one access token (RFC 6750 `Bearer`, or RFC 9449
+//! `DPoP` with its proof), valid for the route, proven when it is sender-constrained, with the
+//! route's scopes. Rejections become RFC 6750 / RFC 9449 answers in [`super::failure`].
 
 use http::header;
 use http::request::Parts;
 
 use std::sync::Arc;
 
+use crate::auth::dpop::replay::{proof_id, Seen};
+use crate::auth::dpop::{verify_proof, Expect, ProofError};
 use crate::auth::jwt::{Confirmation, TokenError};
 use crate::auth::token_cache::Admitted;
-use crate::gateway::ConnInfo;
+use crate::config::DpopMode;
+use crate::gateway::{ConnInfo, Gateway};
 use crate::snapshot::{Route, Snapshot};
-use crate::store::Store;
+
+/// The `DPoP` request header (RFC 9449 4.1).
+pub static DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
 
 /// Why a request may not pass.
 #[derive(Debug)]
 pub enum Rejection {
     /// No credentials at all (or another scheme): 401 without an error code (RFC 6750 3.1).
     NoToken,
+    /// The same on a route that takes DPoP-bound tokens only: a DPoP challenge (RFC 9449 7.1).
+    NoDpopToken,
     /// Ambiguous or malformed credentials: 400 `invalid_request`.
     InvalidRequest(&'static str),
     /// The token failed validation: 401 `invalid_token`.
     InvalidToken(TokenError),
     /// Valid token without the route's scopes: 403 `insufficient_scope`.
     InsufficientScope,
+    /// The DPoP proof is missing or wrong: 401 `invalid_dpop_proof` (or `use_dpop_nonce`).
+    Proof(ProofError),
+    /// A token sent with the `DPoP` scheme failed: 401 `invalid_token` in a DPoP challenge.
+    DpopToken(TokenError),
+    /// The route takes DPoP-bound tokens only and got a bearer token: 401, DPoP challenge.
+    DpopRequired,
+}
+
+/// How the token was presented (RFC 6750 or RFC 9449 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// A request allowed through: the token's claims, and for a DPoP request the proof's id, still
+/// to be remembered where other instances see it (an await the caller does, not this function).
+pub struct Granted {
+    /// None on a public route.
+    pub admitted: Option<Arc<Admitted>>,
+    /// The DPoP proof id, when a proof was checked.
+    pub proof: Option<[u8; 16]>,
 }
 
 /// Finds exactly one bearer token: in `Authorization`, never also in the query string.
 pub fn bearer_token(parts: &Parts) -> Result<&str, Rejection> {
+    credentials(parts).map(|(_, token)| token)
+}
+
+/// Finds exactly one access token and its scheme (`Bearer` or `DPoP`): in `Authorization`,
+/// never also in the query string.
+pub fn credentials(parts: &Parts) -> Result<(Scheme, &str), Rejection> {
     let mut auths = parts.headers.get_all(header::AUTHORIZATION).iter();
     let first = auths.next();
     if auths.next().is_some() {
@@ -47,16 +83,20 @@ pub fn bearer_token(parts: &Parts) -> Result<&str, Rejection> {
         Some(i) => (&value[..i], &value[i + 1..]),
         None => (value, &b""[..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(b"dpop") {
+        Scheme::Dpop
+    } else {
         return Err(Rejection::NoToken);
-    }
+    };
     let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
     let token = &rest[start..];
     if token.is_empty() || token.contains(&b' ') {
         return Err(Rejection::InvalidRequest("malformed Authorization header"));
     }
     let token = std::str::from_utf8(token).map_err(|_| Rejection::InvalidToken(TokenError::Malformed))?;
-    Ok(token)
+    Ok((scheme, token))
 }
 
 fn query_has_access_token(query: Option<&str>) -> bool {
@@ -79,50 +119,110 @@ pub async fn refetch_keys(snap: &Snapshot, parts: &Parts) -> bool {
     }
 }
 
-/// Checks the request against the route; `Ok(None)` for public routes.
+/// Checks the request against the route. The DPoP replay check here is this process's memory;
+/// the caller confirms `Granted::proof` with a shared store.
 pub fn authorize(
     snap: &Snapshot,
-    store: &dyn Store,
+    gw: &Gateway,
     route: &Route,
     conn: &ConnInfo,
     parts: &Parts,
     now: u64,
-) -> Result<Option<Arc<Admitted>>, Rejection> {
+) -> Result<Granted, Rejection> {
     if route.public {
-        return Ok(None);
+        return Ok(Granted { admitted: None, proof: None });
     }
-    let token = bearer_token(parts)?;
-    let admitted = snap
-        .token_cache
-        .validate(&snap.trust, token, route.audience.as_deref(), now)
-        .map_err(Rejection::InvalidToken)?;
+    let (scheme, token) = credentials(parts).map_err(|e| match e {
+        Rejection::NoToken if route.dpop == DpopMode::Require => Rejection::NoDpopToken,
+        other => other,
+    })?;
+    // Under the DPoP scheme a refused token is told in a DPoP challenge (RFC 9449 7.1).
+    let refuse = |e: TokenError| match scheme {
+        Scheme::Bearer => Rejection::InvalidToken(e),
+        Scheme::Dpop => Rejection::DpopToken(e),
+    };
+    let admitted = snap.token_cache.validate(&snap.trust, token, route.audience.as_deref(), now).map_err(refuse)?;
     let verified = &admitted.verified;
-    if verified.jti.as_deref().is_some_and(|j| store.is_jti_denied(j, now)) {
-        return Err(Rejection::InvalidToken(TokenError::Revoked));
+    if verified.jti.as_deref().is_some_and(|j| gw.store.is_jti_denied(j, now)) {
+        return Err(refuse(TokenError::Revoked));
     }
-    if let Some(cnf) = verified.cnf.as_deref() {
-        check_binding(cnf, conn)?;
+    let cnf = verified.cnf.as_deref();
+    if let Some(cnf) = cnf {
+        check_certificate(cnf, conn).map_err(refuse)?;
     }
+    let proof = match (cnf.and_then(|c| c.jkt.as_deref()), scheme) {
+        (Some(jkt), Scheme::Dpop) => Some(check_proof(snap, gw, conn, parts, token, jkt, now)?),
+        // RFC 9449 7.2: a DPoP-bound token must not pass as a bearer token.
+        (Some(_), Scheme::Bearer) => return Err(Rejection::InvalidToken(TokenError::WrongBinding)),
+        // The DPoP scheme with a token bound to no key: nothing the proof proves applies to it.
+        (None, Scheme::Dpop) => return Err(Rejection::DpopToken(TokenError::WrongBinding)),
+        (None, Scheme::Bearer) if route.dpop == DpopMode::Require => return Err(Rejection::DpopRequired),
+        (None, Scheme::Bearer) => None,
+    };
     if verified.missing_scope(&route.scopes).is_some() {
         return Err(Rejection::InsufficientScope);
     }
-    Ok(Some(admitted))
+    Ok(Granted { admitted: Some(admitted), proof })
 }
 
-/// A sender-constrained token passes only with proof of what it is bound to. Checked on every
-/// request, cache hit or not: the proof belongs to the connection, not to the token.
-fn check_binding(cnf: &Confirmation, conn: &ConnInfo) -> Result<(), Rejection> {
+/// RFC 8705 section 3: a certificate-bound token passes only on a connection presenting that
+/// certificate. Checked on every request, cache hit or not: the certificate belongs to the
+/// connection, not to the token.
+fn check_certificate(cnf: &Confirmation, conn: &ConnInfo) -> Result<(), TokenError> {
     if let Some(want) = &cnf.x5t_s256 {
-        // RFC 8705 section 3: the certificate of this very connection. Thumbprints are public
-        // (the token carries one): a plain comparison.
-        let ok = conn.client_cert.as_ref().is_some_and(|c| c.x5t_s256 == *want);
-        if !ok {
-            return Err(Rejection::InvalidToken(TokenError::WrongBinding));
+        // Thumbprints are public (the token carries one): a plain comparison.
+        if conn.client_cert.as_ref().is_none_or(|c| c.x5t_s256 != *want) {
+            return Err(TokenError::WrongBinding);
         }
     }
-    if cnf.jkt.is_some() {
-        // DPoP proofs are not accepted yet: a DPoP-bound token never passes as a bearer token.
-        return Err(Rejection::InvalidToken(TokenError::WrongBinding));
-    }
     Ok(())
+}
+
+/// RFC 9449 7.1: exactly one proof, for this request and this token, signed by the key the token
+/// is bound to, fresh, with the server's nonce when nonces are required, and not seen before by
+/// this process. Returns the proof id for the shared replay check.
+fn check_proof(
+    snap: &Snapshot,
+    gw: &Gateway,
+    conn: &ConnInfo,
+    parts: &Parts,
+    token: &str,
+    jkt: &str,
+    now: u64,
+) -> Result<[u8; 16], Rejection> {
+    let cfg = &snap.config.dpop;
+    let proof = single_proof(parts).map_err(Rejection::Proof)?;
+    let uri = crate::proxy::headers::client_uri(parts, conn.tls, snap.config.server.trust_forwarded)
+        .ok_or(Rejection::Proof(ProofError::WrongUri))?;
+    let expect = Expect {
+        method: parts.method.as_str(),
+        uri: &uri,
+        access_token: Some(token),
+        algorithms: &cfg.algorithms,
+        max_age: cfg.proof_max_age_secs,
+        leeway: cfg.proof_leeway_secs,
+    };
+    let proven = verify_proof(proof, &expect, now).map_err(Rejection::Proof)?;
+    if proven.jkt != jkt {
+        return Err(Rejection::Proof(ProofError::WrongKey));
+    }
+    if cfg.require_nonce && !proven.nonce.as_deref().is_some_and(|n| snap.nonces.check(n, now)) {
+        return Err(Rejection::Proof(ProofError::UseNonce));
+    }
+    let id = proof_id(&proven.jkt, &proven.jti);
+    match gw.dpop_replay.first_use(&id, now, cfg.replay_window(), cfg.replay_cache_size) {
+        Seen::First => Ok(id),
+        Seen::Again => Err(Rejection::Proof(ProofError::Replayed)),
+        Seen::Full => Err(Rejection::Proof(ProofError::MemoryFull)),
+    }
+}
+
+/// The one `DPoP` header of a request (RFC 9449 4.3 step 1).
+pub fn single_proof(parts: &Parts) -> Result<&str, ProofError> {
+    let mut all = parts.headers.get_all(&DPOP).iter();
+    let first = all.next().ok_or(ProofError::Missing)?;
+    if all.next().is_some() {
+        return Err(ProofError::Several);
+    }
+    first.to_str().map_err(|_| ProofError::Malformed)
 }

@@ -9,6 +9,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::authz::Rejection;
+use crate::auth::dpop::ProofError;
+use crate::snapshot::Snapshot;
 use super::upstream::pool::UpstreamError;
 use super::upstream::BodyError;
 use crate::admin::metrics::Limit;
@@ -37,14 +39,18 @@ pub enum Failure {
     RequestBodyTimeout,
 }
 
+/// The header carrying a fresh server nonce (RFC 9449 8).
+static DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
+
 /// The RFC 6750 `WWW-Authenticate` realm of every challenge.
 const REALM: &str = "Bearer realm=\"tokengate\"";
 
 /// Every token-rejection label [`Failure::rejection_reason`] can produce.
 pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
-    ["missing", "invalid_request", "insufficient_scope"]
+    ["missing", "invalid_request", "insufficient_scope", "dpop_required"]
         .into_iter()
         .chain(crate::auth::jwt::TokenError::ALL.iter().map(|e| e.reason()))
+        .chain(ProofError::ALL.iter().map(|e| e.reason()))
 }
 
 impl Failure {
@@ -57,10 +63,12 @@ impl Failure {
     pub fn rejection_reason(&self) -> Option<&'static str> {
         let Failure::Rejected(r) = self else { return None };
         Some(match r {
-            Rejection::NoToken => "missing",
+            Rejection::NoToken | Rejection::NoDpopToken => "missing",
             Rejection::InvalidRequest(_) => "invalid_request",
-            Rejection::InvalidToken(e) => e.reason(),
+            Rejection::InvalidToken(e) | Rejection::DpopToken(e) => e.reason(),
             Rejection::InsufficientScope => "insufficient_scope",
+            Rejection::Proof(e) => e.reason(),
+            Rejection::DpopRequired => "dpop_required",
         })
     }
 
@@ -85,9 +93,9 @@ impl Failure {
         }
     }
 
-    /// The answer. `scope_text` is the matched route's scopes, for a 403's challenge. Never
-    /// echoes the token.
-    pub fn response(&self, scope_text: &str) -> Response<Full<Bytes>> {
+    /// The answer. `scope_text` is the matched route's scopes, for a 403's challenge; `snap`
+    /// gives DPoP challenges their `algs` and nonce. Never echoes the token.
+    pub fn response(&self, scope_text: &str, snap: &Snapshot) -> Response<Full<Bytes>> {
         match self {
             Failure::BadHost(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
             Failure::BadPath(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
@@ -107,14 +115,46 @@ impl Failure {
             Failure::RequestBodyTimeout => {
                 json_error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body stopped arriving")
             }
-            Failure::Rejected(r) => challenge(r, scope_text),
+            Failure::Rejected(r) => challenge(r, scope_text, snap),
         }
     }
 }
 
-/// RFC 6750 section 3: status, `WWW-Authenticate` and a small JSON body.
-fn challenge(r: &Rejection, scope_text: &str) -> Response<Full<Bytes>> {
+/// RFC 6750 section 3 / RFC 9449 section 7.1: status, `WWW-Authenticate` and a small JSON body.
+fn challenge(r: &Rejection, scope_text: &str, snap: &Snapshot) -> Response<Full<Bytes>> {
+    let dpop = |error: &str, desc: &str| {
+        format!("DPoP error=\"{error}\", error_description=\"{desc}\", algs=\"{}\"", snap.dpop_algs)
+    };
     let (status, www, error, desc): (StatusCode, String, &str, String) = match r {
+        Rejection::Proof(ProofError::UseNonce) => {
+            let desc = ProofError::UseNonce.to_string();
+            let mut resp = json_error(StatusCode::UNAUTHORIZED, "use_dpop_nonce", &desc);
+            let nonce = snap.nonces.issue(crate::auth::unix_now());
+            for (name, value) in [(header::WWW_AUTHENTICATE, dpop("use_dpop_nonce", &desc)), (DPOP_NONCE.clone(), nonce)] {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    resp.headers_mut().insert(name, v);
+                }
+            }
+            return resp;
+        }
+        Rejection::Proof(e) => {
+            let desc = e.to_string();
+            (StatusCode::UNAUTHORIZED, dpop("invalid_dpop_proof", &desc), "invalid_dpop_proof", desc)
+        }
+        Rejection::DpopToken(e) => {
+            let desc = e.to_string();
+            (StatusCode::UNAUTHORIZED, dpop("invalid_token", &desc), "invalid_token", desc)
+        }
+        Rejection::DpopRequired => {
+            let desc = "this route requires a DPoP-bound token".to_string();
+            (StatusCode::UNAUTHORIZED, dpop("invalid_token", &desc), "invalid_token", desc)
+        }
+        Rejection::NoDpopToken => (
+            StatusCode::UNAUTHORIZED,
+            format!("DPoP algs=\"{}\"", snap.dpop_algs),
+            "unauthorized",
+            "a DPoP-bound token is required".into(),
+        ),
         Rejection::NoToken => {
             (StatusCode::UNAUTHORIZED, REALM.to_string(), "unauthorized", "a bearer token is required".into())
         }

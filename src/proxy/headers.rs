@@ -115,6 +115,30 @@ pub fn client_address_value(client: IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// The URI the client addressed, without query: scheme and host as the client used them (from
+/// `X-Forwarded-Proto`/`-Host` only when `trust` says the peer is a proxy of ours), and the path
+/// as sent. What a DPoP proof's `htu` must name (RFC 9449 4.3). None without any host.
+pub fn client_uri(parts: &http::request::Parts, tls: bool, trust: bool) -> Option<String> {
+    let forwarded = |name: &HeaderName| {
+        trust
+            .then(|| parts.headers.get(name))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let scheme = forwarded(&X_FORWARDED_PROTO).unwrap_or(if tls { "https" } else { "http" });
+    let host = match forwarded(&X_FORWARDED_HOST) {
+        Some(h) => h,
+        None => match parts.uri.authority() {
+            Some(a) => a.as_str(),
+            None => parts.headers.get(http::header::HOST)?.to_str().ok()?,
+        },
+    };
+    Some(format!("{scheme}://{host}{}", parts.uri.path()))
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`; client-sent ones (and `Forwarded`) are replaced unless
 /// trusted. `client` is the connection's address from [`client_address_value`].
 pub fn set_forwarded(

@@ -55,6 +55,8 @@ struct Outcome<'a> {
     path: Option<String>,
     verified: Option<Arc<Admitted>>,
     upstream_status: Option<u16>,
+    /// The DPoP proof id still to be checked against the shared replay store.
+    proof: Option<[u8; 16]>,
 }
 
 /// Serves one request; never fails (every error becomes a response).
@@ -72,7 +74,7 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
             if let Some(limit) = failure.limit() {
                 gw.metrics.record_limit(limit);
             }
-            own(failure.response(outcome.scope_text))
+            own(failure.response(outcome.scope_text, &snap))
         }
     };
     let status = resp.status().as_u16();
@@ -121,11 +123,31 @@ async fn route_request<'s>(
             Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
             Ok(own(resp))
         }
-        Ok(Next::Forward(route)) => forward(gw, snap, route, conn, parts, body, out).await,
+        Ok(Next::Forward(route)) => {
+            if let Some(id) = out.proof.take() {
+                // Boxed: only DPoP requests on a shared store await this.
+                if let Err(failure) = Box::pin(shared_replay_check(gw, snap, &id)).await {
+                    Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
+                    return Err(failure);
+                }
+            }
+            forward(gw, snap, route, conn, parts, body, out).await
+        }
         Err(failure) => {
             Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
             Err(failure)
         }
+    }
+}
+
+/// A DPoP proof this process had not seen must also be new to every instance sharing the store
+/// (RFC 9449 11.1). With the shared store unreachable, this process's memory (already checked)
+/// is all there is: the proof passes, and only a replay to another instance in that time could.
+async fn shared_replay_check(gw: &Gateway, snap: &Snapshot, id: &[u8; 16]) -> Result<(), Failure> {
+    let Some(check) = gw.store.remember_proof(id, snap.config.dpop.replay_window()) else { return Ok(()) };
+    match check.await {
+        Ok(true) | Err(_) => Ok(()),
+        Ok(false) => Err(Failure::Rejected(authz::Rejection::Proof(crate::auth::dpop::ProofError::Replayed))),
     }
 }
 
@@ -167,7 +189,9 @@ fn admit<'s>(
     let (route, prefix) = snap.routes.find(path).ok_or(Failure::NoRoute)?;
     out.route = Some(route.prefix.as_str());
     out.scope_text = route.scope_text.as_str();
-    let verified = authorize(snap, gw.store.as_ref(), route, conn, parts, jwt::now()).map_err(Failure::Rejected)?;
+    let granted = authorize(snap, gw, route, conn, parts, jwt::now()).map_err(Failure::Rejected)?;
+    let verified = granted.admitted;
+    out.proof = granted.proof;
     if out.log {
         out.verified = verified.clone();
     }
@@ -258,6 +282,7 @@ fn rewrite_request_headers(
     );
     if !route.forward_token {
         h.remove(header::AUTHORIZATION);
+        h.remove(&authz::DPOP);
     }
     if let Some(a) = admitted {
         let names = [&headers::X_AUTH_SUBJECT, &headers::X_AUTH_CLIENT_ID, &headers::X_AUTH_SCOPE];

@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::HeaderName;
 use rustls::sign::CertifiedKey;
 
+use crate::auth::dpop::nonce::Nonces;
 use crate::auth::jwt::{Issuer, IssuerKeys, Trust, ACCESS_TOKEN_TYP};
 use crate::auth::keys::{Alg, KeySet, OwnKeys};
 use crate::auth::remote::{RemoteKeys, RemoteSpec};
@@ -68,6 +69,8 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Time the upstream gets to answer.
     pub timeout: Duration,
+    /// Whether unbound bearer tokens pass, or only DPoP-bound ones with their proof.
+    pub dpop: crate::config::DpopMode,
 }
 
 /// Everything a request needs, frozen at one generation.
@@ -97,6 +100,10 @@ pub struct Snapshot {
     pub first_start: Vec<String>,
     /// Warnings about the configuration that do not stop it (logged at start, shown by `check`).
     pub warnings: Vec<String>,
+    /// Makes and checks DPoP server nonces (`dpop.require_nonce`).
+    pub nonces: crate::auth::dpop::nonce::Nonces,
+    /// `dpop.algorithms` as a challenge's `algs` parameter, made once.
+    pub dpop_algs: String,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -193,6 +200,8 @@ impl Snapshot {
         }
         let token_cache = crate::auth::token_cache::TokenCache::new(config.tokens.cache_size);
         let identity_headers = routes_claim_headers(&config);
+        let nonces = dpop_nonces(&config, &mut watched)?;
+        let dpop_algs = config.dpop.algs_text();
         Ok(Snapshot {
             config,
             trust,
@@ -206,6 +215,8 @@ impl Snapshot {
             watched,
             first_start,
             warnings,
+            nonces,
+            dpop_algs,
         })
     }
 
@@ -214,6 +225,35 @@ impl Snapshot {
     pub fn issues_tokens(&self) -> bool {
         self.own.is_some()
     }
+}
+
+/// DPoP nonces keyed by `dpop.nonce_key_file`, or by this process's own random key (the same
+/// across reloads, so a reload does not void the nonces clients hold).
+fn dpop_nonces(config: &Config, watched: &mut Vec<PathBuf>) -> Result<Nonces, BuildError> {
+    static PROCESS_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let lifetime = config.dpop.nonce_lifetime_secs;
+    let Some(file) = &config.dpop.nonce_key_file else {
+        let key = PROCESS_KEY.get_or_init(|| {
+            let mut k = [0u8; 32];
+            // No entropy source: nonces are forgeable, which only weakens their freshness.
+            let _ = aws_lc_rs::rand::fill(&mut k);
+            k
+        });
+        return Ok(Nonces::new(key, lifetime));
+    };
+    let path = config.resolve(file);
+    let key = std::fs::read(&path).map_err(|e| {
+        BuildError::Invalid(format!("dpop.nonce_key_file {}: {}", path.display(), crate::reason::io_reason(&e)))
+    })?;
+    if key.len() < 32 {
+        return Err(BuildError::Invalid(format!(
+            "dpop.nonce_key_file {}: holds {} bytes, at least 32 random bytes are needed",
+            path.display(),
+            key.len()
+        )));
+    }
+    watched.push(path);
+    Ok(Nonces::new(&key, lifetime))
 }
 
 /// An `[[issuers]]` entry's keys: its JWKS file, or its remote set, the previous snapshot's
@@ -291,6 +331,7 @@ fn build_route(
         forward_token: r.forward_token,
         strip_prefix: r.strip_prefix,
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
+        dpop: r.dpop,
     })
 }
 

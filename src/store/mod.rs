@@ -244,6 +244,9 @@ pub struct StreamStatus {
 }
 
 /// The state store: see the module documentation. All methods are safe to call from many threads.
+/// The answer of [`Store::remember_proof`], on its way.
+pub type ProofCheck = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>;
+
 pub trait Store: Send + Sync + 'static {
     /// Whether the backend answered its last call; no I/O. An embedded one always does.
     fn available(&self) -> bool {
@@ -320,6 +323,14 @@ pub trait Store: Send + Sync + 'static {
     /// reuse of their tokens is told until then) with all their token hashes, expired jtis and
     /// stale lockout rows; returns how many rows went.
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError>;
+
+    /// Remembers a DPoP proof id for `ttl_secs` where every instance sharing this store sees it
+    /// (RFC 9449 11.1): Some(future) giving Ok(true) the first time and Ok(false) on a replay.
+    /// None when the store is not shared between instances: the caller's memory is then the
+    /// whole truth. A future, not a blocking call: the proxy awaits it on the request's task.
+    fn remember_proof(&self, _id: &[u8; 16], _ttl_secs: u64) -> Option<ProofCheck> {
+        None
+    }
 }
 
 /// Opens the backend `[state]` names: the redb file (`:memory:` for a volatile one) or Redis.

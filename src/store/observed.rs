@@ -9,7 +9,7 @@ use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, Store
 use crate::admin::metrics::Metrics;
 
 /// Every timed operation, as the metric's `op` label.
-pub const OPS: [&str; 11] = [
+pub const OPS: [&str; 12] = [
     "create_family",
     "rotate",
     "current_family",
@@ -21,6 +21,7 @@ pub const OPS: [&str; 11] = [
     "lock_state",
     "clear_failures",
     "purge_expired",
+    "remember_proof",
 ];
 
 /// A store whose calls feed the metrics.
@@ -111,5 +112,16 @@ impl Store for Observed {
 
     fn purge_expired(&self, now: u64) -> Result<usize, StoreError> {
         self.timed("purge_expired", |s| s.purge_expired(now))
+    }
+
+    fn remember_proof(&self, id: &[u8; 16], ttl_secs: u64) -> Option<super::ProofCheck> {
+        let check = self.inner.remember_proof(id, ttl_secs)?;
+        let metrics = self.metrics.clone();
+        Some(Box::pin(async move {
+            let start = Instant::now();
+            let result = check.await;
+            metrics.observe_store("remember_proof", start.elapsed().as_secs_f64(), result.is_ok());
+            result
+        }))
     }
 }

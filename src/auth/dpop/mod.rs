@@ -53,6 +53,9 @@ pub enum ProofError {
     Replayed,
     #[error("the DPoP proof's key is not the key the token is bound to")]
     WrongKey,
+    /// Too many recent proofs to remember one more: refused rather than left unchecked.
+    #[error("the DPoP replay memory is full; retry later")]
+    MemoryFull,
     /// Not `invalid_dpop_proof`: the client must retry with the server's nonce (RFC 9449 8).
     #[error("a fresh DPoP nonce is required")]
     UseNonce,
@@ -60,7 +63,7 @@ pub enum ProofError {
 
 impl ProofError {
     /// Every error, so the rejection metric can list each reason (at 0) from the start.
-    pub const ALL: [ProofError; 14] = [
+    pub const ALL: [ProofError; 15] = [
         ProofError::Missing,
         ProofError::Several,
         ProofError::Malformed,
@@ -74,6 +77,7 @@ impl ProofError {
         ProofError::WrongTokenHash,
         ProofError::Replayed,
         ProofError::WrongKey,
+        ProofError::MemoryFull,
         ProofError::UseNonce,
     ];
 
@@ -93,6 +97,7 @@ impl ProofError {
             ProofError::WrongTokenHash => "dpop_ath",
             ProofError::Replayed => "dpop_replay",
             ProofError::WrongKey => "dpop_wrong_key",
+            ProofError::MemoryFull => "dpop_memory_full",
             ProofError::UseNonce => "dpop_nonce",
         }
     }

@@ -21,15 +21,6 @@ impl Nonces {
         Nonces { key: hmac::Key::new(hmac::HMAC_SHA256, secret), lifetime: lifetime.max(1) }
     }
 
-    /// Nonces keyed with a random key of this process only.
-    pub fn random(lifetime: u64) -> Nonces {
-        let mut secret = [0u8; 32];
-        // Without an entropy source the key is all zeros: nonces are then forgeable, which
-        // weakens only the freshness they add; the proof and its replay check still hold.
-        let _ = aws_lc_rs::rand::fill(&mut secret);
-        Nonces::new(&secret, lifetime)
-    }
-
     /// The nonce to hand out at `now`.
     pub fn issue(&self, now: u64) -> String {
         let slot = (now / self.lifetime).to_be_bytes();

@@ -31,16 +31,15 @@ pub fn proof_id(jkt: &str, jti: &str) -> [u8; 16] {
     id
 }
 
-/// Proof ids seen recently.
+/// Proof ids seen recently. Window and bound come with each call, from the current snapshot,
+/// so a reload that changes them needs no new memory (and forgets nothing).
+#[derive(Default)]
 pub struct ReplayMemory {
     /// The two generations; short critical sections (one hash insert).
     inner: Mutex<Generations>,
-    /// Most ids held at once across both generations.
-    capacity: usize,
-    /// Seconds a generation spans: the proof acceptance window (max age plus leeway).
-    span: u64,
 }
 
+#[derive(Default)]
 struct Generations {
     /// Ids first seen since `started`.
     current: HashSet<u128>,
@@ -51,21 +50,19 @@ struct Generations {
 }
 
 impl ReplayMemory {
-    pub fn new(span: u64, capacity: usize) -> ReplayMemory {
-        ReplayMemory {
-            inner: Mutex::new(Generations { current: HashSet::new(), previous: HashSet::new(), started: 0 }),
-            capacity,
-            span: span.max(1),
-        }
+    pub fn new() -> ReplayMemory {
+        ReplayMemory::default()
     }
 
-    /// Records `id` at `now`; [`Seen::First`] only the first time within the window.
-    pub fn first_use(&self, id: &[u8; 16], now: u64) -> Seen {
+    /// Records `id` at `now`; [`Seen::First`] only the first time within `span` seconds (the
+    /// proof acceptance window), with at most `capacity` ids held.
+    pub fn first_use(&self, id: &[u8; 16], now: u64, span: u64, capacity: usize) -> Seen {
         let id = u128::from_le_bytes(*id);
+        let span = span.max(1);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if now >= g.started.saturating_add(self.span) {
+        if now >= g.started.saturating_add(span) {
             // Two spans without a proof: nothing in either generation can matter any more.
-            g.previous = if now >= g.started.saturating_add(2 * self.span) {
+            g.previous = if now >= g.started.saturating_add(2 * span) {
                 HashSet::new()
             } else {
                 std::mem::take(&mut g.current)
@@ -76,7 +73,7 @@ impl ReplayMemory {
         if g.current.contains(&id) || g.previous.contains(&id) {
             return Seen::Again;
         }
-        if g.current.len() + g.previous.len() >= self.capacity {
+        if g.current.len() + g.previous.len() >= capacity {
             return Seen::Full;
         }
         g.current.insert(id);
@@ -100,28 +97,29 @@ mod tests {
 
     #[test]
     fn an_id_is_refused_for_at_least_one_span_then_forgotten() {
-        let m = ReplayMemory::new(65, 100);
+        let m = ReplayMemory::new();
+        let seen = |id: &[u8; 16], now| m.first_use(id, now, 65, 100);
         let id = proof_id("k", "j1");
-        assert_eq!(m.first_use(&id, 1000), Seen::First);
-        assert_eq!(m.first_use(&id, 1000), Seen::Again);
-        assert_eq!(m.first_use(&id, 1064), Seen::Again);
+        assert_eq!(seen(&id, 1000), Seen::First);
+        assert_eq!(seen(&id, 1000), Seen::Again);
+        assert_eq!(seen(&id, 1064), Seen::Again);
         // A rollover keeps the previous generation.
-        assert_eq!(m.first_use(&proof_id("k", "j2"), 1065), Seen::First);
-        assert_eq!(m.first_use(&id, 1100), Seen::Again);
+        assert_eq!(seen(&proof_id("k", "j2"), 1065), Seen::First);
+        assert_eq!(seen(&id, 1100), Seen::Again);
         // Two spans later the first id is gone (no proof with its iat could pass any more).
-        assert_eq!(m.first_use(&proof_id("k", "j3"), 1130), Seen::First);
-        assert_eq!(m.first_use(&id, 1131), Seen::First);
+        assert_eq!(seen(&proof_id("k", "j3"), 1130), Seen::First);
+        assert_eq!(seen(&id, 1131), Seen::First);
         assert_ne!(proof_id("k", "j1"), proof_id("k2", "j1"), "ids are per key");
     }
 
     #[test]
     fn a_full_memory_refuses_instead_of_forgetting() {
-        let m = ReplayMemory::new(60, 3);
+        let m = ReplayMemory::new();
         for j in ["a", "b", "c"] {
-            assert_eq!(m.first_use(&proof_id("k", j), 10), Seen::First);
+            assert_eq!(m.first_use(&proof_id("k", j), 100, 60, 3), Seen::First);
         }
-        assert_eq!(m.first_use(&proof_id("k", "d"), 10), Seen::Full);
-        assert_eq!(m.first_use(&proof_id("k", "a"), 10), Seen::Again);
+        assert_eq!(m.first_use(&proof_id("k", "d"), 100, 60, 3), Seen::Full);
+        assert_eq!(m.first_use(&proof_id("k", "a"), 100, 60, 3), Seen::Again);
         assert_eq!(m.len(), 3);
     }
 }

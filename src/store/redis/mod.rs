@@ -96,6 +96,9 @@ impl Keys {
         // The length keeps ("a:b", "c") and ("a", "b:c") apart.
         format!("{}a:{}:{client_id}:{jti}", self.prefix, client_id.len())
     }
+    fn proof(&self, id: &[u8; 16]) -> String {
+        format!("{}d:{}", self.prefix, hex(id))
+    }
     fn lockout(&self, key: &str) -> String {
         format!("{}l:{key}", self.prefix)
     }
@@ -107,10 +110,10 @@ impl Keys {
     }
 }
 
-/// Lower-case hex of a token hash.
-fn hex(h: &TokenHash) -> String {
+/// Lower-case hex of a token hash (or any other digest).
+fn hex(h: &[u8]) -> String {
     use std::fmt::Write;
-    h.iter().fold(String::with_capacity(64), |mut s, b| {
+    h.iter().fold(String::with_capacity(2 * h.len()), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     })
@@ -594,6 +597,26 @@ impl Store for RedisStore {
                 .map_err(redis_err)?;
             Ok(first == 1)
         })
+    }
+
+    fn remember_proof(&self, id: &[u8; 16], ttl_secs: u64) -> Option<super::ProofCheck> {
+        // One SET NX EX: atomic, one round trip, gone by itself when no proof could pass again.
+        // Sent on the caller's runtime: the connection manager's own task does the I/O.
+        let (mut con, key, timeout, health) = (self.conn.clone(), self.keys.proof(id), self.timeout, self.health.clone());
+        Some(Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key).arg(1).arg("NX").arg("EX").arg(ttl_secs.max(1));
+            let result = match tokio::time::timeout(timeout, cmd.query_async(&mut con)).await {
+                Ok(Ok(reply)) => Ok(Option::<String>::is_some(&reply)),
+                Ok(Err(e)) => Err(redis_err(e)),
+                Err(_) => Err(StoreError::Timeout(timeout.as_millis() as u64)),
+            };
+            match &result {
+                Ok(_) => health.reached(),
+                Err(e) => health.unreachable(e),
+            }
+            result
+        }))
     }
 
     fn record_failure(&self, key: &str, now: u64, policy: &LockoutPolicy) -> Result<LockState, StoreError> {
