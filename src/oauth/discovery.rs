@@ -50,5 +50,6 @@ pub fn metadata(snap: &Snapshot, own: &OwnKeys) -> Response<Full<Bytes>> {
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "scopes_supported": scopes,
         "id_token_signing_alg_values_supported": algs,
+        "dpop_signing_alg_values_supported": snap.config.dpop.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
     }))
 }

@@ -7,6 +7,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use crate::auth::dpop::ProofError;
+
 /// An error the token, revocation or introspection endpoint answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OAuthError {
@@ -31,6 +33,10 @@ pub enum OAuthError {
     },
     /// The state store failed; tokens cannot be issued right now (503).
     Unavailable,
+    /// The DPoP proof is missing (for a client that requires one), or wrong (RFC 9449 5).
+    InvalidDpopProof(ProofError),
+    /// Proofs must carry a server nonce: here is one (RFC 9449 8; the `DPoP-Nonce` header).
+    UseDpopNonce(String),
 }
 
 /// Why client authentication failed: logged for the operator, never told to the client.
@@ -89,6 +95,8 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::InvalidScope => "invalid_scope",
             OAuthError::Unavailable => "temporarily_unavailable",
+            OAuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            OAuthError::UseDpopNonce(_) => "use_dpop_nonce",
         }
     }
 
@@ -102,12 +110,22 @@ impl OAuthError {
             OAuthError::TooLarge => "body too large",
             OAuthError::TooManyRequests { .. } => "rate limited",
             OAuthError::Unavailable => "state store unavailable",
+            OAuthError::InvalidDpopProof(e) => return Cow::Owned(e.to_string()),
+            OAuthError::UseDpopNonce(_) => "a DPoP nonce is required",
         })
     }
 
     /// The answer: status, JSON body, `Cache-Control: no-store`, `Pragma: no-cache`.
     pub fn response(&self) -> Response<Full<Bytes>> {
+        let proof_error;
         let (status, code, desc) = match self {
+            OAuthError::InvalidDpopProof(e) => {
+                proof_error = e.to_string();
+                (StatusCode::BAD_REQUEST, "invalid_dpop_proof", proof_error.as_str())
+            }
+            OAuthError::UseDpopNonce(_) => {
+                (StatusCode::BAD_REQUEST, "use_dpop_nonce", "sign the DPoP proof with the nonce in DPoP-Nonce")
+            }
             OAuthError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", *d),
             OAuthError::InvalidClient(_) => {
                 (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
@@ -140,6 +158,11 @@ impl OAuthError {
             OAuthError::TooManyRequests { retry_after } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                     resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            OAuthError::UseDpopNonce(nonce) => {
+                if let Ok(v) = HeaderValue::from_str(nonce) {
+                    resp.headers_mut().insert(header::HeaderName::from_static("dpop-nonce"), v);
                 }
             }
             _ => {}

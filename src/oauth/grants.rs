@@ -14,6 +14,8 @@ use super::client_auth::authenticate;
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
 use super::{blocking, Ctx, Lockout};
+use crate::auth::dpop::replay::{proof_id, Seen};
+use crate::auth::dpop::{verify_proof, Expect, ProofError};
 use crate::auth::jwt::{self, Confirmation, ACCESS_TOKEN_TYP};
 use crate::oauth::directory::Client;
 use crate::oauth::secrets;
@@ -63,7 +65,7 @@ pub async fn token(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response
     let lockout = if grant == Grant::ClientCredentials { Lockout::BestEffort } else { Lockout::Required };
     let client = authenticate(ctx, parts, form, lockout).await?;
     // What the issued access token is bound to (RFC 9449 DPoP key, RFC 8705 certificate).
-    let cnf = Confirmation::default();
+    let cnf = Confirmation { jkt: dpop_key(ctx, parts, client).await?, ..Confirmation::default() };
     match grant {
         Grant::ClientCredentials => client_credentials(ctx, client, form, &cnf),
         Grant::Password => password(ctx, client, form, &cnf).await,
@@ -117,6 +119,9 @@ async fn password(
             expires: ctx.now + ctx.snap.config.tokens.refresh_ttl_secs,
             idle_secs: ctx.snap.config.tokens.refresh_idle_secs,
             last_used: ctx.now,
+            // RFC 9449 5: a public client's refresh token is bound to its DPoP key (a
+            // confidential client's is already bound to its authentication).
+            jkt: if client.public { cnf.jkt.clone() } else { None },
         };
         let (store, hash) = (ctx.gw.store.clone(), token_hash(&token));
         blocking(move || store.create_family(&family, &hash)).await?;
@@ -145,6 +150,12 @@ async fn refresh(
     // the token. A token that is not current still goes to `rotate`, which detects reuse.
     let checked = match current.filter(|f| f.client_id == client.id) {
         Some(f) => {
+            if let Some(bound) = &f.jkt {
+                if cnf.jkt.as_deref() != Some(bound.as_str()) {
+                    let why = if cnf.jkt.is_none() { ProofError::Missing } else { ProofError::WrongKey };
+                    return Err(OAuthError::InvalidDpopProof(why));
+                }
+            }
             let user = ctx.snap.directory.user_by_sub(&f.sub).filter(|u| !u.disabled).ok_or(invalid.clone())?;
             // The scope may narrow, never widen, and never beyond what client and user hold today.
             let original: BTreeSet<&str> = f.scope.split(' ').filter(|s| !s.is_empty()).collect();
@@ -165,6 +176,47 @@ async fn refresh(
         }
         _ => Err(invalid),
     }
+}
+
+/// RFC 9449 section 5: the thumbprint of the key of the request's DPoP proof, None without a
+/// proof (refused for a client with `require_dpop`). A proof is checked like the proxy checks
+/// one, without `ath` (no token yet), against this endpoint's URI as the client addressed it.
+async fn dpop_key(ctx: &Ctx<'_>, parts: &Parts, client: &Client) -> Result<Option<String>, OAuthError> {
+    let proof = match crate::proxy::authz::single_proof(parts) {
+        Ok(p) => p,
+        Err(ProofError::Missing) if !client.require_dpop => return Ok(None),
+        Err(e) => return Err(OAuthError::InvalidDpopProof(e)),
+    };
+    let cfg = &ctx.snap.config.dpop;
+    let trust = ctx.snap.config.server.trust_forwarded;
+    let uri = crate::proxy::headers::client_uri(parts, ctx.conn.tls, trust)
+        .ok_or(OAuthError::InvalidDpopProof(ProofError::WrongUri))?;
+    let expect = Expect {
+        method: parts.method.as_str(),
+        uri: &uri,
+        access_token: None,
+        algorithms: &cfg.algorithms,
+        max_age: cfg.proof_max_age_secs,
+        leeway: cfg.proof_leeway_secs,
+    };
+    let proven = verify_proof(proof, &expect, ctx.now).map_err(OAuthError::InvalidDpopProof)?;
+    if cfg.require_nonce && !proven.nonce.as_deref().is_some_and(|n| ctx.snap.nonces.check(n, ctx.now)) {
+        return Err(OAuthError::UseDpopNonce(ctx.snap.nonces.issue(ctx.now)));
+    }
+    let id = proof_id(&proven.jkt, &proven.jti);
+    let replayed = OAuthError::InvalidDpopProof(ProofError::Replayed);
+    match ctx.gw.dpop_replay.first_use(&id, ctx.now, cfg.replay_window(), cfg.replay_cache_size) {
+        Seen::First => {}
+        Seen::Again => return Err(replayed),
+        Seen::Full => return Err(OAuthError::InvalidDpopProof(ProofError::MemoryFull)),
+    }
+    if let Some(check) = ctx.gw.store.remember_proof(&id, cfg.replay_window()) {
+        // A shared store that cannot answer: this process's memory is all there is (as at the proxy).
+        if let Ok(false) = check.await {
+            return Err(replayed);
+        }
+    }
+    Ok(Some(proven.jkt))
 }
 
 /// Signs the access token (and an ID token when `openid` was granted to a user) and answers 200.

@@ -61,6 +61,8 @@ pub struct Ctx<'s> {
     pub snap: &'s Snapshot,
     /// Unix time of the request.
     pub now: u64,
+    /// The client connection (TLS or not, client certificate), for DPoP's `htu` and mTLS.
+    pub conn: &'s ConnInfo,
 }
 
 /// Runs blocking store work off the async threads; store failures become 503.
@@ -162,7 +164,7 @@ pub async fn handle(
     body: &mut Incoming,
 ) -> Response<Full<Bytes>> {
     let path = parts.uri.path();
-    let ctx = Ctx { gw, snap, now: crate::auth::jwt::now() };
+    let ctx = Ctx { gw, snap, now: crate::auth::jwt::now(), conn };
     // Not reached in validation-only mode (see `is_oauth_path`); answered as an unknown path.
     let Some(own) = snap.own.as_ref() else {
         return crate::respond::json_error(http::StatusCode::NOT_FOUND, "not_found", "no route for this path");

@@ -12,8 +12,9 @@ use crate::auth::dpop::{verify_proof, Expect, ProofError};
 use crate::auth::jwt::{Confirmation, TokenError};
 use crate::auth::token_cache::Admitted;
 use crate::config::DpopMode;
-use crate::gateway::{ConnInfo, Gateway};
+use crate::auth::dpop::replay::ReplayMemory;
 use crate::snapshot::{Route, Snapshot};
+use crate::store::Store;
 
 /// The `DPoP` request header (RFC 9449 4.1).
 pub static DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
@@ -37,6 +38,19 @@ pub enum Rejection {
     DpopToken(TokenError),
     /// The route takes DPoP-bound tokens only and got a bearer token: 401, DPoP challenge.
     DpopRequired,
+}
+
+/// What authorization needs of the connection and the process (not the gateway itself, which
+/// the admin listener's use of this module must not depend on).
+pub struct Context<'a> {
+    /// Whether the connection is TLS: the scheme of the URI the client addressed.
+    pub tls: bool,
+    /// base64url SHA-256 of the connection's client certificate, if it presented one.
+    pub cert_thumbprint: Option<&'a str>,
+    /// Denied jtis and the shared replay store.
+    pub store: &'a dyn Store,
+    /// This process's DPoP replay memory.
+    pub replay: &'a ReplayMemory,
 }
 
 /// How the token was presented (RFC 6750 or RFC 9449 7.1).
@@ -123,9 +137,8 @@ pub async fn refetch_keys(snap: &Snapshot, parts: &Parts) -> bool {
 /// the caller confirms `Granted::proof` with a shared store.
 pub fn authorize(
     snap: &Snapshot,
-    gw: &Gateway,
+    cx: &Context<'_>,
     route: &Route,
-    conn: &ConnInfo,
     parts: &Parts,
     now: u64,
 ) -> Result<Granted, Rejection> {
@@ -143,15 +156,15 @@ pub fn authorize(
     };
     let admitted = snap.token_cache.validate(&snap.trust, token, route.audience.as_deref(), now).map_err(refuse)?;
     let verified = &admitted.verified;
-    if verified.jti.as_deref().is_some_and(|j| gw.store.is_jti_denied(j, now)) {
+    if verified.jti.as_deref().is_some_and(|j| cx.store.is_jti_denied(j, now)) {
         return Err(refuse(TokenError::Revoked));
     }
     let cnf = verified.cnf.as_deref();
     if let Some(cnf) = cnf {
-        check_certificate(cnf, conn).map_err(refuse)?;
+        check_certificate(cnf, cx.cert_thumbprint).map_err(refuse)?;
     }
     let proof = match (cnf.and_then(|c| c.jkt.as_deref()), scheme) {
-        (Some(jkt), Scheme::Dpop) => Some(check_proof(snap, gw, conn, parts, token, jkt, now)?),
+        (Some(jkt), Scheme::Dpop) => Some(check_proof(snap, cx, parts, token, jkt, now)?),
         // RFC 9449 7.2: a DPoP-bound token must not pass as a bearer token.
         (Some(_), Scheme::Bearer) => return Err(Rejection::InvalidToken(TokenError::WrongBinding)),
         // The DPoP scheme with a token bound to no key: nothing the proof proves applies to it.
@@ -168,10 +181,10 @@ pub fn authorize(
 /// RFC 8705 section 3: a certificate-bound token passes only on a connection presenting that
 /// certificate. Checked on every request, cache hit or not: the certificate belongs to the
 /// connection, not to the token.
-fn check_certificate(cnf: &Confirmation, conn: &ConnInfo) -> Result<(), TokenError> {
+fn check_certificate(cnf: &Confirmation, presented: Option<&str>) -> Result<(), TokenError> {
     if let Some(want) = &cnf.x5t_s256 {
         // Thumbprints are public (the token carries one): a plain comparison.
-        if conn.client_cert.as_ref().is_none_or(|c| c.x5t_s256 != *want) {
+        if presented != Some(want.as_str()) {
             return Err(TokenError::WrongBinding);
         }
     }
@@ -183,8 +196,7 @@ fn check_certificate(cnf: &Confirmation, conn: &ConnInfo) -> Result<(), TokenErr
 /// this process. Returns the proof id for the shared replay check.
 fn check_proof(
     snap: &Snapshot,
-    gw: &Gateway,
-    conn: &ConnInfo,
+    cx: &Context<'_>,
     parts: &Parts,
     token: &str,
     jkt: &str,
@@ -192,7 +204,7 @@ fn check_proof(
 ) -> Result<[u8; 16], Rejection> {
     let cfg = &snap.config.dpop;
     let proof = single_proof(parts).map_err(Rejection::Proof)?;
-    let uri = crate::proxy::headers::client_uri(parts, conn.tls, snap.config.server.trust_forwarded)
+    let uri = crate::proxy::headers::client_uri(parts, cx.tls, snap.config.server.trust_forwarded)
         .ok_or(Rejection::Proof(ProofError::WrongUri))?;
     let expect = Expect {
         method: parts.method.as_str(),
@@ -210,7 +222,7 @@ fn check_proof(
         return Err(Rejection::Proof(ProofError::UseNonce));
     }
     let id = proof_id(&proven.jkt, &proven.jti);
-    match gw.dpop_replay.first_use(&id, now, cfg.replay_window(), cfg.replay_cache_size) {
+    match cx.replay.first_use(&id, now, cfg.replay_window(), cfg.replay_cache_size) {
         Seen::First => Ok(id),
         Seen::Again => Err(Rejection::Proof(ProofError::Replayed)),
         Seen::Full => Err(Rejection::Proof(ProofError::MemoryFull)),

@@ -189,7 +189,13 @@ fn admit<'s>(
     let (route, prefix) = snap.routes.find(path).ok_or(Failure::NoRoute)?;
     out.route = Some(route.prefix.as_str());
     out.scope_text = route.scope_text.as_str();
-    let granted = authorize(snap, gw, route, conn, parts, jwt::now()).map_err(Failure::Rejected)?;
+    let cx = authz::Context {
+        tls: conn.tls,
+        cert_thumbprint: conn.client_cert.as_ref().map(|c| c.x5t_s256.as_str()),
+        store: gw.store.as_ref(),
+        replay: &gw.dpop_replay,
+    };
+    let granted = authorize(snap, &cx, route, parts, jwt::now()).map_err(Failure::Rejected)?;
     let verified = granted.admitted;
     out.proof = granted.proof;
     if out.log {

@@ -101,6 +101,10 @@ pub struct Family {
     pub idle_secs: u64,
     /// Last rotation (or the grant) time, unix seconds.
     pub last_used: u64,
+    /// A public client's DPoP key thumbprint: every refresh must prove that key (RFC 9449 5).
+    /// Absent in rows written before DPoP existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 impl Family {

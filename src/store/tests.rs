@@ -28,6 +28,7 @@ fn family(id: &str, client: &str, sub: &str) -> Family {
         expires: 10_000,
         idle_secs: 600,
         last_used: 1000,
+        jkt: None,
     }
 }
 

@@ -369,6 +369,8 @@ fn parse_family(
     family_id: &str,
     mut m: std::collections::HashMap<String, String>,
 ) -> Result<(Family, bool, String), StoreError> {
+    // Absent in families created before DPoP; '' for none.
+    let jkt = m.remove("jkt").filter(|j| !j.is_empty());
     let mut take = |k: &str| m.remove(k).ok_or_else(|| bad_value("family hash"));
     let num = |v: String| v.parse::<u64>().map_err(|_| bad_value("family number"));
     let family = Family {
@@ -380,6 +382,7 @@ fn parse_family(
         expires: num(take("expires")?)?,
         idle_secs: num(take("idle")?)?,
         last_used: num(take("last_used")?)?,
+        jkt,
     };
     let revoked = take("revoked")? == "1";
     Ok((family, revoked, take("current")?))
@@ -433,6 +436,7 @@ impl Store for RedisStore {
                 .arg(family.last_used)
                 .arg(hex(token))
                 .arg(ttl(deadline(family, now), now))
+                .arg(family.jkt.as_deref().unwrap_or(""))
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
@@ -473,7 +477,7 @@ impl Store for RedisStore {
                 .await
                 .map_err(redis_err)?;
             match out.first().map(String::as_str) {
-                Some("rotated") if out.len() == 8 => {
+                Some("rotated") if out.len() == 9 => {
                     let num = |i: usize| out[i].parse::<u64>().map_err(|_| bad_value("rotation result"));
                     Ok(Rotation::Rotated(Family {
                         family_id: link.family_id,
@@ -484,6 +488,7 @@ impl Store for RedisStore {
                         expires: num(5)?,
                         idle_secs: num(6)?,
                         last_used: num(7)?,
+                        jkt: Some(out[8].clone()).filter(|j| !j.is_empty()),
                     }))
                 }
                 Some(outcome @ ("reused" | "invalid")) => {

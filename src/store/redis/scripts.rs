@@ -10,13 +10,14 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Creates a family. KEYS: family hash, family token set. ARGV: client, sub, scope, created,
-/// expires, idle, last_used, current token hash (hex), ttl. Returns 0 if the id is taken.
+/// expires, idle, last_used, current token hash (hex), ttl, DPoP jkt (empty for none). Returns 0 if the id is taken.
 pub static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'client', ARGV[1], 'sub', ARGV[2], 'scope', ARGV[3], 'created', ARGV[4],
-  'expires', ARGV[5], 'idle', ARGV[6], 'last_used', ARGV[7], 'revoked', '0', 'current', ARGV[8])
+  'expires', ARGV[5], 'idle', ARGV[6], 'last_used', ARGV[7], 'revoked', '0', 'current', ARGV[8],
+  'jkt', ARGV[10])
 redis.call('SADD', KEYS[2], ARGV[8])
 redis.call('EXPIRE', KEYS[1], ARGV[9])
 redis.call('EXPIRE', KEYS[2], ARGV[9])
@@ -27,7 +28,7 @@ return 1
 
 /// Refresh rotation (RFC 9700 2.2.2) in one step. KEYS: family hash, family token set. ARGV:
 /// presented hash (hex), next hash (hex), client, now. Returns {'invalid'}, {'reused'}, or
-/// {'rotated', client, sub, scope, created, expires, idle, last_used}.
+/// {'rotated', client, sub, scope, created, expires, idle, last_used, jkt ('' for none)}.
 ///
 /// A presented hash that is not current counts as reuse only if it was current once (it is in
 /// the token set): a lookup key left behind by a failed rotation never revokes anything.
@@ -35,7 +36,7 @@ pub static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local f = redis.call('HMGET', KEYS[1], 'client', 'sub', 'scope', 'created', 'expires', 'idle', 'last_used',
-  'revoked', 'current')
+  'revoked', 'current', 'jkt')
 if not f[1] then return {'invalid'} end
 local now, expires, idle = tonumber(ARGV[4]), tonumber(f[5]), tonumber(f[6])
 local live = now < expires and (idle == 0 or now < tonumber(f[7]) + idle)
@@ -53,7 +54,7 @@ if idle > 0 and now + idle < deadline then deadline = now + idle end
 local ttl = math.max(1, math.ceil(deadline - now))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return {'rotated', f[1], f[2], f[3], f[4], f[5], f[6], ARGV[4]}
+return {'rotated', f[1], f[2], f[3], f[4], f[5], f[6], ARGV[4], f[10] or ''}
 ",
     )
 });

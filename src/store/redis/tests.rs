@@ -29,6 +29,7 @@ fn family(id: &str, now: u64, secs: u64) -> Family {
         expires: now + secs,
         idle_secs: 0,
         last_used: now,
+        jkt: None,
     }
 }
 
