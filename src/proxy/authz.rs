@@ -7,12 +7,12 @@ use http::request::Parts;
 
 use std::sync::Arc;
 
+use crate::auth::dpop::replay::ReplayMemory;
 use crate::auth::dpop::replay::{proof_id, Seen};
 use crate::auth::dpop::{verify_proof, Expect, ProofError};
 use crate::auth::jwt::{Confirmation, TokenError};
 use crate::auth::token_cache::Admitted;
 use crate::config::DpopMode;
-use crate::auth::dpop::replay::ReplayMemory;
 use crate::snapshot::{Route, Snapshot};
 use crate::store::Store;
 

@@ -9,12 +9,12 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::authz::Rejection;
-use crate::auth::dpop::ProofError;
-use crate::snapshot::Snapshot;
 use super::upstream::pool::UpstreamError;
 use super::upstream::BodyError;
 use crate::admin::metrics::Limit;
+use crate::auth::dpop::ProofError;
 use crate::respond::json_error;
+use crate::snapshot::Snapshot;
 
 /// Why the proxy answered instead of the upstream.
 #[derive(Debug)]

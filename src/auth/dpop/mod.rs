@@ -169,7 +169,12 @@ pub fn verify_proof(proof: &str, expect: &Expect<'_>, now: u64) -> Result<Proven
     if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(PROOF_TYP)) {
         return Err(ProofError::WrongType);
     }
-    let alg = Alg::parse(&header.alg).filter(|a| expect.algorithms.contains(a)).ok_or(ProofError::Algorithm)?;
+    // RFC 9864's fully-specified "Ed25519" is what current clients (oauth4webapi) sign with.
+    let alg = match header.alg.as_str() {
+        "Ed25519" => Some(Alg::EdDSA),
+        other => Alg::parse(other),
+    };
+    let alg = alg.filter(|a| expect.algorithms.contains(a)).ok_or(ProofError::Algorithm)?;
     let claims: Claims = decode_json(c)?;
     if claims.jti.is_empty() || claims.jti.len() > 256 {
         return Err(ProofError::Malformed);

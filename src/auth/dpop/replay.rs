@@ -62,11 +62,8 @@ impl ReplayMemory {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if now >= g.started.saturating_add(span) {
             // Two spans without a proof: nothing in either generation can matter any more.
-            g.previous = if now >= g.started.saturating_add(2 * span) {
-                HashSet::new()
-            } else {
-                std::mem::take(&mut g.current)
-            };
+            g.previous =
+                if now >= g.started.saturating_add(2 * span) { HashSet::new() } else { std::mem::take(&mut g.current) };
             g.current.clear();
             g.started = now;
         }

@@ -45,6 +45,13 @@ fn a_good_proof_passes_for_every_algorithm_and_names_its_key() {
         assert_eq!(got.jkt, thumbprint(k.public_jwk()).unwrap());
         assert_eq!(got.jti, "p1");
     }
+    // RFC 9864: "Ed25519" names EdDSA over Ed25519 exactly.
+    let k = key(Alg::EdDSA);
+    let mut h = header(&k);
+    h["alg"] = "Ed25519".into();
+    assert!(check(&proof_with(&k, h.clone(), claims())).is_ok());
+    let no_eddsa = Expect { algorithms: &[Alg::ES256], ..expect() };
+    assert_eq!(verify_proof(&proof_with(&k, h, claims()), &no_eddsa, NOW).unwrap_err(), ProofError::Algorithm);
 }
 
 #[test]
@@ -112,7 +119,9 @@ fn the_header_and_key_are_enforced() {
     let hs = Expect { algorithms: &[Alg::HS256], ..expect() };
     let forged = format!(
         "{}.{}.{}",
-        B64.encode(json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": B64.encode([1u8; 32])}}).to_string()),
+        B64.encode(
+            json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": B64.encode([1u8; 32])}}).to_string()
+        ),
         B64.encode(claims().to_string()),
         B64.encode([0u8; 32])
     );

@@ -607,7 +607,8 @@ impl Store for RedisStore {
     fn remember_proof(&self, id: &[u8; 16], ttl_secs: u64) -> Option<super::ProofCheck> {
         // One SET NX EX: atomic, one round trip, gone by itself when no proof could pass again.
         // Sent on the caller's runtime: the connection manager's own task does the I/O.
-        let (mut con, key, timeout, health) = (self.conn.clone(), self.keys.proof(id), self.timeout, self.health.clone());
+        let (mut con, key, timeout, health) =
+            (self.conn.clone(), self.keys.proof(id), self.timeout, self.health.clone());
         Some(Box::pin(async move {
             let mut cmd = redis::cmd("SET");
             cmd.arg(&key).arg(1).arg("NX").arg("EX").arg(ttl_secs.max(1));
