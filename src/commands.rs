@@ -5,7 +5,8 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::auth::jwt::{self, ACCESS_TOKEN_TYP};
-use crate::auth::keys::{self, Alg};
+use crate::auth::keys::{self, Alg, SigningKey};
+use crate::config::RsaAlg;
 use crate::error::BuildError;
 use crate::snapshot::{BuildMode, Snapshot};
 
@@ -57,6 +58,48 @@ pub fn keygen(alg: &str, out: &Path) -> Result<(), String> {
         .ok_or_else(|| format!("unsupported algorithm {alg:?} (ES256, ES384, RS256, PS256, EdDSA)"))?;
     let pem = keys::generate_pem(alg).map_err(|e| e.to_string())?;
     keys::write_private(out, &pem).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// What `tokengate dpop-proof` proves: one request, optionally bound to an access token.
+pub struct ProofRequest<'a> {
+    /// Private key file (PEM, from `tokengate keygen`): the key the token will be bound to.
+    pub key: &'a Path,
+    /// HTTP method of the request (`htm`).
+    pub method: &'a str,
+    /// URL of the request (`htu`); query and fragment are dropped.
+    pub url: &'a str,
+    /// The access token the request carries (`ath`), if any.
+    pub token: Option<&'a str>,
+    /// The server's `DPoP-Nonce`, when it asked for one.
+    pub nonce: Option<&'a str>,
+}
+
+/// `count` DPoP proofs (RFC 9449) for one request, each with its own `jti`, and the key's
+/// thumbprint (the `cnf.jkt` of tokens bound to it). For curl users and load generators.
+pub fn dpop_proofs(req: &ProofRequest, count: usize) -> Result<(Vec<String>, String), String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let pem = std::fs::read(req.key).map_err(|e| format!("{}: {}", req.key.display(), crate::reason::io_reason(&e)))?;
+    let key = SigningKey::from_pem("dpop", &pem, RsaAlg::RS256).map_err(|e| format!("{}: {e}", req.key.display()))?;
+    let jwk = key.public_jwk().clone();
+    let jkt = crate::auth::dpop::thumbprint(&jwk).ok_or("the key has no RFC 7638 thumbprint")?;
+    let htu = req.url.split(['?', '#']).next().unwrap_or(req.url);
+    let header = B64.encode(json!({ "typ": "dpop+jwt", "alg": key.alg.as_str(), "jwk": jwk }).to_string());
+    let now = jwt::now();
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut claims = json!({ "jti": jwt::random_id(), "htm": req.method, "htu": htu, "iat": now });
+        if let Some(t) = req.token {
+            claims["ath"] = crate::auth::dpop::token_hash(t).into();
+        }
+        if let Some(n) = req.nonce {
+            claims["nonce"] = n.into();
+        }
+        let input = format!("{header}.{}", B64.encode(claims.to_string()));
+        let sig = key.sign(input.as_bytes()).map_err(|e| e.to_string())?;
+        out.push(format!("{input}.{}", B64.encode(sig)));
+    }
+    Ok((out, jkt))
 }
 
 /// What `tokengate mint` puts in a token.

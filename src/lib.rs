@@ -57,7 +57,7 @@ pub mod snapshot;
 pub mod store;
 pub mod tls;
 
-pub use auth::{jwt, keys, token_cache};
+pub use auth::{dpop, jwt, keys, token_cache};
 pub use error::{BuildError, StartError};
 pub use gateway::{ConnInfo, Gateway};
 pub use listener as server;

@@ -60,6 +60,28 @@ enum Command {
         #[arg(long)]
         client_id: Option<String>,
     },
+    /// Print DPoP proofs (RFC 9449) for one request, one per line, signed with a key from
+    /// `tokengate keygen`; the key's thumbprint (the cnf.jkt of tokens bound to it) on stderr.
+    DpopProof {
+        /// Private key file (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// HTTP method of the request.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// URL of the request, as the client addresses it.
+        #[arg(long)]
+        url: String,
+        /// The access token the request carries (adds `ath`).
+        #[arg(long)]
+        token: Option<String>,
+        /// The server's DPoP-Nonce, when it asked for one.
+        #[arg(long)]
+        nonce: Option<String>,
+        /// How many proofs (each with its own jti; every proof is good for one request).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
     /// Read a secret or password from stdin and print its argon2id PHC string.
     HashSecret,
     /// Create a client: prints a fresh secret (once) and the [[clients]] entry to paste.
@@ -119,6 +141,23 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => tokengate::bench::main(args),
+        Command::DpopProof { key, method, url, token, nonce, count } => {
+            let req = commands::ProofRequest {
+                key: &key,
+                method: &method,
+                url: &url,
+                token: token.as_deref(),
+                nonce: nonce.as_deref(),
+            };
+            let (proofs, jkt) = commands::dpop_proofs(&req, count).map_err(anyhow::Error::msg)?;
+            eprintln!("jkt: {jkt}");
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for p in proofs {
+                std::io::Write::write_all(&mut out, format!("{p}\n").as_bytes())?;
+            }
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
         Command::Mint { config, sub, scope, ttl, aud, client_id } => {
             let req = commands::MintRequest {
                 sub: &sub,
