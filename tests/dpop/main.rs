@@ -271,3 +271,26 @@ async fn bearer_tokens_and_dpop_routes() {
     let d = gw.get("/.well-known/oauth-authorization-server", &[]).await.json();
     assert_eq!(d["dpop_signing_alg_values_supported"], json!(["ES256", "ES384", "EdDSA", "RS256", "PS256"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_from_tokengate_dpop_proof_work_as_the_readme_shows() {
+    let gw = Gw::start_config(&config("")).await;
+    let key = gw.path("dpop.pem");
+    tokengate::commands::keygen("ES256", &key).unwrap();
+    let proof = |method, url, token: Option<&str>, count| {
+        let req = tokengate::commands::ProofRequest { key: &key, method, url, token, nonce: None };
+        tokengate::commands::dpop_proofs(&req, count).unwrap()
+    };
+    let (p, jkt) = proof("POST", TOKEN_HTU, None, 1);
+    let r = token_request(&gw, "svc", &[&p[0]]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims(&token)["cnf"]["jkt"], jkt.as_str());
+    // --count: distinct proofs, each good once; the query is not part of htu.
+    let (p, _) = proof("GET", "https://localhost/api/list?page=2", Some(&token), 3);
+    assert_eq!(p.iter().collect::<std::collections::HashSet<_>>().len(), 3);
+    for proof in &p {
+        assert_eq!(call(&gw, "/api/list?page=2", "DPoP", &token, &[proof]).await.status, 200);
+    }
+    assert_eq!(call(&gw, "/api/list?page=2", "DPoP", &token, &[&p[0]]).await.status, 401);
+}

@@ -1,7 +1,8 @@
 //! Several gateway instances on one real `redis-server` (`[state] backend = "redis"`), over the
 //! wire: refresh races across instances, revocation reaching the other instance's proxy within a
 //! second, reuse detection across instances, shared lockout, and `kill -9` of Redis in the middle
-//! of a refresh burst followed by a restart from its append-only file.
+//! of a refresh burst followed by a restart from its append-only file, and DPoP proofs replayed
+//! from one instance to the other.
 //!
 //! Each test starts its own redis-server on a free port and its own gateways (in-process, each
 //! with its own config folder and TLS certificate, sharing one signing-key folder as a fleet
@@ -9,9 +10,14 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../support/dpop_client.rs"]
+#[allow(dead_code)]
+mod dpop_client;
 #[path = "../support/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
+
+mod dpop;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
