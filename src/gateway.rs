@@ -51,14 +51,24 @@ pub struct ClientCert {
     pub der: Vec<u8>,
     /// base64url SHA-256 of `der`: the `x5t#S256` a bound token must carry.
     pub x5t_s256: String,
+    /// The certificates the client sent after its own (TLS chain, or the load balancer's
+    /// header), for `tls_client_auth`'s chain check at the token endpoint.
+    pub intermediates: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl ClientCert {
+    /// A certificate without intermediates.
     pub fn from_der(der: Vec<u8>) -> ClientCert {
-        use base64::Engine;
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
-        let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref());
-        ClientCert { der, x5t_s256 }
+        let x5t_s256 = crate::tls::client_cert::thumbprint(&der);
+        ClientCert { der, x5t_s256, intermediates: Vec::new() }
+    }
+
+    /// The client's certificate chain as sent (its own certificate first); None when empty.
+    pub fn from_chain(chain: &[rustls_pki_types::CertificateDer<'_>]) -> Option<ClientCert> {
+        let (leaf, rest) = chain.split_first()?;
+        let mut cert = ClientCert::from_der(leaf.to_vec());
+        cert.intermediates = rest.iter().map(|c| c.clone().into_owned()).collect();
+        Some(cert)
     }
 }
 

@@ -13,6 +13,7 @@ use super::upstream::pool::UpstreamError;
 use super::upstream::BodyError;
 use crate::admin::metrics::Limit;
 use crate::respond::json_error;
+use crate::tls::client_cert::CertHeaderError;
 
 /// Why the proxy answered instead of the upstream.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub enum Failure {
     UpstreamHeadTooLarge(Limit),
     /// The client stalled mid-upload before the upstream answered: 408 (counted where it fired).
     RequestBodyTimeout,
+    /// A trusted load balancer's client-certificate header could not be read: 400.
+    BadClientCert(CertHeaderError),
 }
 
 /// The RFC 6750 `WWW-Authenticate` realm of every challenge.
@@ -107,6 +110,7 @@ impl Failure {
             Failure::RequestBodyTimeout => {
                 json_error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body stopped arriving")
             }
+            Failure::BadClientCert(e) => json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
             Failure::Rejected(r) => challenge(r, scope_text),
         }
     }
