@@ -11,6 +11,9 @@ use http::HeaderValue;
 use crate::admin::metrics::Metrics;
 use crate::admin::AdminState;
 use crate::snapshot::Snapshot;
+/// Defined with the other certificate helpers, so that the proxy's binding check needs nothing
+/// from this module (which imports the admin listener, which imports the proxy's authorization).
+pub use crate::tls::client_cert::ClientCert;
 
 /// Process-wide state shared by every connection.
 pub struct Gateway {
@@ -42,34 +45,6 @@ pub struct ConnInfo {
     /// The certificate the client presented on a mutual-TLS connection (RFC 8705), once per
     /// connection: certificate-bound tokens and `tls_client_auth` are checked against it.
     pub client_cert: Option<Arc<ClientCert>>,
-}
-
-/// A client certificate as the token endpoint and the proxy need it.
-#[derive(Debug)]
-pub struct ClientCert {
-    /// The DER certificate, for `tls_client_auth` subject checks.
-    pub der: Vec<u8>,
-    /// base64url SHA-256 of `der`: the `x5t#S256` a bound token must carry.
-    pub x5t_s256: String,
-    /// The certificates the client sent after its own (TLS chain, or the load balancer's
-    /// header), for `tls_client_auth`'s chain check at the token endpoint.
-    pub intermediates: Vec<rustls_pki_types::CertificateDer<'static>>,
-}
-
-impl ClientCert {
-    /// A certificate without intermediates.
-    pub fn from_der(der: Vec<u8>) -> ClientCert {
-        let x5t_s256 = crate::tls::client_cert::thumbprint(&der);
-        ClientCert { der, x5t_s256, intermediates: Vec::new() }
-    }
-
-    /// The client's certificate chain as sent (its own certificate first); None when empty.
-    pub fn from_chain(chain: &[rustls_pki_types::CertificateDer<'_>]) -> Option<ClientCert> {
-        let (leaf, rest) = chain.split_first()?;
-        let mut cert = ClientCert::from_der(leaf.to_vec());
-        cert.intermediates = rest.iter().map(|c| c.clone().into_owned()).collect();
-        Some(cert)
-    }
 }
 
 impl ConnInfo {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use crate::auth::jwt::{Confirmation, TokenError};
 use crate::auth::token_cache::Admitted;
-use crate::gateway::ConnInfo;
 use crate::snapshot::{Route, Snapshot};
 use crate::store::Store;
+use crate::tls::client_cert::ClientCert;
 
 /// Why a request may not pass.
 #[derive(Debug)]
@@ -79,12 +79,13 @@ pub async fn refetch_keys(snap: &Snapshot, parts: &Parts) -> bool {
     }
 }
 
-/// Checks the request against the route; `Ok(None)` for public routes.
+/// Checks the request against the route; `Ok(None)` for public routes. `client_cert` is the
+/// request's client certificate (`ConnInfo::client_cert`), for certificate-bound tokens.
 pub fn authorize(
     snap: &Snapshot,
     store: &dyn Store,
     route: &Route,
-    conn: &ConnInfo,
+    client_cert: Option<&ClientCert>,
     parts: &Parts,
     now: u64,
 ) -> Result<Option<Arc<Admitted>>, Rejection> {
@@ -101,7 +102,7 @@ pub fn authorize(
         return Err(Rejection::InvalidToken(TokenError::Revoked));
     }
     if let Some(cnf) = verified.cnf.as_deref() {
-        check_binding(cnf, conn)?;
+        check_binding(cnf, client_cert)?;
     }
     if verified.missing_scope(&route.scopes).is_some() {
         return Err(Rejection::InsufficientScope);
@@ -111,11 +112,11 @@ pub fn authorize(
 
 /// A sender-constrained token passes only with proof of what it is bound to. Checked on every
 /// request, cache hit or not: the proof belongs to the connection, not to the token.
-fn check_binding(cnf: &Confirmation, conn: &ConnInfo) -> Result<(), Rejection> {
+fn check_binding(cnf: &Confirmation, client_cert: Option<&ClientCert>) -> Result<(), Rejection> {
     if let Some(want) = &cnf.x5t_s256 {
         // RFC 8705 section 3: the certificate of this very connection. Thumbprints are public
         // (the token carries one): a plain comparison.
-        let ok = conn.client_cert.as_ref().is_some_and(|c| c.x5t_s256 == *want);
+        let ok = client_cert.is_some_and(|c| c.x5t_s256 == *want);
         if !ok {
             return Err(Rejection::InvalidToken(TokenError::WrongBinding));
         }

@@ -203,7 +203,8 @@ fn admit<'s>(
     let (route, prefix) = snap.routes.find(path).ok_or(Failure::NoRoute)?;
     out.route = Some(route.prefix.as_str());
     out.scope_text = route.scope_text.as_str();
-    let verified = authorize(snap, gw.store.as_ref(), route, conn, parts, jwt::now()).map_err(Failure::Rejected)?;
+    let verified = authorize(snap, gw.store.as_ref(), route, conn.client_cert.as_deref(), parts, jwt::now())
+        .map_err(Failure::Rejected)?;
     if out.log {
         out.verified = verified.clone();
     }

@@ -34,6 +34,34 @@ pub fn thumbprint(der: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
 }
 
+/// A client certificate as the token endpoint and the proxy need it.
+#[derive(Debug)]
+pub struct ClientCert {
+    /// The DER certificate, for `tls_client_auth` subject checks.
+    pub der: Vec<u8>,
+    /// base64url SHA-256 of `der`: the `x5t#S256` a bound token must carry.
+    pub x5t_s256: String,
+    /// The certificates the client sent after its own (TLS chain, or the load balancer's
+    /// header), for `tls_client_auth`'s chain check at the token endpoint.
+    pub intermediates: Vec<CertificateDer<'static>>,
+}
+
+impl ClientCert {
+    /// A certificate without intermediates.
+    pub fn from_der(der: Vec<u8>) -> ClientCert {
+        let x5t_s256 = thumbprint(&der);
+        ClientCert { der, x5t_s256, intermediates: Vec::new() }
+    }
+
+    /// The client's certificate chain as sent (its own certificate first); None when empty.
+    pub fn from_chain(chain: &[CertificateDer<'_>]) -> Option<ClientCert> {
+        let (leaf, rest) = chain.split_first()?;
+        let mut cert = ClientCert::from_der(leaf.to_vec());
+        cert.intermediates = rest.iter().map(|c| c.clone().into_owned()).collect();
+        Some(cert)
+    }
+}
+
 /// What the HTTPS listener and the token endpoint check client certificates against; built with
 /// each snapshot, so a reload changes it for the next handshake.
 pub struct ClientTls {
@@ -90,11 +118,6 @@ impl ClientTls {
     /// again at the token endpoint whatever the handshake let through).
     pub fn chains(&self, end_entity: &[u8], intermediates: &[CertificateDer<'_>], now: UnixTime) -> bool {
         self.chain.verify_client_cert(&CertificateDer::from(end_entity), intermediates, now).is_ok()
-    }
-
-    /// The chain verifier itself, for the listener's handshake-signature checks.
-    pub fn verifier(&self) -> &dyn ClientCertVerifier {
-        self.chain.as_ref()
     }
 }
 

@@ -6,7 +6,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_bound_token_passes_only_with_the_same_certificate_on_the_connection() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let upstream = Upstream::start(Mode::Ok).await;
     let gw = Gw::start_config(&pki.config("", &upstream.url())).await;
     let token = token_for(&gw, &pki.pki_app, "pki-app").await;
@@ -43,7 +43,7 @@ async fn a_bound_token_passes_only_with_the_same_certificate_on_the_connection()
 
 #[tokio::test]
 async fn a_binding_client_needs_a_certificate_and_an_unbound_client_gets_bearer_tokens_even_with_one() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     let basic = basic_header("bound-secret-app", SECRET);
     let r = token_request(&mut mtls(&gw, None, false).await, &[], &[("authorization", &basic)]).await;
@@ -67,7 +67,7 @@ async fn a_binding_client_needs_a_certificate_and_an_unbound_client_gets_bearer_
 
 #[tokio::test]
 async fn required_client_auth_refuses_a_handshake_without_a_certificate() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config_mode("required", "", "echo")).await;
     assert!(refused(&gw, None).await, "no certificate: no connection");
     assert!(refused(&gw, Some(&pki.foreign)).await, "another CA's certificate: no connection");

@@ -36,7 +36,7 @@ async fn curl(gw: &Gw, http2: bool, cred: Option<&Cred>, args: Vec<String>) -> (
 
 #[tokio::test]
 async fn curl_gets_a_bound_token_and_calls_the_proxy_with_it() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     let base = format!("https://localhost:{}", gw.https.port());
     for http2 in [false, true] {

@@ -35,7 +35,7 @@ fn get(path: &str, token: &str, cert: Option<&str>) -> String {
 
 #[tokio::test]
 async fn a_trusted_peer_s_header_certificate_authenticates_binds_and_never_reaches_the_upstream() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let upstream = Upstream::start(Mode::Ok).await;
     let gw = start(&pki, &upstream).await;
     let cert = pki.pki_app.header_value();
@@ -72,7 +72,7 @@ async fn a_trusted_peer_s_header_certificate_authenticates_binds_and_never_reach
 
 #[tokio::test]
 async fn a_header_certificate_must_still_chain_to_client_ca_for_tls_client_auth() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let upstream = Upstream::start(Mode::Ok).await;
     let gw = start(&pki, &upstream).await;
     for (what, cred) in [("another CA", &pki.foreign), ("self-signed lookalike", &pki.self_signed_pki)] {
@@ -87,7 +87,7 @@ async fn a_header_certificate_must_still_chain_to_client_ca_for_tls_client_auth(
 
 #[tokio::test]
 async fn a_malformed_header_from_a_trusted_peer_is_a_bad_request() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let upstream = Upstream::start(Mode::Ok).await;
     let gw = start(&pki, &upstream).await;
     let junk = "-----BEGIN%20CERTIFICATE-----%0AAAAA%0A-----END%20CERTIFICATE-----%0A";

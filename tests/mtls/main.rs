@@ -103,7 +103,7 @@ pub struct Pki {
 }
 
 impl Pki {
-    pub fn new() -> Pki {
+    pub fn generate() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new("tokengate test client CA");
         let other = TestCa::new("some other CA");

@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn client_ca_and_client_auth_apply_to_the_next_handshake_after_a_reload() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     let g = gw.wait_watcher_ready().await;
     assert!(refused(&gw, Some(&pki.foreign)).await);

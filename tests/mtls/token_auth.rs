@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn tls_client_auth_by_subject_dn_and_by_san_issues_tokens_bound_to_the_certificate() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     for h2 in [false, true] {
         let mut conn = mtls(&gw, Some(&pki.pki_app), h2).await;
@@ -23,7 +23,7 @@ async fn tls_client_auth_by_subject_dn_and_by_san_issues_tokens_bound_to_the_cer
 
 #[tokio::test]
 async fn tls_client_auth_refuses_wrong_subject_a_self_signed_lookalike_and_no_certificate_alike() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     // The self-signed lookalike gets through the handshake (a self_signed_tls_client_auth client
     // is configured): what refuses it below is the token endpoint's own chain check.
@@ -53,7 +53,7 @@ async fn tls_client_auth_refuses_wrong_subject_a_self_signed_lookalike_and_no_ce
 
 #[tokio::test]
 async fn a_certificate_from_another_ca_fails_the_handshake() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     assert!(refused(&gw, Some(&pki.foreign)).await, "a certificate of another CA is refused");
     assert!(!refused(&gw, Some(&pki.pki_app)).await, "the CA's own certificate is accepted");
@@ -62,7 +62,7 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
 
 #[tokio::test]
 async fn without_a_self_signed_client_the_handshake_refuses_self_signed_certificates() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let clients = "\n[[clients]]\nid = \"pki-app\"\ntoken_endpoint_auth_method = \"tls_client_auth\"\n\
                    tls_client_auth_subject_dn = \"CN=pki-app,O=Acme\"\ngrants = [\"client_credentials\"]\n";
     let cfg = Config::new()
@@ -76,7 +76,7 @@ async fn without_a_self_signed_client_the_handshake_refuses_self_signed_certific
 
 #[tokio::test]
 async fn self_signed_tls_client_auth_accepts_the_registered_certificate_only() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     let token = token_for(&gw, &pki.self_app, "self-app").await;
     assert_eq!(cnf_of(&token)["x5t#S256"], pki.self_app.thumbprint());
@@ -92,7 +92,7 @@ async fn self_signed_tls_client_auth_accepts_the_registered_certificate_only() {
 
 #[tokio::test]
 async fn certificate_failures_count_toward_the_client_lockout() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo").rest(&lockout(2, 60, 0))).await;
     for _ in 0..2 {
         let r = token_request(&mut mtls(&gw, Some(&pki.wrong_subject), false).await, &[("client_id", "pki-app")], &[])
@@ -107,7 +107,7 @@ async fn certificate_failures_count_toward_the_client_lockout() {
 
 #[tokio::test]
 async fn discovery_announces_certificate_binding_and_the_methods_in_use() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let gw = Gw::start_config(&pki.config("", "echo")).await;
     let meta = gw.get("/.well-known/oauth-authorization-server", &[]).await.json();
     assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
@@ -125,7 +125,7 @@ async fn discovery_announces_certificate_binding_and_the_methods_in_use() {
 /// The one-sentence startup errors of the new keys.
 #[test]
 fn misconfigurations_are_refused_naming_the_key() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let ca = pki.ca_path.display();
     let pki_client = "[[clients]]\nid = \"p\"\ntoken_endpoint_auth_method = \"tls_client_auth\"\n";
     let cases = [
