@@ -74,3 +74,42 @@ async fn required_client_auth_refuses_a_handshake_without_a_certificate() {
     let token = token_for(&gw, &pki.pki_app, "pki-app").await;
     assert_eq!(call(&mut mtls(&gw, Some(&pki.pki_app), true).await, "/api/x", &token).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_refresh_binds_the_new_access_token_to_the_certificate_presented_at_refresh_time() {
+    let pki = Pki::generate();
+    let users = format!(
+        "\n[[users]]\nusername = \"alice\"\npassword_hash = \"{}\"\nscopes = [\"read\"]\n\n[[clients]]\nid = \"bound-app\"\n\
+         secret_hash = \"{}\"\ntls_client_certificate_bound_access_tokens = true\ngrants = [\"password\", \"refresh_token\"]\n\
+         scopes = [\"read\"]\ndefault_scopes = [\"read\"]\n",
+        hash_of(ALICE_PW),
+        hash_of(SECRET)
+    );
+    let gw = Gw::start_config(&pki.config("", "echo").rest(&users)).await;
+    let basic = basic_header("bound-app", SECRET);
+    let post = |grant: Vec<(&'static str, String)>| {
+        let mut form = grant;
+        form.push(("scope", "read".into()));
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        encode_form(&pairs)
+    };
+    let password =
+        post(vec![("grant_type", "password".into()), ("username", "alice".into()), ("password", ALICE_PW.into())]);
+    let mut a = mtls(&gw, Some(&pki.pki_app), false).await;
+    let r = a.send(req("POST", "/oauth2/token", &[FORM_CT, ("authorization", &basic)], full(password))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = r.json();
+    assert_eq!(cnf_of(first["access_token"].as_str().unwrap())["x5t#S256"], pki.pki_app.thumbprint());
+
+    let refresh = post(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", first["refresh_token"].as_str().unwrap().to_owned()),
+    ]);
+    let mut b = mtls(&gw, Some(&pki.san_app), false).await;
+    let r = b.send(req("POST", "/oauth2/token", &[FORM_CT, ("authorization", &basic)], full(refresh))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(cnf_of(&second)["x5t#S256"], pki.san_app.thumbprint(), "re-bound to the refresh request's certificate");
+    assert_eq!(call(&mut b, "/api/x", &second).await.status, 200);
+    assert_binding_refused(&call(&mut a, "/api/x", &second).await, "the first certificate");
+}
