@@ -145,10 +145,12 @@ async fn route_request<'s>(
     }
 }
 
-/// `tls.client_cert_header`: always removed from the request; from a peer in
-/// `tls.client_cert_header_peers`, the certificate it carries becomes this request's client
-/// certificate (the load balancer terminated TLS and checked the client's key). From anyone
-/// else it is ignored: the connection's own certificate, if any, stays.
+/// `tls.client_cert_header`: always removed from the request. From a peer in
+/// `tls.client_cert_header_peers` it is the request's client certificate (the load balancer
+/// terminated TLS and checked the client's key); absent or empty (nginx's
+/// `$ssl_client_escaped_cert` when the client sent none), the request has none: a certificate
+/// the balancer itself presented to us is not its client's. From anyone else it is ignored: the
+/// connection's own certificate, if any, stays.
 fn cert_from_header(
     snap: &Snapshot,
     name: &http::HeaderName,
@@ -159,7 +161,8 @@ fn cert_from_header(
     if !snap.config.tls.client_cert_header_peers.iter().any(|c| c.contains(conn.peer.ip())) {
         return Ok(());
     }
-    let Some(value) = taken? else { return Ok(()) };
+    conn.client_cert = None;
+    let Some(value) = taken?.filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace)) else { return Ok(()) };
     let chain = crate::tls::client_cert::from_header(value.as_bytes())?;
     conn.client_cert = ClientCert::from_chain(&chain).map(Arc::new);
     Ok(())

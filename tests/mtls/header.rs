@@ -99,6 +99,13 @@ async fn a_malformed_header_from_a_trusted_peer_is_a_bad_request() {
         assert_eq!(r.status, 401, "{bad}: {}", r.body_text());
         assert_eq!(r.json()["error"], "invalid_client", "{bad}");
     }
+    // Empty (nginx's `$ssl_client_escaped_cert` for a client without a certificate): no
+    // certificate, not a malformed one.
+    let r = raw_from(TRUSTED, gw.plain, &get("/api/x", "t", Some(""))).await;
+    assert_eq!(r.status, 401, "{}", r.body_text());
+    let r = raw_from(TRUSTED, gw.plain, &token_post("pki-app", Some(""))).await;
+    assert_eq!(r.status, 401, "{}", r.body_text());
+    assert_eq!(r.json()["error"], "invalid_client");
     let cert = pki.pki_app.header_value();
     let twice = get("/api/x", "t", Some(&cert))
         .replace("Connection: close", &format!("X-Client-Cert: {cert}\r\nConnection: close"));
