@@ -11,6 +11,9 @@ use http::HeaderValue;
 use crate::admin::metrics::Metrics;
 use crate::admin::AdminState;
 use crate::snapshot::Snapshot;
+/// Defined with the other certificate helpers, so that the proxy's binding check needs nothing
+/// from this module (which imports the admin listener, which imports the proxy's authorization).
+pub use crate::tls::client_cert::ClientCert;
 
 /// Process-wide state shared by every connection.
 pub struct Gateway {
@@ -44,24 +47,6 @@ pub struct ConnInfo {
     /// The certificate the client presented on a mutual-TLS connection (RFC 8705), once per
     /// connection: certificate-bound tokens and `tls_client_auth` are checked against it.
     pub client_cert: Option<Arc<ClientCert>>,
-}
-
-/// A client certificate as the token endpoint and the proxy need it.
-#[derive(Debug)]
-pub struct ClientCert {
-    /// The DER certificate, for `tls_client_auth` subject checks.
-    pub der: Vec<u8>,
-    /// base64url SHA-256 of `der`: the `x5t#S256` a bound token must carry.
-    pub x5t_s256: String,
-}
-
-impl ClientCert {
-    pub fn from_der(der: Vec<u8>) -> ClientCert {
-        use base64::Engine;
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
-        let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref());
-        ClientCert { der, x5t_s256 }
-    }
 }
 
 impl ConnInfo {

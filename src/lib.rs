@@ -16,7 +16,8 @@
 //!
 //! The **token path** branches off the request path by exact URL:
 //!
-//! - `oauth`: our own token endpoint (client credentials, password, refresh), revocation,
+//! - `oauth`: our own token endpoint (client credentials, password, refresh; client
+//!   authentication by secret, assertion or certificate, `oauth::mtls`), revocation,
 //!   introspection and discovery; the client and user tables (`oauth::directory`), argon2id
 //!   secrets (`oauth::secrets`) and per-IP limits (`oauth::ratelimit`).
 //! - [`store`]: durable token state (refresh families, revocations, lockouts) behind one trait:
@@ -34,7 +35,7 @@
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
 //! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
 //! - [`logging`]: the log, written by its own thread behind a bounded queue (off the request path).
-//! - [`tls`] (certificate material), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
+//! - [`tls`] (certificate material; client certificates for mutual TLS in `tls::client_cert`), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
 //!
 //! Modules are private; what the binary, tests and benches use is re-exported below.
 #![forbid(unsafe_code)]

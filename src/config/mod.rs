@@ -3,10 +3,12 @@
 //! Nothing here is used on the request path directly: [`crate::snapshot`] turns a parsed
 //! [`Config`] into the immutable, pre-computed snapshot the proxy reads.
 
+mod cidr;
 pub mod restart;
 mod tables;
 
-pub use tables::{ClientConfig, Grant, TablesFile, UserConfig};
+pub use cidr::Cidr;
+pub use tables::{ClientConfig, Grant, TablesFile, TlsClientAuthMethod, UserConfig};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +22,8 @@ mod dpop;
 pub use dpop::{DpopConfig, DpopMode};
 mod state;
 pub use state::{redacted_url, StateBackend, StateConfig};
+mod tls;
+pub use tls::{ClientAuthMode, TlsConfig};
 
 /// Why a configuration file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -192,24 +196,6 @@ impl Default for ServerConfig {
             request_body_idle_timeout_secs: 60,
             send_idle_timeout_secs: 60,
         }
-    }
-}
-
-/// `[tls]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// PEM certificate chain served on the HTTPS listener.
-    pub cert: PathBuf,
-    /// PEM private key of that certificate.
-    pub key: PathBuf,
-    /// Write a self-signed localhost certificate at `cert`/`key` when they are missing.
-    pub self_signed_if_missing: bool,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig { cert: "certs/gateway.crt".into(), key: "certs/gateway.key".into(), self_signed_if_missing: true }
     }
 }
 
@@ -481,6 +467,7 @@ impl Config {
         self.validate_tables()?;
         self.state.validate()?;
         self.dpop.validate()?;
+        self.tls.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.tokens.issuer.is_empty() {
             return bad("tokens.issuer must not be empty".into());

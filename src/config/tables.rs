@@ -43,6 +43,73 @@ pub struct ClientConfig {
     /// `aud` of access tokens issued to it (default `tokens.audience`).
     #[serde(default)]
     pub audience: Option<String>,
+    /// RFC 8705 client authentication by certificate; absent, the method follows from the
+    /// credentials configured (secret, keys, or public).
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<TlsClientAuthMethod>,
+    /// `tls_client_auth`: the certificate's subject DN, as an RFC 4514 string, matched exactly.
+    #[serde(default)]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a dNSName the certificate's SAN must list.
+    #[serde(default)]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a uniformResourceIdentifier the certificate's SAN must list.
+    #[serde(default)]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: an iPAddress the certificate's SAN must list.
+    #[serde(default)]
+    pub tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: an rfc822Name the certificate's SAN must list.
+    #[serde(default)]
+    pub tls_client_auth_san_email: Option<String>,
+    /// `self_signed_tls_client_auth`: PEM file of the certificates registered for the client.
+    #[serde(default)]
+    pub tls_client_certificates: Option<PathBuf>,
+    /// Bind its access tokens to the client certificate of the token request (RFC 8705 section
+    /// 3); default true for the two certificate methods, false otherwise.
+    #[serde(default)]
+    pub tls_client_certificate_bound_access_tokens: Option<bool>,
+}
+
+/// `[[clients]] token_endpoint_auth_method`: the RFC 8705 certificate methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsClientAuthMethod {
+    /// A certificate that chains to `tls.client_ca`, with the configured subject or SAN.
+    TlsClientAuth,
+    /// A certificate registered for the client (`tls_client_certificates`), no chain needed.
+    SelfSignedTlsClientAuth,
+}
+
+impl TlsClientAuthMethod {
+    /// The RFC 8705 metadata name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsClientAuthMethod::TlsClientAuth => "tls_client_auth",
+            TlsClientAuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The `tls_client_auth_*` keys that are set, by name.
+    pub fn tls_subject_keys(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("tls_client_auth_subject_dn", &self.tls_client_auth_subject_dn),
+            ("tls_client_auth_san_dns", &self.tls_client_auth_san_dns),
+            ("tls_client_auth_san_uri", &self.tls_client_auth_san_uri),
+            ("tls_client_auth_san_ip", &self.tls_client_auth_san_ip),
+            ("tls_client_auth_san_email", &self.tls_client_auth_san_email),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+
+    /// Whether its access tokens are bound to the token request's certificate.
+    pub fn binds_certificate(&self) -> bool {
+        self.tls_client_certificate_bound_access_tokens.unwrap_or(self.token_endpoint_auth_method.is_some())
+    }
 }
 
 /// A grant type of the token endpoint, as named in `[[clients]] grants`.
@@ -130,6 +197,66 @@ impl Config {
         [&self.clients_file, &self.users_file].into_iter().flatten().map(|p| self.resolve(p)).collect()
     }
 
+    /// The RFC 8705 keys of one client: one method, exactly the keys that method reads, and a
+    /// way for certificates to arrive.
+    fn validate_tls_client(&self, c: &ClientConfig) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("client {:?}: {m}", c.id)));
+        let subjects = c.tls_subject_keys();
+        let Some(method) = c.token_endpoint_auth_method else {
+            if let Some((key, _)) = subjects.first() {
+                return bad(format!("{key} needs token_endpoint_auth_method = \"tls_client_auth\""));
+            }
+            if c.tls_client_certificates.is_some() {
+                return bad(
+                    "tls_client_certificates needs token_endpoint_auth_method = \"self_signed_tls_client_auth\"".into(),
+                );
+            }
+            return Ok(());
+        };
+        let m = method.as_str();
+        if c.public || c.secret_hash.is_some() || c.jwks.is_some() || c.public_key.is_some() {
+            return bad(format!("token_endpoint_auth_method = {m:?} takes no secret_hash, jwks, public_key or public"));
+        }
+        if !self.tls.mtls_enabled() {
+            return bad(format!(
+                "token_endpoint_auth_method = {m:?} needs tls.client_auth = \"optional\" or \"required\", or tls.client_cert_header"
+            ));
+        }
+        match method {
+            TlsClientAuthMethod::TlsClientAuth => {
+                if subjects.len() != 1 {
+                    return bad(
+                        "tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, \
+                                tls_client_auth_san_uri, tls_client_auth_san_ip, tls_client_auth_san_email"
+                            .into(),
+                    );
+                }
+                if self.tls.client_ca.is_none() {
+                    return bad("tls_client_auth needs tls.client_ca (the CAs its certificate must chain to)".into());
+                }
+                if c.tls_client_certificates.is_some() {
+                    return bad(
+                        "tls_client_certificates is for self_signed_tls_client_auth, not tls_client_auth".into()
+                    );
+                }
+                if let Some(ip) = &c.tls_client_auth_san_ip {
+                    if ip.parse::<std::net::IpAddr>().is_err() {
+                        return bad(format!("tls_client_auth_san_ip {ip:?} is not an IP address"));
+                    }
+                }
+            }
+            TlsClientAuthMethod::SelfSignedTlsClientAuth => {
+                if let Some((key, _)) = subjects.first() {
+                    return bad(format!("{key} is for tls_client_auth, not self_signed_tls_client_auth"));
+                }
+                if c.tls_client_certificates.is_none() {
+                    return bad("self_signed_tls_client_auth needs tls_client_certificates (a PEM file)".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn validate_tables(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let mut ids = std::collections::HashSet::new();
@@ -143,8 +270,17 @@ impl Config {
                     c.id
                 ));
             }
-            if !c.public && c.secret_hash.is_none() && c.jwks.is_none() && c.public_key.is_none() {
-                return bad(format!("client {:?}: needs secret_hash, jwks or public_key (or public = true)", c.id));
+            self.validate_tls_client(c)?;
+            if c.token_endpoint_auth_method.is_none()
+                && !c.public
+                && c.secret_hash.is_none()
+                && c.jwks.is_none()
+                && c.public_key.is_none()
+            {
+                return bad(format!(
+                    "client {:?}: needs secret_hash, jwks, public_key or token_endpoint_auth_method (or public = true)",
+                    c.id
+                ));
             }
             if let Some(d) = c.default_scopes.iter().find(|d| !c.scopes.contains(d)) {
                 return bad(format!("client {:?}: default scope {d:?} is not in its scopes", c.id));

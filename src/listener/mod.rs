@@ -21,7 +21,7 @@ use crate::admin::metrics::{Limit, Metrics};
 use crate::admin::{self, AdminState};
 use crate::config::RuntimeKind;
 use crate::error::{BuildError, StartError};
-use crate::gateway::{ConnInfo, Gateway};
+use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::listener::limits::ConnLimiter;
 use crate::proxy;
 use crate::snapshot::{BuildMode, Snapshot};
@@ -290,12 +290,12 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let info = ConnInfo::new(peer, tls.is_some(), gw.metrics.clone());
+        let mut info = ConnInfo::new(peer, tls.is_some(), gw.metrics.clone());
         let watch = info.watch.clone();
         let gw2 = gw.clone();
         // Boxed: hyper keeps the service future inline in every connection, idle or not, and the
         // request path's future is large; boxed, an idle connection costs a pointer instead.
-        let svc = move |req| Box::pin(proxy::handle(gw2.clone(), info.clone(), req));
+        let service = move |info: ConnInfo| move |req| Box::pin(proxy::handle(gw2.clone(), info.clone(), req));
         let builders = builders.clone();
         let (handshake, head_timeout) =
             (Duration::from_secs(cfg.tls_handshake_timeout_secs), Duration::from_secs(cfg.header_read_timeout_secs));
@@ -309,13 +309,18 @@ async fn accept_loop(
                 let Some(stream) = Box::pin(handshake::tls_handshake(acceptor, tcp, handshake, &metrics)).await else {
                     return;
                 };
-                let proto = conn::alpn_proto(stream.get_ref().1.alpn_protocol());
+                let session = stream.get_ref().1;
+                let proto = conn::alpn_proto(session.alpn_protocol());
+                // The client's certificate (mutual TLS), read once: every request of the
+                // connection, h1 or h2, shares it.
+                info.client_cert = session.peer_certificates().and_then(ClientCert::from_chain).map(Arc::new);
+                let svc = service(info);
                 log_conn_end(Box::pin(builders.serve(stream, proto, svc, watch, stop)).await, &metrics);
             }),
             None => conns.spawn(async move {
                 let _guard = guard;
                 match Box::pin(conn::sniff_plain(&tcp, head_timeout)).await {
-                    Ok(proto) => log_conn_end(builders.serve(tcp, proto, svc, watch, stop).await, &metrics),
+                    Ok(proto) => log_conn_end(builders.serve(tcp, proto, service(info), watch, stop).await, &metrics),
                     Err(e) => log_silent(e, &metrics),
                 }
             }),

@@ -1,6 +1,7 @@
 //! Client authentication at the token, revocation and introspection endpoints:
-//! `client_secret_basic`, `client_secret_post`, `private_key_jwt` (RFC 7523), or a public client
-//! naming itself. Exactly one method per request; failures all look alike.
+//! `client_secret_basic`, `client_secret_post`, `private_key_jwt` (RFC 7523), a certificate
+//! client naming itself (RFC 8705, checked in `oauth::mtls`), or a public client naming itself.
+//! Exactly one method per request; failures all look alike.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -112,6 +113,11 @@ pub async fn authenticate<'s>(
     match presented(parts, form)? {
         Presented::Secret { id, secret } => {
             let client = ctx.snap.directory.clients.get(&id);
+            if client.is_some_and(|c| c.tls_auth.is_some()) {
+                // Same cost as a wrong secret: one verify against the dummy hash.
+                ctx.verify_secret(None, secret, None, lockout).await?;
+                return Err(OAuthError::InvalidClient(ClientFailure::CertificateClientOtherMethod));
+            }
             let ok = check_secret(ctx, client, &id, secret, lockout).await?;
             match client {
                 Some(c) if ok => Ok(c),
@@ -123,7 +129,10 @@ pub async fn authenticate<'s>(
         Presented::Assertion { id, jwt } => check_assertion(ctx, id, jwt).await,
         Presented::Public { id } => match ctx.snap.directory.clients.get(id) {
             Some(c) if c.public => Ok(c),
-            Some(_) => Err(OAuthError::InvalidClient(ClientFailure::NotPublic)),
+            Some(c) => match &c.tls_auth {
+                Some(auth) => super::mtls::authenticate(ctx, c, auth, lockout).await,
+                None => Err(OAuthError::InvalidClient(ClientFailure::NotPublic)),
+            },
             None => Err(OAuthError::InvalidClient(ClientFailure::UnknownClient)),
         },
     }

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::auth::keys::{Alg, KeySet, VerifyKey};
-use crate::config::{Config, Grant};
+use crate::config::{ClientConfig, Config, Grant, TlsClientAuthMethod};
 use crate::error::BuildError;
 use crate::oauth::secrets::{validate_phc, VerifiedSecrets};
+use crate::tls::client_cert::{registered_thumbprints, SubjectMatch};
 
 /// Which grants a client may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +43,26 @@ pub struct Client {
     pub introspect: bool,
     /// `aud` of its access tokens.
     pub audience: String,
+    /// How it authenticates by certificate (RFC 8705 section 2), if it does.
+    pub tls_auth: Option<TlsAuth>,
+    /// Its access tokens are bound to the token request's certificate (RFC 8705 section 3).
+    pub bind_certificate: bool,
+}
+
+/// A client's RFC 8705 authentication method and what it checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsAuth {
+    /// `tls_client_auth`: chains to `tls.client_ca` and shows this subject.
+    Pki(SubjectMatch),
+    /// `self_signed_tls_client_auth`: one of these registered thumbprints (`x5t#S256`).
+    SelfSigned(Vec<String>),
+}
+
+impl Client {
+    /// Whether a self-signed certificate may get through the handshake for this client.
+    pub fn accepts_self_signed(&self) -> bool {
+        matches!(self.tls_auth, Some(TlsAuth::SelfSigned(_)))
+    }
 }
 
 /// A resource owner.
@@ -104,6 +125,8 @@ impl Directory {
                     assertion_keys,
                     introspect: c.introspect,
                     audience: c.audience.clone().unwrap_or_else(|| config.tokens.audience.clone()),
+                    tls_auth: tls_auth(config, c)?,
+                    bind_certificate: c.binds_certificate(),
                 },
             );
         }
@@ -128,6 +151,37 @@ impl Directory {
     pub fn user_by_sub(&self, sub: &str) -> Option<&User> {
         self.by_sub.get(sub).and_then(|name| self.users.get(name))
     }
+}
+
+/// A client's certificate method, its keys checked by config validation already.
+fn tls_auth(config: &Config, c: &ClientConfig) -> Result<Option<TlsAuth>, BuildError> {
+    let bad = |m: &str| BuildError::Invalid(format!("client {:?}: {m}", c.id));
+    Ok(match c.token_endpoint_auth_method {
+        None => None,
+        Some(TlsClientAuthMethod::SelfSignedTlsClientAuth) => {
+            let file = c.tls_client_certificates.as_ref().ok_or_else(|| bad("needs tls_client_certificates"))?;
+            Some(TlsAuth::SelfSigned(registered_thumbprints(&config.resolve(file))?))
+        }
+        Some(TlsClientAuthMethod::TlsClientAuth) => {
+            let m = match (
+                &c.tls_client_auth_subject_dn,
+                &c.tls_client_auth_san_dns,
+                &c.tls_client_auth_san_uri,
+                &c.tls_client_auth_san_ip,
+                &c.tls_client_auth_san_email,
+            ) {
+                (Some(dn), None, None, None, None) => SubjectMatch::Dn(dn.clone()),
+                (None, Some(dns), None, None, None) => SubjectMatch::Dns(dns.clone()),
+                (None, None, Some(uri), None, None) => SubjectMatch::Uri(uri.clone()),
+                (None, None, None, Some(ip), None) => {
+                    SubjectMatch::Ip(ip.parse().map_err(|_| bad("tls_client_auth_san_ip is not an IP address"))?)
+                }
+                (None, None, None, None, Some(email)) => SubjectMatch::Email(email.clone()),
+                _ => return Err(bad("tls_client_auth needs exactly one tls_client_auth_* key")),
+            };
+            Some(TlsAuth::Pki(m))
+        }
+    })
 }
 
 /// A PEM public key (SPKI) as a one-key set under kid "default", for each algorithm it can serve.

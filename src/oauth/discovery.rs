@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{endpoint_url, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, TOKEN_PATH};
 use crate::auth::keys::OwnKeys;
+use crate::config::TlsClientAuthMethod;
 use crate::snapshot::Snapshot;
 
 fn public_json(body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -35,8 +36,13 @@ pub fn metadata(snap: &Snapshot, own: &OwnKeys) -> Response<Full<Bytes>> {
     let mut algs: Vec<&str> = own.keys.values().map(|k| k.alg.as_str()).collect();
     algs.sort_unstable();
     algs.dedup();
-    let auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
-    public_json(&json!({
+    let mut auth_methods = vec!["client_secret_basic", "client_secret_post", "private_key_jwt"];
+    for m in [TlsClientAuthMethod::TlsClientAuth, TlsClientAuthMethod::SelfSignedTlsClientAuth] {
+        if snap.config.clients.iter().any(|c| c.token_endpoint_auth_method == Some(m)) {
+            auth_methods.push(m.as_str());
+        }
+    }
+    let mut doc = json!({
         "issuer": iss,
         "token_endpoint": endpoint_url(iss, TOKEN_PATH),
         "jwks_uri": endpoint_url(iss, JWKS_PATH),
@@ -51,5 +57,10 @@ pub fn metadata(snap: &Snapshot, own: &OwnKeys) -> Response<Full<Bytes>> {
         "scopes_supported": scopes,
         "id_token_signing_alg_values_supported": algs,
         "dpop_signing_alg_values_supported": snap.config.dpop.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
-    }))
+    });
+    // RFC 8705 section 3.3: the server can issue certificate-bound tokens.
+    if snap.config.tls.mtls_enabled() {
+        doc["tls_client_certificate_bound_access_tokens"] = true.into();
+    }
+    public_json(&doc)
 }

@@ -62,6 +62,20 @@ pub enum ClientFailure {
     AssertionRejected(&'static str),
     /// The assertion's `jti` was used before.
     AssertionReplayed,
+    /// A certificate client (RFC 8705) sent no client certificate.
+    NoCertificate,
+    /// A `tls_client_auth` client's certificate does not chain to `tls.client_ca`.
+    CertificateUntrusted,
+    /// A `tls_client_auth` client's certificate shows another subject.
+    CertificateSubject,
+    /// A `self_signed_tls_client_auth` client's certificate is not one registered for it.
+    CertificateNotRegistered,
+    /// The right certificate, but the client is locked out by earlier failures.
+    CertificateLockedOut,
+    /// A certificate client named itself with a secret or an assertion instead.
+    CertificateClientOtherMethod,
+    /// A trusted load balancer's client-certificate header could not be read.
+    CertificateHeader(crate::tls::client_cert::CertHeaderError),
 }
 
 impl ClientFailure {
@@ -78,6 +92,13 @@ impl ClientFailure {
             ClientFailure::NoAssertionKeys => "the client has no assertion keys",
             ClientFailure::AssertionRejected(why) => return Cow::Owned(format!("client assertion rejected: {why}")),
             ClientFailure::AssertionReplayed => "client assertion jti already used",
+            ClientFailure::NoCertificate => "no client certificate",
+            ClientFailure::CertificateUntrusted => "client certificate does not chain to tls.client_ca",
+            ClientFailure::CertificateSubject => "client certificate subject does not match",
+            ClientFailure::CertificateNotRegistered => "client certificate not registered for the client",
+            ClientFailure::CertificateLockedOut => "client locked out",
+            ClientFailure::CertificateClientOtherMethod => "certificate client sent a secret or an assertion",
+            ClientFailure::CertificateHeader(e) => return Cow::Owned(e.to_string()),
         })
     }
 }

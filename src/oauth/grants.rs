@@ -65,7 +65,10 @@ pub async fn token(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response
     let lockout = if grant == Grant::ClientCredentials { Lockout::BestEffort } else { Lockout::Required };
     let client = authenticate(ctx, parts, form, lockout).await?;
     // What the issued access token is bound to (RFC 9449 DPoP key, RFC 8705 certificate).
-    let cnf = Confirmation { jkt: dpop_key(ctx, parts, client).await?, ..Confirmation::default() };
+    let cnf = Confirmation {
+        x5t_s256: super::mtls::bound_thumbprint(ctx, client)?,
+        jkt: dpop_key(ctx, parts, client).await?,
+    };
     match grant {
         Grant::ClientCredentials => client_credentials(ctx, client, form, &cnf),
         Grant::Password => password(ctx, client, form, &cnf).await,

@@ -9,6 +9,7 @@ mod discovery;
 mod errors;
 mod form;
 mod grants;
+mod mtls;
 pub mod ratelimit;
 mod revoke;
 pub mod secrets;
@@ -26,7 +27,7 @@ use hyper::body::Incoming;
 pub use errors::OAuthError;
 use form::Form;
 
-use crate::gateway::{ConnInfo, Gateway};
+use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::snapshot::Snapshot;
 use crate::store::{LockoutPolicy, StoreError};
 
@@ -63,6 +64,8 @@ pub struct Ctx<'s> {
     pub now: u64,
     /// The client connection (TLS or not, client certificate), for DPoP's `htu` and mTLS.
     pub conn: &'s ConnInfo,
+    /// The request's client certificate (mutual TLS, or a trusted load balancer's header).
+    pub cert: Option<&'s ClientCert>,
 }
 
 /// Runs blocking store work off the async threads; store failures become 503.
@@ -115,42 +118,71 @@ impl Ctx<'_> {
         let _permit = self.gw.hash_permits.clone().acquire_owned().await.map_err(|_| OAuthError::Unavailable)?;
         let (store, now, policy) = (self.gw.store.clone(), self.now, self.lockout_policy());
         blocking(move || {
-            let best_effort = lockout == Lockout::BestEffort;
-            // A store known to be failing is not even asked: no request waits out its timeout.
-            let mut lock_key = lock_key.filter(|_| !best_effort || store.available());
-            let state = match &lock_key {
-                Some(k) => match store.lock_state(k, now) {
-                    Ok(state) => Some(state),
-                    Err(e) if best_effort => {
-                        tracing::debug!(error = %e, "lockout read failed; client credentials go on without it");
-                        lock_key = None;
-                        None
-                    }
-                    Err(e) => return Err(e),
-                },
-                None => None,
-            };
-            let locked = state.is_some_and(|s| s.locked_until.is_some_and(|t| t > now));
             let matches =
                 crate::oauth::secrets::verify(phc.as_deref().unwrap_or(crate::oauth::secrets::dummy_hash()), &secret)
                     && phc.is_some();
-            if let Some(k) = &lock_key {
-                let counted = if !matches {
-                    store.record_failure(k, now, &policy).map(drop)
-                } else if !locked && state.is_some_and(|s| s.failures > 0) {
-                    store.clear_failures(k)
-                } else {
-                    Ok(())
-                };
-                match counted {
-                    Err(e) if best_effort => tracing::debug!(error = %e, "lockout update failed; answered without it"),
-                    other => other?,
-                }
-            }
-            Ok(matches && !locked)
+            counted(store.as_ref(), lock_key, now, &policy, lockout, matches)
         })
         .await
     }
+
+    /// Counts one client authentication that needs no secret (a client certificate) for lockout
+    /// on `lock_key`, as [`Ctx::verify_secret`] does: true when it `matches` and the key is not
+    /// locked.
+    pub async fn count_attempt(&self, lock_key: String, matches: bool, lockout: Lockout) -> Result<bool, OAuthError> {
+        let (store, now, policy) = (self.gw.store.clone(), self.now, self.lockout_policy());
+        blocking(move || counted(store.as_ref(), Some(lock_key), now, &policy, lockout, matches)).await
+    }
+}
+
+/// Lockout around one authentication attempt that `matches` or not: a failure is recorded, a
+/// success clears earlier failures; true when it matched and `lock_key` is not locked.
+fn counted(
+    store: &dyn crate::store::Store,
+    lock_key: Option<String>,
+    now: u64,
+    policy: &LockoutPolicy,
+    lockout: Lockout,
+    matches: bool,
+) -> Result<bool, StoreError> {
+    let best_effort = lockout == Lockout::BestEffort;
+    // A store known to be failing is not even asked: no request waits out its timeout.
+    let mut lock_key = lock_key.filter(|_| !best_effort || store.available());
+    let state = match &lock_key {
+        Some(k) => match store.lock_state(k, now) {
+            Ok(state) => Some(state),
+            Err(e) if best_effort => {
+                tracing::debug!(error = %e, "lockout read failed; client credentials go on without it");
+                lock_key = None;
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let locked = state.is_some_and(|s| s.locked_until.is_some_and(|t| t > now));
+    if let Some(k) = &lock_key {
+        let counted = if !matches {
+            store.record_failure(k, now, policy).map(drop)
+        } else if !locked && state.is_some_and(|s| s.failures > 0) {
+            store.clear_failures(k)
+        } else {
+            Ok(())
+        };
+        match counted {
+            Err(e) if best_effort => tracing::debug!(error = %e, "lockout update failed; answered without it"),
+            other => other?,
+        }
+    }
+    Ok(matches && !locked)
+}
+
+/// A trusted load balancer's client-certificate header that cannot be read, at an OAuth path:
+/// `invalid_client`, as any other failed client authentication (and logged as one).
+pub fn refuse_cert_header(path: &str, e: crate::tls::client_cert::CertHeaderError) -> Response<Full<Bytes>> {
+    let err = OAuthError::InvalidClient(errors::ClientFailure::CertificateHeader(e));
+    tracing::info!(target: "token", endpoint = path, error = err.code(), reason = %err.reason(), "token request refused");
+    err.response()
 }
 
 /// Answers an OAuth path. The token, revocation and introspection endpoints are TLS-only unless
@@ -164,7 +196,7 @@ pub async fn handle(
     body: &mut Incoming,
 ) -> Response<Full<Bytes>> {
     let path = parts.uri.path();
-    let ctx = Ctx { gw, snap, now: crate::auth::jwt::now(), conn };
+    let ctx = Ctx { gw, snap, now: crate::auth::jwt::now(), conn, cert: conn.client_cert.as_deref() };
     // Not reached in validation-only mode (see `is_oauth_path`); answered as an unknown path.
     let Some(own) = snap.own.as_ref() else {
         return crate::respond::json_error(http::StatusCode::NOT_FOUND, "not_found", "no route for this path");

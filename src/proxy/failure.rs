@@ -15,6 +15,7 @@ use crate::admin::metrics::Limit;
 use crate::auth::dpop::ProofError;
 use crate::respond::json_error;
 use crate::snapshot::Snapshot;
+use crate::tls::client_cert::CertHeaderError;
 
 /// Why the proxy answered instead of the upstream.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub enum Failure {
     UpstreamHeadTooLarge(Limit),
     /// The client stalled mid-upload before the upstream answered: 408 (counted where it fired).
     RequestBodyTimeout,
+    /// A trusted load balancer's client-certificate header could not be read: 400.
+    BadClientCert(CertHeaderError),
 }
 
 /// The header carrying a fresh server nonce (RFC 9449 8).
@@ -115,6 +118,7 @@ impl Failure {
             Failure::RequestBodyTimeout => {
                 json_error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body stopped arriving")
             }
+            Failure::BadClientCert(e) => json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
             Failure::Rejected(r) => challenge(r, scope_text, snap),
         }
     }

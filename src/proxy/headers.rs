@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::tls::client_cert::CertHeaderError;
+
 /// Identity headers always set from the verified token (and always stripped from the client).
 pub static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 /// The `client_id` claim.
@@ -92,6 +94,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes every `name` header (a load balancer's client certificate, `tls.client_cert_header`)
+/// so that none ever reaches an upstream, whoever sent it. Returns its value when exactly one
+/// came, an error when several did.
+pub fn take_client_cert(headers: &mut HeaderMap, name: &HeaderName) -> Result<Option<HeaderValue>, CertHeaderError> {
+    // `remove` drops every value and returns the first: count them before.
+    let several = headers.get_all(name).iter().nth(1).is_some();
+    match headers.remove(name) {
+        Some(_) if several => Err(CertHeaderError::Repeated),
+        v => Ok(v),
     }
 }
 

@@ -29,9 +29,10 @@ use crate::admin::metrics::Limit;
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
 use crate::config::{ServerConfig, UpstreamTarget};
-use crate::gateway::{ConnInfo, Gateway};
+use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::proxy::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
+use crate::tls::client_cert::CertHeaderError;
 use upstream::pool::UpstreamError;
 use upstream::UpstreamBody;
 
@@ -60,12 +61,16 @@ struct Outcome<'a> {
 }
 
 /// Serves one request; never fails (every error becomes a response).
-pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    mut conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let snap = gw.current.load_full();
     let method = req.method().clone();
     let mut outcome = Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), ..Default::default() };
-    let resp = match route_request(&gw, &snap, &conn, req, &mut outcome).await {
+    let resp = match route_request(&gw, &snap, &mut conn, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(failure) => {
             if let Some(reason) = failure.rejection_reason() {
@@ -100,11 +105,22 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
 async fn route_request<'s>(
     gw: &Gateway,
     snap: &'s Snapshot,
-    conn: &ConnInfo,
+    conn: &mut ConnInfo,
     req: Request<Incoming>,
     out: &mut Outcome<'s>,
 ) -> Result<Response<Body>, Failure> {
     let (mut parts, mut body) = req.into_parts();
+    if let Some(name) = &snap.client_cert_header {
+        if let Err(e) = cert_from_header(snap, name, conn, &mut parts.headers) {
+            Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
+            if crate::oauth::is_oauth_path(snap, parts.uri.path()) {
+                out.route = Some("oauth");
+                return Ok(own(crate::oauth::refuse_cert_header(parts.uri.path(), e)));
+            }
+            return Err(Failure::BadClientCert(e));
+        }
+    }
+    let conn = &*conn;
     // Boxed futures below: the token endpoint's and the discarding ones would otherwise be
     // allocated and copied inline for every proxied request too.
     let mut admitted = admit(gw, snap, conn, &mut parts, out);
@@ -149,6 +165,29 @@ async fn shared_replay_check(gw: &Gateway, snap: &Snapshot, id: &[u8; 16]) -> Re
         Ok(true) | Err(_) => Ok(()),
         Ok(false) => Err(Failure::Rejected(authz::Rejection::Proof(crate::auth::dpop::ProofError::Replayed))),
     }
+}
+
+/// `tls.client_cert_header`: always removed from the request. From a peer in
+/// `tls.client_cert_header_peers` it is the request's client certificate (the load balancer
+/// terminated TLS and checked the client's key); absent or empty (nginx's
+/// `$ssl_client_escaped_cert` when the client sent none), the request has none: a certificate
+/// the balancer itself presented to us is not its client's. From anyone else it is ignored: the
+/// connection's own certificate, if any, stays.
+fn cert_from_header(
+    snap: &Snapshot,
+    name: &http::HeaderName,
+    conn: &mut ConnInfo,
+    headers: &mut http::HeaderMap,
+) -> Result<(), CertHeaderError> {
+    let taken = headers::take_client_cert(headers, name);
+    if !snap.config.tls.client_cert_header_peers.iter().any(|c| c.contains(conn.peer.ip())) {
+        return Ok(());
+    }
+    conn.client_cert = None;
+    let Some(value) = taken?.filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace)) else { return Ok(()) };
+    let chain = crate::tls::client_cert::from_header(value.as_bytes())?;
+    conn.client_cert = ClientCert::from_chain(&chain).map(Arc::new);
+    Ok(())
 }
 
 /// Where an admitted request goes next.

@@ -85,6 +85,12 @@ pub struct Snapshot {
     pub routes: RouteTable<Arc<Route>>,
     /// Certificate for the HTTPS listener.
     pub certified_key: Arc<CertifiedKey>,
+    /// The CAs client certificates chain to (`tls.client_ca`), for the handshake and for
+    /// `tls_client_auth`; None when unset.
+    pub client_tls: Option<Arc<crate::tls::client_cert::ClientTls>>,
+    /// `tls.client_cert_header`, parsed once: stripped from every request, believed from
+    /// `tls.client_cert_header_peers` only.
+    pub client_cert_header: Option<HeaderName>,
     /// OAuth clients and users.
     pub directory: crate::oauth::directory::Directory,
     /// Every route's `claims_to_headers` names: stripped from client requests on all routes, so
@@ -196,8 +202,25 @@ impl Snapshot {
         let directory = crate::oauth::directory::Directory::build(&config)?;
         watched.extend(config.table_files());
         for c in &config.clients {
-            watched.extend(c.jwks.iter().chain(c.public_key.iter()).map(|p| config.resolve(p)));
+            let files = c.jwks.iter().chain(c.public_key.iter()).chain(c.tls_client_certificates.iter());
+            watched.extend(files.map(|p| config.resolve(p)));
         }
+        let client_tls = match &config.tls.client_ca {
+            Some(ca) => {
+                let ca = config.resolve(ca);
+                let self_signed = directory.clients.values().any(|c| c.accepts_self_signed());
+                let tls = crate::tls::client_cert::ClientTls::load(&ca, self_signed)?;
+                watched.push(ca);
+                Some(Arc::new(tls))
+            }
+            None => None,
+        };
+        let client_cert_header = match &config.tls.client_cert_header {
+            Some(h) => Some(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                BuildError::Invalid(format!("tls.client_cert_header {h:?} is not a valid header name"))
+            })?),
+            None => None,
+        };
         let token_cache = crate::auth::token_cache::TokenCache::new(config.tokens.cache_size);
         let identity_headers = routes_claim_headers(&config);
         let nonces = dpop_nonces(&config, &mut watched)?;
@@ -208,6 +231,8 @@ impl Snapshot {
             own,
             routes,
             certified_key,
+            client_tls,
+            client_cert_header,
             directory,
             identity_headers,
             token_cache,

@@ -187,7 +187,11 @@ pub async fn tls_connect(
 impl Conn {
     pub async fn tls(addr: SocketAddr, roots: &[CertificateDer<'static>], h2: bool) -> Conn {
         let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-        let stream = tls_connect(addr, roots, alpn).await;
+        Conn::over_tls(tls_connect(addr, roots, alpn).await, h2).await
+    }
+
+    /// HTTP (h2 when `h2`) over a TLS stream made elsewhere (a client certificate, say).
+    pub async fn over_tls(stream: tokio_rustls::client::TlsStream<TcpStream>, h2: bool) -> Conn {
         let (_, session) = stream.get_ref();
         let peer_cert = session.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);

@@ -81,6 +81,8 @@ pub struct Config {
     pub keys_dir: String,
     /// Extra `[tokens]` keys.
     pub tokens: String,
+    /// Extra `[tls]` keys (mutual TLS).
+    pub tls: String,
     /// The body of `[log]`.
     pub log: String,
     /// Everything after the skeleton: routes, tables, `[lockout]`, `[state]`, `[[issuers]]`.
@@ -95,6 +97,7 @@ impl Default for Config {
             shutdown_grace_secs: 5,
             keys_dir: "keys".into(),
             tokens: String::new(),
+            tls: String::new(),
             log: "level = \"warn\"".into(),
             rest: String::new(),
         }
@@ -125,6 +128,10 @@ impl Config {
         self.tokens.push_str(keys);
         self
     }
+    pub fn tls(mut self, keys: &str) -> Self {
+        self.tls.push_str(keys);
+        self
+    }
     pub fn log(mut self, body: &str) -> Self {
         self.log = body.into();
         self
@@ -136,7 +143,7 @@ impl Config {
     }
 
     pub fn text(&self) -> String {
-        let Config { top, server, shutdown_grace_secs, keys_dir, tokens, log, rest } = self;
+        let Config { top, server, shutdown_grace_secs, keys_dir, tokens, tls, log, rest } = self;
         format!(
             r#"{top}
 [server]
@@ -149,6 +156,7 @@ shutdown_grace_secs = {shutdown_grace_secs}
 cert = "certs/gateway.crt"
 key = "certs/gateway.key"
 self_signed_if_missing = true
+{tls}
 
 [admin]
 listen = "127.0.0.1:0"

@@ -1,5 +1,6 @@
 //! A throwaway CA and the server certificates it signs, for the test servers that speak TLS
-//! (the Redis server, the OpenID provider). Included by those harnesses with `#[path]`.
+//! (the Redis server, the OpenID provider), and the client certificates of the mutual-TLS tests.
+//! Included by those harnesses with `#[path]`.
 
 /// A CA made in memory: its certificate PEM, and what it signs with.
 pub struct TestCa {
@@ -30,6 +31,23 @@ impl TestCa {
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let key = rcgen::KeyPair::generate().expect("server key");
         let cert = params.signed_by(&key, &self.issuer).expect("server certificate signed by the CA");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate (TLS client auth) with subject `dn` (attribute, value pairs in DER
+    /// order, e.g. `[(Organization, "Acme"), (CommonName, "app")]`) and DNS SANs `sans`,
+    /// signed by this CA: (certificate PEM, private key PEM).
+    #[allow(dead_code)]
+    pub fn client_cert(&self, dn: &[(rcgen::DnType, &str)], sans: &[&str]) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(sans.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("client certificate params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            params.distinguished_name.push(t.clone(), *v);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().expect("client key");
+        let cert = params.signed_by(&key, &self.issuer).expect("client certificate signed by the CA");
         (cert.pem(), key.serialize_pem())
     }
 }
