@@ -33,6 +33,10 @@
 #   tokengate-https-rs256  tokengate's HTTPS listener (PORT+5; TLS 1.3, keep-alive)
 #   tokengate-log-rs256    a third tokengate with its access log on: level info, json, to a file
 #                          (PORT+17; the others log at warn, like nginx-noauth and HAProxy)
+#   tokengate-dpop-es256   the first tokengate with a DPoP-bound ES256 token (cached) and a fresh
+#                          ES256 proof per request (RFC 9449; verified on every request, made before
+#                          the run by `tokengate dpop-proof`, always sent with wrk): compare with
+#                          tokengate-es256, the same token check as a bearer token
 # Every target must answer 200 to its first token before anything is measured. The table shows the
 # median req/s of the rounds, its ratio to nginx-noauth and to haproxy-rs256, and the non-2xx and
 # socket-error totals. Installs nothing: it says what to apt-get install when a tool is missing.
@@ -106,6 +110,19 @@ for alg in RS256 ES256; do
   "$tg" "${mint[@]}" >"$dir/$alg.jwt"
   "$tg" "${mint[@]}" --distinct "$unique" >"$dir/$alg-many.jwt"
 done
+# DPoP-bound traffic: the client's key, its thumbprint, and an ES256 token bound to it (cnf.jkt).
+# Proofs are made per measurement (dpop_proofs), each good for one request within 60 s.
+"$tg" keygen --alg ES256 --out "$dir/dpop.pem"
+jkt=$("$tg" dpop-proof --key "$dir/dpop.pem" --url http://127.0.0.1/ 2>&1 >/dev/null | sed -n 's/^jkt: //p')
+"$tg" bench --print-tokens --mint-key "$dir/keys/es256.pem" --iss https://peer.test --aud api --sub bench \
+  --scope read --ttl 86400 --jkt "$jkt" >"$dir/ES256-dpop.jwt"
+# dpop_proofs URL COUNT -> the file of COUNT fresh proofs for GET URL with the bound token
+dpop_proofs() {
+  "$tg" dpop-proof --key "$dir/dpop.pem" --url "$1" --token "$(head -n1 "$dir/ES256-dpop.jwt")" --count "$2" \
+    >"$dir/proofs.txt" 2>/dev/null
+  echo "$dir/proofs.txt"
+}
+
 # The HTTPS listener's certificate (tokengate generates one only at its default location).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=localhost \
   -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$dir/tls/gateway.key" -out "$dir/tls/gateway.crt" 2>/dev/null
@@ -166,6 +183,7 @@ targets=(
   "tokengate-es256-unique|http://127.0.0.1:$((port + 7))/|$dir/ES256-many.jwt"
   "tokengate-https-rs256|https://127.0.0.1:$TGS/|$dir/RS256.jwt"
   "tokengate-log-rs256|http://127.0.0.1:$((port + 17))/|$dir/RS256.jwt"
+  "tokengate-dpop-es256|http://127.0.0.1:$TGP/|$dir/ES256-dpop.jwt"
 )
 if [ -n "$tgb" ]; then
   targets+=(
@@ -183,9 +201,12 @@ if [ -n "$only" ]; then
   targets=("${kept[@]}")
 fi
 
-status_of() { # url tokenfile -> HTTP status of one request with the file's first token
+status_of() { # url tokenfile [suffix] -> HTTP status of one request with the file's first token
   local h=()
-  [ -n "$2" ] && h=(-H "Authorization: Bearer $(head -n1 "$2")")
+  [ -n "$2" ] && h=(-H "Authorization: Bearer $(head -n1 "$2")${3:-}")
+  if [[ $2 == *-dpop.jwt ]]; then # a DPoP-bound token: its scheme and a fresh proof
+    h=(-H "Authorization: DPoP $(head -n1 "$2")${3:-}" -H "DPoP: $(head -n1 "$(dpop_proofs "$1" 1)")")
+  fi
   curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "${h[@]}" "$1" || true
 }
 for t in "${targets[@]}"; do
@@ -206,14 +227,22 @@ done
 for t in "${targets[@]}"; do
   IFS='|' read -r name url tok <<<"$t"
   [ -n "$tok" ] || continue
-  code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(head -n1 "$tok")x" "$url" || true)
+  code=$(status_of "$url" "$tok" x)
   [ "$code" = 401 ] || { echo "compare.sh: $name let a bad signature through ($code)" >&2; exit 1; }
 done
 
 # measure SECS name url tokenfile -> "rps<TAB>non2xx<TAB>errors"
 measure() {
   local d=$1 url=$3 tok=$4 out
-  if [ "$loadgen" = wrk ]; then
+  if [[ $tok == *-dpop.jwt ]]; then
+    # wrk only (tokengate bench sends no proofs): enough fresh proofs for 25k req/s, made first.
+    out=$(PROOFS=$(dpop_proofs "$url" $((25000 * d))) TOKEN=$(head -n1 "$tok") "${gen_cpu[@]}" wrk -t1 -c"$conns" \
+      -d"${d}s" -s "$peers/dpop.lua" "$url")
+    awk '/Requests\/sec/ { rps = $2 }
+         /Non-2xx/ { bad = $NF }
+         /Socket errors/ { gsub(/,/, ""); errs = $4 + $6 + $8 + $10 }
+         END { printf "%s\t%d\t%d\n", rps, bad, errs }' <<<"$out"
+  elif [ "$loadgen" = wrk ]; then
     out=$(TOKENS=$tok "${gen_cpu[@]}" wrk -t1 -c"$conns" -d"${d}s" -s "$peers/tokens.lua" "$url")
     awk '/Requests\/sec/ { rps = $2 }
          /Non-2xx/ { bad = $NF }

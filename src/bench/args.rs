@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// `sub` of minted tokens.
     #[arg(long, default_value = "bench")]
     pub sub: String,
+    /// Bind minted tokens to this DPoP key thumbprint (`cnf.jkt`, as `tokengate dpop-proof` prints).
+    #[arg(long)]
+    pub jkt: Option<String>,
     /// Scopes of minted tokens, or asked of the token endpoint / issue target.
     #[arg(long)]
     pub scope: Option<String>,
@@ -145,6 +148,8 @@ pub struct MintSpec {
     pub scope: String,
     pub ttl: u64,
     pub distinct: usize,
+    /// `cnf.jkt` of DPoP-bound tokens.
+    pub jkt: Option<String>,
 }
 
 /// The token request sent in issuance mode.
@@ -302,6 +307,7 @@ impl BenchArgs {
                     scope: self.scope.clone().unwrap_or_default(),
                     ttl: self.ttl,
                     distinct: self.distinct,
+                    jkt: self.jkt.clone(),
                 })
             } else if let Some(ep) = &self.token_endpoint {
                 let (Some(client_id), Some(client_secret)) = (&self.client_id, &self.client_secret) else {

@@ -39,7 +39,7 @@ pub fn mint(spec: &MintSpec) -> anyhow::Result<Vec<String>> {
     let now = jwt::now();
     (0..spec.distinct)
         .map(|_| {
-            let claims = serde_json::json!({
+            let mut claims = serde_json::json!({
                 "iss": spec.iss,
                 "sub": spec.sub,
                 "aud": spec.aud,
@@ -49,6 +49,9 @@ pub fn mint(spec: &MintSpec) -> anyhow::Result<Vec<String>> {
                 "exp": now + spec.ttl,
                 "jti": jwt::random_id(),
             });
+            if let Some(jkt) = &spec.jkt {
+                claims["cnf"] = serde_json::json!({ "jkt": jkt });
+            }
             jwt::sign(&key, ACCESS_TOKEN_TYP, &claims).context("signing")
         })
         .collect()
@@ -162,6 +165,7 @@ mod tests {
             scope: "read".into(),
             ttl: 60,
             distinct: 3,
+            jkt: None,
         };
         let toks = mint(&spec).unwrap();
         assert_eq!(toks.len(), 3);
@@ -181,5 +185,8 @@ mod tests {
             let v = trust.validate(t, None, jwt::now()).unwrap();
             assert_eq!((v.sub.as_deref(), v.scope.as_deref()), (Some("s"), Some("read")));
         }
+        let bound = mint(&MintSpec { jkt: Some("abc".into()), distinct: 1, ..spec.clone() }).unwrap();
+        let cnf = trust.validate(&bound[0], None, jwt::now()).unwrap().cnf.expect("cnf");
+        assert_eq!(cnf.jkt.as_deref(), Some("abc"));
     }
 }

@@ -294,3 +294,29 @@ async fn proofs_from_tokengate_dpop_proof_work_as_the_readme_shows() {
     }
     assert_eq!(call(&gw, "/api/list?page=2", "DPoP", &token, &[&p[0]]).await.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_htu_is_the_uri_the_client_addressed() {
+    for trusted in [true, false] {
+        let gw = Gw::start_config(&config("").server(&format!("trust_forwarded = {trusted}"))).await;
+        let (token, key) = bound_token(&gw, "ES256").await;
+        // The client spoke https to api.example; a TLS-terminating proxy forwards plain HTTP.
+        let p = proofs("ES256", Some(&key.private_jwk), &[spec("GET", "https://api.example/api/x", Some(&token))]);
+        let auth = format!("DPoP {token}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("dpop", p.proofs[0].as_str()),
+            ("host", "10.0.0.5:8080"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "api.example"),
+        ];
+        let r = gw.plain_conn().await.send(req("GET", "/api/x", &headers, empty())).await;
+        if trusted {
+            assert_eq!(r.status, 200, "trusted: {}", r.text());
+        } else {
+            // Untrusted forwarding headers are ignored: the URI is http://10.0.0.5:8080/api/x.
+            assert_eq!(r.status, 401, "untrusted: {}", r.text());
+            assert!(r.text().contains("htu"), "{}", r.text());
+        }
+    }
+}
