@@ -117,6 +117,7 @@ fn the_header_and_key_are_enforced() {
     assert_eq!(verify_proof(&p, &only_rsa, NOW).unwrap_err(), ProofError::Algorithm);
     // HS256 over a symmetric jwk, even when the caller lists it, never passes.
     let hs = Expect { algorithms: &[Alg::HS256], ..expect() };
+    // (Refused for its algorithm before the jwk is even read.)
     let forged = format!(
         "{}.{}.{}",
         B64.encode(
@@ -125,7 +126,28 @@ fn the_header_and_key_are_enforced() {
         B64.encode(claims().to_string()),
         B64.encode([0u8; 32])
     );
-    assert_eq!(verify_proof(&forged, &hs, NOW).unwrap_err(), ProofError::BadKey);
+    assert_eq!(verify_proof(&forged, &hs, NOW).unwrap_err(), ProofError::Algorithm);
+}
+
+#[test]
+fn a_cached_header_is_still_checked_against_each_call() {
+    let k = key(Alg::ES256);
+    let p = proof_with(&k, header(&k), claims());
+    assert!(check(&p).is_ok(), "the header is now cached");
+    let only_rsa = Expect { algorithms: &[Alg::RS256], ..expect() };
+    assert_eq!(verify_proof(&p, &only_rsa, NOW).unwrap_err(), ProofError::Algorithm, "allow-list per call");
+    // Same header, another key's signature: the cached key still verifies the signature.
+    let other = key(Alg::ES256);
+    let input = format!("{}.{}", B64.encode(header(&k).to_string()), B64.encode(claims().to_string()));
+    let forged = format!("{input}.{}", B64.encode(other.sign(input.as_bytes()).unwrap()));
+    assert_eq!(check(&forged).unwrap_err(), ProofError::BadSignature);
+    // Many keys on one thread: the cache turns over, every answer stays right.
+    for _ in 0..20 {
+        let k = key(Alg::ES256);
+        let got = check(&proof_with(&k, header(&k), claims())).unwrap();
+        assert_eq!(got.jkt, thumbprint(k.public_jwk()).unwrap());
+    }
+    assert!(check(&p).is_ok());
 }
 
 #[test]
