@@ -51,6 +51,7 @@ pub mod listener;
 pub mod logging;
 mod oauth;
 mod proxy;
+mod quota;
 mod reason;
 mod respond;
 pub mod signals;

@@ -35,6 +35,15 @@ struct RouteLabels {
     route: String,
 }
 
+/// Labels of `tokengate_rate_limited_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    /// Route prefix from the config.
+    route: String,
+    /// What the route's quota counts per: client_id, sub, ip or claim.
+    key: &'static str,
+}
+
 /// Labels of `tokengate_limit_hits_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
@@ -187,6 +196,8 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     /// Times a configured limit refused or cut off a client, by limit.
     limits: Family<LimitLabels, Counter>,
+    /// Requests refused by a route's per-caller quota (429), by route and key kind.
+    rate_limited: Family<QuotaLabels, Counter>,
     /// Per-route handle cache keyed by route, so repeat records do not allocate.
     routes: RwLock<HashMap<String, Arc<RouteHandles>, foldhash::fast::RandomState>>,
     /// State-store call latency by operation.
@@ -245,6 +256,12 @@ impl Metrics {
             let _ = limits.get_or_create_owned(&LimitLabels { limit: limit.as_str() });
         }
         registry.register("tokengate_limit_hits", "Clients refused or cut off by a configured limit", limits.clone());
+        let rate_limited = Family::<QuotaLabels, Counter>::default();
+        registry.register(
+            "tokengate_rate_limited",
+            "Requests refused (429) by a route's per-caller rate_limit, by route and key kind",
+            rate_limited.clone(),
+        );
 
         let store_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(new_store_histogram);
@@ -289,6 +306,7 @@ impl Metrics {
             upstream,
             reloads,
             limits,
+            rate_limited,
             routes: RwLock::new(HashMap::default()),
             store_duration,
             store_errors,
@@ -362,6 +380,11 @@ impl Metrics {
     /// A configured limit refused or cut off a client.
     pub fn record_limit(&self, limit: Limit) {
         self.limits.get_or_create(&LimitLabels { limit: limit.as_str() }).inc();
+    }
+
+    /// A route's quota refused a request of a caller counted per `key`.
+    pub fn record_rate_limited(&self, route: &str, key: &'static str) {
+        self.rate_limited.get_or_create(&QuotaLabels { route: route.to_owned(), key }).inc();
     }
 
     /// A reload attempt finished.

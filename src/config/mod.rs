@@ -20,6 +20,8 @@ mod issuers;
 pub use issuers::{fetchable_url, is_loopback, IssuerConfig, KeySource, RequireTyp};
 mod dpop;
 pub use dpop::{DpopConfig, DpopMode};
+mod quota;
+pub use quota::{default_burst, ClientRateLimit, LimitKey, RouteRateLimit};
 mod state;
 pub use state::{redacted_url, StateBackend, StateConfig};
 mod tls;
@@ -318,6 +320,9 @@ pub struct RouteConfig {
     /// DPoP-bound tokens with a proof pass.
     #[serde(default)]
     pub dpop: DpopMode,
+    /// A quota per caller (GCRA), checked after the token: 429 past it.
+    #[serde(default)]
+    pub rate_limit: Option<RouteRateLimit>,
 }
 
 /// `[[routes]] upstream`: the built-in echo service, or a base URL, told apart once at parse time.
@@ -488,6 +493,15 @@ impl Config {
             }
             if r.public && !r.scopes.is_empty() {
                 return bad(format!("route {:?} is public but lists scopes", r.prefix));
+            }
+            if let Some(l) = &r.rate_limit {
+                quota::check_rate(&format!("route {:?}: rate_limit", r.prefix), l.per_second, l.burst)?;
+                if r.public && l.key != LimitKey::Ip {
+                    return bad(format!(
+                        "route {:?} is public: its rate_limit.key can only be \"ip\" (there is no token to read)",
+                        r.prefix
+                    ));
+                }
             }
         }
         let mut prefixes: Vec<_> = self.routes.iter().map(|r| r.prefix.trim_end_matches('/')).collect();

@@ -22,6 +22,9 @@ pub struct ClientConfig {
     /// Every token request must carry a DPoP proof; its tokens are all DPoP-bound (RFC 9449).
     #[serde(default)]
     pub require_dpop: bool,
+    /// This client's own rate on every route with a `rate_limit` (instead of the route's).
+    #[serde(default)]
+    pub rate_limit: Option<super::ClientRateLimit>,
     /// Grants it may use.
     #[serde(default)]
     pub grants: Vec<Grant>,
@@ -263,6 +266,9 @@ impl Config {
         for c in &self.clients {
             if c.id.is_empty() || !ids.insert(c.id.as_str()) {
                 return bad(format!("client id {:?} is empty or listed twice", c.id));
+            }
+            if let Some(l) = &c.rate_limit {
+                super::quota::check_rate(&format!("client {:?}: rate_limit", c.id), l.per_second, l.burst)?;
             }
             if c.public && (c.secret_hash.is_some() || c.grants.contains(&Grant::ClientCredentials)) {
                 return bad(format!(

@@ -31,6 +31,8 @@ pub struct Client {
     pub public: bool,
     /// Token requests without a DPoP proof are refused.
     pub require_dpop: bool,
+    /// Its own quota on limited routes, instead of each route's.
+    pub rate_limit: Option<crate::quota::Rate>,
     /// Allowed grants.
     pub grants: Grants,
     /// Scopes it may be granted.
@@ -115,6 +117,10 @@ impl Directory {
                     secret_hash: c.secret_hash.clone(),
                     public: c.public,
                     require_dpop: c.require_dpop,
+                    rate_limit: c.rate_limit.as_ref().map(|l| crate::quota::Rate {
+                        per_second: l.per_second,
+                        burst: crate::config::default_burst(l.per_second, l.burst),
+                    }),
                     grants: Grants {
                         client_credentials: has(Grant::ClientCredentials),
                         password: has(Grant::Password),

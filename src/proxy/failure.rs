@@ -40,6 +40,15 @@ pub enum Failure {
     RequestBodyTimeout,
     /// A trusted load balancer's client-certificate header could not be read: 400.
     BadClientCert(CertHeaderError),
+    /// The route's per-caller quota is spent: 429 with `Retry-After` and `RateLimit` headers.
+    RateLimited {
+        /// The caller's rate on this route.
+        rate: crate::quota::Rate,
+        /// What the quota said.
+        decision: crate::quota::Decision,
+        /// What the route counts per, for the metric.
+        key: &'static str,
+    },
 }
 
 /// The header carrying a fresh server nonce (RFC 9449 8).
@@ -73,6 +82,14 @@ impl Failure {
             Rejection::Proof(e) => e.reason(),
             Rejection::DpopRequired => "dpop_required",
         })
+    }
+
+    /// The key kind of a route quota that refused the request.
+    pub fn rate_limited_key(&self) -> Option<&'static str> {
+        match self {
+            Failure::RateLimited { key, .. } => Some(key),
+            _ => None,
+        }
     }
 
     /// What a failed exchange with the upstream is answered with.
@@ -119,6 +136,14 @@ impl Failure {
                 json_error(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body stopped arriving")
             }
             Failure::BadClientCert(e) => json_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+            Failure::RateLimited { rate, decision, .. } => {
+                let mut resp =
+                    json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later");
+                let h = resp.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from(decision.retry_after_secs));
+                super::headers::set_rate_limit(h, *rate, decision);
+                resp
+            }
             Failure::Rejected(r) => challenge(r, scope_text, snap),
         }
     }

@@ -285,6 +285,21 @@ pub fn check_host(version: http::Version, uri: &http::Uri, headers: &HeaderMap) 
     }
 }
 
+/// `RateLimit-Policy` and `RateLimit` (IETF httpapi-ratelimit-headers, structured fields): the
+/// route's quota (`q` requests per `w` seconds) and what is left of it (`r` now, full again in
+/// `t` seconds).
+pub fn set_rate_limit(h: &mut HeaderMap, rate: crate::quota::Rate, d: &crate::quota::Decision) {
+    static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    static STATE: HeaderName = HeaderName::from_static("ratelimit");
+    let policy = format!("\"route\";q={};w={}", rate.burst, rate.window_secs());
+    let state = format!("\"route\";r={};t={}", d.remaining, d.reset_secs);
+    for (name, value) in [(&POLICY, policy), (&STATE, state)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

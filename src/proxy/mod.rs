@@ -58,6 +58,8 @@ struct Outcome<'a> {
     upstream_status: Option<u16>,
     /// The DPoP proof id still to be checked against the shared replay store.
     proof: Option<[u8; 16]>,
+    /// The route quota's answer, for the `RateLimit` headers of the response.
+    quota: Option<(crate::quota::Rate, crate::quota::Decision)>,
 }
 
 /// Serves one request; never fails (every error becomes a response).
@@ -78,6 +80,9 @@ pub async fn handle(
             }
             if let Some(limit) = failure.limit() {
                 gw.metrics.record_limit(limit);
+            }
+            if let Some(key) = failure.rate_limited_key() {
+                gw.metrics.record_rate_limited(outcome.route.unwrap_or("none"), key);
             }
             own(failure.response(outcome.scope_text, &snap))
         }
@@ -147,7 +152,12 @@ async fn route_request<'s>(
                     return Err(failure);
                 }
             }
-            forward(gw, snap, route, conn, parts, body, out).await
+            let quota = out.quota.take();
+            let mut resp = forward(gw, snap, route, conn, parts, body, out).await?;
+            if let Some((rate, decision)) = quota {
+                headers::set_rate_limit(resp.headers_mut(), rate, &decision);
+            }
+            Ok(resp)
         }
         Err(failure) => {
             Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
@@ -188,6 +198,34 @@ fn cert_from_header(
     let chain = crate::tls::client_cert::from_header(value.as_bytes())?;
     conn.client_cert = ClientCert::from_chain(&chain).map(Arc::new);
     Ok(())
+}
+
+/// One request of this caller against the route's quota: the caller's key (a claim of the
+/// verified token, or the connection's address) and rate (its client's own `rate_limit`, or the
+/// route's). A token without the claim shares the bucket of the empty key.
+fn spend_quota(
+    snap: &Snapshot,
+    q: &crate::snapshot::RouteQuota,
+    conn: &ConnInfo,
+    admitted: Option<&Admitted>,
+) -> (crate::quota::Rate, crate::quota::Decision) {
+    use crate::config::LimitKey;
+    let v = admitted.map(|a| &a.verified);
+    let client = v.and_then(|v| v.client_id.as_deref());
+    let rate = client.and_then(|c| snap.directory.clients.get(c)).and_then(|c| c.rate_limit).unwrap_or(q.rate);
+    let now = crate::quota::now_micros();
+    let decision = match &q.key {
+        LimitKey::Ip => q.table.check(conn.peer.ip(), rate, now),
+        LimitKey::ClientId => q.table.check(client.unwrap_or(""), rate, now),
+        LimitKey::Sub => q.table.check(v.and_then(|v| v.sub.as_deref()).unwrap_or(""), rate, now),
+        LimitKey::Claim(name) => {
+            let text = v
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v.payload).ok())
+                .and_then(|p| jwt::claim_as_header_text(&p, name));
+            q.table.check(text.as_deref().unwrap_or(""), rate, now)
+        }
+    };
+    (rate, decision)
 }
 
 /// Where an admitted request goes next.
@@ -237,6 +275,13 @@ fn admit<'s>(
     let granted = authorize(snap, &cx, route, parts, jwt::now()).map_err(Failure::Rejected)?;
     let verified = granted.admitted;
     out.proof = granted.proof;
+    if let Some(q) = &route.quota {
+        let (rate, decision) = spend_quota(snap, q, conn, verified.as_deref());
+        if !decision.allowed {
+            return Err(Failure::RateLimited { rate, decision, key: q.key.kind() });
+        }
+        out.quota = Some((rate, decision));
+    }
     if out.log {
         out.verified = verified.clone();
     }

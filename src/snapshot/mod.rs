@@ -71,6 +71,19 @@ pub struct Route {
     pub timeout: Duration,
     /// Whether unbound bearer tokens pass, or only DPoP-bound ones with their proof.
     pub dpop: crate::config::DpopMode,
+    /// The route's per-caller quota, if it has one.
+    pub quota: Option<RouteQuota>,
+}
+
+/// A route's quota: what it counts per, the rate, and the state (kept across reloads that leave
+/// the route's key unchanged, so a reload forgives no one).
+pub struct RouteQuota {
+    /// What the quota is counted per.
+    pub key: crate::config::LimitKey,
+    /// The route's rate (a client's own `rate_limit` replaces it).
+    pub rate: crate::quota::Rate,
+    /// The TAT of every key seen recently.
+    pub table: Arc<crate::quota::Table>,
 }
 
 /// Everything a request needs, frozen at one generation.
@@ -193,7 +206,8 @@ impl Snapshot {
         let mut table = Vec::with_capacity(config.routes.len());
         let mut pools = Pools::default();
         for r in &config.routes {
-            table.push((r.prefix.clone(), Arc::new(build_route(&config, r, &mut pools, previous.map(|p| &p.pools))?)));
+            let route = build_route(&config, r, &mut pools, previous.map(|p| &p.pools), previous.map(|p| &p.routes))?;
+            table.push((r.prefix.clone(), Arc::new(route)));
             if let Some(ca) = &r.upstream_ca {
                 watched.push(config.resolve(ca));
             }
@@ -326,6 +340,7 @@ fn build_route(
     r: &crate::config::RouteConfig,
     pools: &mut Pools,
     previous: Option<&Pools>,
+    previous_routes: Option<&RouteTable<Arc<Route>>>,
 ) -> Result<Route, BuildError> {
     let bad = |m: String| BuildError::Invalid(format!("route {:?}: {m}", r.prefix));
     let upstream = match &r.upstream {
@@ -357,6 +372,18 @@ fn build_route(
         strip_prefix: r.strip_prefix,
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
         dpop: r.dpop,
+        quota: r.rate_limit.as_ref().map(|l| RouteQuota {
+            key: l.key.clone(),
+            rate: crate::quota::Rate {
+                per_second: l.per_second,
+                burst: crate::config::default_burst(l.per_second, l.burst),
+            },
+            table: previous_routes
+                .and_then(|routes| routes.find(&r.prefix))
+                .filter(|(old, prefix)| *prefix == r.prefix && old.quota.as_ref().is_some_and(|q| q.key == l.key))
+                .and_then(|(old, _)| old.quota.as_ref().map(|q| q.table.clone()))
+                .unwrap_or_else(|| Arc::new(crate::quota::Table::new(l.max_keys))),
+        }),
     })
 }
 
