@@ -37,6 +37,8 @@
 #                          ES256 proof per request (RFC 9449; verified on every request, made before
 #                          the run by `tokengate dpop-proof`, always sent with wrk): compare with
 #                          tokengate-es256, the same token check as a bearer token
+#   tokengate-rs256-limited the first tokengate's /limited route: tokengate-rs256 plus a per-caller
+#                          rate_limit that never triggers (what checking a quota costs)
 # Every target must answer 200 to its first token before anything is measured. The table shows the
 # median req/s of the rounds, its ratio to nginx-noauth and to haproxy-rs256, and the non-2xx and
 # socket-error totals. Installs nothing: it says what to apt-get install when a tool is missing.
@@ -184,6 +186,7 @@ targets=(
   "tokengate-https-rs256|https://127.0.0.1:$TGS/|$dir/RS256.jwt"
   "tokengate-log-rs256|http://127.0.0.1:$((port + 17))/|$dir/RS256.jwt"
   "tokengate-dpop-es256|http://127.0.0.1:$TGP/|$dir/ES256-dpop.jwt"
+  "tokengate-rs256-limited|http://127.0.0.1:$TGP/limited|$dir/RS256.jwt"
 )
 if [ -n "$tgb" ]; then
   targets+=(
