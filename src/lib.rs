@@ -67,3 +67,4 @@ pub use gateway::{ConnInfo, Gateway};
 pub use listener as server;
 pub use oauth::secrets;
 pub use proxy::{headers, routes};
+pub use telemetry::{traceparent, ExportCounters, RequestTrace, Telemetry};

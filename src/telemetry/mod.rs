@@ -106,7 +106,7 @@ impl Telemetry {
         let span = tracer.span_builder("request").with_kind(SpanKind::Server).start_with_context(tracer, &parent);
         let sc = span.span_context();
         let (trace_id, flags) = (sc.trace_id(), sc.trace_flags() & TraceFlags::SAMPLED);
-        let recording = span.is_recording().then(|| (tracer.clone(), span));
+        let recording = span.is_recording().then(|| Box::new((tracer.clone(), span)));
         RequestTrace { trace_id, flags, continued, recording }
     }
 
@@ -136,8 +136,9 @@ pub struct RequestTrace {
     flags: TraceFlags,
     /// The caller's trace context was trusted and valid: its `tracestate` goes upstream too.
     continued: bool,
-    /// The tracer and the request span, when this request is recorded (exporting and sampled).
-    recording: Option<(SdkTracer, Span)>,
+    /// The tracer and the request span, when this request is recorded (exporting and sampled);
+    /// boxed so that an unrecorded request's future does not carry a span's size.
+    recording: Option<Box<(SdkTracer, Span)>>,
 }
 
 impl Default for RequestTrace {
@@ -164,7 +165,7 @@ impl RequestTrace {
 
     /// A child span of the request span, started now; None when not recording.
     pub fn child(&self, name: &'static str, kind: SpanKind) -> Option<Span> {
-        let (tracer, parent) = self.recording.as_ref()?;
+        let (tracer, parent) = self.recording.as_deref()?;
         let cx = Context::new().with_remote_span_context(parent.span_context().clone());
         Some(tracer.span_builder(name).with_kind(kind).start_with_context(tracer, &cx))
     }
@@ -182,7 +183,8 @@ impl RequestTrace {
 
     /// Ends the request span with what the access log also records.
     pub fn finish(&mut self, method: &http::Method, route: &str, status: u16) {
-        let Some((_, mut span)) = self.recording.take() else { return };
+        let Some(recording) = self.recording.take() else { return };
+        let (_, mut span) = *recording;
         span.update_name(Cow::Owned(format!("{method} {route}")));
         span.set_attributes([
             KeyValue::new("http.request.method", method.as_str().to_owned()),

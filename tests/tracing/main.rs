@@ -31,6 +31,7 @@ fn incoming(flags: &str) -> String {
 
 /// An OTLP/HTTP traces receiver: decodes every POST as `ExportTraceServiceRequest`.
 struct Receiver {
+    /// Where the gateway sends its exports.
     addr: SocketAddr,
     /// Every span received, with its resource's `service.name`.
     spans: Arc<Mutex<Vec<(String, Span)>>>,
