@@ -41,13 +41,13 @@ impl Telemetry {
         let Some(endpoint) = &cfg.otlp_endpoint else {
             return Ok(Telemetry { tracer: None, provider: None, threshold });
         };
-        let processor = export::processor(cfg, endpoint, counters)?;
         let resource = opentelemetry_sdk::Resource::builder_empty()
             .with_attributes([
                 KeyValue::new("service.name", cfg.service_name.clone()),
                 KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
             ])
             .build();
+        let processor = export::processor(cfg, endpoint, &resource, counters)?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))

@@ -381,3 +381,31 @@ async fn the_access_log_has_the_trace_id_and_a_stop_flushes_the_spans() {
     assert!(spans.iter().any(|s| hex(&s.trace_id) == TRACE));
     assert!(spans.iter().any(|s| hex(&s.trace_id) == fresh));
 }
+
+/// A collector that takes the connection and never answers: exports hang until their timeout,
+/// the queue fills, and further spans are dropped and counted; requests do not wait for any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_collector_costs_spans_not_requests() {
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = stuck.accept().await {
+            held.push(conn);
+        }
+    });
+    let up = Upstream::start(Mode::Ok).await;
+    let extra = "queue_spans = 3\nbatch_size = 3\nexport_timeout_ms = 2000";
+    let gw = gateway(false, &up, &tracing_section(&format!("http://{stuck_addr}/v1/traces"), extra)).await;
+    let auth = format!("Bearer {}", gw.mint("alice", ""));
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let r = gw.get(&format!("/api/{i}"), &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "requests waited for the collector: {:?}", started.elapsed());
+    let metrics = raw(gw.admin, "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    let dropped = sample(&metrics.body_text(), "tokengate_trace_spans_dropped_total");
+    // 30 spans; at most 3 in the export that hangs and 3 queued behind it.
+    assert!(dropped >= 24, "dropped spans are counted: {dropped}");
+}
