@@ -5,6 +5,9 @@
 //! in setup and not timed. `routes/find/N` is `normalize_path` + `RouteTable::find` with N
 //! routes; `routes/normalize/*` is path canonicalisation alone (a plain and an escaped path).
 //!
+//! `trace_off/*` is what tracing costs a request when nothing is exported: the trace context
+//! from the headers, the upstream `traceparent`, the access log's trace id.
+//!
 //! Run: `cargo bench --bench proxy_parts`.
 
 use std::hint::black_box;
@@ -91,12 +94,46 @@ fn route_matching(c: &mut Criterion) {
     g.finish();
 }
 
+/// What tracing costs a request when nothing is exported (`[tracing]` without `otlp_endpoint`):
+/// the trace context from the headers (none, untrusted; a trusted valid `traceparent`), the
+/// `traceparent` header for the upstream, and the access log's trace id.
+fn trace_context_off(c: &mut Criterion) {
+    use tokengate::headers::set_trace_context;
+    use tokengate::Telemetry;
+    let telemetry = Telemetry::off();
+    let base = request_headers();
+    let mut traced = base.clone();
+    traced.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    let mut g = c.benchmark_group("trace_off");
+    for (name, headers, trusted) in [("new_trace", &base, false), ("trusted_parent", &traced, true)] {
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                // Room for one more header, as the proxy's map has after `X-Forwarded-*`: a
+                // growing map's rehash is not tracing's cost.
+                || {
+                    let mut h = headers.clone();
+                    h.reserve(h.len() + 4);
+                    h
+                },
+                |h| {
+                    let trace = telemetry.start(black_box(h), trusted);
+                    let value = trace.traceparent(None);
+                    set_trace_context(h, value, trace.continued());
+                    trace.trace_id_hex()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = header_rewriting, route_matching
+    targets = header_rewriting, route_matching, trace_context_off
 }
 criterion_main!(benches);

@@ -26,4 +26,6 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::ExportError),
 }

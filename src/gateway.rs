@@ -31,6 +31,8 @@ pub struct Gateway {
     pub ip_limits: crate::oauth::ratelimit::IpLimiter,
     /// DPoP proof ids already used, in this process (shared through `store` on Redis too).
     pub dpop_replay: crate::auth::dpop::replay::ReplayMemory,
+    /// Trace context propagation and span export (`[tracing]`, fixed at start).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Facts about the client connection a request arrived on; cloned for each of its requests.

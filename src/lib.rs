@@ -34,6 +34,8 @@
 //! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation.
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
 //! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
+//! - `telemetry`: distributed tracing: W3C `traceparent` in and out, spans exported over OTLP/HTTP
+//!   by a batch thread behind a bounded queue (off the request path).
 //! - [`logging`]: the log, written by its own thread behind a bounded queue (off the request path).
 //! - [`tls`] (certificate material; client certificates for mutual TLS in `tls::client_cert`), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
 //!
@@ -57,6 +59,7 @@ mod respond;
 pub mod signals;
 pub mod snapshot;
 pub mod store;
+mod telemetry;
 pub mod tls;
 
 pub use auth::{dpop, jwt, keys, token_cache};
@@ -65,3 +68,4 @@ pub use gateway::{ConnInfo, Gateway};
 pub use listener as server;
 pub use oauth::secrets;
 pub use proxy::{headers, routes};
+pub use telemetry::{traceparent, ExportCounters, RequestTrace, Telemetry};

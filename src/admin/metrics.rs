@@ -210,6 +210,8 @@ pub struct Metrics {
     stream_age: Family<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Log lines the writer thread dropped (queue full); brought up to date at scrape time.
     log_dropped: Counter,
+    /// Span export: spans dropped (queue full), spans exported, failed export requests.
+    pub trace: crate::telemetry::ExportCounters,
     /// Remote key sets: fetches, keys held, refetches; handed to each remote issuer's task.
     pub jwks: crate::auth::remote::metrics::JwksMetrics,
 }
@@ -298,6 +300,22 @@ impl Metrics {
             "Log lines dropped because the log writer fell behind (log.queue_lines full)",
             log_dropped.clone(),
         );
+        let trace = crate::telemetry::ExportCounters::default();
+        registry.register(
+            "tokengate_trace_spans_dropped",
+            "Finished spans dropped because tracing.queue_spans were already waiting for export",
+            trace.dropped.clone(),
+        );
+        registry.register(
+            "tokengate_trace_spans_exported",
+            "Spans accepted by the OTLP collector",
+            trace.exported.clone(),
+        );
+        registry.register(
+            "tokengate_trace_export_failures",
+            "OTLP export requests that failed (their spans are lost)",
+            trace.failed_exports.clone(),
+        );
 
         Self {
             registry,
@@ -313,6 +331,7 @@ impl Metrics {
             stream_connected,
             stream_age,
             log_dropped,
+            trace,
             jwks,
         }
     }

@@ -63,6 +63,19 @@ impl TokenCache {
         audience: Option<&str>,
         now: u64,
     ) -> Result<Arc<Admitted>, TokenError> {
+        self.validate_noting(trust, token, audience, now, &mut false)
+    }
+
+    /// [`Self::validate`], setting `cache_hit` when the answer came from the cache (no signature
+    /// was verified), for the authorization span.
+    pub fn validate_noting(
+        &self,
+        trust: &Trust,
+        token: &str,
+        audience: Option<&str>,
+        now: u64,
+        cache_hit: &mut bool,
+    ) -> Result<Arc<Admitted>, TokenError> {
         let Some(cache) = &self.inner else {
             return trust.validate(token, audience, now).map(|v| Arc::new(Admitted::new(v)));
         };
@@ -70,6 +83,7 @@ impl TokenCache {
             let v = &e.admitted.verified;
             let keys_current = v.key_epoch.as_ref().is_none_or(|k| k.is_current());
             if v.valid_until >= now && e.audience.as_deref() == audience && keys_current {
+                *cache_hit = true;
                 return Ok(e.admitted);
             }
         }

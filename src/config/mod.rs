@@ -26,6 +26,8 @@ mod state;
 pub use state::{redacted_url, StateBackend, StateConfig};
 mod tls;
 pub use tls::{ClientAuthMode, TlsConfig};
+mod tracing;
+pub use self::tracing::TracingConfig;
 
 /// Why a configuration file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,9 @@ pub struct Config {
     /// DPoP proofs (RFC 9449): algorithms, time window, nonces, replay memory.
     #[serde(default)]
     pub dpop: DpopConfig,
+    /// Distributed tracing: W3C Trace Context propagation and OTLP span export.
+    #[serde(default)]
+    pub tracing: TracingConfig,
     /// The folder relative paths are resolved against (the config file's own folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -472,6 +477,7 @@ impl Config {
         self.validate_tables()?;
         self.state.validate()?;
         self.dpop.validate()?;
+        self.tracing.validate()?;
         self.tls.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.tokens.issuer.is_empty() {

@@ -28,6 +28,7 @@ pub fn pending(started: &Config, next: &Config) -> Vec<&'static str> {
         ("log.level", a.log.level != b.log.level),
         ("log.file", a.log.file.as_ref().map(|f| a.resolve(f)) != b.log.file.as_ref().map(|f| b.resolve(f))),
         ("log.queue_lines", a.log.queue_lines != b.log.queue_lines),
+        ("tracing", a.tracing != b.tracing),
     ];
     checks.into_iter().filter(|(_, changed)| *changed).map(|(k, _)| k).collect()
 }

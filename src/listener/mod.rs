@@ -80,6 +80,7 @@ pub async fn start_with_store(
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
     let ip_limits = crate::oauth::ratelimit::IpLimiter::new(100_000);
+    let telemetry = crate::telemetry::Telemetry::new(&current.load().config.tracing, metrics.trace.clone())?;
     let gateway = Arc::new(Gateway {
         current: current.clone(),
         metrics,
@@ -88,6 +89,7 @@ pub async fn start_with_store(
         hash_permits,
         ip_limits,
         dpop_replay: crate::auth::dpop::replay::ReplayMemory::new(),
+        telemetry,
     });
 
     // Per-core: every extra runtime binds the same addresses with SO_REUSEPORT, and the kernel
@@ -243,6 +245,10 @@ impl Running {
         }
         let cores = self.cores;
         let _ = tokio::task::spawn_blocking(move || cores.into_iter().for_each(|c| drop(c.join()))).await;
+        // Spans of the drained requests go out before the process ends (bounded by the export
+        // timeout); blocking, so off this runtime's threads.
+        let gw = self.gateway.clone();
+        let _ = tokio::task::spawn_blocking(move || gw.telemetry.shutdown()).await;
         let (stop, task) = self.admin;
         let _ = stop.send(true);
         let _ = task.await;

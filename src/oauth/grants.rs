@@ -20,6 +20,8 @@ use crate::auth::jwt::{self, Confirmation, ACCESS_TOKEN_TYP};
 use crate::oauth::directory::Client;
 use crate::oauth::secrets;
 use crate::store::{Family, Rotation, TokenHash};
+use opentelemetry::trace::{Span as _, SpanKind, Status};
+use opentelemetry::KeyValue;
 
 /// SHA-256 of a refresh token: only this is stored.
 pub fn token_hash(token: &str) -> TokenHash {
@@ -58,12 +60,55 @@ fn grant_scope<'a>(
     Ok(set.into_iter().collect::<Vec<_>>().join(" "))
 }
 
-/// Handles `POST /oauth2/token`.
+/// What the grant's span records: never a token, secret or password.
+#[derive(Default)]
+struct GrantNote {
+    /// The `grant_type`, once recognized.
+    grant: Option<Grant>,
+    /// The authenticated client's id (an unauthenticated one is not recorded: it may be a typo
+    /// of a secret or an attacker's guess).
+    client_id: Option<String>,
+}
+
+/// Handles `POST /oauth2/token`, in a `token` span when the request is recorded.
 pub async fn token(ctx: &Ctx<'_>, parts: &Parts, form: &Form) -> Result<Response<Full<Bytes>>, OAuthError> {
+    let Some(mut span) = ctx.trace.child("token", SpanKind::Internal) else {
+        return grant(ctx, parts, form, &mut None).await;
+    };
+    let mut note = Some(GrantNote::default());
+    let result = grant(ctx, parts, form, &mut note).await;
+    let note = note.unwrap_or_default();
+    span.set_attribute(KeyValue::new("oauth.grant_type", note.grant.map_or("unsupported", Grant::as_str)));
+    if let Some(id) = note.client_id {
+        span.set_attribute(KeyValue::new("oauth.client_id", id));
+    }
+    match &result {
+        Ok(_) => span.set_attribute(KeyValue::new("oauth.result", "issued")),
+        Err(e) => {
+            span.set_attribute(KeyValue::new("oauth.result", e.code()));
+            span.set_status(Status::error(e.code()));
+        }
+    }
+    span.end();
+    result
+}
+
+async fn grant(
+    ctx: &Ctx<'_>,
+    parts: &Parts,
+    form: &Form,
+    note: &mut Option<GrantNote>,
+) -> Result<Response<Full<Bytes>>, OAuthError> {
     let grant = form.get("grant_type").ok_or(OAuthError::InvalidRequest("grant_type is required"))?;
     let grant = Grant::parse(grant).ok_or(OAuthError::UnsupportedGrantType)?;
+    if let Some(n) = note {
+        n.grant = Some(grant);
+    }
     let lockout = if grant == Grant::ClientCredentials { Lockout::BestEffort } else { Lockout::Required };
     let client = authenticate(ctx, parts, form, lockout).await?;
+    if let Some(n) = note {
+        n.client_id = Some(client.id.clone());
+    }
     // What the issued access token is bound to (RFC 9449 DPoP key, RFC 8705 certificate).
     let cnf = Confirmation {
         x5t_s256: super::mtls::bound_thumbprint(ctx, client)?,

@@ -30,6 +30,7 @@ use form::Form;
 use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::snapshot::Snapshot;
 use crate::store::{LockoutPolicy, StoreError};
+use crate::telemetry::RequestTrace;
 
 /// Token endpoint path.
 pub const TOKEN_PATH: &str = "/oauth2/token";
@@ -66,6 +67,8 @@ pub struct Ctx<'s> {
     pub conn: &'s ConnInfo,
     /// The request's client certificate (mutual TLS, or a trusted load balancer's header).
     pub cert: Option<&'s ClientCert>,
+    /// The request's trace, parent of the grant's span.
+    pub trace: &'s RequestTrace,
 }
 
 /// Runs blocking store work off the async threads; store failures become 503.
@@ -194,9 +197,10 @@ pub async fn handle(
     conn: &ConnInfo,
     parts: &Parts,
     body: &mut Incoming,
+    trace: &RequestTrace,
 ) -> Response<Full<Bytes>> {
     let path = parts.uri.path();
-    let ctx = Ctx { gw, snap, now: crate::auth::jwt::now(), conn, cert: conn.client_cert.as_deref() };
+    let ctx = Ctx { gw, snap, now: crate::auth::jwt::now(), conn, cert: conn.client_cert.as_deref(), trace };
     // Not reached in validation-only mode (see `is_oauth_path`); answered as an unknown path.
     let Some(own) = snap.own.as_ref() else {
         return crate::respond::json_error(http::StatusCode::NOT_FOUND, "not_found", "no route for this path");

@@ -51,6 +51,9 @@ pub struct Context<'a> {
     pub store: &'a dyn Store,
     /// This process's DPoP replay memory.
     pub replay: &'a ReplayMemory,
+    /// Set by [`authorize`] once a token was looked up: true when the verified-token cache
+    /// answered, false when its signature was verified (the authorization span says which).
+    pub cache_hit: std::cell::Cell<Option<bool>>,
 }
 
 /// How the token was presented (RFC 6750 or RFC 9449 7.1).
@@ -154,7 +157,10 @@ pub fn authorize(
         Scheme::Bearer => Rejection::InvalidToken(e),
         Scheme::Dpop => Rejection::DpopToken(e),
     };
-    let admitted = snap.token_cache.validate(&snap.trust, token, route.audience.as_deref(), now).map_err(refuse)?;
+    let mut cache_hit = false;
+    let admitted = snap.token_cache.validate_noting(&snap.trust, token, route.audience.as_deref(), now, &mut cache_hit);
+    cx.cache_hit.set(Some(cache_hit));
+    let admitted = admitted.map_err(refuse)?;
     let verified = &admitted.verified;
     if verified.jti.as_deref().is_some_and(|j| cx.store.is_jti_denied(j, now)) {
         return Err(refuse(TokenError::Revoked));

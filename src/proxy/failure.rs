@@ -51,6 +51,18 @@ pub enum Failure {
     },
 }
 
+/// The `tokengate_token_rejections_total` label (and the authorization span's reason) of a rejection.
+pub fn rejection_label(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::NoToken | Rejection::NoDpopToken => "missing",
+        Rejection::InvalidRequest(_) => "invalid_request",
+        Rejection::InvalidToken(e) | Rejection::DpopToken(e) => e.reason(),
+        Rejection::InsufficientScope => "insufficient_scope",
+        Rejection::Proof(e) => e.reason(),
+        Rejection::DpopRequired => "dpop_required",
+    }
+}
+
 /// The header carrying a fresh server nonce (RFC 9449 8).
 static DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
 
@@ -74,14 +86,18 @@ impl Failure {
     /// The label of `tokengate_token_rejections_total` when this is a token rejection.
     pub fn rejection_reason(&self) -> Option<&'static str> {
         let Failure::Rejected(r) = self else { return None };
-        Some(match r {
-            Rejection::NoToken | Rejection::NoDpopToken => "missing",
-            Rejection::InvalidRequest(_) => "invalid_request",
-            Rejection::InvalidToken(e) | Rejection::DpopToken(e) => e.reason(),
-            Rejection::InsufficientScope => "insufficient_scope",
-            Rejection::Proof(e) => e.reason(),
-            Rejection::DpopRequired => "dpop_required",
-        })
+        Some(rejection_label(r))
+    }
+
+    /// What went wrong with the upstream, for the upstream call's span ("" for other failures).
+    pub fn upstream_error_kind(&self) -> &'static str {
+        match self {
+            Failure::UpstreamTimeout => "timeout",
+            Failure::UpstreamUnreachable => "unreachable",
+            Failure::UpstreamHeadTooLarge(_) => "response head too large",
+            Failure::RequestBodyTimeout => "request body timeout",
+            _ => "",
+        }
     }
 
     /// The key kind of a route quota that refused the request.

@@ -153,6 +153,16 @@ pub fn client_uri(parts: &http::request::Parts, tls: bool, trust: bool) -> Optio
     Some(format!("{scheme}://{host}{}", parts.uri.path()))
 }
 
+/// W3C Trace Context toward the upstream: `traceparent` is always ours (the client's is
+/// replaced); the client's `tracestate` goes on only with the trace it belongs to, when that
+/// trace was continued (a trusted caller, `server.trust_forwarded`), and is removed otherwise.
+pub fn set_trace_context(h: &mut HeaderMap, traceparent: HeaderValue, keep_tracestate: bool) {
+    h.insert(crate::telemetry::traceparent::TRACEPARENT.clone(), traceparent);
+    if !keep_tracestate {
+        h.remove(&crate::telemetry::traceparent::TRACESTATE);
+    }
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`; client-sent ones (and `Forwarded`) are replaced unless
 /// trusted. `client` is the connection's address from [`client_address_value`].
 pub fn set_forwarded(

@@ -32,7 +32,10 @@ use crate::config::{ServerConfig, UpstreamTarget};
 use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::proxy::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
+use crate::telemetry::RequestTrace;
 use crate::tls::client_cert::CertHeaderError;
+use opentelemetry::trace::{Span as _, SpanKind, Status};
+use opentelemetry::KeyValue;
 use upstream::pool::UpstreamError;
 use upstream::UpstreamBody;
 
@@ -60,6 +63,8 @@ struct Outcome<'a> {
     proof: Option<[u8; 16]>,
     /// The route quota's answer, for the `RateLimit` headers of the response.
     quota: Option<(crate::quota::Rate, crate::quota::Decision)>,
+    /// The request's trace: its id for the log, the `traceparent` for the upstream, its spans.
+    trace: RequestTrace,
 }
 
 /// Serves one request; never fails (every error becomes a response).
@@ -71,7 +76,9 @@ pub async fn handle(
     let start = Instant::now();
     let snap = gw.current.load_full();
     let method = req.method().clone();
-    let mut outcome = Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), ..Default::default() };
+    let trace = gw.telemetry.start(req.headers(), snap.config.server.trust_forwarded);
+    let mut outcome =
+        Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), trace, ..Default::default() };
     let resp = match route_request(&gw, &snap, &mut conn, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(failure) => {
@@ -90,8 +97,10 @@ pub async fn handle(
     let status = resp.status().as_u16();
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
+    outcome.trace.finish(&method, route, status);
     if outcome.log {
         let v = outcome.verified.as_deref().map(|a| &a.verified);
+        let trace_id = outcome.trace.trace_id_hex();
         tracing::info!(
             target: "access",
             %method,
@@ -102,6 +111,8 @@ pub async fn handle(
             sub = v.and_then(|v| v.sub.as_deref()).unwrap_or("-"),
             client_id = v.and_then(|v| v.client_id.as_deref()).unwrap_or("-"),
             upstream_status = outcome.upstream_status.unwrap_or(0),
+            // Hex digits only: always UTF-8.
+            trace_id = std::str::from_utf8(&trace_id).unwrap_or("-"),
         );
     }
     Ok(resp)
@@ -138,7 +149,7 @@ async fn route_request<'s>(
     }
     match admitted {
         Ok(Next::TokenEndpoint) => {
-            let resp = Box::pin(crate::oauth::handle(gw, snap, conn, &parts, &mut body)).await;
+            let resp = Box::pin(crate::oauth::handle(gw, snap, conn, &parts, &mut body, &out.trace)).await;
             // Whatever it answered, the rest of the body is read first; after a form was read
             // there is nothing left and this returns at once.
             Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
@@ -271,8 +282,14 @@ fn admit<'s>(
         cert_thumbprint: conn.client_cert.as_ref().map(|c| c.x5t_s256.as_str()),
         store: gw.store.as_ref(),
         replay: &gw.dpop_replay,
+        cache_hit: std::cell::Cell::new(None),
     };
-    let granted = authorize(snap, &cx, route, parts, jwt::now()).map_err(Failure::Rejected)?;
+    let span = out.trace.child("authorize", SpanKind::Internal);
+    let granted = authorize(snap, &cx, route, parts, jwt::now());
+    if let Some(span) = span {
+        end_authorize_span(span, &cx, &granted);
+    }
+    let granted = granted.map_err(Failure::Rejected)?;
     let verified = granted.admitted;
     out.proof = granted.proof;
     if let Some(q) = &route.quota {
@@ -289,6 +306,32 @@ fn admit<'s>(
     rewrite_request_headers(snap, route, conn, parts, verified.as_deref());
     parts.uri = target.ok_or(Failure::Unforwardable)?;
     Ok(Next::Forward(route))
+}
+
+/// Ends the authorization span: allowed or refused (and why), and whether the token came from
+/// the verified-token cache or had its signature verified. Never the token itself.
+fn end_authorize_span(
+    mut span: opentelemetry_sdk::trace::Span,
+    cx: &authz::Context<'_>,
+    granted: &Result<authz::Granted, authz::Rejection>,
+) {
+    let check = match cx.cache_hit.get() {
+        Some(true) => "cache_hit",
+        Some(false) => "signature_verify",
+        None => "none",
+    };
+    span.set_attribute(KeyValue::new("tokengate.authz.token_check", check));
+    match granted {
+        Ok(_) => span.set_attribute(KeyValue::new("tokengate.authz.result", "allowed")),
+        Err(r) => {
+            let reason = failure::rejection_label(r);
+            span.set_attributes([
+                KeyValue::new("tokengate.authz.result", "refused"),
+                KeyValue::new("tokengate.authz.reason", reason),
+            ]);
+        }
+    }
+    span.end();
 }
 
 /// Reads and drops what is left of the body of a request the gateway answers itself, at most
@@ -392,6 +435,43 @@ fn rewrite_request_headers(
 }
 
 async fn forward(
+    gw: &Gateway,
+    snap: &Snapshot,
+    route: &Route,
+    conn: &ConnInfo,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    out: &mut Outcome<'_>,
+) -> Result<Response<Body>, Failure> {
+    let mut span = out.trace.child("upstream", SpanKind::Client);
+    let traceparent = out.trace.traceparent(span.as_ref());
+    headers::set_trace_context(&mut parts.headers, traceparent, out.trace.continued());
+    if let Some(span) = &mut span {
+        span.set_attributes([
+            KeyValue::new("http.request.method", parts.method.as_str().to_owned()),
+            KeyValue::new("http.route", route.prefix.clone()),
+            KeyValue::new("server.address", upstream_address(snap, route).unwrap_or_else(|| "echo".into())),
+        ]);
+    }
+    let result = send_upstream(gw, snap, route, conn, parts, body, out).await;
+    if let Some(mut span) = span {
+        match (&result, out.upstream_status) {
+            (_, Some(status)) => {
+                span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+                if status >= 500 {
+                    span.set_status(Status::error(""));
+                }
+            }
+            (Err(f), None) => span.set_status(Status::error(f.upstream_error_kind())),
+            (Ok(_), None) => {}
+        }
+        span.end();
+    }
+    result
+}
+
+/// [`forward`] past the trace headers: the exchange with the upstream itself.
+async fn send_upstream(
     gw: &Gateway,
     snap: &Snapshot,
     route: &Route,
