@@ -12,7 +12,9 @@
 //!   per-upstream connection pool (`proxy::upstream`), log.
 //! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,
 //!   other providers' key sets fetched by URL and kept current off the request path
-//!   (`auth::remote`), the verified-token cache. Used by both paths; knows nothing of requests.
+//!   (`auth::remote`), DPoP proofs with their nonces and replay memory (`auth::dpop`), the
+//!   verified-token cache. Used by both paths; knows nothing of requests.
+//! - `quota`: per-caller rate limits (GCRA tables per route), checked after authorization.
 //!
 //! The **token path** branches off the request path by exact URL:
 //!
