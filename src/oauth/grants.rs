@@ -14,8 +14,7 @@ use super::client_auth::authenticate;
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
 use super::{blocking, Ctx, Lockout};
-use crate::auth::dpop::replay::{proof_id, Seen};
-use crate::auth::dpop::{verify_proof, Expect, ProofError};
+use crate::auth::dpop::{check_request, Expect, ProofError};
 use crate::auth::jwt::{self, Confirmation, ACCESS_TOKEN_TYP};
 use crate::oauth::directory::Client;
 use crate::oauth::secrets;
@@ -239,32 +238,19 @@ async fn dpop_key(ctx: &Ctx<'_>, parts: &Parts, client: &Client) -> Result<Optio
     let trust = ctx.snap.config.server.trust_forwarded;
     let uri = crate::proxy::headers::client_uri(parts, ctx.conn.tls, trust)
         .ok_or(OAuthError::InvalidDpopProof(ProofError::WrongUri))?;
-    let expect = Expect {
-        method: parts.method.as_str(),
-        uri: &uri,
-        access_token: None,
-        algorithms: &cfg.algorithms,
-        max_age: cfg.proof_max_age_secs,
-        leeway: cfg.proof_leeway_secs,
+    let expect = Expect::new(cfg, parts.method.as_str(), &uri, None);
+    let accepted = match check_request(proof, &expect, None, cfg, &ctx.snap.nonces, &ctx.gw.dpop_replay, ctx.now) {
+        Ok(a) => a,
+        Err(ProofError::UseNonce) => return Err(OAuthError::UseDpopNonce(ctx.snap.nonces.issue(ctx.now))),
+        Err(e) => return Err(OAuthError::InvalidDpopProof(e)),
     };
-    let proven = verify_proof(proof, &expect, ctx.now).map_err(OAuthError::InvalidDpopProof)?;
-    if cfg.require_nonce && !proven.nonce.as_deref().is_some_and(|n| ctx.snap.nonces.check(n, ctx.now)) {
-        return Err(OAuthError::UseDpopNonce(ctx.snap.nonces.issue(ctx.now)));
-    }
-    let id = proof_id(&proven.jkt, &proven.jti);
-    let replayed = OAuthError::InvalidDpopProof(ProofError::Replayed);
-    match ctx.gw.dpop_replay.first_use(&id, ctx.now, cfg.replay_window(), cfg.replay_cache_size) {
-        Seen::First => {}
-        Seen::Again => return Err(replayed),
-        Seen::Full => return Err(OAuthError::InvalidDpopProof(ProofError::MemoryFull)),
-    }
-    if let Some(check) = ctx.gw.store.remember_proof(&id, cfg.replay_window()) {
+    if let Some(check) = ctx.gw.store.remember_proof(&accepted.id, cfg.replay_window()) {
         // A shared store that cannot answer: this process's memory is all there is (as at the proxy).
         if let Ok(false) = check.await {
-            return Err(replayed);
+            return Err(OAuthError::InvalidDpopProof(ProofError::Replayed));
         }
     }
-    Ok(Some(proven.jkt))
+    Ok(Some(accepted.jkt))
 }
 
 /// Signs the access token (and an ID token when `openid` was granted to a user) and answers 200.

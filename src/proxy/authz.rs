@@ -8,8 +8,7 @@ use http::request::Parts;
 use std::sync::Arc;
 
 use crate::auth::dpop::replay::ReplayMemory;
-use crate::auth::dpop::replay::{proof_id, Seen};
-use crate::auth::dpop::{verify_proof, Expect, ProofError};
+use crate::auth::dpop::{check_request, Expect, ProofError};
 use crate::auth::jwt::{Confirmation, TokenError};
 use crate::auth::token_cache::Admitted;
 use crate::config::DpopMode;
@@ -212,27 +211,10 @@ fn check_proof(
     let proof = single_proof(parts).map_err(Rejection::Proof)?;
     let uri = crate::proxy::headers::client_uri(parts, cx.tls, snap.config.server.trust_forwarded)
         .ok_or(Rejection::Proof(ProofError::WrongUri))?;
-    let expect = Expect {
-        method: parts.method.as_str(),
-        uri: &uri,
-        access_token: Some(token),
-        algorithms: &cfg.algorithms,
-        max_age: cfg.proof_max_age_secs,
-        leeway: cfg.proof_leeway_secs,
-    };
-    let proven = verify_proof(proof, &expect, now).map_err(Rejection::Proof)?;
-    if proven.jkt != jkt {
-        return Err(Rejection::Proof(ProofError::WrongKey));
-    }
-    if cfg.require_nonce && !proven.nonce.as_deref().is_some_and(|n| snap.nonces.check(n, now)) {
-        return Err(Rejection::Proof(ProofError::UseNonce));
-    }
-    let id = proof_id(&proven.jkt, &proven.jti);
-    match cx.replay.first_use(&id, now, cfg.replay_window(), cfg.replay_cache_size) {
-        Seen::First => Ok(id),
-        Seen::Again => Err(Rejection::Proof(ProofError::Replayed)),
-        Seen::Full => Err(Rejection::Proof(ProofError::MemoryFull)),
-    }
+    let expect = Expect::new(cfg, parts.method.as_str(), &uri, Some(token));
+    check_request(proof, &expect, Some(jkt), cfg, &snap.nonces, cx.replay, now)
+        .map(|accepted| accepted.id)
+        .map_err(Rejection::Proof)
 }
 
 /// The one `DPoP` header of a request (RFC 9449 4.3 step 1).

@@ -120,6 +120,25 @@ pub struct Expect<'a> {
     pub leeway: u64,
 }
 
+impl<'a> Expect<'a> {
+    /// What `dpop` config asks of a proof for `method` `uri` (and `access_token`, at the proxy).
+    pub fn new(
+        cfg: &'a crate::config::DpopConfig,
+        method: &'a str,
+        uri: &'a str,
+        access_token: Option<&'a str>,
+    ) -> Self {
+        Expect {
+            method,
+            uri,
+            access_token,
+            algorithms: &cfg.algorithms,
+            max_age: cfg.proof_max_age_secs,
+            leeway: cfg.proof_leeway_secs,
+        }
+    }
+}
+
 /// A proof that passed every stateless check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proven {
@@ -318,5 +337,41 @@ impl Normalized {
         let port = authority.port_u16().filter(|p| *p != default);
         let path = if uri.path().is_empty() { "/" } else { uri.path() };
         Some(Normalized { scheme, host: authority.host().to_ascii_lowercase(), port, path: path.to_owned() })
+    }
+}
+
+/// A proof checked for one request by [`check_request`]: its key and its id.
+pub struct Accepted {
+    /// The proof key's thumbprint (`cnf.jkt` of the token it binds or proves).
+    pub jkt: String,
+    /// The proof's id, remembered by this process; a shared store may still refuse it.
+    pub id: [u8; 16],
+}
+
+/// Everything both ends ask of a proof beyond [`verify_proof`]: the key it must be signed by
+/// (`bound_to`, a token's `cnf.jkt`), a current nonce when `dpop.require_nonce`
+/// ([`ProofError::UseNonce`]), and a first use in this process's replay memory. The key is checked
+/// before the memory, so a proof by the wrong key takes no room there.
+pub fn check_request(
+    proof: &str,
+    expect: &Expect<'_>,
+    bound_to: Option<&str>,
+    cfg: &crate::config::DpopConfig,
+    nonces: &nonce::Nonces,
+    memory: &replay::ReplayMemory,
+    now: u64,
+) -> Result<Accepted, ProofError> {
+    let proven = verify_proof(proof, expect, now)?;
+    if bound_to.is_some_and(|jkt| jkt != proven.jkt) {
+        return Err(ProofError::WrongKey);
+    }
+    if cfg.require_nonce && !proven.nonce.as_deref().is_some_and(|n| nonces.check(n, now)) {
+        return Err(ProofError::UseNonce);
+    }
+    let id = replay::proof_id(&proven.jkt, &proven.jti);
+    match memory.first_use(&id, now, cfg.replay_window(), cfg.replay_cache_size) {
+        replay::Seen::First => Ok(Accepted { jkt: proven.jkt, id }),
+        replay::Seen::Again => Err(ProofError::Replayed),
+        replay::Seen::Full => Err(ProofError::MemoryFull),
     }
 }
