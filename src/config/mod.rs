@@ -21,7 +21,7 @@ pub use issuers::{fetchable_url, is_loopback, IssuerConfig, KeySource, RequireTy
 mod dpop;
 pub use dpop::{DpopConfig, DpopMode};
 mod quota;
-pub use quota::{default_burst, ClientRateLimit, LimitKey, RouteRateLimit};
+pub use quota::{default_burst, lease_size, ClientRateLimit, LimitKey, RouteRateLimit};
 mod state;
 pub use state::{redacted_url, StateBackend, StateConfig};
 mod tls;
@@ -501,13 +501,7 @@ impl Config {
                 return bad(format!("route {:?} is public but lists scopes", r.prefix));
             }
             if let Some(l) = &r.rate_limit {
-                quota::check_rate(&format!("route {:?}: rate_limit", r.prefix), l.per_second, l.burst)?;
-                if r.public && l.key != LimitKey::Ip {
-                    return bad(format!(
-                        "route {:?} is public: its rate_limit.key can only be \"ip\" (there is no token to read)",
-                        r.prefix
-                    ));
-                }
+                quota::check_route(&r.prefix, r.public, l)?;
             }
         }
         let mut prefixes: Vec<_> = self.routes.iter().map(|r| r.prefix.trim_end_matches('/')).collect();

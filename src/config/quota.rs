@@ -57,6 +57,18 @@ pub struct RouteRateLimit {
     /// Most keys remembered at once; past it, keys are evicted (and start with a full bucket).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// With `[state] backend = "redis"`: count this route across every instance on the store
+    /// (true), or per instance (false).
+    #[serde(default = "default_shared")]
+    pub shared: bool,
+    /// With a shared count: requests an instance takes from the store in one round trip (default:
+    /// a tenth of the burst, at least 1). 1 is exact; more waits on the store less often.
+    #[serde(default)]
+    pub lease: Option<u32>,
+}
+
+fn default_shared() -> bool {
+    true
 }
 
 fn default_max_keys() -> usize {
@@ -85,7 +97,27 @@ pub(super) fn check_rate(what: &str, per_second: f64, burst: Option<u32>) -> Res
     Ok(())
 }
 
+/// A route's `rate_limit`, on route `prefix` (public or not).
+pub(super) fn check_route(prefix: &str, public: bool, l: &RouteRateLimit) -> Result<(), ConfigError> {
+    check_rate(&format!("route {prefix:?}: rate_limit"), l.per_second, l.burst)?;
+    if public && l.key != LimitKey::Ip {
+        return Err(ConfigError::Invalid(format!(
+            "route {prefix:?} is public: its rate_limit.key can only be \"ip\" (there is no token to read)"
+        )));
+    }
+    if l.lease == Some(0) {
+        return Err(ConfigError::Invalid(format!("route {prefix:?}: rate_limit.lease must be at least 1")));
+    }
+    Ok(())
+}
+
 /// The burst of a rate whose `burst` was left out: one second's worth.
 pub fn default_burst(per_second: f64, burst: Option<u32>) -> u32 {
     burst.unwrap_or_else(|| (per_second.ceil() as u32).max(1))
+}
+
+/// The allowance of a shared count under `burst`: `lease` if set, else a tenth of the burst; never
+/// more than the burst, never less than 1.
+pub fn lease_size(lease: Option<u32>, burst: u32) -> u32 {
+    lease.unwrap_or(burst / 10).clamp(1, burst.max(1))
 }

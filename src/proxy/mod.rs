@@ -7,6 +7,7 @@ pub mod failure;
 
 pub use failure::rejection_reasons;
 pub mod headers;
+mod quota;
 pub mod routes;
 pub mod upstream;
 
@@ -63,6 +64,8 @@ struct Outcome<'a> {
     proof: Option<[u8; 16]>,
     /// The route quota's answer, for the `RateLimit` headers of the response.
     quota: Option<(crate::quota::Rate, crate::quota::Decision)>,
+    /// The route quota's question to the shared store, when the local allowance ran out.
+    pending_quota: Option<quota::Pending>,
     /// The request's trace: its id for the log, the `traceparent` for the upstream, its spans.
     trace: RequestTrace,
 }
@@ -163,6 +166,16 @@ async fn route_request<'s>(
                     return Err(failure);
                 }
             }
+            if let (Some(pending), Some(q)) = (out.pending_quota.take(), &route.quota) {
+                // Boxed: only a request whose allowance ran out awaits the store.
+                match Box::pin(quota::ask_store(gw, q, pending)).await {
+                    Ok(answer) => out.quota = Some(answer),
+                    Err(failure) => {
+                        Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
+                        return Err(failure);
+                    }
+                }
+            }
             let quota = out.quota.take();
             let mut resp = forward(gw, snap, route, conn, parts, body, out).await?;
             if let Some((rate, decision)) = quota {
@@ -209,34 +222,6 @@ fn cert_from_header(
     let chain = crate::tls::client_cert::from_header(value.as_bytes())?;
     conn.client_cert = ClientCert::from_chain(&chain).map(Arc::new);
     Ok(())
-}
-
-/// One request of this caller against the route's quota: the caller's key (a claim of the
-/// verified token, or the connection's address) and rate (its client's own `rate_limit`, or the
-/// route's). A token without the claim shares the bucket of the empty key.
-fn spend_quota(
-    snap: &Snapshot,
-    q: &crate::snapshot::RouteQuota,
-    conn: &ConnInfo,
-    admitted: Option<&Admitted>,
-) -> (crate::quota::Rate, crate::quota::Decision) {
-    use crate::config::LimitKey;
-    let v = admitted.map(|a| &a.verified);
-    let client = v.and_then(|v| v.client_id.as_deref());
-    let rate = client.and_then(|c| snap.directory.clients.get(c)).and_then(|c| c.rate_limit).unwrap_or(q.rate);
-    let now = crate::quota::now_micros();
-    let decision = match &q.key {
-        LimitKey::Ip => q.table.check(conn.peer.ip(), rate, now),
-        LimitKey::ClientId => q.table.check(client.unwrap_or(""), rate, now),
-        LimitKey::Sub => q.table.check(v.and_then(|v| v.sub.as_deref()).unwrap_or(""), rate, now),
-        LimitKey::Claim(name) => {
-            let text = v
-                .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v.payload).ok())
-                .and_then(|p| jwt::claim_as_header_text(&p, name));
-            q.table.check(text.as_deref().unwrap_or(""), rate, now)
-        }
-    };
-    (rate, decision)
 }
 
 /// Where an admitted request goes next.
@@ -293,11 +278,10 @@ fn admit<'s>(
     let verified = granted.admitted;
     out.proof = granted.proof;
     if let Some(q) = &route.quota {
-        let (rate, decision) = spend_quota(snap, q, conn, verified.as_deref());
-        if !decision.allowed {
-            return Err(Failure::RateLimited { rate, decision, key: q.key.kind() });
+        match quota::spend(gw, snap, &route.prefix, q, conn, verified.as_deref()) {
+            quota::Spent::Decided(rate, decision) => out.quota = Some(quota::allow(q, rate, decision)?),
+            quota::Spent::Ask(pending) => out.pending_quota = Some(pending),
         }
-        out.quota = Some((rate, decision));
     }
     if out.log {
         out.verified = verified.clone();

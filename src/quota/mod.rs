@@ -9,6 +9,10 @@
 //! such entries are dropped whenever a table fills: memory is bounded by the keys active within
 //! one burst window, and by `capacity` under a flood of distinct keys (past it, entries are
 //! evicted and counted; an evicted key starts with a full bucket again).
+//!
+//! With a shared state store (`[state] backend = "redis"`) the TAT lives in the store instead, and
+//! each instance spends requests from a small local allowance the store grants in one round trip
+//! ([`lease`]); the local [`Table`] is then the fallback while the store cannot be reached.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -16,8 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+pub mod lease;
 #[cfg(test)]
 mod tests;
+
+pub use lease::{Ask, Grant, Leases, Local};
 
 /// Shards of a table: requests of different keys rarely wait on one another's lock.
 const SHARDS: usize = 16;
@@ -40,8 +47,13 @@ pub struct Rate {
 
 impl Rate {
     /// The emission interval `T`, in microseconds (at least 1).
-    fn interval(&self) -> u64 {
+    pub fn interval(&self) -> u64 {
         ((1_000_000.0 / self.per_second).round() as u64).max(1)
+    }
+
+    /// The bucket's depth `tau = burst * T`, in microseconds.
+    pub fn tau(&self) -> u64 {
+        self.interval().saturating_mul(self.burst.max(1) as u64)
     }
 
     /// The window a full quota spans, in whole seconds: what `RateLimit-Policy` calls `w`.
@@ -63,34 +75,98 @@ pub struct Decision {
     pub retry_after_secs: u64,
 }
 
-/// The quota state of one route: TAT per key hash.
-pub struct Table {
-    /// TAT (microseconds, [`now_micros`]) by key hash.
-    shards: [Mutex<HashMap<u64, u64, foldhash::fast::FixedState>>; SHARDS],
-    /// Hashes keys; fixed per table so a key always lands on one shard.
-    hasher: foldhash::fast::FixedState,
-    /// Most keys held (across shards); past it, entries are evicted.
-    capacity: usize,
-    /// Entries evicted while their bucket was not yet full (each may admit up to a burst more).
-    pub evicted: AtomicU64,
+/// Hashes a caller's key; one fixed seed, so the local [`Table`] and the [`Leases`] of a route
+/// agree on a key's hash.
+pub fn key_hash(key: impl Hash) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x746f_6b65_6e67_6174).hash_one(key)
 }
 
-impl Table {
-    pub fn new(capacity: usize) -> Table {
-        Table {
+/// An entry that carries no information past some instant, and may then be dropped.
+trait Expiring {
+    fn dead(&self, now: u64) -> bool;
+}
+
+impl Expiring for u64 {
+    /// A TAT in the past: the bucket is full, the same as no entry.
+    fn dead(&self, now: u64) -> bool {
+        *self <= now
+    }
+}
+
+/// Entries by key hash, in [`SHARDS`] locks, bounded to `capacity` entries.
+struct Shards<V> {
+    /// The entries; a key always lands on the shard its hash names.
+    shards: [Mutex<HashMap<u64, V, foldhash::fast::FixedState>>; SHARDS],
+    /// Most keys held (across shards); past it, entries are evicted.
+    capacity: usize,
+    /// Entries evicted while they still carried information.
+    evicted: AtomicU64,
+}
+
+type Shard<V> = HashMap<u64, V, foldhash::fast::FixedState>;
+
+impl<V: Expiring> Shards<V> {
+    fn new(capacity: usize) -> Shards<V> {
+        Shards {
             shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
-            hasher: foldhash::fast::FixedState::with_seed(0x746f_6b65_6e67_6174),
             capacity: capacity.max(SHARDS),
             evicted: AtomicU64::new(0),
         }
     }
 
+    /// The shard of `hash`, locked (a poisoned lock still holds valid numbers).
+    fn lock(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard<V>> {
+        self.shards[(hash as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inserts into a locked shard, making room first when a new key would overfill it.
+    fn insert(&self, shard: &mut Shard<V>, hash: u64, value: V, now: u64) {
+        if !shard.contains_key(&hash) && shard.len() >= self.capacity / SHARDS {
+            self.make_room(shard, now);
+        }
+        shard.insert(hash, value);
+    }
+
+    /// Drops the dead entries; if the shard is still full, evicts an eighth of it, in the map's
+    /// arbitrary order, and counts them.
+    fn make_room(&self, shard: &mut Shard<V>, now: u64) {
+        shard.retain(|_, v| !v.dead(now));
+        let cap = self.capacity / SHARDS;
+        if shard.len() >= cap {
+            let drop: Vec<u64> = shard.keys().take((cap / 8).max(1)).copied().collect();
+            for k in &drop {
+                shard.remove(k);
+            }
+            self.evicted.fetch_add(drop.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
+    }
+}
+
+/// The quota state of one route: TAT per key hash.
+pub struct Table {
+    /// TAT (microseconds, [`now_micros`]) by key hash.
+    entries: Shards<u64>,
+}
+
+impl Table {
+    pub fn new(capacity: usize) -> Table {
+        Table { entries: Shards::new(capacity) }
+    }
+
     /// Spends one request of `key` at `now` (microseconds) under `rate`.
     pub fn check(&self, key: impl Hash, rate: Rate, now: u64) -> Decision {
-        let hash = self.hasher.hash_one(key);
+        self.check_hash(key_hash(key), rate, now)
+    }
+
+    /// [`Table::check`] of a key already hashed with [`key_hash`].
+    pub fn check_hash(&self, hash: u64, rate: Rate, now: u64) -> Decision {
         let t = rate.interval();
-        let tau = t.saturating_mul(rate.burst.max(1) as u64);
-        let mut shard = self.shards[(hash as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner());
+        let tau = rate.tau();
+        let mut shard = self.entries.lock(hash);
         let tat = shard.get(&hash).copied().unwrap_or(now).max(now);
         let next = tat + t;
         if next - now > tau {
@@ -103,10 +179,7 @@ impl Table {
                 retry_after_secs: wait.div_ceil(1_000_000).max(1),
             };
         }
-        if !shard.contains_key(&hash) && shard.len() >= self.capacity / SHARDS {
-            self.make_room(&mut shard, now);
-        }
-        shard.insert(hash, next);
+        self.entries.insert(&mut shard, hash, next, now);
         Decision {
             allowed: true,
             remaining: ((tau - (next - now)) / t) as u32,
@@ -117,24 +190,15 @@ impl Table {
 
     /// Keys held now, for the metrics and tests.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Drops the entries with full buckets (TAT passed: the same as no entry); if the shard is
-    /// still full, evicts an eighth of it, in the map's arbitrary order, and counts them.
-    fn make_room(&self, shard: &mut HashMap<u64, u64, foldhash::fast::FixedState>, now: u64) {
-        shard.retain(|_, tat| *tat > now);
-        let cap = self.capacity / SHARDS;
-        if shard.len() >= cap {
-            let drop: Vec<u64> = shard.keys().take((cap / 8).max(1)).copied().collect();
-            for k in &drop {
-                shard.remove(k);
-            }
-            self.evicted.fetch_add(drop.len() as u64, Ordering::Relaxed);
-        }
+    /// Entries evicted while their bucket was not yet full (each may admit up to a burst more).
+    pub fn evicted(&self) -> u64 {
+        self.entries.evicted.load(Ordering::Relaxed)
     }
 }

@@ -78,7 +78,7 @@ fn memory_stays_bounded_under_a_flood_of_distinct_keys() {
         assert!(t.check(i, rate, 5 * S).allowed);
     }
     assert!(t.len() <= 1600, "{}", t.len());
-    assert!(t.evicted.load(Ordering::Relaxed) > 0);
+    assert!(t.evicted() > 0);
     // Full buckets are dropped first, without counting as evictions.
     // Half the capacity at a time (a shard holds at most a sixteenth of it, and keys spread
     // unevenly): the second half finds the first's buckets full again and drops them.
@@ -89,6 +89,79 @@ fn memory_stays_bounded_under_a_flood_of_distinct_keys() {
     for i in 0..800u32 {
         t.check(10_000 + i, rate, 60 * S);
     }
-    assert_eq!(t.evicted.load(Ordering::Relaxed), 0);
+    assert_eq!(t.evicted(), 0);
     assert!(t.len() <= 1600);
+}
+
+const ASK: Ask = Ask { interval_us: S, tau_us: 10 * S, want: 4 };
+
+fn grant(granted: u32, remaining: u32) -> Grant {
+    Grant { granted, remaining, reset_us: 4 * S, retry_us: if granted == 0 { S / 2 } else { 0 } }
+}
+
+#[test]
+fn an_allowance_is_spent_locally_then_the_store_is_asked_again() {
+    let l = Leases::new(1000);
+    let (k, now) = (key_hash("app"), 100 * S);
+    assert_eq!(l.spend(k, now), Local::Ask, "nothing held yet");
+    let d = l.record(k, ASK, grant(4, 6), now);
+    assert!(d.allowed);
+    assert_eq!((d.remaining, d.reset_secs), (9, 4), "the bucket's 6 and the 3 held here");
+    for left in [8, 7, 6] {
+        match l.spend(k, now + 1000) {
+            Local::Pass(d) => assert_eq!(d.remaining, left),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(l.spend(k, now + 1000), Local::Ask, "four granted, four spent");
+    assert_eq!(l.spend(key_hash("other"), now), Local::Ask, "keys never share an allowance");
+}
+
+#[test]
+fn an_allowance_expires_after_the_time_the_bucket_needs_to_earn_it_back() {
+    let l = Leases::new(1000);
+    let (k, now) = (key_hash("app"), 100 * S);
+    l.record(k, ASK, grant(4, 6), now);
+    assert!(matches!(l.spend(k, now + 4 * S - 1), Local::Pass(_)));
+    assert_eq!(l.spend(k, now + 4 * S), Local::Ask, "held past 4 intervals: dropped, not spent");
+}
+
+#[test]
+fn a_refusal_is_answered_locally_until_the_bucket_can_have_refilled() {
+    let l = Leases::new(1000);
+    let (k, now) = (key_hash("app"), 100 * S);
+    let d = l.record(k, ASK, grant(0, 0), now);
+    assert!(!d.allowed);
+    assert_eq!((d.retry_after_secs, d.reset_secs), (1, 4));
+    match l.spend(k, now + S / 4) {
+        Local::Refuse(d) => assert_eq!(d.retry_after_secs, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.spend(k, now + S / 2), Local::Ask, "once a request could fit, the store is asked");
+}
+
+#[test]
+fn concurrent_grants_of_one_key_add_up() {
+    let l = Leases::new(1000);
+    let (k, now) = (key_hash("app"), 100 * S);
+    l.record(k, ASK, grant(4, 2), now);
+    l.record(k, ASK, grant(2, 0), now);
+    let passed = (0..10).filter(|_| matches!(l.spend(k, now), Local::Pass(_))).count();
+    assert_eq!(passed, 3 + 1, "each grant's first request was its asker's");
+}
+
+#[test]
+fn leases_stay_bounded_under_distinct_keys() {
+    let l = Leases::new(1600);
+    let now = 100 * S;
+    for i in 0..100_000u32 {
+        l.record(key_hash(i), ASK, grant(4, 6), now);
+    }
+    assert!(l.len() <= 1600, "{}", l.len());
+    // A grant fully spent by its asker leaves nothing behind.
+    let l = Leases::new(1600);
+    for i in 0..1000u32 {
+        l.record(key_hash(i), ASK, grant(1, 6), now);
+    }
+    assert!(l.is_empty(), "{}", l.len());
 }

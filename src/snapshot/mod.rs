@@ -82,8 +82,15 @@ pub struct RouteQuota {
     pub key: crate::config::LimitKey,
     /// The route's rate (a client's own `rate_limit` replaces it).
     pub rate: crate::quota::Rate,
-    /// The TAT of every key seen recently.
+    /// The TAT of every key seen recently: the count itself when it is this instance's own, the
+    /// fallback while a shared store cannot be reached.
     pub table: Arc<crate::quota::Table>,
+    /// Counted across instances on the shared store (`rate_limit.shared` with a Redis backend).
+    pub shared: bool,
+    /// `rate_limit.lease` as written (None: a tenth of the caller's burst).
+    pub lease: Option<u32>,
+    /// The allowances this instance holds from the shared store, by key.
+    pub leases: Arc<crate::quota::Leases>,
 }
 
 /// Everything a request needs, frozen at one generation.
@@ -372,19 +379,31 @@ fn build_route(
         strip_prefix: r.strip_prefix,
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
         dpop: r.dpop,
-        quota: r.rate_limit.as_ref().map(|l| RouteQuota {
-            key: l.key.clone(),
-            rate: crate::quota::Rate {
-                per_second: l.per_second,
-                burst: crate::config::default_burst(l.per_second, l.burst),
-            },
-            table: previous_routes
-                .and_then(|routes| routes.find(&r.prefix))
-                .filter(|(old, prefix)| *prefix == r.prefix && old.quota.as_ref().is_some_and(|q| q.key == l.key))
-                .and_then(|(old, _)| old.quota.as_ref().map(|q| q.table.clone()))
-                .unwrap_or_else(|| Arc::new(crate::quota::Table::new(l.max_keys))),
-        }),
+        quota: r.rate_limit.as_ref().map(|l| route_quota(config, r, l, previous_routes)),
     })
+}
+
+/// A route's quota, keeping the previous generation's counts when the route and its key are the
+/// same (a reload forgives no one).
+fn route_quota(
+    config: &Config,
+    r: &crate::config::RouteConfig,
+    l: &crate::config::RouteRateLimit,
+    previous_routes: Option<&RouteTable<Arc<Route>>>,
+) -> RouteQuota {
+    let previous = previous_routes
+        .and_then(|routes| routes.find(&r.prefix))
+        .filter(|(_, prefix)| *prefix == r.prefix)
+        .and_then(|(old, _)| old.quota.as_ref())
+        .filter(|q| q.key == l.key);
+    RouteQuota {
+        key: l.key.clone(),
+        rate: crate::quota::Rate { per_second: l.per_second, burst: crate::config::default_burst(l.per_second, l.burst) },
+        table: previous.map_or_else(|| Arc::new(crate::quota::Table::new(l.max_keys)), |q| q.table.clone()),
+        shared: l.shared && config.state.backend == crate::config::StateBackend::Redis,
+        lease: l.lease,
+        leases: previous.map_or_else(|| Arc::new(crate::quota::Leases::new(l.max_keys)), |q| q.leases.clone()),
+    }
 }
 
 #[cfg(test)]

@@ -251,6 +251,10 @@ pub struct StreamStatus {
 /// The answer of [`Store::remember_proof`], on its way.
 pub type ProofCheck = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>;
 
+/// The answer of [`Store::take_quota`], on its way.
+pub type QuotaCall =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::quota::Grant, StoreError>> + Send>>;
+
 pub trait Store: Send + Sync + 'static {
     /// Whether the backend answered its last call; no I/O. An embedded one always does.
     fn available(&self) -> bool {
@@ -333,6 +337,13 @@ pub trait Store: Send + Sync + 'static {
     /// None when the store is not shared between instances: the caller's memory is then the
     /// whole truth. A future, not a blocking call: the proxy awaits it on the request's task.
     fn remember_proof(&self, _id: &[u8; 16], _ttl_secs: u64) -> Option<ProofCheck> {
+        None
+    }
+
+    /// Takes up to `ask.want` requests of quota `key` from the bucket every instance sharing
+    /// this store counts in (GCRA on the store's clock, one atomic round trip): Some(future) with
+    /// the grant, None when the store is not shared (the caller's own table is then the count).
+    fn take_quota(&self, _key: String, _ask: crate::quota::Ask) -> Option<QuotaCall> {
         None
     }
 }

@@ -9,7 +9,7 @@ use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, Store
 use crate::admin::metrics::Metrics;
 
 /// Every timed operation, as the metric's `op` label.
-pub const OPS: [&str; 12] = [
+pub const OPS: [&str; 13] = [
     "create_family",
     "rotate",
     "current_family",
@@ -22,6 +22,7 @@ pub const OPS: [&str; 12] = [
     "clear_failures",
     "purge_expired",
     "remember_proof",
+    "take_quota",
 ];
 
 /// A store whose calls feed the metrics.
@@ -48,6 +49,21 @@ impl Observed {
         let result = call(self.inner.as_ref());
         self.metrics.observe_store(op, start.elapsed().as_secs_f64(), result.is_ok());
         result
+    }
+
+    /// [`Observed::timed`] for a call that is a future: timed from its first poll to its answer.
+    fn timed_async<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>> {
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let result = call.await;
+            metrics.observe_store(op, start.elapsed().as_secs_f64(), result.is_ok());
+            result
+        })
     }
 }
 
@@ -115,13 +131,10 @@ impl Store for Observed {
     }
 
     fn remember_proof(&self, id: &[u8; 16], ttl_secs: u64) -> Option<super::ProofCheck> {
-        let check = self.inner.remember_proof(id, ttl_secs)?;
-        let metrics = self.metrics.clone();
-        Some(Box::pin(async move {
-            let start = Instant::now();
-            let result = check.await;
-            metrics.observe_store("remember_proof", start.elapsed().as_secs_f64(), result.is_ok());
-            result
-        }))
+        Some(self.timed_async("remember_proof", self.inner.remember_proof(id, ttl_secs)?))
+    }
+
+    fn take_quota(&self, key: String, ask: crate::quota::Ask) -> Option<super::QuotaCall> {
+        Some(self.timed_async("take_quota", self.inner.take_quota(key, ask)?))
     }
 }

@@ -13,6 +13,8 @@
 //! - `c:<client id>`: sorted set of the client's families, for `revoke_client`.
 //! - `a:<len>:<client id>:<jti>`: a used client-assertion jti, until the assertion's exp.
 //! - `l:<key>`: a lockout row, until its `forget_at`.
+//! - `d:<proof id>`: a DPoP proof seen, for its replay window.
+//! - `q:<route length>:<route>:<key kind>:<caller>`: a shared quota's TAT, until its bucket is full.
 //! - `{denylist}:jtis` (sorted set jti -> exp) and `{denylist}:stream`: denied access-token jtis
 //!   and the stream every instance follows ([`follow`]).
 //!
@@ -24,6 +26,7 @@
 //! [`Store::is_jti_denied`] from inside an async task.
 
 mod follow;
+mod request_path;
 mod scripts;
 #[cfg(test)]
 mod tests;
@@ -95,6 +98,9 @@ impl Keys {
     fn assertion(&self, client_id: &str, jti: &str) -> String {
         // The length keeps ("a:b", "c") and ("a", "b:c") apart.
         format!("{}a:{}:{client_id}:{jti}", self.prefix, client_id.len())
+    }
+    fn quota(&self, key: &str) -> String {
+        format!("{}q:{key}", self.prefix)
     }
     fn proof(&self, id: &[u8; 16]) -> String {
         format!("{}d:{}", self.prefix, hex(id))
@@ -605,24 +611,11 @@ impl Store for RedisStore {
     }
 
     fn remember_proof(&self, id: &[u8; 16], ttl_secs: u64) -> Option<super::ProofCheck> {
-        // One SET NX EX: atomic, one round trip, gone by itself when no proof could pass again.
-        // Sent on the caller's runtime: the connection manager's own task does the I/O.
-        let (mut con, key, timeout, health) =
-            (self.conn.clone(), self.keys.proof(id), self.timeout, self.health.clone());
-        Some(Box::pin(async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&key).arg(1).arg("NX").arg("EX").arg(ttl_secs.max(1));
-            let result = match tokio::time::timeout(timeout, cmd.query_async(&mut con)).await {
-                Ok(Ok(reply)) => Ok(Option::<String>::is_some(&reply)),
-                Ok(Err(e)) => Err(redis_err(e)),
-                Err(_) => Err(StoreError::Timeout(timeout.as_millis() as u64)),
-            };
-            match &result {
-                Ok(_) => health.reached(),
-                Err(e) => health.unreachable(e),
-            }
-            result
-        }))
+        Some(self.proof_call(id, ttl_secs))
+    }
+
+    fn take_quota(&self, key: String, ask: crate::quota::Ask) -> Option<super::QuotaCall> {
+        Some(self.quota_call(key, ask))
     }
 
     fn record_failure(&self, key: &str, now: u64, policy: &LockoutPolicy) -> Result<LockState, StoreError> {

@@ -144,3 +144,29 @@ return 1
 ",
     )
 });
+
+/// GCRA for a quota shared by every instance, with a local allowance: takes up to `want`
+/// requests from the key's bucket at once, on Redis's own clock (instances' clocks never meet).
+/// KEYS: the key's TAT (microseconds since the epoch). ARGV: interval T, depth tau (both
+/// microseconds), want. Returns {granted, remaining after, microseconds until full, microseconds
+/// until one request fits (0 when granted)}. The TAT is written with `%.0f`: Lua's `tostring`
+/// would round a number this large to 14 digits.
+pub static QUOTA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, tau, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat < now then tat = now end
+local n = math.floor((tau - (tat - now)) / interval)
+if n <= 0 then
+  return {0, 0, tat - now, tat + interval - tau - now}
+end
+if n > want then n = want end
+tat = tat + n * interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+return {n, math.floor((tau - (tat - now)) / interval), tat - now, 0}
+",
+    )
+});

@@ -244,3 +244,39 @@ fn open_fails_clearly_and_never_shows_the_password() {
     assert!(err.starts_with("state.url: redis at redis://***@127.0.0.1:"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+#[test]
+fn a_shared_quota_grants_allowances_from_one_bucket_on_the_servers_clock() {
+    let server = RedisServer::start(false);
+    let (a, b) = (open(&server, "q:", 1000), open(&server, "q:", 1000));
+    // One request per second, ten at once, up to four per round trip.
+    let ask = crate::quota::Ask { interval_us: 1_000_000, tau_us: 10_000_000, want: 4 };
+    let take = |s: &RedisStore| s.run(s.take_quota("4:/api:client_id:app".into(), ask).unwrap()).unwrap();
+    let first = take(&a);
+    assert_eq!((first.granted, first.remaining, first.retry_us), (4, 6, 0));
+    assert!((3_999_000..=4_000_000).contains(&first.reset_us), "{first:?}");
+    let second = take(&b);
+    assert_eq!((second.granted, second.remaining), (4, 2), "the other instance takes from the same bucket");
+    let third = take(&a);
+    assert_eq!((third.granted, third.remaining), (2, 0), "no more than the bucket holds");
+    let refused = take(&b);
+    assert_eq!(refused.granted, 0);
+    // The next request fits one interval after the TAT left the bucket's depth.
+    assert!((1..=1_000_000).contains(&refused.retry_us), "{refused:?}");
+    assert!((9_900_000..=10_000_000).contains(&refused.reset_us), "{refused:?}");
+    // Another key is another bucket; the TAT is stored as whole microseconds (Lua's tostring
+    // would write 1.8e+15 and lose them) and expires once the bucket is full again.
+    assert_eq!(s_take_other(&a, ask).granted, 4);
+    let stored = keys_and_ttls(&server, "q:q:");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for (key, ttl) in stored {
+        assert!((1..=11).contains(&ttl), "{key} ttl {ttl}");
+        let mut con = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+        let tat: String = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+        assert!(tat.len() >= 16 && tat.bytes().all(|c| c.is_ascii_digit()), "{key} = {tat}");
+    }
+}
+
+fn s_take_other(s: &RedisStore, ask: crate::quota::Ask) -> crate::quota::Grant {
+    s.run(s.take_quota("4:/api:client_id:other".into(), ask).unwrap()).unwrap()
+}

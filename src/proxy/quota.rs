@@ -1,0 +1,127 @@
+//! A request against its route's per-caller quota (see [`crate::quota`]): which bucket it counts
+//! in, at what rate, and whether this instance's own count decides or the shared store's.
+//!
+//! With a shared count, most requests are decided from the local allowance ([`Leases`]) without
+//! I/O; only a request that finds it empty asks the store ([`Pending`], awaited by the caller
+//! before forwarding). While the store is unreachable, the route's local [`crate::quota::Table`]
+//! counts instead: each instance then allows the whole quota on its own.
+//!
+//! [`Leases`]: crate::quota::Leases
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::auth::jwt;
+use crate::auth::token_cache::Admitted;
+use crate::config::LimitKey;
+use crate::gateway::{ConnInfo, Gateway};
+use crate::quota::{key_hash, now_micros, Ask, Decision, Local, Rate};
+use crate::snapshot::{RouteQuota, Snapshot};
+
+use super::failure::Failure;
+
+/// The caller a quota counts: its address, or the text of a claim of its verified token.
+#[derive(Hash)]
+enum Caller<'a> {
+    Ip(IpAddr),
+    Text(Cow<'a, str>),
+}
+
+impl fmt::Display for Caller<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Ip(ip) => ip.fmt(f),
+            Caller::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// A request whose allowance ran out: the shared store must be asked before it may pass.
+pub struct Pending {
+    /// The caller's key hash, for the local allowance and the fallback table.
+    hash: u64,
+    /// The caller's key in the store (route, key kind and caller).
+    key: String,
+    /// The caller's rate.
+    rate: Rate,
+    /// What to ask the store for.
+    ask: Ask,
+}
+
+/// What spending one request decided at once.
+pub enum Spent {
+    /// Decided locally.
+    Decided(Rate, Decision),
+    /// Only the shared store can tell.
+    Ask(Pending),
+}
+
+/// One request of this caller against the route's quota: the caller's key (a claim of the
+/// verified token, or the connection's address) and rate (its client's own `rate_limit`, or the
+/// route's). A token without the claim shares the bucket of the empty key.
+pub fn spend(
+    gw: &Gateway,
+    snap: &Snapshot,
+    route: &str,
+    q: &RouteQuota,
+    conn: &ConnInfo,
+    admitted: Option<&Admitted>,
+) -> Spent {
+    let v = admitted.map(|a| &a.verified);
+    let client = v.and_then(|v| v.client_id.as_deref());
+    let rate = client.and_then(|c| snap.directory.clients.get(c)).and_then(|c| c.rate_limit).unwrap_or(q.rate);
+    let caller = match &q.key {
+        LimitKey::Ip => Caller::Ip(conn.peer.ip()),
+        LimitKey::ClientId => Caller::Text(Cow::Borrowed(client.unwrap_or(""))),
+        LimitKey::Sub => Caller::Text(Cow::Borrowed(v.and_then(|v| v.sub.as_deref()).unwrap_or(""))),
+        LimitKey::Claim(name) => Caller::Text(Cow::Owned(
+            v.and_then(|v| serde_json::from_slice::<serde_json::Value>(&v.payload).ok())
+                .and_then(|p| jwt::claim_as_header_text(&p, name))
+                .unwrap_or_default(),
+        )),
+    };
+    let hash = key_hash(&caller);
+    let now = now_micros();
+    if !(q.shared && gw.store.available()) {
+        return Spent::Decided(rate, q.table.check_hash(hash, rate, now));
+    }
+    match q.leases.spend(hash, now) {
+        Local::Pass(d) | Local::Refuse(d) => Spent::Decided(rate, d),
+        Local::Ask => Spent::Ask(Pending {
+            hash,
+            // The route's length first: no prefix can end where another's key begins.
+            key: format!("{}:{route}:{}:{caller}", route.len(), q.key.kind()),
+            rate,
+            ask: Ask {
+                interval_us: rate.interval(),
+                tau_us: rate.tau(),
+                want: crate::config::lease_size(q.lease, rate.burst),
+            },
+        }),
+    }
+}
+
+/// Asks the shared store for the caller's next allowance. Unreachable (or not shared after all,
+/// as when `[state]` changed in a reload that needs a restart), the local table counts.
+pub async fn ask_store(gw: &Gateway, q: &RouteQuota, p: Pending) -> Result<(Rate, Decision), Failure> {
+    let answer = match gw.store.take_quota(p.key, p.ask) {
+        Some(call) => call.await.ok(),
+        None => None,
+    };
+    let now = now_micros();
+    let decision = match answer {
+        Some(grant) => q.leases.record(p.hash, p.ask, grant, now),
+        None => q.table.check_hash(p.hash, p.rate, now),
+    };
+    allow(q, p.rate, decision)
+}
+
+/// The request passes on `decision`, or is refused with it.
+pub fn allow(q: &RouteQuota, rate: Rate, decision: Decision) -> Result<(Rate, Decision), Failure> {
+    if decision.allowed {
+        Ok((rate, decision))
+    } else {
+        Err(Failure::RateLimited { rate, decision, key: q.key.kind() })
+    }
+}
