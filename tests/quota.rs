@@ -1,7 +1,7 @@
 //! Per-caller quotas over the wire (`[[routes]] rate_limit`): exact under concurrency, keyed by
 //! the verified identity (two clients never share a bucket), per-client overrides, per-IP keys
 //! on a public route, the 429 answer and its headers, the metric, and a reload that keeps the
-//! buckets. Local counters only; sharing them through Redis is not built yet.
+//! buckets. Local counters; `tests/redis` shares them between instances through Redis.
 
 mod common;
 
@@ -143,4 +143,9 @@ async fn a_reload_keeps_the_buckets_and_a_bad_limit_is_refused() {
     std::fs::write(&path, bad.text()).unwrap();
     let err = tokengate::commands::check(&path).unwrap_err().to_string();
     assert!(err.contains("can only be \"ip\""), "{err}");
+    // An allowance of nothing would never let a request through.
+    let bad = Config::new().rest(&route("/x", "echo", "rate_limit = { key = \"sub\", per_second = 1, lease = 0 }"));
+    std::fs::write(&path, bad.text()).unwrap();
+    let err = tokengate::commands::check(&path).unwrap_err().to_string();
+    assert!(err.contains("route \"/x\": rate_limit.lease must be at least 1"), "{err}");
 }

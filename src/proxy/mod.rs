@@ -65,7 +65,7 @@ struct Outcome<'a> {
     /// The route quota's answer, for the `RateLimit` headers of the response.
     quota: Option<(crate::quota::Rate, crate::quota::Decision)>,
     /// The route quota's question to the shared store, when the local allowance ran out.
-    pending_quota: Option<quota::Pending>,
+    pending_quota: Option<quota::Pending<'a>>,
     /// The request's trace: its id for the log, the `traceparent` for the upstream, its spans.
     trace: RequestTrace,
 }
@@ -168,7 +168,7 @@ async fn route_request<'s>(
             }
             if let (Some(pending), Some(q)) = (out.pending_quota.take(), &route.quota) {
                 // Boxed: only a request whose allowance ran out awaits the store.
-                match Box::pin(quota::ask_store(gw, q, pending)).await {
+                match Box::pin(quota::ask_store(gw, snap, q, pending)).await {
                     Ok(answer) => out.quota = Some(answer),
                     Err(failure) => {
                         Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;

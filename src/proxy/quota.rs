@@ -37,8 +37,9 @@ impl fmt::Display for Caller<'_> {
     }
 }
 
-/// A request whose allowance ran out: the shared store must be asked before it may pass.
-pub struct Pending {
+/// A request whose allowance ran out: the shared store must be asked (by it, or by another
+/// request of the same caller already asking) before it may pass.
+pub struct Pending<'s> {
     /// The caller's key hash, for the local allowance and the fallback table.
     hash: u64,
     /// The caller's key in the store (route, key kind and caller).
@@ -47,27 +48,29 @@ pub struct Pending {
     rate: Rate,
     /// What to ask the store for.
     ask: Ask,
+    /// Whether this request asks, or waits for the one asking.
+    turn: Local<'s>,
 }
 
 /// What spending one request decided at once.
-pub enum Spent {
+pub enum Spent<'s> {
     /// Decided locally.
     Decided(Rate, Decision),
     /// Only the shared store can tell.
-    Ask(Pending),
+    Ask(Pending<'s>),
 }
 
 /// One request of this caller against the route's quota: the caller's key (a claim of the
 /// verified token, or the connection's address) and rate (its client's own `rate_limit`, or the
 /// route's). A token without the claim shares the bucket of the empty key.
-pub fn spend(
+pub fn spend<'s>(
     gw: &Gateway,
     snap: &Snapshot,
     route: &str,
-    q: &RouteQuota,
+    q: &'s RouteQuota,
     conn: &ConnInfo,
     admitted: Option<&Admitted>,
-) -> Spent {
+) -> Spent<'s> {
     let v = admitted.map(|a| &a.verified);
     let client = v.and_then(|v| v.client_id.as_deref());
     let rate = client.and_then(|c| snap.directory.clients.get(c)).and_then(|c| c.rate_limit).unwrap_or(q.rate);
@@ -88,7 +91,7 @@ pub fn spend(
     }
     match q.leases.spend(hash, now) {
         Local::Pass(d) | Local::Refuse(d) => Spent::Decided(rate, d),
-        Local::Ask => Spent::Ask(Pending {
+        turn => Spent::Ask(Pending {
             hash,
             // The route's length first: no prefix can end where another's key begins.
             key: format!("{}:{route}:{}:{caller}", route.len(), q.key.kind()),
@@ -98,21 +101,47 @@ pub fn spend(
                 tau_us: rate.tau(),
                 want: crate::config::lease_size(q.lease, rate.burst),
             },
+            turn,
         }),
     }
 }
 
-/// Asks the shared store for the caller's next allowance. Unreachable (or not shared after all,
-/// as when `[state]` changed in a reload that needs a restart), the local table counts.
-pub async fn ask_store(gw: &Gateway, q: &RouteQuota, p: Pending) -> Result<(Rate, Decision), Failure> {
+/// Settles a request the allowance could not: waits for the request of the same caller already
+/// asking the store (and, when its grant is spent by others first, for the next one), or asks
+/// itself. Unreachable (or not shared after all, as when `[state]` changed in a reload that needs
+/// a restart), the local table counts.
+pub async fn ask_store(gw: &Gateway, snap: &Snapshot, q: &RouteQuota, p: Pending<'_>) -> Result<(Rate, Decision), Failure> {
+    let mut turn = p.turn;
+    // The asker's call is bounded by the store's timeout; a little more covers its scheduling.
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(snap.config.state.timeout_ms.saturating_add(100));
+    let asking = loop {
+        match turn {
+            Local::Pass(d) | Local::Refuse(d) => return allow(q, p.rate, d),
+            Local::Ask(asking) => break Some(asking),
+            Local::Wait(answered) => {
+                if tokio::time::timeout_at(deadline, answered).await.is_err() {
+                    // Waited the whole bound: ask without the single flight.
+                    break None;
+                }
+                turn = q.leases.spend(p.hash, now_micros());
+            }
+        }
+    };
     let answer = match gw.store.take_quota(p.key, p.ask) {
         Some(call) => call.await.ok(),
         None => None,
     };
     let now = now_micros();
-    let decision = match answer {
-        Some(grant) => q.leases.record(p.hash, p.ask, grant, now),
-        None => q.table.check_hash(p.hash, p.rate, now),
+    let decision = match (answer, asking) {
+        (Some(grant), Some(asking)) => asking.record(p.ask, grant, now),
+        (Some(grant), None) => Decision {
+            allowed: grant.granted > 0,
+            remaining: grant.remaining,
+            reset_secs: grant.reset_us.div_ceil(1_000_000),
+            retry_after_secs: if grant.granted > 0 { 0 } else { grant.retry_us.div_ceil(1_000_000).max(1) },
+        },
+        (None, _) => q.table.check_hash(p.hash, p.rate, now),
     };
     allow(q, p.rate, decision)
 }

@@ -12,9 +12,18 @@
 //! `lease` requests may be refused that an exact limiter would have passed. `lease = 1` is exact,
 //! at one round trip per request.
 //!
+//! One request per key asks at a time: others of the same key that find the allowance empty
+//! wait for its answer and spend from it, so a burst of concurrent requests makes one round trip,
+//! and no grant is stranded beside a request refused for lack of it.
+//!
 //! A refusal is remembered too: the store says when the next request of the key could pass, and
 //! until then this instance refuses the key without asking (GCRA only refills with time, so no
 //! other instance can make room sooner). A flood over its quota costs the store nothing.
+
+use std::sync::Arc;
+
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 
 use super::{Decision, Expiring, Shards};
 
@@ -43,7 +52,7 @@ pub struct Grant {
 }
 
 /// What this instance knows of one key of a shared quota.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Lease {
     /// Requests granted by the store and not spent yet.
     left: u32,
@@ -56,23 +65,105 @@ struct Lease {
     full_at: u64,
     /// No request of the key passes before this instant (local microseconds): the store said so.
     refused_until: u64,
+    /// Set while one request asks the store for this key; the others wait on it.
+    asking: Option<Arc<Notify>>,
+}
+
+impl Lease {
+    /// Requests held and still spendable at `now`.
+    fn held(&self, now: u64) -> u32 {
+        if self.spend_by > now {
+            self.left
+        } else {
+            0
+        }
+    }
 }
 
 impl Expiring for Lease {
     fn dead(&self, now: u64) -> bool {
-        (self.left == 0 || self.spend_by <= now) && self.refused_until <= now
+        self.held(now) == 0 && self.refused_until <= now && self.asking.is_none()
     }
 }
 
 /// What the local allowance says about one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Local {
+pub enum Local<'a> {
     /// Spent from the allowance: passes, no round trip.
     Pass(Decision),
     /// The store refused the key recently and it cannot have refilled yet.
     Refuse(Decision),
-    /// Nothing held: ask the store.
-    Ask,
+    /// Nothing held and nobody asking: this request asks the store.
+    Ask(Asking<'a>),
+    /// Another request of this key is asking: wait for its answer, then spend again.
+    Wait(OwnedNotified),
+}
+
+impl std::fmt::Debug for Local<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Local::Pass(d) => f.debug_tuple("Pass").field(d).finish(),
+            Local::Refuse(d) => f.debug_tuple("Refuse").field(d).finish(),
+            Local::Ask(_) => f.write_str("Ask"),
+            Local::Wait(_) => f.write_str("Wait"),
+        }
+    }
+}
+
+/// The one request of a key asking the store. Dropped, with or without an answer (a request
+/// cancelled mid-call included), it lets the waiting requests go on.
+pub struct Asking<'a> {
+    /// Where the answer goes.
+    leases: &'a Leases,
+    /// The key asked for.
+    hash: u64,
+    /// What the waiting requests wait on.
+    notify: Arc<Notify>,
+}
+
+impl Asking<'_> {
+    /// Records the store's `grant`, asked under `ask` and answered at `now`: the asker takes one
+    /// request, the rest are kept for the others. The asker's decision.
+    pub fn record(self, ask: Ask, grant: Grant, now: u64) -> Decision {
+        let mut shard = self.leases.entries.lock(self.hash);
+        let mut l = shard.get(&self.hash).cloned().unwrap_or_default();
+        let held = l.held(now);
+        l.full_at = now.saturating_add(grant.reset_us);
+        l.remaining = grant.remaining;
+        if grant.granted > 0 {
+            l.spend_by = now.saturating_add(ask.interval_us.saturating_mul(grant.granted as u64));
+            l.refused_until = 0;
+        } else {
+            l.refused_until = now.saturating_add(grant.retry_us.max(1));
+        }
+        let total = held.saturating_add(grant.granted);
+        let decision = if total == 0 {
+            refusal(&l, now)
+        } else {
+            l.left = total - 1;
+            Decision {
+                allowed: true,
+                remaining: l.remaining.saturating_add(l.left),
+                reset_secs: secs(grant.reset_us),
+                retry_after_secs: 0,
+            }
+        };
+        self.leases.entries.insert(&mut shard, self.hash, l, now);
+        decision
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        {
+            let mut shard = self.leases.entries.lock(self.hash);
+            if let Some(l) = shard.get_mut(&self.hash) {
+                if l.asking.as_ref().is_some_and(|n| Arc::ptr_eq(n, &self.notify)) {
+                    l.asking = None;
+                }
+            }
+        }
+        self.notify.notify_waiters();
+    }
 }
 
 /// The local allowances of one route, by key hash (see [`super::key_hash`]).
@@ -91,54 +182,31 @@ impl Leases {
     }
 
     /// Spends one request of `hash` at `now` from what this instance holds, if it can.
-    pub fn spend(&self, hash: u64, now: u64) -> Local {
+    pub fn spend(&self, hash: u64, now: u64) -> Local<'_> {
         let mut shard = self.entries.lock(hash);
-        let Some(l) = shard.get_mut(&hash) else { return Local::Ask };
-        if l.left > 0 && l.spend_by > now {
-            l.left -= 1;
-            return Local::Pass(Decision {
-                allowed: true,
-                remaining: l.remaining.saturating_add(l.left),
-                reset_secs: secs(l.full_at.saturating_sub(now)),
-                retry_after_secs: 0,
-            });
+        if let Some(l) = shard.get_mut(&hash) {
+            if l.held(now) > 0 {
+                l.left -= 1;
+                return Local::Pass(Decision {
+                    allowed: true,
+                    remaining: l.remaining.saturating_add(l.left),
+                    reset_secs: secs(l.full_at.saturating_sub(now)),
+                    retry_after_secs: 0,
+                });
+            }
+            if l.refused_until > now {
+                return Local::Refuse(refusal(l, now));
+            }
+            if let Some(n) = &l.asking {
+                // Made under the lock: it sees the asker's wake-up even if that comes first.
+                return Local::Wait(n.clone().notified_owned());
+            }
         }
-        if l.refused_until > now {
-            return Local::Refuse(refusal(l, now));
-        }
-        Local::Ask
-    }
-
-    /// Records the store's `grant` for `hash`, asked under `ask` and answered at `now`: the
-    /// first granted request is the asker's, the rest are kept. The asker's decision.
-    pub fn record(&self, hash: u64, ask: Ask, grant: Grant, now: u64) -> Decision {
-        let mut shard = self.entries.lock(hash);
-        let mut l = shard.get(&hash).copied().unwrap_or_default();
-        if l.spend_by <= now {
-            l.left = 0;
-        }
-        l.full_at = now.saturating_add(grant.reset_us);
-        l.remaining = grant.remaining;
-        if grant.granted == 0 {
-            l.refused_until = now.saturating_add(grant.retry_us.max(1));
-            let decision = refusal(&l, now);
-            self.entries.insert(&mut shard, hash, l, now);
-            return decision;
-        }
-        // Concurrent askers of one key each bring a grant: they add up.
-        l.left = l.left.saturating_add(grant.granted - 1);
-        l.spend_by = now.saturating_add(ask.interval_us.saturating_mul(grant.granted.max(1) as u64));
-        l.refused_until = 0;
-        let decision = Decision {
-            allowed: true,
-            remaining: l.remaining.saturating_add(l.left),
-            reset_secs: secs(grant.reset_us),
-            retry_after_secs: 0,
-        };
-        if l.left > 0 || shard.contains_key(&hash) {
-            self.entries.insert(&mut shard, hash, l, now);
-        }
-        decision
+        let notify = Arc::new(Notify::new());
+        let mut l = shard.get(&hash).cloned().unwrap_or_default();
+        l.asking = Some(notify.clone());
+        self.entries.insert(&mut shard, hash, l, now);
+        Local::Ask(Asking { leases: self, hash, notify })
     }
 
     /// Keys held now, for the tests.
@@ -148,6 +216,11 @@ impl Leases {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Entries evicted while they still held requests or a refusal.
+    pub fn evicted(&self) -> u64 {
+        self.entries.evicted.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -99,12 +99,19 @@ fn grant(granted: u32, remaining: u32) -> Grant {
     Grant { granted, remaining, reset_us: 4 * S, retry_us: if granted == 0 { S / 2 } else { 0 } }
 }
 
+/// Asks for `k` at `now` (nobody else may be asking) and records `g`: the asker's decision.
+fn asked(l: &Leases, k: u64, now: u64, g: Grant) -> Decision {
+    match l.spend(k, now) {
+        Local::Ask(asking) => asking.record(ASK, g, now),
+        other => panic!("expected to ask, got {other:?}"),
+    }
+}
+
 #[test]
 fn an_allowance_is_spent_locally_then_the_store_is_asked_again() {
     let l = Leases::new(1000);
     let (k, now) = (key_hash("app"), 100 * S);
-    assert_eq!(l.spend(k, now), Local::Ask, "nothing held yet");
-    let d = l.record(k, ASK, grant(4, 6), now);
+    let d = asked(&l, k, now, grant(4, 6));
     assert!(d.allowed);
     assert_eq!((d.remaining, d.reset_secs), (9, 4), "the bucket's 6 and the 3 held here");
     for left in [8, 7, 6] {
@@ -113,41 +120,62 @@ fn an_allowance_is_spent_locally_then_the_store_is_asked_again() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(l.spend(k, now + 1000), Local::Ask, "four granted, four spent");
-    assert_eq!(l.spend(key_hash("other"), now), Local::Ask, "keys never share an allowance");
+    assert!(matches!(l.spend(k, now + 1000), Local::Ask(_)), "four granted, four spent");
+    assert!(matches!(l.spend(key_hash("other"), now), Local::Ask(_)), "keys never share an allowance");
 }
 
 #[test]
 fn an_allowance_expires_after_the_time_the_bucket_needs_to_earn_it_back() {
     let l = Leases::new(1000);
     let (k, now) = (key_hash("app"), 100 * S);
-    l.record(k, ASK, grant(4, 6), now);
+    asked(&l, k, now, grant(4, 6));
     assert!(matches!(l.spend(k, now + 4 * S - 1), Local::Pass(_)));
-    assert_eq!(l.spend(k, now + 4 * S), Local::Ask, "held past 4 intervals: dropped, not spent");
+    assert!(matches!(l.spend(k, now + 4 * S), Local::Ask(_)), "held past 4 intervals: dropped, not spent");
 }
 
 #[test]
 fn a_refusal_is_answered_locally_until_the_bucket_can_have_refilled() {
     let l = Leases::new(1000);
     let (k, now) = (key_hash("app"), 100 * S);
-    let d = l.record(k, ASK, grant(0, 0), now);
+    let d = asked(&l, k, now, grant(0, 0));
     assert!(!d.allowed);
     assert_eq!((d.retry_after_secs, d.reset_secs), (1, 4));
     match l.spend(k, now + S / 4) {
         Local::Refuse(d) => assert_eq!(d.retry_after_secs, 1),
         other => panic!("{other:?}"),
     }
-    assert_eq!(l.spend(k, now + S / 2), Local::Ask, "once a request could fit, the store is asked");
+    assert!(matches!(l.spend(k, now + S / 2), Local::Ask(_)), "once a request could fit, the store is asked");
 }
 
-#[test]
-fn concurrent_grants_of_one_key_add_up() {
+#[tokio::test]
+async fn one_request_per_key_asks_and_the_others_spend_its_grant() {
     let l = Leases::new(1000);
     let (k, now) = (key_hash("app"), 100 * S);
-    l.record(k, ASK, grant(4, 2), now);
-    l.record(k, ASK, grant(2, 0), now);
-    let passed = (0..10).filter(|_| matches!(l.spend(k, now), Local::Pass(_))).count();
-    assert_eq!(passed, 3 + 1, "each grant's first request was its asker's");
+    let Local::Ask(asking) = l.spend(k, now) else { panic!("the first asks") };
+    let waiters: Vec<_> = (0..3)
+        .map(|_| match l.spend(k, now) {
+            Local::Wait(w) => w,
+            other => panic!("the others wait, got {other:?}"),
+        })
+        .collect();
+    assert!(matches!(l.spend(key_hash("other"), now), Local::Ask(_)), "another key does not wait");
+    assert!(asking.record(ASK, grant(4, 6), now).allowed);
+    for w in waiters {
+        w.await;
+        assert!(matches!(l.spend(k, now), Local::Pass(_)), "a waiter spends the grant");
+    }
+    assert!(matches!(l.spend(k, now), Local::Ask(_)), "4 granted: the asker and three waiters");
+}
+
+#[tokio::test]
+async fn an_asker_dropped_without_an_answer_releases_the_waiters() {
+    let l = Leases::new(1000);
+    let (k, now) = (key_hash("app"), 100 * S);
+    let Local::Ask(asking) = l.spend(k, now) else { panic!("the first asks") };
+    let Local::Wait(w) = l.spend(k, now) else { panic!("the second waits") };
+    drop(asking);
+    tokio::time::timeout(std::time::Duration::from_secs(5), w).await.expect("woken by the drop");
+    assert!(matches!(l.spend(k, now), Local::Ask(_)), "and may ask itself");
 }
 
 #[test]
@@ -155,13 +183,15 @@ fn leases_stay_bounded_under_distinct_keys() {
     let l = Leases::new(1600);
     let now = 100 * S;
     for i in 0..100_000u32 {
-        l.record(key_hash(i), ASK, grant(4, 6), now);
+        asked(&l, key_hash(i), now, grant(4, 6));
     }
     assert!(l.len() <= 1600, "{}", l.len());
-    // A grant fully spent by its asker leaves nothing behind.
+    assert!(l.evicted() > 0);
+    // A grant spent whole by its asker leaves an entry that is dropped, not evicted.
     let l = Leases::new(1600);
-    for i in 0..1000u32 {
-        l.record(key_hash(i), ASK, grant(1, 6), now);
+    for i in 0..100_000u32 {
+        asked(&l, key_hash(i), now, grant(1, 6));
     }
-    assert!(l.is_empty(), "{}", l.len());
+    assert!(l.len() <= 1600, "{}", l.len());
+    assert_eq!(l.evicted(), 0);
 }

@@ -18,6 +18,7 @@ mod dpop_client;
 mod redis_server;
 
 mod dpop;
+mod quota;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
