@@ -17,11 +17,12 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_gateway NAME: serves $work/NAME/gateway.toml in the background, waits for /readyz on
-# $2 (the admin port), and exits the script with its log when it does not become ready in 10 s.
+# start_gateway NAME ADMIN_PORT [BINARY]: serves $work/NAME/gateway.toml in the background (with
+# BINARY, default $tg), waits for /readyz on the admin port, and exits the script with its log
+# when it does not become ready in 10 s.
 start_gateway() {
-  local name=$1 admin=$2
-  "$tg" serve --config "$work/$name/gateway.toml" >"$work/$name/log" 2>&1 &
+  local name=$1 admin=$2 bin=${3:-$tg}
+  "$bin" serve --config "$work/$name/gateway.toml" >"$work/$name/log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && return 0

@@ -17,6 +17,12 @@
 #   refresh   refresh grants per second: each connection logs in once, then rotates its own
 #             refresh token (one store round trip: the Lua script on Redis, a write transaction
 #             on redb)
+#   limited   `proxy` on a route with a per-caller quota that never triggers (100000/s, one
+#             caller): counted in memory on redb, shared through Redis on redis with the default
+#             allowance (a tenth of the burst per round trip)
+#   lease10   the same with `lease = 10`: on redis, one request in ten waits on a round trip
+# After the table, the cost of each quota on each backend: limited/proxy and lease10/proxy,
+# computed per round (the rounds are interleaved), median and range; the goal is >= 0.97x.
 # Redis is Debian's redis-server, started here on a free port with `appendonly yes` and
 # `appendfsync everysec` (the README's recommendation). The load generator is `tokengate bench`
 # (1 thread). TOKENGATE=path of the binary (default target/release/tokengate, built if missing).
@@ -75,6 +81,14 @@ level = "warn"
 [[routes]]
 prefix = "/"
 upstream = "echo"
+[[routes]]
+prefix = "/limited"
+upstream = "echo"
+rate_limit = { key = "client_id", per_second = 100000, burst = 100000 }
+[[routes]]
+prefix = "/lease10"
+upstream = "echo"
+rate_limit = { key = "client_id", per_second = 100000, burst = 100000, lease = 10 }
 [[clients]]
 id = "bench-app"
 secret_hash = "$client_hash"
@@ -106,6 +120,7 @@ run() {
   local ep="http://127.0.0.1:$port/oauth2/token" login=(--client-id bench-app --client-secret bench-secret)
   case $target in
     proxy) bench_rps "${base[@]}" -c "$conns" --url "http://127.0.0.1:$port/x" --token-file "$work/token" ;;
+    limited | lease10) bench_rps "${base[@]}" -c "$conns" --url "http://127.0.0.1:$port/$target/x" --token-file "$work/token" ;;
     cc) bench_rps "${base[@]}" -c 4 --issue "$ep" "${login[@]}" ;;
     password) bench_rps "${base[@]}" -c 4 --issue "$ep" "${login[@]}" --username bench-user --password bench-password ;;
     refresh) bench_rps "${base[@]}" -c "$conns" --issue "$ep" "${login[@]}" --username bench-user --password bench-password --refresh ;;
@@ -113,7 +128,7 @@ run() {
 }
 
 declare -A results
-targets=(proxy cc password refresh)
+targets=(proxy limited lease10 cc password refresh)
 for ((r = 1; r <= rounds; r++)); do
   for t in "${targets[@]}"; do
     [ -n "$only" ] && ! [[ $t =~ $only ]] && continue
@@ -129,3 +144,20 @@ done
 
 echo
 median_table redb redis "${targets[@]}"
+
+# quota_cost LABEL SUFFIX: per-round ratios of the quota targets to `proxy` on one backend.
+quota_cost() {
+  [ -z "${results[proxy.$2]:-}" ] && return
+  python3 - "$1" "${results[proxy.$2]}" "${results[limited.$2]:-}" "${results[lease10.$2]:-}" <<'PY'
+import statistics, sys
+label, proxy = sys.argv[1], [float(x) for x in sys.argv[2].split()]
+for name, arg in (("limited", sys.argv[3]), ("lease10", sys.argv[4])):
+    if not arg.strip():
+        continue
+    r = [q / p for q, p in zip((float(x) for x in arg.split()), proxy)]
+    print(f"{label:<6} {name}/proxy: {statistics.median(r):.2f}x (rounds {' '.join(f'{x:.2f}' for x in r)})")
+PY
+}
+echo
+quota_cost redb a
+quota_cost redis b

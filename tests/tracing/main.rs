@@ -409,3 +409,33 @@ async fn a_stuck_collector_costs_spans_not_requests() {
     // 30 spans; at most 3 in the export that hangs and 3 queued behind it.
     assert!(dropped >= 24, "dropped spans are counted: {dropped}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_edits_tracing_keeps_the_running_exporter_and_says_restart() {
+    let rx = Receiver::start().await;
+    let up = Upstream::start(Mode::Ok).await;
+    let gw = gateway(false, &up, &tracing_section(&rx.url(), "sample_ratio = 1.0")).await;
+    let auth = format!("Bearer {}", gw.mint("alice", ""));
+    assert_eq!(gw.get("/api/before", &[("authorization", &auth)]).await.status, 200);
+    rx.wait_for(1).await;
+
+    // Sampling off and another collector, plus a new route, in one edit: the route applies, the
+    // tracing keys wait for a restart and are named.
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let edited = text.replace("sample_ratio = 1.0", "sample_ratio = 0.0").replace(&rx.url(), "http://127.0.0.1:9/v1/traces")
+        + &route("/api2", &up.url(), "");
+    let generation = gw.generation().await;
+    std::fs::write(&gw.config, edited).unwrap();
+    let doc = gw.wait_generation_above(generation, 10).await;
+    assert_eq!(doc["restart_required"], serde_json::json!(["tracing"]), "{doc}");
+    assert_eq!(gw.get("/api2/x", &[("authorization", &auth)]).await.status, 200, "the rest of the edit applied");
+
+    // Still sampled, still exported to the collector the process started with.
+    let (_, trace, _, flags) = parts(up.last().header("traceparent").expect("traceparent"));
+    assert_eq!(flags, "01", "sample_ratio = 0.0 applied without a restart");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !rx.spans().iter().any(|s| hex(&s.trace_id) == trace && s.name == "GET /api2") {
+        assert!(std::time::Instant::now() < deadline, "the request after the reload was not exported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
