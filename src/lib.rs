@@ -8,13 +8,15 @@
 //!   limits, runs TLS handshakes (the certificate read from the current snapshot), picks
 //!   HTTP/1.1 or h2 per connection, drains on shutdown.
 //! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), authorize
-//!   (`proxy::authz`, over `auth`), rewrite headers (`proxy::headers`), forward through a
-//!   per-upstream connection pool (`proxy::upstream`), log.
+//!   (`proxy::authz`, over `auth`), spend the caller's quota (`proxy::quota`), rewrite headers
+//!   (`proxy::headers`), forward through a per-upstream connection pool (`proxy::upstream`), log.
 //! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,
 //!   other providers' key sets fetched by URL and kept current off the request path
 //!   (`auth::remote`), DPoP proofs with their nonces and replay memory (`auth::dpop`), the
 //!   verified-token cache. Used by both paths; knows nothing of requests.
-//! - `quota`: per-caller rate limits (GCRA tables per route), checked after authorization.
+//! - `quota`: per-caller rate limits (GCRA tables per route), checked after authorization
+//!   (`proxy::quota`); with a Redis store, counted across instances from local allowances
+//!   (`quota::lease`) granted by one script.
 //!
 //! The **token path** branches off the request path by exact URL:
 //!
