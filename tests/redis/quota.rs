@@ -1,7 +1,8 @@
 //! Per-caller quotas counted across instances (`[[routes]] rate_limit` with `[state] backend =
 //! "redis"`): two instances together pass exactly the burst; an instance spends its allowance
 //! without asking Redis for every request and remembers a refusal; with Redis down each instance
-//! counts on its own, and once Redis is back they share again.
+//! counts on its own, and once Redis is back they share again; a silent Redis delays one request
+//! by the timeout, not every request.
 
 use tokengate::commands::{mint, MintRequest};
 
@@ -149,4 +150,26 @@ async fn with_redis_down_each_instance_counts_alone_and_shares_again_after() {
 /// A GET of `path` with `token`.
 fn bearer_at(path: &str, token: &str) -> http::Request<ReqBody> {
     req("GET", path, &[("authorization", &format!("Bearer {token}"))], empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_delays_one_request_by_the_timeout_not_every_request() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    let gws = fleet_plus(&redis, keys.path(), 1, 10, ROUTES).await;
+    let a = &gws[0];
+    let t = token(a, "svc-6");
+    let mut c = a.conn().await;
+    assert_eq!(c.send(bearer_at("/limited/x", &t)).await.status, 200, "shared while Redis answers");
+    // Stopped, not gone: calls hang until `state.timeout_ms` (1000 ms here) rather than fail.
+    redis.pause(true);
+    let (mut statuses, other) = (Vec::new(), token(a, "svc-7"));
+    let started = Instant::now();
+    for _ in 0..30 {
+        statuses.push(c.send(bearer_at("/limited/y", &other)).await.status.as_u16());
+    }
+    let took = started.elapsed();
+    redis.pause(false);
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (20, 10), "counted locally: {statuses:?}");
+    assert!(took < Duration::from_millis(2500), "30 requests took {took:?}: more than one waited on Redis");
 }
