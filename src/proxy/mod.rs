@@ -65,7 +65,7 @@ struct Outcome<'a> {
     /// The route quota's answer, for the `RateLimit` headers of the response.
     quota: Option<(crate::quota::Rate, crate::quota::Decision)>,
     /// The route quota's question to the shared store, when the local allowance ran out.
-    pending_quota: Option<quota::Pending<'a>>,
+    pending_quota: Option<quota::Pending>,
     /// The request's trace: its id for the log, the `traceparent` for the upstream, its spans.
     trace: RequestTrace,
 }

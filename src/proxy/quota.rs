@@ -39,7 +39,7 @@ impl fmt::Display for Caller<'_> {
 
 /// A request whose allowance ran out: the shared store must be asked (by it, or by another
 /// request of the same caller already asking) before it may pass.
-pub struct Pending<'s> {
+pub struct Pending {
     /// The caller's key hash, for the local allowance and the fallback table.
     hash: u64,
     /// The caller's key in the store (route, key kind and caller).
@@ -49,28 +49,28 @@ pub struct Pending<'s> {
     /// What to ask the store for.
     ask: Ask,
     /// Whether this request asks, or waits for the one asking.
-    turn: Local<'s>,
+    turn: Local,
 }
 
 /// What spending one request decided at once.
-pub enum Spent<'s> {
+pub enum Spent {
     /// Decided locally.
     Decided(Rate, Decision),
     /// Only the shared store can tell.
-    Ask(Pending<'s>),
+    Ask(Pending),
 }
 
 /// One request of this caller against the route's quota: the caller's key (a claim of the
 /// verified token, or the connection's address) and rate (its client's own `rate_limit`, or the
 /// route's). A token without the claim shares the bucket of the empty key.
-pub fn spend<'s>(
+pub fn spend(
     gw: &Gateway,
     snap: &Snapshot,
     route: &str,
-    q: &'s RouteQuota,
+    q: &RouteQuota,
     conn: &ConnInfo,
     admitted: Option<&Admitted>,
-) -> Spent<'s> {
+) -> Spent {
     let v = admitted.map(|a| &a.verified);
     let client = v.and_then(|v| v.client_id.as_deref());
     let rate = client.and_then(|c| snap.directory.clients.get(c)).and_then(|c| c.rate_limit).unwrap_or(q.rate);
@@ -89,20 +89,24 @@ pub fn spend<'s>(
     if !(q.shared && gw.store.available()) {
         return Spent::Decided(rate, q.table.check_hash(hash, rate, now));
     }
-    match q.leases.spend(hash, now) {
+    let want = crate::config::lease_size(q.lease, rate.burst);
+    let ask = Ask { interval_us: rate.interval(), tau_us: rate.tau(), want };
+    // The route's length first: no prefix can end where another's key begins.
+    let key = || format!("{}:{route}:{}:{caller}", route.len(), q.key.kind());
+    match q.leases.spend(hash, now, want / 2) {
         Local::Pass(d) | Local::Refuse(d) => Spent::Decided(rate, d),
-        turn => Spent::Ask(Pending {
-            hash,
-            // The route's length first: no prefix can end where another's key begins.
-            key: format!("{}:{route}:{}:{caller}", route.len(), q.key.kind()),
-            rate,
-            ask: Ask {
-                interval_us: rate.interval(),
-                tau_us: rate.tau(),
-                want: crate::config::lease_size(q.lease, rate.burst),
-            },
-            turn,
-        }),
+        Local::Refill(d, asking) => {
+            if let Some(call) = gw.store.take_quota(key(), ask) {
+                // Its own task: this request has passed already and must not wait for it.
+                tokio::spawn(async move {
+                    if let Ok(grant) = call.await {
+                        asking.record(ask, grant, now_micros());
+                    }
+                });
+            }
+            Spent::Decided(rate, d)
+        }
+        turn => Spent::Ask(Pending { hash, key: key(), rate, ask, turn }),
     }
 }
 
@@ -110,21 +114,21 @@ pub fn spend<'s>(
 /// asking the store (and, when its grant is spent by others first, for the next one), or asks
 /// itself. Unreachable (or not shared after all, as when `[state]` changed in a reload that needs
 /// a restart), the local table counts.
-pub async fn ask_store(gw: &Gateway, snap: &Snapshot, q: &RouteQuota, p: Pending<'_>) -> Result<(Rate, Decision), Failure> {
+pub async fn ask_store(gw: &Gateway, snap: &Snapshot, q: &RouteQuota, p: Pending) -> Result<(Rate, Decision), Failure> {
     let mut turn = p.turn;
     // The asker's call is bounded by the store's timeout; a little more covers its scheduling.
     let deadline = tokio::time::Instant::now()
         + std::time::Duration::from_millis(snap.config.state.timeout_ms.saturating_add(100));
     let asking = loop {
         match turn {
-            Local::Pass(d) | Local::Refuse(d) => return allow(q, p.rate, d),
+            Local::Pass(d) | Local::Refuse(d) | Local::Refill(d, _) => return allow(q, p.rate, d),
             Local::Ask(asking) => break Some(asking),
             Local::Wait(answered) => {
                 if tokio::time::timeout_at(deadline, answered).await.is_err() {
                     // Waited the whole bound: ask without the single flight.
                     break None;
                 }
-                turn = q.leases.spend(p.hash, now_micros());
+                turn = q.leases.spend(p.hash, now_micros(), 0);
             }
         }
     };

@@ -5,12 +5,18 @@
 //!
 //! # Accuracy
 //! The store never grants more than its bucket holds, so instances together never pass more than
-//! the quota's requests *granted*; what moves is *when* they are spent. An allowance may be spent
-//! only within `granted * T` of its grant (the time the bucket takes to earn it back), so in any
-//! window the fleet passes at most `lease` requests more than one exact GCRA would. The other
-//! way, an allowance an instance does not spend in time is lost: with N instances, up to N times
-//! `lease` requests may be refused that an exact limiter would have passed. `lease = 1` is exact,
-//! at one round trip per request.
+//! the quota's requests *granted*; what moves is *when* they are spent. A request an instance
+//! holds was taken from the bucket earlier, so in any window the fleet passes at most what its
+//! instances held at the window's start more than one exact GCRA would: up to one and a half
+//! allowances each (half left when the next arrives). A held allowance unspent for the time the
+//! bucket takes to earn it back (`granted * T` after its latest grant) is dropped. The other way,
+//! an allowance an instance does not spend is not available to the others: with N instances, up
+//! to N allowances may be refused that an exact limiter would pass. `lease = 1` is exact, at one
+//! round trip per request.
+//!
+//! Before an allowance runs out, the request that spends it below half its size sends for the
+//! next one in the background (`Local::Refill`): under steady load of one key no request waits on
+//! the store at all, as long as a round trip is shorter than spending half an allowance.
 //!
 //! One request per key asks at a time: others of the same key that find the allowance empty
 //! wait for its answer and spend from it, so a burst of concurrent requests makes one round trip,
@@ -87,42 +93,49 @@ impl Expiring for Lease {
 }
 
 /// What the local allowance says about one request.
-pub enum Local<'a> {
+pub enum Local {
     /// Spent from the allowance: passes, no round trip.
     Pass(Decision),
     /// The store refused the key recently and it cannot have refilled yet.
     Refuse(Decision),
     /// Nothing held and nobody asking: this request asks the store.
-    Ask(Asking<'a>),
+    Ask(Asking),
     /// Another request of this key is asking: wait for its answer, then spend again.
     Wait(OwnedNotified),
+    /// Spent from the allowance, which is now low: the request passes, and sends for the next
+    /// allowance without waiting for it.
+    Refill(Decision, Asking),
 }
 
-impl std::fmt::Debug for Local<'_> {
+impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Local::Pass(d) => f.debug_tuple("Pass").field(d).finish(),
             Local::Refuse(d) => f.debug_tuple("Refuse").field(d).finish(),
             Local::Ask(_) => f.write_str("Ask"),
             Local::Wait(_) => f.write_str("Wait"),
+            Local::Refill(d, _) => f.debug_tuple("Refill").field(d).finish(),
         }
     }
 }
 
 /// The one request of a key asking the store. Dropped, with or without an answer (a request
 /// cancelled mid-call included), it lets the waiting requests go on.
-pub struct Asking<'a> {
-    /// Where the answer goes.
-    leases: &'a Leases,
+pub struct Asking {
+    /// Where the answer goes (owned: a refill is recorded by a task of its own).
+    leases: Arc<Leases>,
     /// The key asked for.
     hash: u64,
     /// What the waiting requests wait on.
     notify: Arc<Notify>,
+    /// Whether a request waits for this answer to pass (else it is a refill: the request that
+    /// sent it has passed already).
+    for_request: bool,
 }
 
-impl Asking<'_> {
-    /// Records the store's `grant`, asked under `ask` and answered at `now`: the asker takes one
-    /// request, the rest are kept for the others. The asker's decision.
+impl Asking {
+    /// Records the store's `grant`, asked under `ask` and answered at `now`. A request that
+    /// asked takes one of the grant and gets its decision; a refill keeps the whole grant.
     pub fn record(self, ask: Ask, grant: Grant, now: u64) -> Decision {
         let mut shard = self.leases.entries.lock(self.hash);
         let mut l = shard.get(&self.hash).cloned().unwrap_or_default();
@@ -137,9 +150,10 @@ impl Asking<'_> {
         }
         let total = held.saturating_add(grant.granted);
         let decision = if total == 0 {
+            l.left = 0;
             refusal(&l, now)
         } else {
-            l.left = total - 1;
+            l.left = total - u32::from(self.for_request);
             Decision {
                 allowed: true,
                 remaining: l.remaining.saturating_add(l.left),
@@ -152,7 +166,7 @@ impl Asking<'_> {
     }
 }
 
-impl Drop for Asking<'_> {
+impl Drop for Asking {
     fn drop(&mut self) {
         {
             let mut shard = self.leases.entries.lock(self.hash);
@@ -181,18 +195,27 @@ impl Leases {
         Leases { entries: Shards::new(capacity) }
     }
 
-    /// Spends one request of `hash` at `now` from what this instance holds, if it can.
-    pub fn spend(&self, hash: u64, now: u64) -> Local<'_> {
+    /// Spends one request of `hash` at `now` from what this instance holds, if it can. When that
+    /// leaves fewer than `refill_below` held and nobody is asking, the request also sends for
+    /// the next allowance ([`Local::Refill`]).
+    pub fn spend(self: &Arc<Self>, hash: u64, now: u64, refill_below: u32) -> Local {
         let mut shard = self.entries.lock(hash);
         if let Some(l) = shard.get_mut(&hash) {
             if l.held(now) > 0 {
                 l.left -= 1;
-                return Local::Pass(Decision {
+                let decision = Decision {
                     allowed: true,
                     remaining: l.remaining.saturating_add(l.left),
                     reset_secs: secs(l.full_at.saturating_sub(now)),
                     retry_after_secs: 0,
-                });
+                };
+                // No refill while one is on its way, or while the store has just said no.
+                if l.left >= refill_below || l.asking.is_some() || l.refused_until > now {
+                    return Local::Pass(decision);
+                }
+                let notify = Arc::new(Notify::new());
+                l.asking = Some(notify.clone());
+                return Local::Refill(decision, self.asking(hash, notify, false));
             }
             if l.refused_until > now {
                 return Local::Refuse(refusal(l, now));
@@ -206,7 +229,11 @@ impl Leases {
         let mut l = shard.get(&hash).cloned().unwrap_or_default();
         l.asking = Some(notify.clone());
         self.entries.insert(&mut shard, hash, l, now);
-        Local::Ask(Asking { leases: self, hash, notify })
+        Local::Ask(self.asking(hash, notify, true))
+    }
+
+    fn asking(self: &Arc<Self>, hash: u64, notify: Arc<Notify>, for_request: bool) -> Asking {
+        Asking { leases: self.clone(), hash, notify, for_request }
     }
 
     /// Keys held now, for the tests.

@@ -1,6 +1,7 @@
 //! GCRA arithmetic and the table's bounds.
 
 use super::*;
+use std::sync::Arc;
 
 const S: u64 = 1_000_000;
 
@@ -100,8 +101,8 @@ fn grant(granted: u32, remaining: u32) -> Grant {
 }
 
 /// Asks for `k` at `now` (nobody else may be asking) and records `g`: the asker's decision.
-fn asked(l: &Leases, k: u64, now: u64, g: Grant) -> Decision {
-    match l.spend(k, now) {
+fn asked(l: &Arc<Leases>, k: u64, now: u64, g: Grant) -> Decision {
+    match l.spend(k, now, 0) {
         Local::Ask(asking) => asking.record(ASK, g, now),
         other => panic!("expected to ask, got {other:?}"),
     }
@@ -109,78 +110,78 @@ fn asked(l: &Leases, k: u64, now: u64, g: Grant) -> Decision {
 
 #[test]
 fn an_allowance_is_spent_locally_then_the_store_is_asked_again() {
-    let l = Leases::new(1000);
+    let l = Arc::new(Leases::new(1000));
     let (k, now) = (key_hash("app"), 100 * S);
     let d = asked(&l, k, now, grant(4, 6));
     assert!(d.allowed);
     assert_eq!((d.remaining, d.reset_secs), (9, 4), "the bucket's 6 and the 3 held here");
     for left in [8, 7, 6] {
-        match l.spend(k, now + 1000) {
+        match l.spend(k, now + 1000, 0) {
             Local::Pass(d) => assert_eq!(d.remaining, left),
             other => panic!("{other:?}"),
         }
     }
-    assert!(matches!(l.spend(k, now + 1000), Local::Ask(_)), "four granted, four spent");
-    assert!(matches!(l.spend(key_hash("other"), now), Local::Ask(_)), "keys never share an allowance");
+    assert!(matches!(l.spend(k, now + 1000, 0), Local::Ask(_)), "four granted, four spent");
+    assert!(matches!(l.spend(key_hash("other"), now, 0), Local::Ask(_)), "keys never share an allowance");
 }
 
 #[test]
 fn an_allowance_expires_after_the_time_the_bucket_needs_to_earn_it_back() {
-    let l = Leases::new(1000);
+    let l = Arc::new(Leases::new(1000));
     let (k, now) = (key_hash("app"), 100 * S);
     asked(&l, k, now, grant(4, 6));
-    assert!(matches!(l.spend(k, now + 4 * S - 1), Local::Pass(_)));
-    assert!(matches!(l.spend(k, now + 4 * S), Local::Ask(_)), "held past 4 intervals: dropped, not spent");
+    assert!(matches!(l.spend(k, now + 4 * S - 1, 0), Local::Pass(_)));
+    assert!(matches!(l.spend(k, now + 4 * S, 0), Local::Ask(_)), "held past 4 intervals: dropped, not spent");
 }
 
 #[test]
 fn a_refusal_is_answered_locally_until_the_bucket_can_have_refilled() {
-    let l = Leases::new(1000);
+    let l = Arc::new(Leases::new(1000));
     let (k, now) = (key_hash("app"), 100 * S);
     let d = asked(&l, k, now, grant(0, 0));
     assert!(!d.allowed);
     assert_eq!((d.retry_after_secs, d.reset_secs), (1, 4));
-    match l.spend(k, now + S / 4) {
+    match l.spend(k, now + S / 4, 0) {
         Local::Refuse(d) => assert_eq!(d.retry_after_secs, 1),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(l.spend(k, now + S / 2), Local::Ask(_)), "once a request could fit, the store is asked");
+    assert!(matches!(l.spend(k, now + S / 2, 0), Local::Ask(_)), "once a request could fit, the store is asked");
 }
 
 #[tokio::test]
 async fn one_request_per_key_asks_and_the_others_spend_its_grant() {
-    let l = Leases::new(1000);
+    let l = Arc::new(Leases::new(1000));
     let (k, now) = (key_hash("app"), 100 * S);
-    let Local::Ask(asking) = l.spend(k, now) else { panic!("the first asks") };
+    let Local::Ask(asking) = l.spend(k, now, 0) else { panic!("the first asks") };
     let waiters: Vec<_> = (0..3)
-        .map(|_| match l.spend(k, now) {
+        .map(|_| match l.spend(k, now, 0) {
             Local::Wait(w) => w,
             other => panic!("the others wait, got {other:?}"),
         })
         .collect();
-    assert!(matches!(l.spend(key_hash("other"), now), Local::Ask(_)), "another key does not wait");
+    assert!(matches!(l.spend(key_hash("other"), now, 0), Local::Ask(_)), "another key does not wait");
     assert!(asking.record(ASK, grant(4, 6), now).allowed);
     for w in waiters {
         w.await;
-        assert!(matches!(l.spend(k, now), Local::Pass(_)), "a waiter spends the grant");
+        assert!(matches!(l.spend(k, now, 0), Local::Pass(_)), "a waiter spends the grant");
     }
-    assert!(matches!(l.spend(k, now), Local::Ask(_)), "4 granted: the asker and three waiters");
+    assert!(matches!(l.spend(k, now, 0), Local::Ask(_)), "4 granted: the asker and three waiters");
 }
 
 #[tokio::test]
 async fn an_asker_dropped_without_an_answer_releases_the_waiters() {
-    let l = Leases::new(1000);
+    let l = Arc::new(Leases::new(1000));
     let (k, now) = (key_hash("app"), 100 * S);
-    let Local::Ask(asking) = l.spend(k, now) else { panic!("the first asks") };
-    let Local::Wait(w) = l.spend(k, now) else { panic!("the second waits") };
+    let Local::Ask(asking) = l.spend(k, now, 0) else { panic!("the first asks") };
+    let Local::Wait(w) = l.spend(k, now, 0) else { panic!("the second waits") };
     drop(asking);
     tokio::time::timeout(std::time::Duration::from_secs(5), w).await.expect("woken by the drop");
-    assert!(matches!(l.spend(k, now), Local::Ask(_)), "and may ask itself");
+    assert!(matches!(l.spend(k, now, 0), Local::Ask(_)), "and may ask itself");
 }
 
 #[test]
 fn leases_stay_bounded_under_distinct_keys() {
-    let l = Leases::new(1600);
+    let l = Arc::new(Leases::new(1600));
     let now = 100 * S;
     for i in 0..100_000u32 {
         asked(&l, key_hash(i), now, grant(4, 6));
@@ -188,10 +189,35 @@ fn leases_stay_bounded_under_distinct_keys() {
     assert!(l.len() <= 1600, "{}", l.len());
     assert!(l.evicted() > 0);
     // A grant spent whole by its asker leaves an entry that is dropped, not evicted.
-    let l = Leases::new(1600);
+    let l = Arc::new(Leases::new(1600));
     for i in 0..100_000u32 {
         asked(&l, key_hash(i), now, grant(1, 6));
     }
     assert!(l.len() <= 1600, "{}", l.len());
     assert_eq!(l.evicted(), 0);
+}
+
+#[test]
+fn spending_an_allowance_below_half_sends_for_the_next_once() {
+    let l = Arc::new(Leases::new(1000));
+    let (k, now) = (key_hash("app"), 100 * S);
+    let Local::Ask(asking) = l.spend(k, now, 2) else { panic!("the first asks") };
+    asking.record(ASK, grant(4, 6), now);
+    assert!(matches!(l.spend(k, now, 2), Local::Pass(_)), "3 held, 2 left: not yet low");
+    let Local::Refill(d, refill) = l.spend(k, now, 2) else { panic!("1 left, under half: refill") };
+    assert!(d.allowed, "the request that sends for more passes at once");
+    assert!(matches!(l.spend(k, now, 2), Local::Pass(_)), "the last held one, no second refill");
+    assert!(matches!(l.spend(k, now, 2), Local::Wait(_)), "nothing held: wait for the refill in flight");
+    refill.record(ASK, grant(4, 2), now);
+    let passed = (0..10).filter(|_| matches!(l.spend(k, now, 0), Local::Pass(_))).count();
+    assert_eq!(passed, 4, "a refill keeps its whole grant");
+
+    // A refused refill: what is held is still spent, with no refill sent meanwhile.
+    let k = key_hash("refused");
+    let Local::Ask(asking) = l.spend(k, now, 2) else { panic!("the first asks") };
+    asking.record(ASK, grant(3, 0), now);
+    let Local::Refill(_, refill) = l.spend(k, now, 2) else { panic!("1 left: refill") };
+    refill.record(ASK, grant(0, 0), now);
+    assert!(matches!(l.spend(k, now, 2), Local::Pass(_)), "the held one, and no refill after a no");
+    assert!(matches!(l.spend(k, now, 2), Local::Refuse(_)));
 }
