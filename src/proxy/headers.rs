@@ -301,13 +301,34 @@ pub fn check_host(version: http::Version, uri: &http::Uri, headers: &HeaderMap) 
 pub fn set_rate_limit(h: &mut HeaderMap, rate: crate::quota::Rate, d: &crate::quota::Decision) {
     static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
     static STATE: HeaderName = HeaderName::from_static("ratelimit");
-    let policy = format!("\"route\";q={};w={}", rate.burst, rate.window_secs());
-    let state = format!("\"route\";r={};t={}", d.remaining, d.reset_secs);
-    for (name, value) in [(&POLICY, policy), (&STATE, state)] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
+    thread_local! {
+        /// The last policy value made on this thread: a route's rate rarely changes, so most
+        /// requests clone it (a reference count) instead of formatting it again.
+        static LAST_POLICY: std::cell::RefCell<Option<((u32, u64), HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
     }
+    let key = (rate.burst, rate.window_secs());
+    let policy = LAST_POLICY.with_borrow_mut(|last| match last {
+        Some((k, v)) if *k == key => v.clone(),
+        _ => {
+            let v = quota_value(b"\"route\";q=", key.0 as u64, b";w=", key.1);
+            *last = Some((key, v.clone()));
+            v
+        }
+    });
+    h.insert(&POLICY, policy);
+    h.insert(&STATE, quota_value(b"\"route\";r=", d.remaining as u64, b";t=", d.reset_secs));
+}
+
+/// `<a><x><b><y>`, numbers in decimal: the two IETF RateLimit headers, without `format!`.
+fn quota_value(a: &[u8], x: u64, b: &[u8], y: u64) -> HeaderValue {
+    let (mut nx, mut ny) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let mut out = bytes::BytesMut::with_capacity(a.len() + b.len() + 40);
+    for part in [a, nx.format(x).as_bytes(), b, ny.format(y).as_bytes()] {
+        out.extend_from_slice(part);
+    }
+    // Quotes, letters, digits and punctuation only: always a valid value.
+    HeaderValue::from_maybe_shared(out.freeze()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
