@@ -29,8 +29,8 @@ pub struct Telemetry {
     tracer: Option<SdkTracer>,
     /// Owns the batch processor, flushed and stopped by [`Telemetry::shutdown`].
     provider: Option<SdkTracerProvider>,
-    /// `tracing.sample_ratio` as a bound on a new trace id's low 63 bits: the sampled flag sent
-    /// upstream when nothing is exported (the SDK's sampler decides when something is).
+    /// `tracing.sample_ratio` as a bound on a new trace id's low 63 bits (as the SDK's
+    /// TraceIdRatioBased reads it): the head sampling decision of a new trace.
     threshold: u64,
 }
 
@@ -50,7 +50,9 @@ impl Telemetry {
         let processor = export::processor(cfg, endpoint, &resource, counters)?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
+            // Only sampled requests reach the SDK (see `start`): a new trace is always kept there
+            // (it gets the SDK's own id), a continued one follows its caller's flag.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("tokengate");
@@ -83,15 +85,18 @@ impl Telemetry {
         let incoming =
             if trusted { headers.get(&TRACEPARENT).and_then(|v| traceparent::parse(v.as_bytes())) } else { None };
         let continued = incoming.is_some();
-        let Some(tracer) = &self.tracer else {
-            let (trace_id, flags) = match incoming {
-                Some(p) => (p.trace_id, p.flags),
-                None => {
-                    let id = RandomIdGenerator::default().new_trace_id();
-                    (id, if self.samples(id) { TraceFlags::SAMPLED } else { TraceFlags::default() })
-                }
-            };
-            return RequestTrace { trace_id, flags, continued, recording: None };
+        // The head decision is made here, before the SDK is involved: an unsampled request (most
+        // of them at a low ratio) costs a random id and nothing more.
+        let (trace_id, flags) = match incoming {
+            Some(p) => (p.trace_id, p.flags),
+            None => {
+                let id = RandomIdGenerator::default().new_trace_id();
+                (id, if self.samples(id) { TraceFlags::SAMPLED } else { TraceFlags::default() })
+            }
+        };
+        let tracer = match &self.tracer {
+            Some(tracer) if flags.is_sampled() => tracer,
+            _ => return RequestTrace { trace_id, flags, continued, recording: None },
         };
         let parent = match incoming {
             Some(p) => Context::new().with_remote_span_context(SpanContext::new(
@@ -110,7 +115,7 @@ impl Telemetry {
         RequestTrace { trace_id, flags, continued, recording }
     }
 
-    /// The head sampling decision for a new trace when nothing is exported.
+    /// The head sampling decision for a new trace.
     fn samples(&self, id: TraceId) -> bool {
         let bytes = id.to_bytes();
         let mut low = [0u8; 8];

@@ -439,3 +439,28 @@ async fn a_reload_that_edits_tracing_keeps_the_running_exporter_and_says_restart
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarter_of_new_traces_is_exported_at_sample_ratio_one_quarter() {
+    let rx = Receiver::start().await;
+    let up = Upstream::start(Mode::Ok).await;
+    let gw = gateway(false, &up, &tracing_section(&rx.url(), "sample_ratio = 0.25")).await;
+    let auth = format!("Bearer {}", gw.mint("alice", ""));
+    let mut sampled_upstream = 0;
+    for i in 0..400 {
+        assert_eq!(gw.get(&format!("/api/{i}"), &[("authorization", &auth)]).await.status, 200);
+        let (_, _, _, flags) = parts(up.last().header("traceparent").expect("traceparent"));
+        sampled_upstream += usize::from(flags == "01");
+    }
+    // Binomial(400, 0.25): 100 expected, standard deviation 8.7; 60..140 is beyond 4.5 of them.
+    assert!((60..=140).contains(&sampled_upstream), "{sampled_upstream} of 400 sampled");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let requests = loop {
+        let n = rx.spans().iter().filter(|s| s.name == "GET /api").count();
+        if n >= sampled_upstream || std::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(requests, sampled_upstream, "every trace said to be sampled is exported, no other");
+}
