@@ -4,7 +4,7 @@
 # User-space instructions only: the kernel's share of a request (about half of its CPU time on
 # loopback) is not counted.
 #
-#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-q local|shared|lease10] [-n] [-S] [-o OUT]
+#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-q local|shared|lease10] [-t RATIO] [-n] [-S] [-o OUT]
 #
 #   -s  seconds of measured load (default 10; callgrind slows the gateway ~50x)
 #   -a  token algorithm (default RS256)     -u  a distinct token per request, verified-token cache off
@@ -12,6 +12,8 @@
 #   -q  a per-caller quota on the route that never triggers (100000/s, one caller): `local`
 #       counts in memory; `shared` counts on a Redis started here (redis-server) with the default
 #       allowance, `lease10` with `lease = 10` (Redis's own instructions are not counted)
+#   -t  tracing on, spans exported to a local OTLP sink (benches/otlp_sink.py) at this
+#       sample_ratio (its export thread is counted too)
 #   -n  profile nginx as a plain proxy (no token check, upstream keep-alive) instead, under the
 #       same load: the per-request cost tokengate is measured against
 #   -S  count system calls per request with `strace -c` (attached to every thread during the
@@ -23,9 +25,9 @@
 # counts while wrk (-t1 -c16) sends requests with the minted tokens, and prints the count per
 # request. TOKENGATE=path profiles another build. Needs valgrind, nginx, wrk.
 set -euo pipefail
-secs=10 alg=RS256 unique=0 out= log=0 nginx=0 sys=0 quota=
-while getopts s:a:ulq:nSo:h o; do
-  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; q) quota=$OPTARG ;; n) nginx=1 ;; S) sys=1 ;; o) out=$OPTARG ;;
+secs=10 alg=RS256 unique=0 out= log=0 nginx=0 sys=0 quota= ratio=
+while getopts s:a:ulq:t:nSo:h o; do
+  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; q) quota=$OPTARG ;; t) ratio=$OPTARG ;; n) nginx=1 ;; S) sys=1 ;; o) out=$OPTARG ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;; esac
 done
 for t in valgrind callgrind_annotate callgrind_control nginx wrk; do
@@ -81,6 +83,14 @@ url = \"redis://127.0.0.1:$((port + 4))/0\""
     fi ;;
   *) echo "profile.sh: -q takes local, shared or lease10" >&2; exit 2 ;;
 esac
+tracing=
+if [ -n "$ratio" ]; then
+  python3 "$root/benches/otlp_sink.py" $((port + 5)) &
+  pids+=($!)
+  tracing="[tracing]
+otlp_endpoint = \"http://127.0.0.1:$((port + 5))/v1/traces\"
+sample_ratio = $ratio"
+fi
 cat >"$dir/gateway.toml" <<TOML
 [server]
 listen = "127.0.0.1:$((port + 2))"
@@ -98,6 +108,7 @@ cache_size = $([ "$unique" = 1 ] && echo 0 || echo 10000)
 $state
 [log]
 $([ "$log" = 1 ] && printf 'level = "info"\nformat = "json"\nfile = "%s/access.log"' "$dir" || echo 'level = "warn"')
+$tracing
 [[routes]]
 prefix = "/"
 upstream = "http://127.0.0.1:$port"
@@ -154,4 +165,4 @@ profile=$(ls -S "$dir"/cg.out* | head -n1)
 total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 [ -n "$out" ] && cp "$profile" "$out"
 [ "$nginx" = 1 ] && echo "profile.sh: nginx plain proxy (no token check): $requests requests, $total instructions, $((total / requests)) per request" && exit 0
-echo "profile.sh: $alg, $([ "$unique" = 1 ] && echo 'a distinct token per request' || echo 'one token (cached)'), access log $([ "$log" = 1 ] && echo on || echo off), quota ${quota:-none}: $requests requests${non2xx:+ ($non2xx non-2xx)}, $total instructions, $((total / requests)) per request"
+echo "profile.sh: $alg, $([ "$unique" = 1 ] && echo 'a distinct token per request' || echo 'one token (cached)'), access log $([ "$log" = 1 ] && echo on || echo off), quota ${quota:-none}, tracing ${ratio:-off}: $requests requests${non2xx:+ ($non2xx non-2xx)}, $total instructions, $((total / requests)) per request"
