@@ -39,6 +39,8 @@
 #                          tokengate-es256, the same token check as a bearer token
 #   tokengate-rs256-limited the first tokengate's /limited route: tokengate-rs256 plus a per-caller
 #                          rate_limit that never triggers (what checking a quota costs)
+#   tokengate-rs256-limited-quiet  the same on /quiet, with `headers = false`: the quota checked,
+#                          no RateLimit headers on the 200s (what the headers cost)
 # Every target must answer 200 to its first token before anything is measured. The table shows the
 # median req/s of the rounds, its ratio to nginx-noauth and to haproxy-rs256, and the non-2xx and
 # socket-error totals. Installs nothing: it says what to apt-get install when a tool is missing.
@@ -187,6 +189,7 @@ targets=(
   "tokengate-log-rs256|http://127.0.0.1:$((port + 17))/|$dir/RS256.jwt"
   "tokengate-dpop-es256|http://127.0.0.1:$TGP/|$dir/ES256-dpop.jwt"
   "tokengate-rs256-limited|http://127.0.0.1:$TGP/limited|$dir/RS256.jwt"
+  "tokengate-rs256-limited-quiet|http://127.0.0.1:$TGP/quiet|$dir/RS256.jwt"
 )
 if [ -n "$tgb" ]; then
   targets+=(
@@ -302,9 +305,9 @@ awk -F'\t' -v what="${rate:+p99 us (median)}" '
   function ratio(x, base) { return base > 0 ? sprintf("%.2f", x / base) : "-" }
   END {
     for (i = 1; i <= k; i++) med[order[i]] = median(order[i])
-    printf "%-24s %14s %16s %17s %8s %8s\n", "target", what == "" ? "req/s (median)" : what, "vs nginx-noauth", "vs haproxy-rs256", "non-2xx", "errors"
+    printf "%-29s %14s %16s %17s %8s %8s\n", "target", what == "" ? "req/s (median)" : what, "vs nginx-noauth", "vs haproxy-rs256", "non-2xx", "errors"
     for (i = 1; i <= k; i++) {
       t = order[i]
-      printf "%-24s %14.0f %16s %17s %8d %8d\n", t, med[t], ratio(med[t], med["nginx-noauth"]), ratio(med[t], med["haproxy-rs256"]), bad[t], err[t]
+      printf "%-29s %14.0f %16s %17s %8d %8d\n", t, med[t], ratio(med[t], med["nginx-noauth"]), ratio(med[t], med["haproxy-rs256"]), bad[t], err[t]
     }
   }' "$results"

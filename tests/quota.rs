@@ -33,6 +33,11 @@ public = true
 rate_limit = { key = "ip", per_second = 0.001, burst = 3 }
 
 [[routes]]
+prefix = "/quiet"
+upstream = "echo"
+rate_limit = { key = "client_id", per_second = 0.001, burst = 1, headers = false }
+
+[[routes]]
 prefix = "/free"
 upstream = "echo"
 "#;
@@ -90,6 +95,20 @@ async fn exactly_the_burst_passes_under_concurrency_and_clients_do_not_share() {
     assert!(free.header("ratelimit").is_none());
     let m = gw.metrics().await;
     assert_eq!(sample(&m, r#"tokengate_rate_limited_total{route="/api",key="client_id"}"#), 30 + 5 + 1, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_false_keeps_the_ratelimit_headers_for_the_429() {
+    let gw = Gw::start_config(&config()).await;
+    let a = token(&gw, "app-a", "alice");
+    let ok = gw.get_with("/quiet/x", &a).await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.header("ratelimit").is_none() && ok.header("ratelimit-policy").is_none(), "{:?}", ok.headers);
+    let refused = gw.get_with("/quiet/x", &a).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("ratelimit-policy"), Some("\"route\";q=1;w=1000"));
+    assert!(refused.header("ratelimit").is_some_and(|v| v.starts_with("\"route\";r=0;t=")), "{:?}", refused.headers);
+    assert!(refused.header("retry-after").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

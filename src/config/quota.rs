@@ -59,15 +59,19 @@ pub struct RouteRateLimit {
     pub max_keys: usize,
     /// With `[state] backend = "redis"`: count this route across every instance on the store
     /// (true), or per instance (false).
-    #[serde(default = "default_shared")]
+    #[serde(default = "default_true")]
     pub shared: bool,
     /// With a shared count: requests an instance takes from the store in one round trip (default:
     /// a tenth of the burst, at least 1). 1 is exact; more waits on the store less often.
     #[serde(default)]
     pub lease: Option<u32>,
+    /// `RateLimit-Policy` and `RateLimit` on every answer of the route (true), or only on a 429
+    /// (false: two header lines fewer per response for clients that never read them).
+    #[serde(default = "default_true")]
+    pub headers: bool,
 }
 
-fn default_shared() -> bool {
+fn default_true() -> bool {
     true
 }
 

@@ -31,8 +31,6 @@ pub struct Client {
     pub public: bool,
     /// Token requests without a DPoP proof are refused.
     pub require_dpop: bool,
-    /// Its own quota on limited routes, instead of each route's.
-    pub rate_limit: Option<crate::quota::Rate>,
     /// Allowed grants.
     pub grants: Grants,
     /// Scopes it may be granted.
@@ -89,6 +87,9 @@ pub struct Directory {
     by_sub: HashMap<String, String>,
     /// Recently verified client secrets; dropped on every reload.
     pub verified: VerifiedSecrets,
+    /// Clients with their own quota on limited routes, instead of each route's. Its own map,
+    /// usually empty: looking a client up in an empty map hashes nothing.
+    pub rate_limits: HashMap<String, crate::quota::Rate>,
 }
 
 /// Algorithms accepted in client assertions.
@@ -117,10 +118,6 @@ impl Directory {
                     secret_hash: c.secret_hash.clone(),
                     public: c.public,
                     require_dpop: c.require_dpop,
-                    rate_limit: c.rate_limit.as_ref().map(|l| crate::quota::Rate {
-                        per_second: l.per_second,
-                        burst: crate::config::default_burst(l.per_second, l.burst),
-                    }),
                     grants: Grants {
                         client_credentials: has(Grant::ClientCredentials),
                         password: has(Grant::Password),
@@ -150,7 +147,17 @@ impl Directory {
             );
         }
         let by_sub = users.iter().map(|(name, u)| (u.sub.clone(), name.clone())).collect();
-        Ok(Directory { clients, users, by_sub, verified: VerifiedSecrets::new(Duration::from_secs(300), 10_000) })
+        let rate_limits = config
+            .clients
+            .iter()
+            .filter_map(|c| {
+                let l = c.rate_limit.as_ref()?;
+                let burst = crate::config::default_burst(l.per_second, l.burst);
+                Some((c.id.clone(), crate::quota::Rate { per_second: l.per_second, burst }))
+            })
+            .collect();
+        let verified = VerifiedSecrets::new(Duration::from_secs(300), 10_000);
+        Ok(Directory { clients, users, by_sub, verified, rate_limits })
     }
 
     /// The user whose tokens carry this `sub`.

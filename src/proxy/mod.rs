@@ -62,7 +62,8 @@ struct Outcome<'a> {
     upstream_status: Option<u16>,
     /// The DPoP proof id still to be checked against the shared replay store.
     proof: Option<[u8; 16]>,
-    /// The route quota's answer, for the `RateLimit` headers of the response.
+    /// The route quota's answer, for the `RateLimit` headers of the response (None when the
+    /// route sends them only with a 429).
     quota: Option<(crate::quota::Rate, crate::quota::Decision)>,
     /// The route quota's question to the shared store, when the local allowance ran out.
     pending_quota: Option<quota::Pending>,
@@ -169,7 +170,7 @@ async fn route_request<'s>(
             if let (Some(pending), Some(q)) = (out.pending_quota.take(), &route.quota) {
                 // Boxed: only a request whose allowance ran out awaits the store.
                 match Box::pin(quota::ask_store(gw, snap, q, pending)).await {
-                    Ok(answer) => out.quota = Some(answer),
+                    Ok(answer) => out.quota = Some(answer).filter(|_| q.headers),
                     Err(failure) => {
                         Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
                         return Err(failure);
@@ -279,7 +280,7 @@ fn admit<'s>(
     out.proof = granted.proof;
     if let Some(q) = &route.quota {
         match quota::spend(gw, snap, &route.prefix, q, conn, verified.as_deref()) {
-            quota::Spent::Decided(rate, decision) => out.quota = Some(quota::allow(q, rate, decision)?),
+            quota::Spent::Decided(rate, decision) => out.quota = Some(quota::allow(q, rate, decision)?).filter(|_| q.headers),
             quota::Spent::Ask(pending) => out.pending_quota = Some(pending),
         }
     }

@@ -73,7 +73,7 @@ pub fn spend(
 ) -> Spent {
     let v = admitted.map(|a| &a.verified);
     let client = v.and_then(|v| v.client_id.as_deref());
-    let rate = client.and_then(|c| snap.directory.clients.get(c)).and_then(|c| c.rate_limit).unwrap_or(q.rate);
+    let rate = client.and_then(|c| snap.directory.rate_limits.get(c)).copied().unwrap_or(q.rate);
     let caller = match &q.key {
         LimitKey::Ip => Caller::Ip(conn.peer.ip()),
         LimitKey::ClientId => Caller::Text(Cow::Borrowed(client.unwrap_or(""))),

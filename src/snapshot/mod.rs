@@ -91,6 +91,8 @@ pub struct RouteQuota {
     pub lease: Option<u32>,
     /// The allowances this instance holds from the shared store, by key.
     pub leases: Arc<crate::quota::Leases>,
+    /// `RateLimit` headers on every answer (`rate_limit.headers`), not only on a 429.
+    pub headers: bool,
 }
 
 /// Everything a request needs, frozen at one generation.
@@ -403,6 +405,7 @@ fn route_quota(
         shared: l.shared && config.state.backend == crate::config::StateBackend::Redis,
         lease: l.lease,
         leases: previous.map_or_else(|| Arc::new(crate::quota::Leases::new(l.max_keys)), |q| q.leases.clone()),
+        headers: l.headers,
     }
 }
 
