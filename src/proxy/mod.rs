@@ -280,7 +280,9 @@ fn admit<'s>(
     out.proof = granted.proof;
     if let Some(q) = &route.quota {
         match quota::spend(gw, snap, &route.prefix, q, conn, verified.as_deref()) {
-            quota::Spent::Decided(rate, decision) => out.quota = Some(quota::allow(q, rate, decision)?).filter(|_| q.headers),
+            quota::Spent::Decided(rate, decision) => {
+                out.quota = Some(quota::allow(q, rate, decision)?).filter(|_| q.headers)
+            }
             quota::Spent::Ask(pending) => out.pending_quota = Some(pending),
         }
     }

@@ -400,7 +400,10 @@ fn route_quota(
         .filter(|q| q.key == l.key);
     RouteQuota {
         key: l.key.clone(),
-        rate: crate::quota::Rate { per_second: l.per_second, burst: crate::config::default_burst(l.per_second, l.burst) },
+        rate: crate::quota::Rate {
+            per_second: l.per_second,
+            burst: crate::config::default_burst(l.per_second, l.burst),
+        },
         table: previous.map_or_else(|| Arc::new(crate::quota::Table::new(l.max_keys)), |q| q.table.clone()),
         shared: l.shared && config.state.backend == crate::config::StateBackend::Redis,
         lease: l.lease,

@@ -143,7 +143,10 @@ async fn with_redis_down_each_instance_counts_alone_and_shares_again_after() {
     assert_eq!((count(&ra, 200), count(&rb, 200)), (20, 20), "each instance allows the whole quota: A {ra:?} B {rb:?}");
     assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
     for g in [a, b] {
-        assert_eq!(g.state_until("health unavailable", |d| d["health"] == "unavailable").await["health"], "unavailable");
+        assert_eq!(
+            g.state_until("health unavailable", |d| d["health"] == "unavailable").await["health"],
+            "unavailable"
+        );
     }
 
     redis.restart();

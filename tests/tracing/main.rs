@@ -422,8 +422,9 @@ async fn a_reload_that_edits_tracing_keeps_the_running_exporter_and_says_restart
     // Sampling off and another collector, plus a new route, in one edit: the route applies, the
     // tracing keys wait for a restart and are named.
     let text = std::fs::read_to_string(&gw.config).unwrap();
-    let edited = text.replace("sample_ratio = 1.0", "sample_ratio = 0.0").replace(&rx.url(), "http://127.0.0.1:9/v1/traces")
-        + &route("/api2", &up.url(), "");
+    let edited =
+        text.replace("sample_ratio = 1.0", "sample_ratio = 0.0").replace(&rx.url(), "http://127.0.0.1:9/v1/traces")
+            + &route("/api2", &up.url(), "");
     let generation = gw.generation().await;
     std::fs::write(&gw.config, edited).unwrap();
     let doc = gw.wait_generation_above(generation, 10).await;
