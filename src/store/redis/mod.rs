@@ -26,6 +26,8 @@
 //! [`Store::is_jti_denied`] from inside an async task.
 
 mod follow;
+mod keys;
+mod lockout;
 mod request_path;
 mod scripts;
 #[cfg(test)]
@@ -41,9 +43,11 @@ use redis::{AsyncCommands, Client, RedisError};
 /// Wall-clock Unix seconds, for what the trait is not told the time of (denials).
 pub(crate) use crate::auth::unix_now as wall_now;
 
+use self::keys::{hex, Keys};
+use self::lockout::LOCK_CAS_TRIES;
 use super::denylist::DenyList;
 use super::health::Health;
-use super::{Family, LockRow, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
+use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
 
 /// How to reach the server; built from `[state]` by [`crate::store::open`].
 #[derive(Clone)]
@@ -71,59 +75,6 @@ impl std::fmt::Debug for RedisOptions {
 /// Denials the stream keeps (approximately); older ones are still in the denied set, which a
 /// reconnecting instance reads whole.
 const STREAM_MAXLEN: u64 = 10_000;
-
-/// Tries of a lockout compare-and-set before giving up (each loses only to another write).
-const LOCK_CAS_TRIES: usize = 32;
-
-/// Key names under one prefix.
-#[derive(Debug)]
-struct Keys {
-    /// `state.key_prefix`.
-    prefix: String,
-}
-
-impl Keys {
-    fn token(&self, h: &TokenHash) -> String {
-        format!("{}t:{}", self.prefix, hex(h))
-    }
-    fn family(&self, id: &str) -> String {
-        format!("{}f:{{{id}}}", self.prefix)
-    }
-    fn family_tokens(&self, id: &str) -> String {
-        format!("{}h:{{{id}}}", self.prefix)
-    }
-    fn client(&self, client_id: &str) -> String {
-        format!("{}c:{client_id}", self.prefix)
-    }
-    fn assertion(&self, client_id: &str, jti: &str) -> String {
-        // The length keeps ("a:b", "c") and ("a", "b:c") apart.
-        format!("{}a:{}:{client_id}:{jti}", self.prefix, client_id.len())
-    }
-    fn quota(&self, key: &str) -> String {
-        format!("{}q:{key}", self.prefix)
-    }
-    fn proof(&self, id: &[u8; 16]) -> String {
-        format!("{}d:{}", self.prefix, hex(id))
-    }
-    fn lockout(&self, key: &str) -> String {
-        format!("{}l:{key}", self.prefix)
-    }
-    fn denied(&self) -> String {
-        format!("{}{{denylist}}:jtis", self.prefix)
-    }
-    fn denials(&self) -> String {
-        format!("{}{{denylist}}:stream", self.prefix)
-    }
-}
-
-/// Lower-case hex of a token hash (or any other digest).
-fn hex(h: &[u8]) -> String {
-    use std::fmt::Write;
-    h.iter().fold(String::with_capacity(2 * h.len()), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
 
 /// Seconds from `now` until `deadline`, at least 1 (Redis refuses a zero TTL).
 fn ttl(deadline: u64, now: u64) -> u64 {
@@ -296,34 +247,6 @@ impl RedisStore {
             .map_err(redis_err)?;
         Ok(set.is_some())
     }
-
-    /// Reads a lockout row: (as stored, decoded); ("", None) when there is none.
-    async fn lock_row(&self, con: &mut ConnectionManager, key: &str) -> Result<(String, Option<LockRow>), StoreError> {
-        let raw: Option<String> = con.get(self.keys.lockout(key)).await.map_err(redis_err)?;
-        let raw = raw.unwrap_or_default();
-        let row = if raw.is_empty() { None } else { Some(decode_lock(&raw)?) };
-        Ok((raw, row))
-    }
-
-    /// Compare-and-set of a lockout row; false when it changed since `old` was read.
-    async fn lock_cas(
-        &self,
-        con: &mut ConnectionManager,
-        key: &str,
-        old: &str,
-        new: Option<&LockRow>,
-        ttl_secs: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        let done: i64 = scripts::LOCK_CAS
-            .key(self.keys.lockout(key))
-            .arg(old)
-            .arg(new.map(encode_lock).unwrap_or_default())
-            .arg(ttl_secs.map(|t| t.to_string()).unwrap_or_default())
-            .invoke_async(con)
-            .await
-            .map_err(redis_err)?;
-        Ok(done == 1)
-    }
 }
 
 /// Where a token hash points.
@@ -332,20 +255,6 @@ struct Link {
     family_id: String,
     /// The family's absolute expiry (the lookup key lives until then).
     expires: u64,
-}
-
-/// A lockout row as Redis holds it: five numbers.
-fn encode_lock(r: &LockRow) -> String {
-    format!("{} {} {} {} {}", r.failures, r.window_end, r.lockouts, r.locked_until, r.forget_at)
-}
-
-fn decode_lock(s: &str) -> Result<LockRow, StoreError> {
-    let n: Vec<u64> = s.split(' ').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad_value("lockout row"))?;
-    let [failures, window_end, lockouts, locked_until, forget_at] = n[..] else {
-        return Err(bad_value("lockout row"));
-    };
-    let small = |v: u64| u32::try_from(v).map_err(|_| bad_value("lockout row"));
-    Ok(LockRow { failures: small(failures)?, window_end, lockouts: small(lockouts)?, locked_until, forget_at })
 }
 
 /// Logs a warning when the server would lose everything on a restart (no AOF, no RDB
