@@ -1,5 +1,6 @@
 //! Per-caller quotas counted across instances (`[[routes]] rate_limit` with `[state] backend =
-//! "redis"`): two instances together pass exactly the burst; an instance spends its allowance
+//! "redis"`): two instances together pass exactly the burst, and over time the burst plus the
+//! rate; an instance spends its allowance
 //! without asking Redis for every request and remembers a refusal; with Redis down each instance
 //! counts on its own, and once Redis is back they share again; a silent Redis delays one request
 //! by the timeout, not every request.
@@ -9,12 +10,18 @@ use tokengate::commands::{mint, MintRequest};
 use super::*;
 
 /// An exact route (lease 1), one with allowances of 5, and one counted per instance; buckets that
-/// refill nothing during a test (one request per 1000 s).
+/// refill nothing during a test (one request per 1000 s). And `/rated`: 20 per second after a
+/// burst of 10, for a test over time.
 const ROUTES: &str = r#"
 [[routes]]
 prefix = "/exact"
 upstream = "echo"
 rate_limit = { key = "client_id", per_second = 0.001, burst = 20, lease = 1 }
+
+[[routes]]
+prefix = "/rated"
+upstream = "echo"
+rate_limit = { key = "client_id", per_second = 20, burst = 10, lease = 1 }
 
 [[routes]]
 prefix = "/limited"
@@ -192,4 +199,35 @@ async fn a_silent_redis_delays_one_request_by_the_timeout_not_every_request() {
     redis.pause(false);
     assert_eq!((count(&statuses, 200), count(&statuses, 429)), (20, 10), "counted locally: {statuses:?}");
     assert!(took < Duration::from_millis(2500), "30 requests took {took:?}: more than one waited on Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_second_two_instances_pass_the_burst_plus_the_rate() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    let gws = fleet_plus(&redis, keys.path(), 2, 10, ROUTES).await;
+    let t = token(&gws[0], "svc-8");
+    let (ca, cb) = (gws[0].conn().await, gws[1].conn().await);
+    let started = Instant::now();
+    let hammer = |mut c: Conn| {
+        let t = t.clone();
+        let mut out = Vec::new();
+        async move {
+            while started.elapsed() < Duration::from_millis(1500) {
+                out.push(c.send(bearer_at("/rated/x", &t)).await.status.as_u16());
+            }
+            out
+        }
+    };
+    let (ra, rb) = tokio::join!(hammer(ca), hammer(cb));
+    let elapsed = started.elapsed().as_secs_f64();
+    let passed = (count(&ra, 200) + count(&rb, 200)) as f64;
+    // GCRA: the burst at once, then one per 50 ms, both instances together; the bounds allow for
+    // the round trips at either end of the run.
+    let most = 10.0 + 20.0 * elapsed;
+    assert!(
+        passed <= most + 1.0 && passed >= most - 4.0,
+        "{passed} passed in {elapsed:.3} s: expected about {most:.1}"
+    );
+    assert!(count(&ra, 429) + count(&rb, 429) > 0, "the rate was reached");
 }
