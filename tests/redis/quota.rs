@@ -1,9 +1,8 @@
 //! Per-caller quotas counted across instances (`[[routes]] rate_limit` with `[state] backend =
 //! "redis"`): two instances together pass exactly the burst, and over time the burst plus the
-//! rate; an instance spends its allowance
-//! without asking Redis for every request and remembers a refusal; with Redis down each instance
-//! counts on its own, and once Redis is back they share again; a silent Redis delays one request
-//! by the timeout, not every request.
+//! rate; an instance spends its allowance without asking Redis for every request and remembers a
+//! refusal; with Redis down each instance counts on its own, and once Redis is back they share
+//! again; a silent Redis delays one request by the timeout, not every request.
 
 use tokengate::commands::{mint, MintRequest};
 
