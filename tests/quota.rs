@@ -38,6 +38,11 @@ upstream = "echo"
 rate_limit = { key = "client_id", per_second = 0.001, burst = 1, headers = false }
 
 [[routes]]
+prefix = "/many"
+upstream = "echo"
+rate_limit = { key = "sub", per_second = 0.001, burst = 1, max_keys = 16 }
+
+[[routes]]
 prefix = "/free"
 upstream = "echo"
 "#;
@@ -95,6 +100,21 @@ async fn exactly_the_burst_passes_under_concurrency_and_clients_do_not_share() {
     assert!(free.header("ratelimit").is_none());
     let m = gw.metrics().await;
     assert_eq!(sample(&m, r#"tokengate_rate_limited_total{route="/api",key="client_id"}"#), 30 + 5 + 1, "{m}");
+    assert_eq!(sample(&m, r#"tokengate_rate_limit_keys{route="/api"}"#), 2, "two callers held: {m}");
+    assert_eq!(sample(&m, r#"tokengate_rate_limit_evicted_keys{route="/api"}"#), 0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_keys_callers_are_evicted_and_counted() {
+    let gw = Gw::start_config(&config()).await;
+    for i in 0..64 {
+        let t = token(&gw, "app-a", &format!("user-{i}"));
+        assert_eq!(gw.get_with("/many/x", &t).await.status, 200, "each new caller has a full bucket");
+    }
+    let m = gw.metrics().await;
+    let held = sample(&m, r#"tokengate_rate_limit_keys{route="/many"}"#);
+    assert!((1..=16).contains(&held), "max_keys = 16 bounds what is held: {held}");
+    assert!(sample(&m, r#"tokengate_rate_limit_evicted_keys{route="/many"}"#) >= 64 - 16, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,13 @@ struct QuotaLabels {
     key: &'static str,
 }
 
+/// Labels of the per-route quota gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaRouteLabels {
+    /// Route prefix from the config.
+    route: String,
+}
+
 /// Labels of `tokengate_limit_hits_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
@@ -198,6 +205,12 @@ pub struct Metrics {
     limits: Family<LimitLabels, Counter>,
     /// Requests refused by a route's per-caller quota (429), by route and key kind.
     rate_limited: Family<QuotaLabels, Counter>,
+    /// Callers a route's quota holds state for in this instance (its table and allowances);
+    /// set at scrape time.
+    quota_keys: Family<QuotaRouteLabels, Gauge>,
+    /// Callers evicted by `max_keys` from a route's current quota tables (each then starts with
+    /// a full bucket); set at scrape time, restarts when a reload changes the route's key.
+    quota_evicted: Family<QuotaRouteLabels, Gauge>,
     /// Per-route handle cache keyed by route, so repeat records do not allocate.
     routes: RwLock<HashMap<String, Arc<RouteHandles>, foldhash::fast::RandomState>>,
     /// State-store call latency by operation.
@@ -265,6 +278,19 @@ impl Metrics {
             rate_limited.clone(),
         );
 
+        let quota_keys = Family::<QuotaRouteLabels, Gauge>::default();
+        registry.register(
+            "tokengate_rate_limit_keys",
+            "Callers a route's rate_limit holds state for in this instance",
+            quota_keys.clone(),
+        );
+        let quota_evicted = Family::<QuotaRouteLabels, Gauge>::default();
+        registry.register(
+            "tokengate_rate_limit_evicted_keys",
+            "Callers evicted by max_keys from a route's current rate_limit tables (they start with a full bucket)",
+            quota_evicted.clone(),
+        );
+
         let store_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(new_store_histogram);
         registry.register_with_unit(
@@ -325,6 +351,8 @@ impl Metrics {
             reloads,
             limits,
             rate_limited,
+            quota_keys,
+            quota_evicted,
             routes: RwLock::new(HashMap::default()),
             store_duration,
             store_errors,
@@ -437,6 +465,13 @@ impl Metrics {
         if let Some(age) = age_secs {
             self.stream_age.get_or_create(&labels).set(age);
         }
+    }
+
+    /// A route's quota state as of now (callers held, callers evicted); called at scrape time.
+    pub fn observe_quota(&self, route: &str, keys: usize, evicted: u64) {
+        let labels = QuotaRouteLabels { route: route.to_owned() };
+        self.quota_keys.get_or_create(&labels).set(keys as i64);
+        self.quota_evicted.get_or_create(&labels).set(evicted.min(i64::MAX as u64) as i64);
     }
 
     /// Prometheus/OpenMetrics text exposition, ending with the `# EOF` marker.

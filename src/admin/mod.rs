@@ -70,6 +70,9 @@ pub struct AdminState {
     reload: ArcSwap<ReloadStatus>,
     /// The token state store, for `POST /revoke`; set once at start.
     pub store: std::sync::OnceLock<Arc<dyn crate::store::Store>>,
+    /// Brings the gauges only the current snapshot knows (quota tables) up to date at scrape
+    /// time; set once at start by whoever holds the snapshot (the admin does not).
+    pub scrape: std::sync::OnceLock<Box<dyn Fn(&Metrics) + Send + Sync>>,
 }
 
 impl AdminState {
@@ -85,6 +88,7 @@ impl AdminState {
                 restart_required: Vec::new(),
             }),
             store: std::sync::OnceLock::new(),
+            scrape: std::sync::OnceLock::new(),
         }
     }
 
@@ -254,6 +258,9 @@ fn respond<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: &Request<B>)
                 state.metrics.observe_stream("redis", stream.connected, stream.last_event_age_secs);
             }
             state.metrics.observe_log_drops(crate::logging::dropped_lines());
+            if let Some(scrape) = state.scrape.get() {
+                scrape(&state.metrics);
+            }
             with_body(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode())
         }
         Endpoint::State => match state.store.get() {

@@ -77,6 +77,10 @@ pub async fn start_with_store(
     };
     let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::Observed::new(store, metrics.clone()));
     let _ = admin_state.store.set(store.clone());
+    let _ = admin_state.scrape.set(Box::new({
+        let current = current.clone();
+        move |m: &Metrics| crate::snapshot::observe_quotas(&current.load(), m)
+    }));
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
     let ip_limits = crate::oauth::ratelimit::IpLimiter::new(100_000);

@@ -385,6 +385,16 @@ fn build_route(
     })
 }
 
+/// Each limited route's quota state, for `GET /metrics`.
+pub fn observe_quotas(snap: &Snapshot, metrics: &crate::admin::metrics::Metrics) {
+    for r in &snap.config.routes {
+        let Some((route, _)) = snap.routes.find(&r.prefix) else { continue };
+        if let Some(q) = route.quota.as_ref().filter(|_| route.prefix == r.prefix) {
+            metrics.observe_quota(&r.prefix, q.table.len() + q.leases.len(), q.table.evicted() + q.leases.evicted());
+        }
+    }
+}
+
 /// A route's quota, keeping the previous generation's counts when the route and its key are the
 /// same (a reload forgives no one).
 fn route_quota(
