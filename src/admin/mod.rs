@@ -61,6 +61,9 @@ pub struct ReloadStatus {
 }
 
 /// What the admin endpoints report; shared with the reloader, which updates it.
+/// What `AdminState::scrape` runs before `GET /metrics` encodes.
+pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
 pub struct AdminState {
     /// Process-wide metrics, encoded by `GET /metrics` and fed by reload outcomes.
     pub metrics: Arc<Metrics>,
@@ -72,7 +75,7 @@ pub struct AdminState {
     pub store: std::sync::OnceLock<Arc<dyn crate::store::Store>>,
     /// Brings the gauges only the current snapshot knows (quota tables) up to date at scrape
     /// time; set once at start by whoever holds the snapshot (the admin does not).
-    pub scrape: std::sync::OnceLock<Box<dyn Fn(&Metrics) + Send + Sync>>,
+    pub scrape: std::sync::OnceLock<ScrapeHook>,
 }
 
 impl AdminState {
