@@ -60,10 +60,10 @@ pub struct ReloadStatus {
     pub restart_required: Vec<&'static str>,
 }
 
-/// What the admin endpoints report; shared with the reloader, which updates it.
 /// What `AdminState::scrape` runs before `GET /metrics` encodes.
 pub type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
 
+/// What the admin endpoints report; shared with the reloader, which updates it.
 pub struct AdminState {
     /// Process-wide metrics, encoded by `GET /metrics` and fed by reload outcomes.
     pub metrics: Arc<Metrics>,
