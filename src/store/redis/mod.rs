@@ -204,17 +204,7 @@ impl RedisStore {
     /// `state.timeout_ms`. The future is dropped at the deadline; a script already sent may still
     /// run, which is why each one is a complete, consistent step.
     fn run<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        let timeout = self.timeout;
-        let result = self.handle.block_on(async move {
-            tokio::time::timeout(timeout, op).await.unwrap_or(Err(StoreError::Timeout(timeout.as_millis() as u64)))
-        });
-        match &result {
-            // A refused, lost or silent server; not a value tokengate cannot read.
-            Err(e @ (StoreError::Redis(_) | StoreError::Timeout(_))) => self.health.unreachable(e),
-            Err(_) => {}
-            Ok(_) => self.health.reached(),
-        }
-        result
+        self.handle.block_on(bounded(self.timeout, &self.health, op))
     }
 
     /// The family id and absolute expiry a token hash belongs to, if Redis knows it.
@@ -247,6 +237,24 @@ impl RedisStore {
             .map_err(redis_err)?;
         Ok(set.is_some())
     }
+}
+
+/// `op` bounded by `timeout` (dropped at the deadline: a script already sent may still run), with
+/// the server's reachability recorded: a refused, lost or silent server counts, a value tokengate
+/// cannot read does not.
+async fn bounded<T>(
+    timeout: Duration,
+    health: &Health,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let result =
+        tokio::time::timeout(timeout, op).await.unwrap_or(Err(StoreError::Timeout(timeout.as_millis() as u64)));
+    match &result {
+        Err(e @ (StoreError::Redis(_) | StoreError::Timeout(_))) => health.unreachable(e),
+        Err(_) => {}
+        Ok(_) => health.reached(),
+    }
+    result
 }
 
 /// Where a token hash points.

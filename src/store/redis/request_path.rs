@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use redis::RedisError;
 
-use super::{redis_err, scripts, RedisStore};
+use super::{bounded, redis_err, scripts, RedisStore};
 use crate::quota::{Ask, Grant};
 use crate::store::{ProofCheck, QuotaCall, StoreError};
 
@@ -20,18 +20,7 @@ impl RedisStore {
         call: impl Future<Output = Result<T, RedisError>> + Send + 'static,
     ) -> Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>> {
         let (timeout, health) = (self.timeout, self.health.clone());
-        Box::pin(async move {
-            let result = match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(redis_err(e)),
-                Err(_) => Err(StoreError::Timeout(timeout.as_millis() as u64)),
-            };
-            match &result {
-                Ok(_) => health.reached(),
-                Err(e) => health.unreachable(e),
-            }
-            result
-        })
+        Box::pin(async move { bounded(timeout, &health, async { call.await.map_err(redis_err) }).await })
     }
 
     /// [`Store::remember_proof`](crate::store::Store::remember_proof).
