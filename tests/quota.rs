@@ -57,19 +57,7 @@ fn config() -> Config {
 
 /// `n` GETs of `path` with `token` at once over one HTTP/2 connection: (status, response) each.
 async fn burst(gw: &Gw, path: &str, token: &str, n: usize) -> Vec<Resp> {
-    let conn = gw.tls(true).await;
-    let auth = format!("Bearer {token}");
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (mut c, auth, path) = (conn.clone_h2(), auth.clone(), path.to_owned());
-            tokio::spawn(async move { c.send(req("GET", &path, &[("authorization", &auth)], empty())).await })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.expect("request task"));
-    }
-    out
+    bearer_at_once(&gw.tls(true).await, path, token, n).await
 }
 
 fn count(rs: &[Resp], status: u16) -> usize {

@@ -265,6 +265,23 @@ impl Conn {
     }
 }
 
+/// `n` GETs of `path` with a bearer `token`, all at once on clones of the HTTP/2 connection
+/// `conn`: their responses, in the order sent.
+pub async fn bearer_at_once(conn: &Conn, path: &str, token: &str, n: usize) -> Vec<Resp> {
+    let auth = format!("Bearer {token}");
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (mut c, auth, path) = (conn.clone_h2(), auth.clone(), path.to_owned());
+            tokio::spawn(async move { c.send(req("GET", &path, &[("authorization", &auth)], empty())).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("request task"));
+    }
+    out
+}
+
 pub async fn collect(resp: Response<Incoming>) -> Resp {
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(IO_TIMEOUT, body.collect()).await.expect("timely body").expect("body").to_bytes();

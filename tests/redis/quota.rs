@@ -42,18 +42,7 @@ fn token(g: &Inst, client_id: &str) -> String {
 /// `n` GETs of `path` at once over one HTTP/2 connection to `g`; their statuses.
 async fn at_once(g: &Inst, path: &str, token: &str, n: usize) -> Vec<u16> {
     let conn = Conn::tls(g.https, std::slice::from_ref(&g.cert), true).await;
-    let auth = format!("Bearer {token}");
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (mut c, auth, path) = (conn.clone_h2(), auth.clone(), path.to_owned());
-            tokio::spawn(async move { c.send(req("GET", &path, &[("authorization", &auth)], empty())).await })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.expect("request task").status.as_u16());
-    }
-    out
+    bearer_at_once(&conn, path, token, n).await.iter().map(|r| r.status.as_u16()).collect()
 }
 
 fn count(statuses: &[u16], status: u16) -> usize {
