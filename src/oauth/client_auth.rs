@@ -8,7 +8,7 @@ use base64::Engine;
 use http::header;
 use http::request::Parts;
 
-use super::errors::{ClientFailure, OAuthError};
+use super::errors::{Challenge, ClientFailure, OAuthError};
 use super::form::Form;
 use super::{Ctx, Lockout};
 use crate::auth::jwt;
@@ -89,6 +89,23 @@ fn presented<'a>(parts: &Parts, form: &'a Form) -> Result<Presented<'a>, OAuthEr
     match form.get("client_id") {
         Some(id) => Ok(Presented::Public { id }),
         None => Err(OAuthError::InvalidClient(ClientFailure::NoCredentials)),
+    }
+}
+
+/// How `invalid_client` answers this request: with a Basic challenge when it used Basic or no
+/// client authentication at all (no secret or assertion in the body, no client certificate).
+/// Read from the request alone, so the answer cannot tell which clients exist or how they
+/// authenticate.
+pub fn challenge(parts: &Parts, form: &Form, cert_presented: bool) -> Challenge {
+    let basic =
+        parts.headers.get_all(header::AUTHORIZATION).iter().any(|v| {
+            v.as_bytes().split(|&b| b == b' ').next().is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic"))
+        });
+    let in_body = ["client_secret", "client_assertion", "client_assertion_type"].iter().any(|k| form.get(k).is_some());
+    if basic || !(in_body || cert_presented) {
+        Challenge::Basic
+    } else {
+        Challenge::None
     }
 }
 

@@ -39,6 +39,16 @@ pub enum OAuthError {
     UseDpopNonce(String),
 }
 
+/// How a failed client authentication is answered, from how the request tried it (never from
+/// why it failed, so the answer tells nothing about the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// The request used Basic, or no client authentication at all: 401 with `Basic`.
+    Basic,
+    /// Credentials in the body, an assertion or a certificate: 400, no challenge.
+    None,
+}
+
 /// Why client authentication failed: logged for the operator, never told to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFailure {
@@ -136,8 +146,19 @@ impl OAuthError {
         })
     }
 
-    /// The answer: status, JSON body, `Cache-Control: no-store`, `Pragma: no-cache`.
+    /// The answer: status, JSON body, `Cache-Control: no-store`, `Pragma: no-cache`. A failed
+    /// client authentication answers 400 without a challenge: see [`OAuthError::response_to`].
     pub fn response(&self) -> Response<Full<Bytes>> {
+        self.response_to(Challenge::None)
+    }
+
+    /// [`OAuthError::response`], with `invalid_client` answered as `challenge` says (RFC 6749
+    /// 5.2): 401 with a Basic challenge to a client that used Basic or no authentication at
+    /// all, 400 without one to a client that authenticated in the body, by assertion or by
+    /// certificate. RFC 9110 15.5.2 puts a challenge on every 401, and no HTTP scheme names
+    /// those methods; a strict client (oauth4webapi) reads a 401's challenge before its body,
+    /// so a Basic challenge it never used would hide the `invalid_client` code from it.
+    pub fn response_to(&self, challenge: Challenge) -> Response<Full<Bytes>> {
         let proof_error;
         let (status, code, desc) = match self {
             OAuthError::InvalidDpopProof(e) => {
@@ -149,7 +170,11 @@ impl OAuthError {
             }
             OAuthError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", *d),
             OAuthError::InvalidClient(_) => {
-                (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
+                let status = match challenge {
+                    Challenge::Basic => StatusCode::UNAUTHORIZED,
+                    Challenge::None => StatusCode::BAD_REQUEST,
+                };
+                (status, "invalid_client", "client authentication failed")
             }
             OAuthError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", *d),
             OAuthError::UnauthorizedClient(d) => (StatusCode::BAD_REQUEST, "unauthorized_client", *d),
@@ -169,10 +194,7 @@ impl OAuthError {
         };
         let mut resp = json(status, &serde_json::json!({ "error": code, "error_description": desc }));
         match self {
-            // RFC 9110 15.5.2: every 401 carries a challenge. Basic is the one HTTP scheme a
-            // client can authenticate with here (RFC 6749 5.2 says to name the schemes we
-            // support), so it is named whichever method failed.
-            OAuthError::InvalidClient(_) => {
+            OAuthError::InvalidClient(_) if challenge == Challenge::Basic => {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tokengate\""));
             }

@@ -228,7 +228,7 @@ pub async fn handle(
     };
     result.unwrap_or_else(|e| {
         log_refusal(path, parts, &form, &e);
-        e.response()
+        e.response_to(client_auth::challenge(parts, &form, ctx.cert.is_some()))
     })
 }
 

@@ -159,10 +159,10 @@ async fn replayed_client_assertion_is_invalid_client() {
     let first = post(&mut conn, "/oauth2/token", &[FORM_CT], body.clone()).await;
     assert_eq!(first.status, 200, "first use: {}", first.text());
     let again = post(&mut conn, "/oauth2/token", &[FORM_CT], body.clone()).await;
-    assert_eq!((again.status.as_u16(), error_of(&again)), (401, "invalid_client".into()), "replay: {}", again.text());
+    assert_eq!((again.status.as_u16(), error_of(&again)), (400, "invalid_client".into()), "replay: {}", again.text());
     let mut conn2 = lab.gw.tls(true).await;
     let h2_again = post(&mut conn2, "/oauth2/token", &[FORM_CT], body).await;
-    assert_eq!(h2_again.status, 401, "replay over h2 on another connection: {}", h2_again.text());
+    assert_eq!(h2_again.status, 400, "replay over h2 on another connection: {}", h2_again.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../support/dpop_client.rs"]
+#[allow(dead_code)]
 mod dpop_client;
 
 use base64::Engine;

@@ -61,7 +61,7 @@ async fn curl_gets_a_bound_token_and_calls_the_proxy_with_it() {
         let mut args = form.to_vec();
         args.push(format!("{base}/oauth2/token"));
         let (status, body) = curl(&gw, http2, Some(&pki.wrong_subject), args).await;
-        assert_eq!(status, 401, "{body}");
+        assert_eq!(status, 400, "a certificate failed: invalid_client without a Basic challenge: {body}");
         assert!(body.contains("invalid_client"), "{body}");
     }
 }

@@ -77,7 +77,7 @@ async fn a_header_certificate_must_still_chain_to_client_ca_for_tls_client_auth(
     let gw = start(&pki, &upstream).await;
     for (what, cred) in [("another CA", &pki.foreign), ("self-signed lookalike", &pki.self_signed_pki)] {
         let r = raw_from(TRUSTED, gw.plain, &token_post("pki-app", Some(&cred.header_value()))).await;
-        assert_eq!(r.status, 401, "{what}: {}", r.body_text());
+        assert_eq!(r.status, 400, "{what}: a certificate was shown, so no Basic challenge: {}", r.body_text());
         assert_eq!(r.json()["error"], "invalid_client", "{what}");
     }
     // A registered self-signed certificate needs no chain.
@@ -96,7 +96,7 @@ async fn a_malformed_header_from_a_trusted_peer_is_a_bad_request() {
         assert_eq!(r.status, 400, "{bad}: {}", r.body_text());
         assert_eq!(r.json()["error"], "invalid_request", "{bad}");
         let r = raw_from(TRUSTED, gw.plain, &token_post("pki-app", Some(bad))).await;
-        assert_eq!(r.status, 401, "{bad}: {}", r.body_text());
+        assert_eq!(r.status, 400, "{bad}: {}", r.body_text());
         assert_eq!(r.json()["error"], "invalid_client", "{bad}");
     }
     // Empty (nginx's `$ssl_client_escaped_cert` for a client without a certificate): no

@@ -7,6 +7,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../support/dpop_client.rs"]
+#[allow(dead_code)]
+mod dpop_client;
 #[path = "../support/test_ca.rs"]
 #[allow(dead_code)]
 mod test_ca;
@@ -287,12 +290,17 @@ pub fn assert_binding_refused(r: &Resp, what: &str) {
     assert_eq!(r.json()["error"], "invalid_token", "{what}");
 }
 
-/// Asserts the one `invalid_client` answer of the token endpoint, and returns it (status,
-/// challenge, body) so that failures can be compared with each other.
+/// Asserts an `invalid_client` answer of the token endpoint, and returns it (status, challenge,
+/// body) so that failures can be compared with each other: 400 without a challenge when the
+/// request showed a certificate, 401 with `Basic` when it used Basic or nothing (RFC 6749 5.2).
 pub fn assert_invalid_client(r: &Resp, what: &str) -> (u16, String, String) {
-    assert_eq!(r.status, 401, "{what}: {}", r.text());
+    match r.status.as_u16() {
+        400 => assert_eq!(r.header("www-authenticate"), None, "{what}"),
+        401 => assert_eq!(r.www_auth(), "Basic realm=\"tokengate\"", "{what}"),
+        other => panic!("{what}: {other} {}", r.text()),
+    }
     assert_eq!(r.json()["error"], "invalid_client", "{what}");
-    (r.status.as_u16(), r.www_auth().to_owned(), r.text())
+    (r.status.as_u16(), r.header("www-authenticate").unwrap_or_default().to_owned(), r.text())
 }
 
 /// The `cnf` claim of a token (unverified: the gateway's own tests check signatures).

@@ -2,6 +2,8 @@
 //! it issues, the equal refusals, lockout, discovery and the config errors.
 
 use super::*;
+use dpop_client::{client_credentials, Refusal};
+use serde_json::json;
 
 #[tokio::test]
 async fn tls_client_auth_by_subject_dn_and_by_san_issues_tokens_bound_to_the_certificate() {
@@ -28,10 +30,9 @@ async fn tls_client_auth_refuses_wrong_subject_a_self_signed_lookalike_and_no_ce
     // The self-signed lookalike gets through the handshake (a self_signed_tls_client_auth client
     // is configured): what refuses it below is the token endpoint's own chain check.
     assert!(!refused(&gw, Some(&pki.self_signed_pki)).await, "the handshake lets a self-signed certificate through");
-    let cases: [(&str, Option<&Cred>, &str); 5] = [
+    let cases: [(&str, Option<&Cred>, &str); 4] = [
         ("wrong subject", Some(&pki.wrong_subject), "pki-app"),
         ("self-signed certificate with the right subject", Some(&pki.self_signed_pki), "pki-app"),
-        ("no certificate", None, "pki-app"),
         ("the right certificate for another client (no such SAN)", Some(&pki.pki_app), "san-app"),
         ("a registered self-signed certificate for a tls_client_auth client", Some(&pki.self_app), "pki-app"),
     ];
@@ -40,15 +41,26 @@ async fn tls_client_auth_refuses_wrong_subject_a_self_signed_lookalike_and_no_ce
         let r = token_request(&mut mtls(&gw, cred, false).await, &[("client_id", id)], &[]).await;
         answers.push(assert_invalid_client(&r, what));
     }
-    // A secret is no way in for a certificate client, even with its certificate.
-    let r = token_request(
+    assert_eq!(answers[0].0, 400, "a certificate was shown: no Basic challenge");
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "every certificate failure answers alike: {answers:#?}");
+    // Without a certificate the request used no client authentication at all: 401 and Basic,
+    // as for an unknown client naming itself, so the answer does not tell certificate clients
+    // apart. A secret is no way in for a certificate client, even with its certificate.
+    let none = token_request(&mut mtls(&gw, None, false).await, &[("client_id", "pki-app")], &[]).await;
+    let ghost = token_request(&mut mtls(&gw, None, false).await, &[("client_id", "ghost")], &[]).await;
+    let secret = token_request(
         &mut mtls(&gw, Some(&pki.pki_app), false).await,
         &[],
         &[("authorization", &basic_header("pki-app", SECRET))],
     )
     .await;
-    answers.push(assert_invalid_client(&r, "a secret for a certificate client"));
-    assert!(answers.windows(2).all(|w| w[0] == w[1]), "every failure answers alike: {answers:#?}");
+    let basic = [
+        assert_invalid_client(&none, "no certificate"),
+        assert_invalid_client(&ghost, "an unknown client without a certificate"),
+        assert_invalid_client(&secret, "a secret for a certificate client"),
+    ];
+    assert_eq!(basic[0].0, 401, "no client authentication at all: a Basic challenge");
+    assert!(basic.windows(2).all(|w| w[0] == w[1]), "answers alike: {basic:#?}");
 }
 
 #[tokio::test]
@@ -156,4 +168,38 @@ fn misconfigurations_are_refused_naming_the_key() {
         assert!(e.contains(want), "{text}\n=> {e}");
         assert_eq!(e.lines().count(), 1, "one line: {e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_client_reads_certificate_failures_as_invalid_client() {
+    let pki = Pki::generate();
+    let gw = Gw::start_config(&pki.config("", "echo")).await;
+    let ca = gw.dir.path().join("certs/gateway.crt");
+    let grant = |id: &str, cred: Option<&Cred>| {
+        let mut input = json!({
+            "issuer": ISSUER,
+            "token_endpoint": format!("https://127.0.0.1:{}/oauth2/token", gw.https.port()),
+            "client_id": id,
+            "method": "tls",
+        });
+        if let Some(c) = cred {
+            input["cert_pem"] = c.cert_pem.clone().into();
+            input["key_pem"] = c.key_pem.clone().into();
+        }
+        let ca = ca.clone();
+        async move { tokio::task::spawn_blocking(move || client_credentials(&input, &ca)).await.expect("node") }
+    };
+    // tls_client_auth and self_signed_tls_client_auth through oauth4webapi: bound tokens.
+    let token = grant("pki-app", Some(&pki.pki_app)).await.expect("tls_client_auth");
+    assert_eq!(cnf_of(&token)["x5t#S256"], pki.pki_app.thumbprint());
+    let token = grant("self-app", Some(&pki.self_app)).await.expect("self_signed_tls_client_auth");
+    assert_eq!(cnf_of(&token)["x5t#S256"], pki.self_app.thumbprint());
+    // A certificate that fails: the OAuth error reaches the application, no challenge in between.
+    for (what, id, cred) in
+        [("wrong subject", "pki-app", &pki.wrong_subject), ("unregistered self-signed", "self-app", &pki.unregistered)]
+    {
+        assert_eq!(grant(id, Some(cred)).await.map(drop), Err(Refusal::invalid_client()), "{what}");
+    }
+    // No certificate at all is no client authentication: the Basic challenge.
+    assert_eq!(grant("pki-app", None).await.map(drop), Err(Refusal::basic_challenge()), "no certificate");
 }

@@ -37,7 +37,7 @@ async fn secret_basic_decodes_form_encoded_id_and_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secret_post_works_and_invalid_client_answers_401_with_a_basic_challenge_whatever_the_method() {
+async fn secret_post_works_and_invalid_client_challenges_basic_only_where_basic_or_nothing_was_used() {
     let gw = start_default().await;
     let ep = Ep::of(&gw);
     let r = ep.token(Auth::Post("svc", SECRET), &[CC]).await;
@@ -47,16 +47,17 @@ async fn secret_post_works_and_invalid_client_answers_401_with_a_basic_challenge
     ok_post.exchange_client_credentials().request_async(&http).await.expect("oauth2 crate, RequestBody auth");
 
     let mut bodies = Vec::new();
-    // RFC 9110 15.5.2: every 401 carries a challenge; Basic is the one scheme we support.
-    for auth in [
-        Auth::Basic("svc", "wrong"),
-        Auth::Basic("ghost", SECRET),
-        Auth::Post("svc", "wrong"),
-        Auth::Post("ghost", SECRET),
+    // Basic failed: 401 with its challenge. A secret in the body failed: 400 and no challenge
+    // (RFC 6749 5.2; a 401 would need a challenge, and no HTTP scheme names a body secret).
+    for (auth, status, challenge) in [
+        (Auth::Basic("svc", "wrong"), 401, Some("Basic realm=\"tokengate\"")),
+        (Auth::Basic("ghost", SECRET), 401, Some("Basic realm=\"tokengate\"")),
+        (Auth::Post("svc", "wrong"), 400, None),
+        (Auth::Post("ghost", SECRET), 400, None),
     ] {
         let r = ep.token(auth, &[CC]).await;
-        assert_oauth_error(&r, 401, "invalid_client");
-        assert_eq!(r.www_auth(), "Basic realm=\"tokengate\"");
+        assert_oauth_error(&r, status, "invalid_client");
+        assert_eq!(r.header("www-authenticate"), challenge);
         bodies.push(r.body);
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "unknown client and wrong secret answer alike");
@@ -138,15 +139,15 @@ async fn private_key_jwt_with_pem_and_jwks_keys_and_every_refusal() {
     assert_eq!(claims_of(r.json()["access_token"].as_str().unwrap())["sub"], "pk-pem");
     // Replay of the same assertion (same jti).
     let r = ep.token(Auth::None, &with_assertion(&a, Some("pk-pem"))).await;
-    assert_oauth_error(&r, 401, "invalid_client");
-    assert_eq!(r.www_auth(), "Basic realm=\"tokengate\"", "a replayed assertion");
+    assert_oauth_error(&r, 400, "invalid_client");
+    assert_eq!(r.header("www-authenticate"), None, "a replayed assertion: no challenge for a scheme it never used");
 
     // JWKS-keyed client, with kid, no client_id parameter (iss names the client), aud = issuer.
     let a = assertion(&pk.jwks_key, Some("jk1"), "pk-jwks", ISSUER, 120, "jti-jwks-1");
     let r = ep.token(Auth::None, &with_assertion(&a, None)).await;
     assert_eq!(r.status, 200, "private_key_jwt (JWKS): {}", r.text());
     let r = ep.token(Auth::None, &with_assertion(&a, None)).await;
-    assert_oauth_error(&r, 401, "invalid_client");
+    assert_oauth_error(&r, 400, "invalid_client");
 
     let bad = [
         ("wrong aud", assertion(&pk.jwks_key, Some("jk1"), "pk-jwks", "https://elsewhere/oauth2/token", 120, "j2")),
@@ -157,11 +158,11 @@ async fn private_key_jwt_with_pem_and_jwks_keys_and_every_refusal() {
     ];
     for (what, a) in &bad {
         let r = ep.token(Auth::None, &with_assertion(a, None)).await;
-        assert_oauth_error(&r, 401, "invalid_client");
-        assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"tokengate\""), "{what}");
+        assert_oauth_error(&r, 400, "invalid_client");
+        assert_eq!(r.header("www-authenticate"), None, "{what}");
     }
     // client_id that disagrees with the assertion's iss.
     let a = assertion(&pk.pem_key, None, "pk-pem", TOKEN_URL, 120, "jti-pem-2");
     let r = ep.token(Auth::None, &with_assertion(&a, Some("pk-jwks"))).await;
-    assert_oauth_error(&r, 401, "invalid_client");
+    assert_oauth_error(&r, 400, "invalid_client");
 }

@@ -5,6 +5,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../support/dpop_client.rs"]
+#[allow(dead_code)]
+mod dpop_client;
 mod oauth2_http;
 mod support;
 
@@ -15,3 +18,4 @@ mod grants;
 mod lifecycle;
 mod refresh;
 mod revocation;
+mod strict_client;

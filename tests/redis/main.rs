@@ -424,7 +424,7 @@ async fn a_client_assertion_used_at_a_is_refused_at_b() {
     let r = post(&gws[0]).await;
     assert_eq!(r.status, 200, "the first use: {}", r.text());
     let r = post(&gws[1]).await;
-    assert_eq!(r.status, 401, "the assertion was replayed at the other instance: {}", r.text());
+    assert_eq!(r.status, 400, "the assertion was replayed at the other instance: {}", r.text());
     assert_eq!(r.json()["error"], "invalid_client");
 }
 

@@ -79,3 +79,47 @@ pub fn spec(htm: &str, htu: &str, token: Option<&str>) -> Value {
     }
     s
 }
+
+/// What oauth4webapi threw at a refused grant: its error class, the OAuth `error` it could read,
+/// and the challenge schemes when the class is `WWWAuthenticateChallengeError`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `ResponseBodyError`, `WWWAuthenticateChallengeError`, ...
+    pub class: String,
+    /// The RFC 6749 `error` code, when oauth4webapi got as far as the body.
+    pub error: Option<String>,
+    /// Lowercased challenge schemes (`basic`), for a challenge error.
+    pub schemes: Vec<String>,
+}
+
+impl Refusal {
+    /// What a strict client reports for an `invalid_client` answered without a challenge.
+    pub fn invalid_client() -> Refusal {
+        Refusal { class: "ResponseBodyError".into(), error: Some("invalid_client".into()), schemes: vec![] }
+    }
+
+    /// What it reports for a 401 with our Basic challenge: the challenge, not the body.
+    pub fn basic_challenge() -> Refusal {
+        Refusal { class: "WWWAuthenticateChallengeError".into(), error: None, schemes: vec!["basic".into()] }
+    }
+}
+
+/// One client credentials grant by oauth4webapi (`client_auth` mode: `input` names the method
+/// and its credentials), trusting the gateway certificate `ca`: the access token, or how the
+/// client reported the refusal.
+pub fn client_credentials(input: &Value, ca: &Path) -> Result<String, Refusal> {
+    let out = run("client_auth", input, Some(ca));
+    if out.get("failed").is_none() {
+        return Ok(out["access_token"].as_str().expect("access_token").to_owned());
+    }
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    // Anything but oauth4webapi's own errors is the harness failing, not a refusal.
+    let class = text(&out["name"]).filter(|c| c.ends_with("Error") && c != "TypeError" && c != "Error");
+    Err(Refusal {
+        class: class.unwrap_or_else(|| panic!("client.mjs failed, not refused: {out}")),
+        error: text(&out["error"]),
+        schemes: out["schemes"]
+            .as_array()
+            .map_or(vec![], |a| a.iter().filter_map(text).map(|s| s.to_lowercase()).collect()),
+    })
+}

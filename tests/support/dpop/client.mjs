@@ -4,10 +4,14 @@
 //   node client.mjs flow   '{"token_endpoint": .., "issuer": .., "client_id": .., "secret": .., "resource": .., "alg": "ES256"}'
 //   node client.mjs public '{"token_endpoint": .., "issuer": .., "client_id": .., "username": .., "password": .., "resource": ..}'
 //   node client.mjs proofs '{"alg": "ES256", "private_jwk": optional, "proofs": [{"htm": .., "htu": .., "token": .., ...}]}'
+//   node client.mjs client_auth '{"token_endpoint": .., "issuer": .., "client_id": .., "method": "basic|post|private_key_jwt|none|tls",
+//                                 "secret": .., "private_key_pem": .., "kid": .., "aud": .., "jti": .., "cert_pem": .., "key_pem": ..}'
 //
 // The gateway's self-signed certificate is trusted through NODE_EXTRA_CA_CERTS.
 import * as oauth from 'oauth4webapi';
 import * as jose from 'jose';
+import * as https from 'node:https';
+import { createPrivateKey } from 'node:crypto';
 
 const [mode, arg] = process.argv.slice(2);
 const input = JSON.parse(arg);
@@ -132,7 +136,66 @@ async function proofs() {
   return { private_jwk: privateJwk, jkt: await jose.calculateJwkThumbprint(publicJwk), proofs: out };
 }
 
-const run = { flow, public: publicFlow, proofs }[mode];
+/// fetch over node:https with a client certificate, for tls_client_auth (RFC 8705): the global
+/// fetch cannot present one. oauth4webapi only needs a Response back.
+function fetchWithCertificate(cert, key) {
+  return (url, options) =>
+    new Promise((resolve, reject) => {
+      const req = https.request(url, { method: options.method, headers: options.headers, cert, key }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const headers = new Headers();
+          for (const [k, v] of Object.entries(res.headers)) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+          resolve(new Response(Buffer.concat(chunks), { status: res.statusCode, headers }));
+        });
+      });
+      req.on('error', reject);
+      req.end(options.body?.toString());
+    });
+}
+
+/// One client credentials grant, the client authenticating as `input.method` says, through
+/// oauth4webapi's request and response processing: the token, or what oauth4webapi threw.
+async function clientAuth() {
+  const as = { issuer: input.issuer, token_endpoint: input.token_endpoint };
+  const client = { client_id: input.client_id };
+  let auth;
+  const options = {};
+  switch (input.method) {
+    case 'basic':
+      auth = oauth.ClientSecretBasic(input.secret);
+      break;
+    case 'post':
+      auth = oauth.ClientSecretPost(input.secret);
+      break;
+    case 'private_key_jwt': {
+      // Any PEM the test wrote (PKCS#8 or SEC1), as the non-extractable CryptoKey oauth4webapi wants.
+      const jwk = createPrivateKey(input.private_key_pem).export({ format: 'jwk' });
+      const key = await crypto.subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+      const modify = (_header, payload) => {
+        if (input.aud) payload.aud = input.aud;
+        if (input.jti) payload.jti = input.jti;
+      };
+      auth = oauth.PrivateKeyJwt({ key, kid: input.kid }, { [oauth.modifyAssertion]: modify });
+      break;
+    }
+    case 'none':
+      auth = oauth.None();
+      break;
+    case 'tls':
+      auth = oauth.TlsClientAuth();
+      if (input.cert_pem) options[oauth.customFetch] = fetchWithCertificate(input.cert_pem, input.key_pem);
+      break;
+    default:
+      throw new Error(`unknown method ${input.method}`);
+  }
+  const response = await oauth.clientCredentialsGrantRequest(as, client, auth, { scope: input.scope ?? '' }, options);
+  const tokens = await oauth.processClientCredentialsResponse(as, client, response);
+  return { token_type: tokens.token_type, access_token: tokens.access_token };
+}
+
+const run = { flow, public: publicFlow, proofs, client_auth: clientAuth }[mode];
 if (!run) {
   console.error(`unknown mode ${mode}`);
   process.exit(2);
@@ -140,6 +203,11 @@ if (!run) {
 try {
   console.log(JSON.stringify(await run()));
 } catch (err) {
-  console.log(JSON.stringify({ failed: String(err), error: err?.error, status: err?.status, cause: String(err?.cause ?? '') }));
+  // `name` is oauth4webapi's error class (ResponseBodyError, WWWAuthenticateChallengeError, ...);
+  // a challenge error's cause is the parsed challenges.
+  const schemes = Array.isArray(err?.cause) ? err.cause.map((c) => c.scheme) : undefined;
+  console.log(
+    JSON.stringify({ failed: String(err), name: err?.name, error: err?.error, status: err?.status, schemes, cause: String(err?.cause ?? '') }),
+  );
   process.exit(1);
 }
