@@ -12,8 +12,9 @@ use super::ConfigError;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
-    /// Where spans are sent: an OTLP/HTTP traces URL (`http://collector:4318/v1/traces`); unset,
-    /// nothing is recorded or exported (the default).
+    /// Where spans are sent: an OTLP/HTTP traces URL (`http://collector:4318/v1/traces`), or a
+    /// collector's base URL without a path, to which `/v1/traces` is added; unset, nothing is
+    /// recorded or exported (the default). See [`TracingConfig::traces_url`].
     pub otlp_endpoint: Option<String>,
     /// Fraction of new traces recorded, 0.0 to 1.0; a trusted incoming `traceparent`'s sampled
     /// flag decides for the traces it continues.
@@ -49,6 +50,26 @@ impl Default for TracingConfig {
 }
 
 impl TracingConfig {
+    /// The URL spans are posted to: `otlp_endpoint` as given when it has a path, else with
+    /// `/v1/traces` added, as the OpenTelemetry SDK does for the generic endpoint
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318` is how collectors are usually named;
+    /// posted as is, it reaches `/`, which a collector answers 404).
+    pub fn traces_url(&self) -> Option<String> {
+        let url = self.otlp_endpoint.as_deref()?;
+        let Ok(uri) = url.parse::<http::Uri>() else { return Some(url.to_owned()) };
+        if !matches!(uri.path(), "" | "/") {
+            return Some(url.to_owned());
+        }
+        // Inserted before a query, if any; the scheme and authority are kept as written.
+        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+        let mut out = format!("{}/v1/traces", base.trim_end_matches('/'));
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        Some(out)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(format!("tracing.{m}")));
         if let Some(url) = &self.otlp_endpoint {
@@ -139,5 +160,21 @@ mod tests {
             assert!(err.starts_with(key), "{text}: {err}");
         }
         assert!(parse("otlp_endpoint = \"https://collector.example:4318/v1/traces\"").is_ok());
+    }
+
+    #[test]
+    fn a_base_url_gets_the_traces_path_and_a_full_url_is_kept() {
+        let url = |e: &str| TracingConfig { otlp_endpoint: Some(e.into()), ..TracingConfig::default() }.traces_url();
+        for (given, posted) in [
+            ("http://collector:4318", "http://collector:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            ("https://otlp.example?tenant=a", "https://otlp.example/v1/traces?tenant=a"),
+            ("http://collector:4318/v1/traces", "http://collector:4318/v1/traces"),
+            ("http://gw.example/otlp/v1/traces", "http://gw.example/otlp/v1/traces"),
+            ("http://gw.example/custom", "http://gw.example/custom"),
+        ] {
+            assert_eq!(url(given).as_deref(), Some(posted), "{given}");
+        }
+        assert_eq!(TracingConfig::default().traces_url(), None);
     }
 }

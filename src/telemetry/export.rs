@@ -10,6 +10,7 @@
 //! the last export cannot deadlock the runtime it runs on.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -57,6 +58,9 @@ pub struct HyperClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// `tracing.export_timeout_ms`: bound on one whole export request.
     timeout: Duration,
+    /// Whether the last export failed: a failure is logged when exports start failing, not
+    /// for every batch of a collector that stays down (each is counted in the metrics).
+    failing: AtomicBool,
 }
 
 impl fmt::Debug for HyperClient {
@@ -72,14 +76,15 @@ impl HyperClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
-        let tls = crate::tls::client_config(None).map_err(|e| ExportError::Tls(e.to_string()))?;
+        let tls =
+            crate::tls::client_config(None, "tracing.otlp_endpoint").map_err(|e| ExportError::Tls(e.to_string()))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(HyperClient { client, timeout })
+        Ok(HyperClient { client, timeout, failing: AtomicBool::new(false) })
     }
 
     async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
@@ -95,10 +100,26 @@ impl HyperClient {
 impl HttpClient for HyperClient {
     async fn send_bytes(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
         // Polled on the export thread's own runtime.
-        match tokio::time::timeout(self.timeout, self.send(request)).await {
+        let url = crate::config::redacted_url(&request.uri().to_string());
+        let result = match tokio::time::timeout(self.timeout, self.send(request)).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis()).into()),
+        };
+        let failure = match &result {
+            Ok(resp) if resp.status().is_success() => None,
+            Ok(resp) => Some(format!("the collector answered {}", resp.status())),
+            Err(e) => Some(crate::tls::verify::describe(e.as_ref())),
+        };
+        match failure {
+            Some(why) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(url = %url, error = %why, "span export failed; further failures are counted, not logged, until one succeeds");
+            }
+            None if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(url = %url, "span export works again")
+            }
+            _ => {}
         }
+        result
     }
 }
 
@@ -222,8 +243,9 @@ fn export_loop<E: SpanExporter>(
                     counters.exported.inc_by(n);
                 }
                 Err(e) => {
+                    // Logged by the client, once per run of failures, with its URL and status.
                     counters.failed_exports.inc();
-                    tracing::warn!(error = %e, spans = n, "span export failed");
+                    tracing::debug!(error = %e, spans = n, "span export failed");
                 }
             }
         }

@@ -38,7 +38,7 @@ impl Telemetry {
     /// Tracing as `cfg` sets it up; the exporter, if any, starts its own thread.
     pub fn new(cfg: &crate::config::TracingConfig, counters: ExportCounters) -> Result<Telemetry, ExportError> {
         let threshold = ratio_threshold(cfg.sample_ratio);
-        let Some(endpoint) = &cfg.otlp_endpoint else {
+        let Some(endpoint) = cfg.traces_url() else {
             return Ok(Telemetry { tracer: None, provider: None, threshold });
         };
         let resource = opentelemetry_sdk::Resource::builder_empty()
@@ -47,7 +47,7 @@ impl Telemetry {
                 KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
             ])
             .build();
-        let processor = export::processor(cfg, endpoint, &resource, counters)?;
+        let processor = export::processor(cfg, &endpoint, &resource, counters)?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             // Only sampled requests reach the SDK (see `start`): a new trace is always kept there

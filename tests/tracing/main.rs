@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +30,8 @@ fn incoming(flags: &str) -> String {
     format!("00-{TRACE}-{PARENT}-{flags}")
 }
 
-/// An OTLP/HTTP traces receiver: decodes every POST as `ExportTraceServiceRequest`.
+/// An OTLP/HTTP traces receiver: decodes every POST to `/v1/traces` as
+/// `ExportTraceServiceRequest`, and answers 404 at any other path, as a collector does.
 struct Receiver {
     /// Where the gateway sends its exports.
     addr: SocketAddr,
@@ -37,6 +39,8 @@ struct Receiver {
     spans: Arc<Mutex<Vec<(String, Span)>>>,
     /// Content types of the requests (must be protobuf).
     content_types: Arc<Mutex<Vec<String>>>,
+    /// The path of every request, in order.
+    paths: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -45,15 +49,21 @@ impl Receiver {
         let addr = listener.local_addr().expect("addr");
         let spans = Arc::new(Mutex::new(Vec::new()));
         let content_types = Arc::new(Mutex::new(Vec::new()));
-        let (s, c) = (spans.clone(), content_types.clone());
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let (s, c, p) = (spans.clone(), content_types.clone(), paths.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (s, c) = (s.clone(), c.clone());
+                let (s, c, p) = (s.clone(), c.clone(), p.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                        let (s, c) = (s.clone(), c.clone());
+                        let (s, c, p) = (s.clone(), c.clone(), p.clone());
                         async move {
+                            p.lock().unwrap().push(req.uri().path().to_owned());
+                            if req.uri().path() != "/v1/traces" {
+                                let not_found = http::Response::builder().status(404).body(Full::new(Bytes::new()));
+                                return Ok(not_found.expect("response"));
+                            }
                             let ct = req.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_owned());
                             c.lock().unwrap().push(ct.unwrap_or_default());
                             let body = req.into_body().collect().await.expect("body").to_bytes();
@@ -88,11 +98,15 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, spans, content_types }
+        Receiver { addr, spans, content_types, paths }
     }
 
     fn url(&self) -> String {
         format!("http://{}/v1/traces", self.addr)
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
     }
 
     fn spans(&self) -> Vec<Span> {
@@ -464,4 +478,68 @@ async fn a_quarter_of_new_traces_is_exported_at_sample_ratio_one_quarter() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(requests, sampled_upstream, "every trace said to be sampled is exported, no other");
+}
+
+/// A gateway binary exporting to `endpoint` every 50 ms and logging JSON to a file, a token, the
+/// log file's path (the caller stops the binary to read the whole log), and its upstream.
+async fn exporting_binary(endpoint: &str, dir: &tempfile::TempDir) -> (Proc, String, PathBuf, Upstream) {
+    let up = Upstream::start(Mode::Ok).await;
+    let config = dir.path().join("gateway.toml");
+    let log = dir.path().join("gateway.log");
+    let tracing = format!("\n[tracing]\notlp_endpoint = \"{endpoint}\"\nexport_interval_ms = 50\n");
+    let text = Config::new()
+        .log("format = \"json\"\nlevel = \"info\"\nfile = \"gateway.log\"")
+        .rest(&format!("{}{tracing}", route("/api", &up.url(), "")))
+        .text();
+    std::fs::write(&config, text).unwrap();
+    let p = Proc::spawn_logging(&config, Some(&log));
+    let req = tokengate::commands::MintRequest { sub: "alice", scope: "", ttl: Some(600), aud: None, client_id: None };
+    let tok = tokengate::commands::mint(&config, &req).unwrap();
+    (p, tok, log, up)
+}
+
+/// GETs `/api/{i}` with `tok` on the binary `p`; 200 expected.
+async fn get_api(p: &Proc, dir: &tempfile::TempDir, tok: &str, i: usize) {
+    let cert = read_cert(&dir.path().join("certs/gateway.crt"));
+    let mut conn = Conn::tls(p.https, std::slice::from_ref(&cert), false).await;
+    let r = conn.send(req("GET", &format!("/api/{i}"), &[("authorization", &format!("Bearer {tok}"))], empty())).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_base_url_gets_its_spans_at_v1_traces() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // How OTEL_EXPORTER_OTLP_ENDPOINT is usually written: no path.
+    let (p, tok, _, _up) = exporting_binary(&format!("http://{}", rx.addr), &dir).await;
+    get_api(&p, &dir, &tok, 1).await;
+    rx.wait_for(3).await;
+    let paths = rx.paths();
+    assert!(!paths.is_empty() && paths.iter().all(|p| p == "/v1/traces"), "{paths:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_export_is_logged_once_with_its_url_and_status() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{}/otlp", rx.addr);
+    let (mut p, tok, log, _up) = exporting_binary(&endpoint, &dir).await;
+    // Three exports refused (three batches, 50 ms apart), then the stop.
+    for i in 0..3 {
+        get_api(&p, &dir, &tok, i).await;
+        poll::eventually(10, "the collector refuses each export", || async { rx.paths().len() > i }).await;
+    }
+    let ok = std::process::Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    assert!(p.child.wait().unwrap().success());
+    assert!(rx.spans().is_empty());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let failed: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("span export failed")))
+        .collect();
+    assert_eq!(failed.len(), 1, "logged once for {} refused exports: {text}", rx.paths().len());
+    assert_eq!(failed[0]["url"], endpoint.as_str(), "{}", failed[0]);
+    assert_eq!(failed[0]["error"], "the collector answered 404 Not Found", "{}", failed[0]);
 }
