@@ -24,7 +24,7 @@
 # After the table, the cost of each quota on each backend: limited/proxy and lease10/proxy,
 # computed per round (the rounds are interleaved), median and range; the goal is >= 0.97x.
 # Redis is Debian's redis-server, started here on a free port with `appendonly yes` and
-# `appendfsync everysec` (the README's recommendation). The load generator is `tokengate bench`
+# `appendfsync everysec` (the recommendation of docs/fleet.md). The load generator is `tokengate bench`
 # (1 thread). TOKENGATE=path of the binary (default target/release/tokengate, built if missing).
 # Prints one line per measurement and a table of medians with the redis/redb ratio.
 set -euo pipefail

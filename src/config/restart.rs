@@ -6,7 +6,7 @@
 use super::Config;
 
 /// The restart-only keys whose value in `next` differs from the one the process started with,
-/// as dotted names (`server.listen`), in the README's order.
+/// as dotted names (`server.listen`), in the order of docs/configuration.md.
 pub fn pending(started: &Config, next: &Config) -> Vec<&'static str> {
     let (a, b) = (started, next);
     let checks = [

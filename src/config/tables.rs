@@ -128,7 +128,7 @@ pub enum Grant {
 }
 
 impl Grant {
-    /// Every grant, in the order the README lists them.
+    /// Every grant, in the order docs/configuration.md lists them (`[[clients]] grants`).
     pub const ALL: [Grant; 3] = [Grant::ClientCredentials, Grant::Password, Grant::RefreshToken];
 
     /// The `grant_type` value naming it.

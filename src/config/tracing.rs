@@ -1,6 +1,6 @@
 //! `[tracing]`: distributed tracing (W3C Trace Context propagation, spans exported over
 //! OTLP/HTTP). Off by default: without `otlp_endpoint` no span is recorded or exported; the
-//! `traceparent` sent upstream is still made (see the README's "Distributed tracing").
+//! `traceparent` sent upstream is still made (see docs/tracing.md).
 
 use std::collections::BTreeMap;
 

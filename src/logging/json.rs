@@ -4,7 +4,7 @@
 //! tracing-subscriber's own JSON format goes through tracing-serde and serde_json, which write a
 //! field in many small pieces through an `io::Write` adapter: about 20,000 instructions per
 //! access line, a third of a proxied request. This writes each field once, escaping only what
-//! RFC 8259 requires, at a fraction of that (see the benchmarks in README.md). Spans are not
+//! RFC 8259 requires, at a fraction of that (see docs/benchmarks.md, Access log). Spans are not
 //! written: tokengate's events carry everything they need as fields.
 
 use std::fmt::{self, Write};

@@ -1,4 +1,4 @@
-//! Duplicate JSON keys in a token's header and payload (README "Strict structure": JSON objects
+//! Duplicate JSON keys in a token's header and payload (docs/validation.md "Strict structure": JSON objects
 //! without duplicate keys), for modelled and for unmodelled members.
 
 use crate::common::*;
@@ -48,7 +48,7 @@ async fn duplicate_json_keys_in_header_and_payload() {
     );
 }
 
-/// README "Strict structure": JSON objects without duplicate keys. A claim the validator does
+/// docs/validation.md "Strict structure": JSON objects without duplicate keys. A claim the validator does
 /// not model (here `tenant`, forwarded as `X-Tenant`) must not be exempt: first-wins and
 /// last-wins parsers would disagree on the identity the upstream is told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,7 +274,7 @@ async fn bearer_tokens_and_dpop_routes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proofs_from_tokengate_dpop_proof_work_as_the_readme_shows() {
+async fn proofs_from_tokengate_dpop_proof_work_as_the_docs_show() {
     let gw = Gw::start_config(&config("")).await;
     let key = gw.path("dpop.pem");
     tokengate::commands::keygen("ES256", &key).unwrap();

@@ -1,6 +1,6 @@
 //! `[server]` limits: header read timeout (slowloris, idle keep-alive, silent connections), TLS
 //! handshake timeout, and the overall and per-address connection caps. Each checks the cut, the
-//! `tokengate_limit_hits_total` series where the README names one, and that others are served.
+//! `tokengate_limit_hits_total` series where docs/configuration.md names one, and that others are served.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,7 +68,7 @@ async fn idle_keep_alive_connection_is_closed_after_header_read_timeout() {
     assert!(took >= Duration::from_millis(600) && took <= CUT_MAX, "idle connection closed after {took:?}");
 }
 
-/// README: `header_read_timeout_secs` is "time a client gets to send a request head", and an
+/// docs/configuration.md: `header_read_timeout_secs` is "time a client gets to send a request head", and an
 /// idle connection is closed once it runs out. A client that connects and sends nothing at all
 /// (plain) or nothing after its TLS handshake is the cheapest slowloris; it must be cut too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +97,7 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
     );
 }
 
-/// README: "Every limit that refuses or cuts off a client counts in tokengate_limit_hits_total".
+/// docs/configuration.md: "Every limit that refuses or cuts off a client counts in tokengate_limit_hits_total".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_read_timeout_cut_counts_in_limit_hits() {
     let gw = Gw::start(SHORT, ECHO_ROUTES).await;

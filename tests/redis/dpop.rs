@@ -1,6 +1,6 @@
 //! DPoP proofs across instances (RFC 9449 11.1): a proof accepted by one instance is a replay at
 //! every other, through one `SET NX EX` on the shared Redis; with Redis down each instance falls
-//! back to its own memory, as the README says.
+//! back to its own memory, as docs/sender-constrained.md says (Replay memory).
 
 use serde_json::Value;
 
