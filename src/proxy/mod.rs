@@ -490,7 +490,7 @@ async fn send_upstream(
                 route = %route.prefix,
                 upstream = upstream_address(snap, route).as_deref().unwrap_or("-"),
                 os_error = os_error.map(tracing::field::display),
-                error = %e,
+                error = %upstream_reason(&e),
                 "upstream request failed"
             );
             return Err(Failure::upstream(&e));
@@ -528,6 +528,14 @@ fn upstream_address(snap: &Snapshot, route: &Route) -> Option<String> {
 
 /// The operating system's error under an upstream failure ("Connection refused (os error
 /// 111)"): the errors around it (connector, hyper) only say what was being done.
+/// An upstream failure in words: a refused certificate names the key that pins what is trusted.
+fn upstream_reason(e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::Connect(inner) => format!("connect: {}", crate::tls::verify::describe(inner.as_ref())),
+        UpstreamError::Http(inner) => crate::tls::verify::describe(inner),
+    }
+}
+
 fn os_error(e: &UpstreamError) -> Option<&std::io::Error> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = match e {
         UpstreamError::Connect(inner) => Some(inner.as_ref()),

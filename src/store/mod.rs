@@ -355,22 +355,11 @@ pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>,
     Ok(match state.backend {
         StateBackend::Redb if state.path.as_os_str() == ":memory:" => std::sync::Arc::new(RedbStore::in_memory()?),
         StateBackend::Redb => std::sync::Arc::new(RedbStore::open(&config.resolve(&state.path))?),
-        StateBackend::Redis => {
-            let ca_pem = match &state.ca {
-                Some(ca) => {
-                    let path = config.resolve(ca);
-                    Some(std::fs::read(&path).map_err(|e| {
-                        StoreError::Unavailable(format!("state.ca: cannot read {}: {e}", path.display()))
-                    })?)
-                }
-                None => None,
-            };
-            std::sync::Arc::new(RedisStore::open(RedisOptions {
-                url: state.url.clone().unwrap_or_default(),
-                key_prefix: state.key_prefix.clone(),
-                ca_pem,
-                timeout: std::time::Duration::from_millis(state.timeout_ms),
-            })?)
-        }
+        StateBackend::Redis => std::sync::Arc::new(RedisStore::open(RedisOptions {
+            url: state.url.clone().unwrap_or_default(),
+            key_prefix: state.key_prefix.clone(),
+            ca: state.ca.as_ref().map(|ca| config.resolve(ca)),
+            timeout: std::time::Duration::from_millis(state.timeout_ms),
+        })?),
     })
 }

@@ -48,7 +48,7 @@ fn redis_store(server: &RedisServer, prefix: &str) -> RedisStore {
     RedisStore::open(RedisOptions {
         url: server.url(),
         key_prefix: prefix.into(),
-        ca_pem: None,
+        ca: None,
         timeout: std::time::Duration::from_secs(2),
     })
     .unwrap()

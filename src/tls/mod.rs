@@ -4,6 +4,7 @@
 //! certificates (mutual TLS, RFC 8705) are in [`client_cert`].
 
 pub mod client_cert;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,25 +75,34 @@ pub fn self_signed_in_memory(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey
     certified_key_from_pem(cert_pem.as_bytes(), cert, key_pem.as_bytes(), key)
 }
 
-/// A rustls client config trusting webpki roots, or only the CAs in `ca_file`.
-pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+/// A rustls client config trusting webpki roots, or only what `ca_file` holds: its CAs, and its
+/// certificates as they are (see [`verify`]). `key` is the config key that sets `ca_file` (or
+/// names the peer), for the words of a refused certificate.
+pub fn client_config(ca_file: Option<&Path>, key: &'static str) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(path) => {
-            for c in CertificateDer::pem_file_iter(path).map_err(|e| err(path, pem_reason(&e)))? {
-                roots.add(c.map_err(|e| err(path, pem_reason(&e)))?).map_err(|e| err(path, e))?;
-            }
-            if roots.is_empty() {
-                return Err(err(path, "holds no CA certificate"));
-            }
+    let pinned = match ca_file {
+        None => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            Vec::new()
         }
-    }
+        Some(path) => {
+            let certs = verify::read_pinned(path).map_err(|m| err(path, m))?;
+            for (i, c) in certs.iter().enumerate() {
+                roots.add(c.clone()).map_err(|_| err(path, format!("certificate {} cannot be read", i + 1)))?;
+            }
+            certs
+        }
+    };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let anchors = verify::Anchors { key, file: ca_file.map(Path::to_path_buf) };
+    let path_of = || ca_file.map_or_else(|| key.to_owned(), |p| p.display().to_string());
+    let verifier = verify::ServerVerifier::new(roots, pinned, anchors, provider.clone())
+        .map_err(|e| TlsError::File { path: path_of(), msg: e.to_string() })?;
     // ALPN is left empty: hyper-rustls sets it from the HTTP versions the connector enables.
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::File { path: "(tls)".into(), msg: e.to_string() })?
-        .with_root_certificates(roots)
+        .map_err(|e| TlsError::File { path: path_of(), msg: e.to_string() })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth())
 }

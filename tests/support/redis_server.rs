@@ -53,6 +53,20 @@ impl RedisServer {
     pub fn start_tls() -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir for redis-server");
         write_tls_files(dir.path());
+        Self::spawn_tls(dir)
+    }
+
+    /// A server presenting `cert_pem` (with its key) on its TLS port, as made elsewhere (by the
+    /// `openssl` command line, say); `ca_pem()` then holds that certificate itself.
+    pub fn start_tls_with(cert_pem: &str, key_pem: &str) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis-server");
+        for (file, pem) in [("ca.pem", cert_pem), ("redis.crt", cert_pem), ("redis.key", key_pem)] {
+            std::fs::write(dir.path().join(file), pem).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        Self::spawn_tls(dir)
+    }
+
+    fn spawn_tls(dir: tempfile::TempDir) -> RedisServer {
         let mut s = RedisServer { child: None, port: free_port(), dir, aof: false, tls_port: Some(free_port()) };
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
         s

@@ -62,7 +62,7 @@ impl Fetcher {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config(ca)?)
+            .with_tls_config(crate::tls::client_config(ca, "[[issuers]] ca")?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -176,18 +176,10 @@ fn redirect_target(from: &Uri, location: Option<&http::HeaderValue>) -> Result<U
     Ok(to)
 }
 
-/// The innermost cause of a client error: "connection refused", "invalid peer certificate: ...".
+/// A client error in words: "connection refused", "the certificate of idp.example expired on
+/// ...; [[issuers]] ca pins ...".
 fn transport_reason(e: &hyper_util::client::legacy::Error) -> String {
-    let mut source: &dyn std::error::Error = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    let inner = source.to_string();
-    if e.is_connect() {
-        format!("connect: {inner}")
-    } else {
-        inner
-    }
+    crate::tls::verify::describe(e)
 }
 
 #[cfg(test)]

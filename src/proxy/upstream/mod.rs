@@ -31,7 +31,7 @@ pub fn connector(server: &ServerConfig, ca: Option<&Path>) -> Result<Connector, 
     http.set_connect_timeout(Some(Duration::from_secs(server.upstream_connect_timeout_secs)));
     http.set_keepalive(Some(Duration::from_secs(60)));
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client_config(ca)?)
+        .with_tls_config(client_config(ca, "upstream_ca")?)
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http))

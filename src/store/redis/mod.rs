@@ -32,19 +32,21 @@ mod request_path;
 mod scripts;
 #[cfg(test)]
 mod tests;
+mod tls_relay;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, RedisError};
+use redis::{AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, RedisError};
 
 /// Wall-clock Unix seconds, for what the trait is not told the time of (denials).
 pub(crate) use crate::auth::unix_now as wall_now;
 
 use self::keys::{hex, Keys};
 use self::lockout::LOCK_CAS_TRIES;
+use self::tls_relay::TlsRelay;
 use super::denylist::DenyList;
 use super::health::Health;
 use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
@@ -56,8 +58,9 @@ pub struct RedisOptions {
     pub url: String,
     /// Prepended to every key.
     pub key_prefix: String,
-    /// PEM trust root for `rediss://` (replaces the system roots for this connection).
-    pub ca_pem: Option<Vec<u8>>,
+    /// `state.ca`: the PEM file trusted for `rediss://` (CAs, or the server's own certificate),
+    /// instead of the public roots.
+    pub ca: Option<std::path::PathBuf>,
     /// Bound on each store operation, and on each connection attempt.
     pub timeout: Duration,
 }
@@ -115,6 +118,8 @@ pub struct RedisStore {
     timeout: Duration,
     /// Reachability as the last call and the follower saw it.
     health: Arc<Health>,
+    /// For `rediss://`: the TLS relay redis-rs connects through, held as long as the store.
+    _relay: Option<TlsRelay>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -140,14 +145,6 @@ impl RedisStore {
     /// following new denials. An unreachable server is an error: without the denylist the proxy
     /// could let a revoked token through. Callable from any thread, async or not.
     pub fn open(opts: RedisOptions) -> Result<RedisStore, StoreError> {
-        let client = match &opts.ca_pem {
-            Some(pem) => Client::build_with_tls(
-                opts.url.as_str(),
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
-            ),
-            None => Client::open(opts.url.as_str()),
-        }
-        .map_err(|e| StoreError::Unavailable(format!("state.url: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("tokengate-redis")
@@ -155,6 +152,13 @@ impl RedisStore {
             .build()
             .map_err(StoreError::Io)?;
         let handle = rt.handle().clone();
+        let (client, relay) = match client_for(&opts, &handle) {
+            Ok(c) => c,
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
         let keys = Arc::new(Keys { prefix: opts.key_prefix.clone() });
         let denied = Arc::new(DenyList::default());
         let server = crate::config::redacted_url(&opts.url);
@@ -179,7 +183,11 @@ impl RedisStore {
         });
         let connected = match connected {
             Ok(Ok(Ok(c))) => Ok(c),
-            Ok(Ok(Err(e))) => Err(format!("state.url: redis at {server}: {e}")),
+            // Over TLS the relay knows why; redis-rs saw only a closed connection.
+            Ok(Ok(Err(e))) => match relay.as_ref().and_then(TlsRelay::last_error) {
+                Some(why) => Err(format!("state.url: redis at {server}: {why}")),
+                None => Err(format!("state.url: redis at {server}: {e}")),
+            },
             Ok(Err(_)) => {
                 Err(format!("state.url: redis at {server} did not answer within {} ms", (opts.timeout * 2).as_millis()))
             }
@@ -197,7 +205,7 @@ impl RedisStore {
         health.stream_event();
         handle.spawn(follow::run(client, keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
         tracing::info!(server = %server, denied_jtis = denied.len(), "state store: redis");
-        Ok(RedisStore { rt: Some(rt), handle, conn, keys, denied, timeout: opts.timeout, health })
+        Ok(RedisStore { rt: Some(rt), handle, conn, keys, denied, timeout: opts.timeout, health, _relay: relay })
     }
 
     /// Runs one operation on the store's runtime, failing with [`StoreError::Timeout`] past
@@ -237,6 +245,26 @@ impl RedisStore {
             .map_err(redis_err)?;
         Ok(set.is_some())
     }
+}
+
+/// The redis-rs client for `state.url`: direct for `redis://`; for `rediss://`, through a
+/// [`TlsRelay`] on `handle` that verifies the server as every other TLS peer is verified.
+fn client_for(opts: &RedisOptions, handle: &tokio::runtime::Handle) -> Result<(Client, Option<TlsRelay>), StoreError> {
+    let unavailable = |m: String| StoreError::Unavailable(format!("state.url: {m}"));
+    let Some(rest) = opts.url.strip_prefix("rediss://") else {
+        return Ok((Client::open(opts.url.as_str()).map_err(|e| unavailable(e.to_string()))?, None));
+    };
+    // Read as a plain URL (redis-rs is built without TLS): credentials and database stay with
+    // redis-rs, the host and port go to the relay.
+    let info = format!("redis://{rest}").into_connection_info().map_err(|e| unavailable(e.to_string()))?;
+    let ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
+        return Err(unavailable("a rediss:// URL names a host and port".into()));
+    };
+    let tls = crate::tls::client_config(opts.ca.as_deref(), "state.ca")
+        .map_err(|e| StoreError::Unavailable(format!("state.ca: {e}")))?;
+    let relay = TlsRelay::start(handle, &host, port, tls, opts.timeout).map_err(unavailable)?;
+    let info = info.set_addr(ConnectionAddr::Unix(relay.socket().to_owned()));
+    Ok((Client::open(info).map_err(|e| unavailable(e.to_string()))?, Some(relay)))
 }
 
 /// `op` bounded by `timeout` (dropped at the deadline: a script already sent may still run), with

@@ -12,7 +12,7 @@ fn open(server: &RedisServer, prefix: &str, timeout_ms: u64) -> RedisStore {
     RedisStore::open(RedisOptions {
         url: server.url(),
         key_prefix: prefix.into(),
-        ca_pem: None,
+        ca: None,
         timeout: Duration::from_millis(timeout_ms),
     })
     .unwrap()
@@ -235,7 +235,7 @@ fn open_fails_clearly_and_never_shows_the_password() {
     let err = RedisStore::open(RedisOptions {
         url: format!("redis://user:s3cret@127.0.0.1:{port}/0"),
         key_prefix: "p:".into(),
-        ca_pem: None,
+        ca: None,
         timeout: Duration::from_millis(500),
     })
     .unwrap_err()
