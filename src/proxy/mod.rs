@@ -526,8 +526,6 @@ fn upstream_address(snap: &Snapshot, route: &Route) -> Option<String> {
     Some(format!("{}:{port}", uri.host()?))
 }
 
-/// The operating system's error under an upstream failure ("Connection refused (os error
-/// 111)"): the errors around it (connector, hyper) only say what was being done.
 /// An upstream failure in words: a refused certificate names the key that pins what is trusted.
 fn upstream_reason(e: &UpstreamError) -> String {
     match e {
@@ -536,6 +534,8 @@ fn upstream_reason(e: &UpstreamError) -> String {
     }
 }
 
+/// The operating system's error under an upstream failure ("Connection refused (os error
+/// 111)"): the errors around it (connector, hyper) only say what was being done.
 fn os_error(e: &UpstreamError) -> Option<&std::io::Error> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = match e {
         UpstreamError::Connect(inner) => Some(inner.as_ref()),
