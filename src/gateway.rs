@@ -8,8 +8,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::admin::metrics::Metrics;
 use crate::admin::AdminState;
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 /// Defined with the other certificate helpers, so that the proxy's binding check needs nothing
 /// from this module (which imports the admin listener, which imports the proxy's authorization).

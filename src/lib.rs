@@ -36,6 +36,8 @@
 //! - `gateway`: process-wide state (the snapshot cell, store, metrics, limiters) that both paths
 //!   receive; `error`: the errors of building a snapshot and starting.
 //! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation.
+//! - `metrics`: every Prometheus series (the remote key sets' in `metrics::jwks`), in a leaf module
+//!   that imports nothing of the crate: any layer records into it, `admin` encodes it.
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
 //! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
 //! - `telemetry`: distributed tracing: W3C `traceparent` in and out, spans exported over OTLP/HTTP
@@ -55,6 +57,7 @@ mod error;
 mod gateway;
 pub mod listener;
 pub mod logging;
+mod metrics;
 mod oauth;
 mod proxy;
 mod quota;
@@ -70,6 +73,7 @@ pub use auth::{dpop, jwt, keys, token_cache};
 pub use error::{BuildError, StartError};
 pub use gateway::{ConnInfo, Gateway};
 pub use listener as server;
+pub use metrics::ExportCounters;
 pub use oauth::secrets;
 pub use proxy::{headers, routes};
-pub use telemetry::{traceparent, ExportCounters, RequestTrace, Telemetry};
+pub use telemetry::{traceparent, RequestTrace, Telemetry};

@@ -10,8 +10,6 @@
 //! which writes it through [`AdminState`]; readers only load atomics, so a scrape never blocks
 //! the proxy's hot path.
 
-pub mod metrics;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,8 +29,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::metrics::Metrics;
 use crate::auth::jwt::TokenError;
+use crate::metrics::Metrics;
 use crate::proxy::authz::{bearer_token, Rejection};
 use crate::proxy::failure::Failure;
 use crate::snapshot::Snapshot;

@@ -16,8 +16,8 @@ pub mod secrets;
 
 use std::borrow::Cow;
 
-use crate::admin::metrics::Limit;
 use crate::config::Grant;
+use crate::metrics::Limit;
 use bytes::Bytes;
 use http::request::Parts;
 use http::Response;

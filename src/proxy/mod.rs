@@ -26,11 +26,11 @@ use hyper::body::Incoming;
 use crate::proxy::authz::authorize;
 use crate::proxy::failure::Failure;
 
-use crate::admin::metrics::Limit;
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
 use crate::config::{ServerConfig, UpstreamTarget};
 use crate::gateway::{ClientCert, ConnInfo, Gateway};
+use crate::metrics::Limit;
 use crate::proxy::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
 use crate::telemetry::RequestTrace;

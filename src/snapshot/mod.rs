@@ -386,7 +386,7 @@ fn build_route(
 }
 
 /// Each limited route's quota state, for `GET /metrics`.
-pub fn observe_quotas(snap: &Snapshot, metrics: &crate::admin::metrics::Metrics) {
+pub fn observe_quotas(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
     for r in &snap.config.routes {
         let Some((route, _)) = snap.routes.find(&r.prefix) else { continue };
         if let Some(q) = route.quota.as_ref().filter(|_| route.prefix == r.prefix) {
