@@ -10,6 +10,8 @@
 //! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), authorize
 //!   (`proxy::authz`, over `auth`), spend the caller's quota (`proxy::quota`), rewrite headers
 //!   (`proxy::headers`), forward through a per-upstream connection pool (`proxy::upstream`), log.
+//!   What a client connection and the response bodies sent on it share (`ConnWatch`) lives in
+//!   `proxy::upstream::conn_watch`, below the gateway state that hands it to each request.
 //! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,
 //!   other providers' key sets fetched by URL and kept current off the request path
 //!   (`auth::remote`), DPoP proofs with their nonces and replay memory (`auth::dpop`), the

@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::gateway::ConnWatch;
 use crate::listener::h2io::H2Io;
+use crate::proxy::upstream::conn_watch::ConnWatch;
 use crate::proxy::Body;
 
 /// How a connection ended badly.

@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::gateway::ConnWatch;
 use crate::metrics::Limit;
+use crate::proxy::upstream::conn_watch::ConnWatch;
 
 /// What every h2 connection opens with (RFC 9113 section 3.4).
 const PREFACE_LEN: usize = 24;

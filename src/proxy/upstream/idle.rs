@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::gateway::ConnWatch;
+use super::conn_watch::ConnWatch;
 use crate::metrics::Limit;
 
 /// Why a body forwarded through the proxy ended early.
