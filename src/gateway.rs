@@ -11,8 +11,8 @@ use crate::admin::AdminState;
 use crate::metrics::Metrics;
 use crate::proxy::upstream::conn_watch::ConnWatch;
 use crate::snapshot::Snapshot;
-/// Defined with the other certificate helpers, so that the proxy's binding check needs nothing
-/// from this module (which imports the admin listener, which imports the proxy's authorization).
+/// Defined with the other certificate helpers (nothing there imports this module); named here too,
+/// beside the connection facts that carry it.
 pub use crate::tls::client_cert::ClientCert;
 
 /// Process-wide state shared by every connection.

@@ -15,7 +15,8 @@
 //! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,
 //!   other providers' key sets fetched by URL and kept current off the request path
 //!   (`auth::remote`), DPoP proofs with their nonces and replay memory (`auth::dpop`), the
-//!   verified-token cache. Used by both paths; knows nothing of requests.
+//!   verified-token cache. Used by both paths; of a request it knows only the head's access token
+//!   and how a refusal is worded (`auth::bearer`, shared by the proxy and the admin listener).
 //! - `quota`: per-caller rate limits (GCRA tables per route), checked after authorization
 //!   (`proxy::quota`); with a Redis store, counted across instances from local allowances
 //!   (`quota::lease`) granted by one script.
@@ -37,7 +38,8 @@
 //!   SIGHUP, keeping the old one when the new one is bad.
 //! - `gateway`: process-wide state (the snapshot cell, store, metrics, limiters) that both paths
 //!   receive; `error`: the errors of building a snapshot and starting.
-//! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation.
+//! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation (its
+//!   bearer check through `auth::bearer`, not the proxy).
 //! - `metrics`: every Prometheus series (the remote key sets' in `metrics::jwks`), in a leaf module
 //!   that imports nothing of the crate: any layer records into it, `admin` encodes it.
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.

@@ -29,10 +29,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::bearer::{bearer_token, challenge, Rejection};
 use crate::auth::jwt::TokenError;
 use crate::metrics::Metrics;
-use crate::proxy::authz::{bearer_token, Rejection};
-use crate::proxy::failure::Failure;
 use crate::snapshot::Snapshot;
 
 /// Content type of the `/metrics` body, as OpenMetrics scrapers expect.
@@ -325,7 +324,7 @@ async fn revoke_client<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: 
         // The proxy's RFC 6750 answer, so both listeners challenge alike.
         Err(refused) => {
             let snap = current.load();
-            return Failure::Rejected(refused).response(&snap.config.admin.scope, &snap);
+            return challenge(&refused, &snap.config.admin.scope, &snap.dpop_algs, &snap.nonces);
         }
     };
     let params: Vec<(String, String)> =
