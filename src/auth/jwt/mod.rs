@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use serde::de::{self, Deserializer};
-use serde::Deserialize;
 
 use crate::auth::keys::{Alg, KeyError, KeySet, SigningKey, VerifyKey};
 use crate::auth::remote::{KeyEpoch, RemoteKeys};
@@ -383,13 +381,6 @@ pub fn claim_as_header_text(payload: &serde_json::Value, name: &str) -> Option<S
             parts.map(|p| p.join(" "))
         }
         _ => None,
-    }
-}
-
-impl<'de> Deserialize<'de> for Alg {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Alg, D::Error> {
-        let s = String::deserialize(d)?;
-        Alg::parse(&s).ok_or_else(|| de::Error::custom(format!("unknown algorithm {s:?}")))
     }
 }
 
