@@ -49,6 +49,10 @@
 //! - [`logging`]: the log, written by its own thread behind a bounded queue (off the request path).
 //! - [`tls`] (certificate material; client certificates for mutual TLS in `tls::client_cert`), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
 //!
+//! Files use each other one way, a folder's `mod.rs` and its parts included: what two files
+//! share lives in a third below both (`config::error`, `oauth::ctx`, `auth::jwt::error`), and
+//! `tests/layout.rs` fails on any import cycle between files.
+//!
 //! Modules are private; what the binary, tests and benches use is re-exported below.
 #![forbid(unsafe_code)]
 
