@@ -433,10 +433,15 @@ fn absolute(f: &File, at: &[String], segs: &[String], names: Option<&BTreeMap<St
 fn cycles(edges: &Edges) -> Vec<BTreeSet<String>> {
     // Tarjan's algorithm; the graph has about a hundred files, so recursion is fine.
     struct Walk<'a> {
+        /// The graph walked.
         edges: &'a Edges,
+        /// Order of first visit.
         index: BTreeMap<&'a str, usize>,
+        /// Lowest visit order reachable through files still on the stack.
         low: BTreeMap<&'a str, usize>,
+        /// Files visited whose group is not closed yet.
         stack: Vec<&'a str>,
+        /// Groups of more than one file.
         found: Vec<BTreeSet<String>>,
     }
     fn visit<'a>(w: &mut Walk<'a>, m: &'a str) {

@@ -38,7 +38,9 @@ pub enum Rejection {
 /// How the token was presented (RFC 6750 or RFC 9449 7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
     Bearer,
+    /// `Authorization: DPoP`, with a proof in the `DPoP` header (RFC 9449).
     Dpop,
 }
 
