@@ -2,17 +2,17 @@
 //! the facts about one client connection. Kept apart from both paths so neither imports the other.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::admin::metrics::Metrics;
 use crate::admin::AdminState;
+use crate::metrics::Metrics;
+use crate::proxy::upstream::conn_watch::ConnWatch;
 use crate::snapshot::Snapshot;
-/// Defined with the other certificate helpers, so that the proxy's binding check needs nothing
-/// from this module (which imports the admin listener, which imports the proxy's authorization).
+/// Defined with the other certificate helpers (nothing there imports this module); named here too,
+/// beside the connection facts that carry it.
 pub use crate::tls::client_cert::ClientCert;
 
 /// Process-wide state shared by every connection.
@@ -61,56 +61,5 @@ impl ConnInfo {
             watch,
             client_cert: None,
         }
-    }
-}
-
-/// State one client connection shares between its I/O, its driver and its response bodies (one
-/// allocation per connection; a request clones the handle).
-pub struct ConnWatch {
-    /// The h2 client's SETTINGS_MAX_HEADER_LIST_SIZE (`u32::MAX` when it set none): a bigger
-    /// response head is answered 502 rather than sent, which would break its whole connection.
-    pub max_header_list: AtomicU32,
-    /// Upstream response bodies not yet ended. While one is, something polls a body at least
-    /// every beat of its timer, unless the client has stopped reading.
-    pub in_flight: AtomicUsize,
-    /// Bumped on every poll of a response body, so the driver can tell a stall from slow progress.
-    pub progress: AtomicUsize,
-    /// Where the limits hit on this connection are counted.
-    pub metrics: Arc<Metrics>,
-}
-
-impl std::fmt::Debug for ConnWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnWatch")
-            .field("max_header_list", &self.max_header_list)
-            .field("in_flight", &self.in_flight)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ConnWatch {
-    /// A fresh watch: no client limit known, no body in flight.
-    pub fn new(metrics: Arc<Metrics>) -> ConnWatch {
-        ConnWatch {
-            max_header_list: AtomicU32::new(u32::MAX),
-            in_flight: AtomicUsize::new(0),
-            progress: AtomicUsize::new(0),
-            metrics,
-        }
-    }
-
-    /// An upstream response body is on its way to the client.
-    pub fn started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A response body was polled.
-    pub fn polled(&self) {
-        self.progress.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A body counted by [`Self::started`] ended or went away.
-    pub fn ended(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

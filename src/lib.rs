@@ -10,10 +10,13 @@
 //! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), authorize
 //!   (`proxy::authz`, over `auth`), spend the caller's quota (`proxy::quota`), rewrite headers
 //!   (`proxy::headers`), forward through a per-upstream connection pool (`proxy::upstream`), log.
+//!   What a client connection and the response bodies sent on it share (`ConnWatch`) lives in
+//!   `proxy::upstream::conn_watch`, below the gateway state that hands it to each request.
 //! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,
 //!   other providers' key sets fetched by URL and kept current off the request path
 //!   (`auth::remote`), DPoP proofs with their nonces and replay memory (`auth::dpop`), the
-//!   verified-token cache. Used by both paths; knows nothing of requests.
+//!   verified-token cache. Used by both paths; of a request it knows only the head's access token
+//!   and how a refusal is worded (`auth::bearer`, shared by the proxy and the admin listener).
 //! - `quota`: per-caller rate limits (GCRA tables per route), checked after authorization
 //!   (`proxy::quota`); with a Redis store, counted across instances from local allowances
 //!   (`quota::lease`) granted by one script.
@@ -35,13 +38,20 @@
 //!   SIGHUP, keeping the old one when the new one is bad.
 //! - `gateway`: process-wide state (the snapshot cell, store, metrics, limiters) that both paths
 //!   receive; `error`: the errors of building a snapshot and starting.
-//! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation.
+//! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation (its
+//!   bearer check through `auth::bearer`, not the proxy).
+//! - `metrics`: every Prometheus series (the remote key sets' in `metrics::jwks`), in a leaf module
+//!   that imports nothing of the crate: any layer records into it, `admin` encodes it.
 //! - [`bench`](mod@bench): `tokengate bench`, a load generator for token-validating gateways.
 //! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
 //! - `telemetry`: distributed tracing: W3C `traceparent` in and out, spans exported over OTLP/HTTP
 //!   by a batch thread behind a bounded queue (off the request path).
 //! - [`logging`]: the log, written by its own thread behind a bounded queue (off the request path).
 //! - [`tls`] (certificate material; client certificates for mutual TLS in `tls::client_cert`), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
+//!
+//! Files use each other one way, a folder's `mod.rs` and its parts included: what two files
+//! share lives in a third below both (`config::error`, `oauth::ctx`, `auth::jwt::error`), and
+//! `tests/layout.rs` fails on any import cycle between files.
 //!
 //! Modules are private; what the binary, tests and benches use is re-exported below.
 #![forbid(unsafe_code)]
@@ -55,6 +65,7 @@ mod error;
 mod gateway;
 pub mod listener;
 pub mod logging;
+mod metrics;
 mod oauth;
 mod proxy;
 mod quota;
@@ -70,6 +81,7 @@ pub use auth::{dpop, jwt, keys, token_cache};
 pub use error::{BuildError, StartError};
 pub use gateway::{ConnInfo, Gateway};
 pub use listener as server;
+pub use metrics::ExportCounters;
 pub use oauth::secrets;
 pub use proxy::{headers, routes};
-pub use telemetry::{traceparent, ExportCounters, RequestTrace, Telemetry};
+pub use telemetry::{traceparent, RequestTrace, Telemetry};

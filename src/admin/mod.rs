@@ -10,8 +10,6 @@
 //! which writes it through [`AdminState`]; readers only load atomics, so a scrape never blocks
 //! the proxy's hot path.
 
-pub mod metrics;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +29,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::metrics::Metrics;
+use crate::auth::bearer::{bearer_token, challenge, Rejection};
 use crate::auth::jwt::TokenError;
-use crate::proxy::authz::{bearer_token, Rejection};
-use crate::proxy::failure::Failure;
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
 /// Content type of the `/metrics` body, as OpenMetrics scrapers expect.
@@ -327,7 +324,7 @@ async fn revoke_client<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: 
         // The proxy's RFC 6750 answer, so both listeners challenge alike.
         Err(refused) => {
             let snap = current.load();
-            return Failure::Rejected(refused).response(&snap.config.admin.scope, &snap);
+            return challenge(&refused, &snap.config.admin.scope, &snap.dpop_algs, &snap.nonces);
         }
     };
     let params: Vec<(String, String)> =

@@ -1,7 +1,8 @@
 //! Tokens themselves, whichever path uses them: strict JWT parsing, validation and minting
 //! ([`jwt`]), signing and verification keys and JWKS ([`keys`]), key sets fetched from other
-//! providers by URL ([`remote`]), and the verified-token cache ([`token_cache`]). Nothing here
-//! knows about requests, routes or listeners.
+//! providers by URL ([`remote`]), and the verified-token cache ([`token_cache`]). Only [`bearer`]
+//! looks at a request, and only at its head: where the access token is and how a refusal is
+//! worded, for every listener alike. Nothing here knows about routes or listeners.
 
 /// Wall-clock Unix seconds (0 if the clock is before 1970): the one clock of token times,
 /// fetch times and denial expiries.
@@ -9,6 +10,7 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+pub mod bearer;
 pub mod dpop;
 pub mod jwt;
 pub mod keys;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 use crate::auth::keys::Alg;
 
 /// `[[routes]] dpop`: what a route asks of sender-constrained tokens.

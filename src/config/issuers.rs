@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// `require_typ` accepts `true` (meaning `at+jwt`), `false`, or the exact `typ` string.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

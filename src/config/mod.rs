@@ -4,10 +4,13 @@
 //! [`Config`] into the immutable, pre-computed snapshot the proxy reads.
 
 mod cidr;
+mod error;
 pub mod restart;
 mod tables;
 
 pub use cidr::Cidr;
+use error::parse_error;
+pub use error::ConfigError;
 pub use tables::{ClientConfig, Grant, TablesFile, TlsClientAuthMethod, UserConfig};
 
 use std::collections::BTreeMap;
@@ -28,23 +31,6 @@ mod tls;
 pub use tls::{ClientAuthMode, TlsConfig};
 mod tracing;
 pub use self::tracing::TracingConfig;
-
-/// Why a configuration file could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: {}", path.display(), crate::reason::io_reason(error))]
-    Read { path: PathBuf, error: std::io::Error },
-    #[error("{}{}: {}", path.display(), at, error.message().trim_end())]
-    Parse {
-        path: PathBuf,
-        /// ", line L column C" where the parser stopped, or empty.
-        at: String,
-        /// The parser's error (its own Display spans several lines, so only its message is shown).
-        error: Box<toml::de::Error>,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -432,20 +418,6 @@ impl Default for LogConfig {
     }
 }
 
-/// A TOML error as one line: the file, where, and what (toml's own text spans several lines).
-fn parse_error(path: &Path, text: &str, e: toml::de::Error) -> ConfigError {
-    let at = e
-        .span()
-        .map(|span| {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!(", line {line} column {column}")
-        })
-        .unwrap_or_default();
-    ConfigError::Parse { path: path.to_owned(), at, error: Box::new(e) }
-}
-
 impl Config {
     /// Reads and parses `path`; relative paths inside are kept relative until [`Config::resolve`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -464,6 +436,25 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Appends the `[[clients]]` / `[[users]]` of `clients_file` / `users_file`.
+    fn merge_table_files(&mut self) -> Result<(), ConfigError> {
+        for (file, want_clients) in [(self.clients_file.clone(), true), (self.users_file.clone(), false)] {
+            let Some(file) = file else { continue };
+            let t = tables::read(&self.resolve(&file))?;
+            if want_clients {
+                self.clients.extend(t.clients);
+            } else {
+                self.users.extend(t.users);
+            }
+        }
+        Ok(())
+    }
+
+    /// Files besides the config itself whose change must trigger a reload.
+    pub fn table_files(&self) -> Vec<PathBuf> {
+        [&self.clients_file, &self.users_file].into_iter().flatten().map(|p| self.resolve(p)).collect()
+    }
+
     /// A path from the config, made absolute against the config file's folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
@@ -474,7 +465,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_tables()?;
+        tables::validate(&self.clients, &self.users, &self.tls)?;
         self.state.validate()?;
         self.dpop.validate()?;
         self.tracing.validate()?;

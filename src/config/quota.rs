@@ -3,7 +3,7 @@
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// What a route's quota is counted per.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// `state.backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -1,11 +1,12 @@
 //! The client and user tables of `gateway.toml` (`[[clients]]`, `[[users]]`) and of the files
 //! `clients_file` and `users_file` name, which are merged into them and checked together.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{parse_error, Config, ConfigError};
+use super::error::{parse_error, ConfigError};
+use super::tls::TlsConfig;
 
 /// `[[clients]]`: an OAuth2 client of the token endpoint.
 #[derive(Debug, Clone, Deserialize)]
@@ -177,127 +178,106 @@ pub struct TablesFile {
     pub users: Vec<UserConfig>,
 }
 
-impl Config {
-    /// Appends the `[[clients]]` / `[[users]]` of `clients_file` / `users_file`.
-    pub(super) fn merge_table_files(&mut self) -> Result<(), ConfigError> {
-        for (file, want_clients) in [(self.clients_file.clone(), true), (self.users_file.clone(), false)] {
-            let Some(file) = file else { continue };
-            let path = self.resolve(&file);
-            let text =
-                std::fs::read_to_string(&path).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
-            let t: TablesFile = toml::from_str(&text).map_err(|e| parse_error(&path, &text, e))?;
-            if want_clients {
-                self.clients.extend(t.clients);
-            } else {
-                self.users.extend(t.users);
-            }
+/// The `[[clients]]` and `[[users]]` of a `clients_file` or `users_file`.
+pub(super) fn read(path: &Path) -> Result<TablesFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+    toml::from_str(&text).map_err(|e| parse_error(path, &text, e))
+}
+
+/// The RFC 8705 keys of one client: one method, exactly the keys that method reads, and a
+/// way for certificates to arrive.
+fn validate_tls_client(tls: &TlsConfig, c: &ClientConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(format!("client {:?}: {m}", c.id)));
+    let subjects = c.tls_subject_keys();
+    let Some(method) = c.token_endpoint_auth_method else {
+        if let Some((key, _)) = subjects.first() {
+            return bad(format!("{key} needs token_endpoint_auth_method = \"tls_client_auth\""));
         }
-        Ok(())
+        if c.tls_client_certificates.is_some() {
+            return bad(
+                "tls_client_certificates needs token_endpoint_auth_method = \"self_signed_tls_client_auth\"".into()
+            );
+        }
+        return Ok(());
+    };
+    let m = method.as_str();
+    if c.public || c.secret_hash.is_some() || c.jwks.is_some() || c.public_key.is_some() {
+        return bad(format!("token_endpoint_auth_method = {m:?} takes no secret_hash, jwks, public_key or public"));
     }
-
-    /// Files besides the config itself whose change must trigger a reload.
-    pub fn table_files(&self) -> Vec<PathBuf> {
-        [&self.clients_file, &self.users_file].into_iter().flatten().map(|p| self.resolve(p)).collect()
+    if !tls.mtls_enabled() {
+        return bad(format!(
+            "token_endpoint_auth_method = {m:?} needs tls.client_auth = \"optional\" or \"required\", or tls.client_cert_header"
+        ));
     }
-
-    /// The RFC 8705 keys of one client: one method, exactly the keys that method reads, and a
-    /// way for certificates to arrive.
-    fn validate_tls_client(&self, c: &ClientConfig) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(format!("client {:?}: {m}", c.id)));
-        let subjects = c.tls_subject_keys();
-        let Some(method) = c.token_endpoint_auth_method else {
-            if let Some((key, _)) = subjects.first() {
-                return bad(format!("{key} needs token_endpoint_auth_method = \"tls_client_auth\""));
-            }
-            if c.tls_client_certificates.is_some() {
+    match method {
+        TlsClientAuthMethod::TlsClientAuth => {
+            if subjects.len() != 1 {
                 return bad(
-                    "tls_client_certificates needs token_endpoint_auth_method = \"self_signed_tls_client_auth\"".into(),
+                    "tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, \
+                            tls_client_auth_san_uri, tls_client_auth_san_ip, tls_client_auth_san_email"
+                        .into(),
                 );
             }
-            return Ok(());
-        };
-        let m = method.as_str();
-        if c.public || c.secret_hash.is_some() || c.jwks.is_some() || c.public_key.is_some() {
-            return bad(format!("token_endpoint_auth_method = {m:?} takes no secret_hash, jwks, public_key or public"));
+            if tls.client_ca.is_none() {
+                return bad("tls_client_auth needs tls.client_ca (the CAs its certificate must chain to)".into());
+            }
+            if c.tls_client_certificates.is_some() {
+                return bad("tls_client_certificates is for self_signed_tls_client_auth, not tls_client_auth".into());
+            }
+            if let Some(ip) = &c.tls_client_auth_san_ip {
+                if ip.parse::<std::net::IpAddr>().is_err() {
+                    return bad(format!("tls_client_auth_san_ip {ip:?} is not an IP address"));
+                }
+            }
         }
-        if !self.tls.mtls_enabled() {
+        TlsClientAuthMethod::SelfSignedTlsClientAuth => {
+            if let Some((key, _)) = subjects.first() {
+                return bad(format!("{key} is for tls_client_auth, not self_signed_tls_client_auth"));
+            }
+            if c.tls_client_certificates.is_none() {
+                return bad("self_signed_tls_client_auth needs tls_client_certificates (a PEM file)".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the merged tables: unique ids and usernames, and each client's keys consistent with its
+/// kind, its authentication method and the listener's client certificates (`tls`).
+pub(super) fn validate(clients: &[ClientConfig], users: &[UserConfig], tls: &TlsConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    let mut ids = std::collections::HashSet::new();
+    for c in clients {
+        if c.id.is_empty() || !ids.insert(c.id.as_str()) {
+            return bad(format!("client id {:?} is empty or listed twice", c.id));
+        }
+        if let Some(l) = &c.rate_limit {
+            super::quota::check_rate(&format!("client {:?}: rate_limit", c.id), l.per_second, l.burst)?;
+        }
+        if c.public && (c.secret_hash.is_some() || c.grants.contains(&Grant::ClientCredentials)) {
+            return bad(format!("client {:?}: a public client has no secret and no client_credentials grant", c.id));
+        }
+        validate_tls_client(tls, c)?;
+        if c.token_endpoint_auth_method.is_none()
+            && !c.public
+            && c.secret_hash.is_none()
+            && c.jwks.is_none()
+            && c.public_key.is_none()
+        {
             return bad(format!(
-                "token_endpoint_auth_method = {m:?} needs tls.client_auth = \"optional\" or \"required\", or tls.client_cert_header"
+                "client {:?}: needs secret_hash, jwks, public_key or token_endpoint_auth_method (or public = true)",
+                c.id
             ));
         }
-        match method {
-            TlsClientAuthMethod::TlsClientAuth => {
-                if subjects.len() != 1 {
-                    return bad(
-                        "tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, \
-                                tls_client_auth_san_uri, tls_client_auth_san_ip, tls_client_auth_san_email"
-                            .into(),
-                    );
-                }
-                if self.tls.client_ca.is_none() {
-                    return bad("tls_client_auth needs tls.client_ca (the CAs its certificate must chain to)".into());
-                }
-                if c.tls_client_certificates.is_some() {
-                    return bad(
-                        "tls_client_certificates is for self_signed_tls_client_auth, not tls_client_auth".into()
-                    );
-                }
-                if let Some(ip) = &c.tls_client_auth_san_ip {
-                    if ip.parse::<std::net::IpAddr>().is_err() {
-                        return bad(format!("tls_client_auth_san_ip {ip:?} is not an IP address"));
-                    }
-                }
-            }
-            TlsClientAuthMethod::SelfSignedTlsClientAuth => {
-                if let Some((key, _)) = subjects.first() {
-                    return bad(format!("{key} is for tls_client_auth, not self_signed_tls_client_auth"));
-                }
-                if c.tls_client_certificates.is_none() {
-                    return bad("self_signed_tls_client_auth needs tls_client_certificates (a PEM file)".into());
-                }
-            }
+        if let Some(d) = c.default_scopes.iter().find(|d| !c.scopes.contains(d)) {
+            return bad(format!("client {:?}: default scope {d:?} is not in its scopes", c.id));
         }
-        Ok(())
     }
-
-    pub(super) fn validate_tables(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        let mut ids = std::collections::HashSet::new();
-        for c in &self.clients {
-            if c.id.is_empty() || !ids.insert(c.id.as_str()) {
-                return bad(format!("client id {:?} is empty or listed twice", c.id));
-            }
-            if let Some(l) = &c.rate_limit {
-                super::quota::check_rate(&format!("client {:?}: rate_limit", c.id), l.per_second, l.burst)?;
-            }
-            if c.public && (c.secret_hash.is_some() || c.grants.contains(&Grant::ClientCredentials)) {
-                return bad(format!(
-                    "client {:?}: a public client has no secret and no client_credentials grant",
-                    c.id
-                ));
-            }
-            self.validate_tls_client(c)?;
-            if c.token_endpoint_auth_method.is_none()
-                && !c.public
-                && c.secret_hash.is_none()
-                && c.jwks.is_none()
-                && c.public_key.is_none()
-            {
-                return bad(format!(
-                    "client {:?}: needs secret_hash, jwks, public_key or token_endpoint_auth_method (or public = true)",
-                    c.id
-                ));
-            }
-            if let Some(d) = c.default_scopes.iter().find(|d| !c.scopes.contains(d)) {
-                return bad(format!("client {:?}: default scope {d:?} is not in its scopes", c.id));
-            }
+    let mut names = std::collections::HashSet::new();
+    for u in users {
+        if u.username.is_empty() || !names.insert(u.username.as_str()) {
+            return bad(format!("username {:?} is empty or listed twice", u.username));
         }
-        let mut names = std::collections::HashSet::new();
-        for u in &self.users {
-            if u.username.is_empty() || !names.insert(u.username.as_str()) {
-                return bad(format!("username {:?} is empty or listed twice", u.username));
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }

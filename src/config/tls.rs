@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Cidr, ConfigError};
+use super::cidr::Cidr;
+use super::error::ConfigError;
 
 /// `[tls]`
 #[derive(Debug, Clone, Deserialize)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// `[tracing]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::gateway::ConnWatch;
 use crate::listener::h2io::H2Io;
+use crate::proxy::upstream::conn_watch::ConnWatch;
 use crate::proxy::Body;
 
 /// How a connection ended badly.
@@ -204,7 +204,7 @@ where
                 still = if waiting && progress == seen { still + 1 } else { 0 };
                 seen = progress;
                 if still >= 2 {
-                    watch.metrics.record_limit(crate::admin::metrics::Limit::SendIdleTimeout);
+                    watch.metrics.record_limit(crate::metrics::Limit::SendIdleTimeout);
                     return Err(ConnError::SendIdle(send_idle));
                 }
                 tick.as_mut().reset(tokio::time::Instant::now() + look);

@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::admin::metrics::Limit;
-use crate::gateway::ConnWatch;
+use crate::metrics::Limit;
+use crate::proxy::upstream::conn_watch::ConnWatch;
 
 /// What every h2 connection opens with (RFC 9113 section 3.4).
 const PREFACE_LEN: usize = 24;
@@ -302,7 +302,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for H2Io<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::metrics::Metrics;
+    use crate::metrics::Metrics;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ClientAuthMode;
 
-use crate::admin::metrics::{Limit, Metrics};
+use crate::metrics::{Limit, Metrics};
 use crate::snapshot::Snapshot;
 
 /// Picks the certificate of whatever snapshot is current at handshake time.

@@ -1,7 +1,7 @@
 //! Connection admission: a cap on open client connections overall and per IP address, so one
 //! client (or a flood) cannot take every file descriptor. Checked at accept, before any TLS work.
 
-use crate::admin::metrics::Limit;
+use crate::metrics::Limit;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -17,12 +17,12 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::metrics::{Limit, Metrics};
 use crate::admin::{self, AdminState};
 use crate::config::RuntimeKind;
 use crate::error::{BuildError, StartError};
 use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::listener::limits::ConnLimiter;
+use crate::metrics::{Limit, Metrics};
 use crate::proxy;
 use crate::snapshot::{BuildMode, Snapshot};
 use conn::{Builders, ConnError};

@@ -8,9 +8,9 @@ use base64::Engine;
 use http::header;
 use http::request::Parts;
 
+use super::ctx::{Ctx, Lockout};
 use super::errors::{Challenge, ClientFailure, OAuthError};
 use super::form::Form;
-use super::{Ctx, Lockout};
 use crate::auth::jwt;
 use crate::oauth::directory::Client;
 
@@ -189,12 +189,12 @@ async fn check_assertion<'s>(ctx: &Ctx<'s>, id: Option<&str>, token: &str) -> Re
     let client = ctx.snap.directory.clients.get(&iss).ok_or(bad(ClientFailure::UnknownClient))?;
     let keys = client.assertion_keys.as_ref().ok_or(bad(ClientFailure::NoAssertionKeys))?;
     let issuer = ctx.snap.config.tokens.issuer.as_str();
-    let endpoint = super::endpoint_url(issuer, super::TOKEN_PATH);
+    let endpoint = super::paths::endpoint_url(issuer, super::paths::TOKEN_PATH);
     let leeway = ctx.snap.config.tokens.leeway_secs;
     let a = jwt::verify_assertion(token, keys, &client.id, &[endpoint.as_str(), issuer], ctx.now, leeway)
         .map_err(|e| bad(ClientFailure::AssertionRejected(e.reason())))?;
     let (store, cid, now) = (ctx.gw.store.clone(), client.id.clone(), ctx.now);
-    let first = super::blocking(move || store.use_jti_once(&cid, &a.jti, a.exp, now)).await?;
+    let first = super::ctx::blocking(move || store.use_jti_once(&cid, &a.jti, a.exp, now)).await?;
     if !first {
         return Err(bad(ClientFailure::AssertionReplayed));
     }

@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
-use super::{endpoint_url, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, TOKEN_PATH};
+use super::paths::{endpoint_url, INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, TOKEN_PATH};
 use crate::auth::keys::OwnKeys;
 use crate::config::TlsClientAuthMethod;
 use crate::snapshot::Snapshot;

@@ -11,9 +11,9 @@ use http_body_util::Full;
 use serde_json::json;
 
 use super::client_auth::authenticate;
+use super::ctx::{blocking, Ctx, Lockout};
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
-use super::{blocking, Ctx, Lockout};
 use crate::auth::dpop::{check_request, Expect, ProofError};
 use crate::auth::jwt::{self, Confirmation, ACCESS_TOKEN_TYP};
 use crate::oauth::directory::Client;

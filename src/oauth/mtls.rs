@@ -5,8 +5,8 @@
 
 use rustls_pki_types::UnixTime;
 
+use super::ctx::{Ctx, Lockout};
 use super::errors::{ClientFailure, OAuthError};
-use super::{Ctx, Lockout};
 use crate::oauth::directory::{Client, TlsAuth};
 
 /// Authenticates a certificate client that named itself (`client_id` in the form): the right

@@ -8,10 +8,10 @@ use http_body_util::Full;
 use serde_json::json;
 
 use super::client_auth::authenticate;
+use super::ctx::{blocking, Ctx, Lockout};
 use super::errors::{json as json_response, OAuthError};
 use super::form::Form;
 use super::grants::token_hash;
-use super::{blocking, Ctx, Lockout};
 
 /// A JWT access token of ours, verified; None for anything else.
 fn own_access_token(ctx: &Ctx<'_>, token: &str) -> Option<(crate::auth::jwt::Verified, serde_json::Value)> {

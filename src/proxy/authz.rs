@@ -1,12 +1,13 @@
 //! Deciding whether a request may pass a route: one access token (RFC 6750 `Bearer`, or RFC 9449
 //! `DPoP` with its proof), valid for the route, proven when it is sender-constrained, with the
-//! route's scopes. Rejections become RFC 6750 / RFC 9449 answers in [`super::failure`].
+//! route's scopes. The token itself is found, and a rejection worded, by [`crate::auth::bearer`]
+//! (through [`super::failure`] on this path).
 
-use http::header;
 use http::request::Parts;
 
 use std::sync::Arc;
 
+use crate::auth::bearer::{bearer_token, credentials, Rejection, Scheme};
 use crate::auth::dpop::replay::ReplayMemory;
 use crate::auth::dpop::{check_request, Expect, ProofError};
 use crate::auth::jwt::{Confirmation, TokenError};
@@ -17,27 +18,6 @@ use crate::store::Store;
 
 /// The `DPoP` request header (RFC 9449 4.1).
 pub static DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
-
-/// Why a request may not pass.
-#[derive(Debug)]
-pub enum Rejection {
-    /// No credentials at all (or another scheme): 401 without an error code (RFC 6750 3.1).
-    NoToken,
-    /// The same on a route that takes DPoP-bound tokens only: a DPoP challenge (RFC 9449 7.1).
-    NoDpopToken,
-    /// Ambiguous or malformed credentials: 400 `invalid_request`.
-    InvalidRequest(&'static str),
-    /// The token failed validation: 401 `invalid_token`.
-    InvalidToken(TokenError),
-    /// Valid token without the route's scopes: 403 `insufficient_scope`.
-    InsufficientScope,
-    /// The DPoP proof is missing or wrong: 401 `invalid_dpop_proof` (or `use_dpop_nonce`).
-    Proof(ProofError),
-    /// A token sent with the `DPoP` scheme failed: 401 `invalid_token` in a DPoP challenge.
-    DpopToken(TokenError),
-    /// The route takes DPoP-bound tokens only and got a bearer token: 401, DPoP challenge.
-    DpopRequired,
-}
 
 /// What authorization needs of the connection and the process (not the gateway itself, which
 /// the admin listener's use of this module must not depend on).
@@ -55,13 +35,6 @@ pub struct Context<'a> {
     pub cache_hit: std::cell::Cell<Option<bool>>,
 }
 
-/// How the token was presented (RFC 6750 or RFC 9449 7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Bearer,
-    Dpop,
-}
-
 /// A request allowed through: the token's claims, and for a DPoP request the proof's id, still
 /// to be remembered where other instances see it (an await the caller does, not this function).
 pub struct Granted {
@@ -69,60 +42,6 @@ pub struct Granted {
     pub admitted: Option<Arc<Admitted>>,
     /// The DPoP proof id, when a proof was checked.
     pub proof: Option<[u8; 16]>,
-}
-
-/// Finds exactly one bearer token: in `Authorization`, never also in the query string.
-pub fn bearer_token(parts: &Parts) -> Result<&str, Rejection> {
-    credentials(parts).map(|(_, token)| token)
-}
-
-/// Finds exactly one access token and its scheme (`Bearer` or `DPoP`): in `Authorization`,
-/// never also in the query string.
-pub fn credentials(parts: &Parts) -> Result<(Scheme, &str), Rejection> {
-    let mut auths = parts.headers.get_all(header::AUTHORIZATION).iter();
-    let first = auths.next();
-    if auths.next().is_some() {
-        return Err(Rejection::InvalidRequest("more than one Authorization header"));
-    }
-    if query_has_access_token(parts.uri.query()) {
-        return Err(Rejection::InvalidRequest(if first.is_some() {
-            "token sent both in the header and the query"
-        } else {
-            "tokens in the query string are not accepted"
-        }));
-    }
-    let Some(value) = first else { return Err(Rejection::NoToken) };
-    // Bytes, not `to_str`: its per-byte check of a kilobyte token was the most expensive part of
-    // this function; the token is checked strictly by validation (or matched exactly in the cache).
-    let value = value.as_bytes();
-    let (scheme, rest) = match value.iter().position(|&b| b == b' ') {
-        Some(i) => (&value[..i], &value[i + 1..]),
-        None => (value, &b""[..]),
-    };
-    let scheme = if scheme.eq_ignore_ascii_case(b"bearer") {
-        Scheme::Bearer
-    } else if scheme.eq_ignore_ascii_case(b"dpop") {
-        Scheme::Dpop
-    } else {
-        return Err(Rejection::NoToken);
-    };
-    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
-    let token = &rest[start..];
-    if token.is_empty() || token.contains(&b' ') {
-        return Err(Rejection::InvalidRequest("malformed Authorization header"));
-    }
-    let token = std::str::from_utf8(token).map_err(|_| Rejection::InvalidToken(TokenError::Malformed))?;
-    Ok((scheme, token))
-}
-
-fn query_has_access_token(query: Option<&str>) -> bool {
-    query.is_some_and(|q| {
-        q.split('&').any(|kv| {
-            kv.split('=')
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("access_token") || k.eq_ignore_ascii_case("access%5ftoken"))
-        })
-    })
 }
 
 /// For a token refused for its unknown `kid`: when its issuer's keys are fetched by URL, asks

@@ -8,11 +8,11 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use super::authz::Rejection;
 use super::upstream::pool::UpstreamError;
 use super::upstream::BodyError;
-use crate::admin::metrics::Limit;
+use crate::auth::bearer::{challenge, Rejection};
 use crate::auth::dpop::ProofError;
+use crate::metrics::Limit;
 use crate::respond::json_error;
 use crate::snapshot::Snapshot;
 use crate::tls::client_cert::CertHeaderError;
@@ -62,12 +62,6 @@ pub fn rejection_label(r: &Rejection) -> &'static str {
         Rejection::DpopRequired => "dpop_required",
     }
 }
-
-/// The header carrying a fresh server nonce (RFC 9449 8).
-static DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
-
-/// The RFC 6750 `WWW-Authenticate` realm of every challenge.
-const REALM: &str = "Bearer realm=\"tokengate\"";
 
 /// Every token-rejection label [`Failure::rejection_reason`] can produce.
 pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
@@ -160,73 +154,7 @@ impl Failure {
                 super::headers::set_rate_limit(h, *rate, decision);
                 resp
             }
-            Failure::Rejected(r) => challenge(r, scope_text, snap),
+            Failure::Rejected(r) => challenge(r, scope_text, &snap.dpop_algs, &snap.nonces),
         }
     }
-}
-
-/// RFC 6750 section 3 / RFC 9449 section 7.1: status, `WWW-Authenticate` and a small JSON body.
-fn challenge(r: &Rejection, scope_text: &str, snap: &Snapshot) -> Response<Full<Bytes>> {
-    let dpop = |error: &str, desc: &str| {
-        format!("DPoP error=\"{error}\", error_description=\"{desc}\", algs=\"{}\"", snap.dpop_algs)
-    };
-    let (status, www, error, desc): (StatusCode, String, &str, String) = match r {
-        Rejection::Proof(ProofError::UseNonce) => {
-            let desc = ProofError::UseNonce.to_string();
-            let mut resp = json_error(StatusCode::UNAUTHORIZED, "use_dpop_nonce", &desc);
-            let nonce = snap.nonces.issue(crate::auth::unix_now());
-            for (name, value) in [(header::WWW_AUTHENTICATE, dpop("use_dpop_nonce", &desc)), (DPOP_NONCE.clone(), nonce)] {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    resp.headers_mut().insert(name, v);
-                }
-            }
-            return resp;
-        }
-        Rejection::Proof(e) => {
-            let desc = e.to_string();
-            (StatusCode::UNAUTHORIZED, dpop("invalid_dpop_proof", &desc), "invalid_dpop_proof", desc)
-        }
-        Rejection::DpopToken(e) => {
-            let desc = e.to_string();
-            (StatusCode::UNAUTHORIZED, dpop("invalid_token", &desc), "invalid_token", desc)
-        }
-        Rejection::DpopRequired => {
-            let desc = "this route requires a DPoP-bound token".to_string();
-            (StatusCode::UNAUTHORIZED, dpop("invalid_token", &desc), "invalid_token", desc)
-        }
-        Rejection::NoDpopToken => (
-            StatusCode::UNAUTHORIZED,
-            format!("DPoP algs=\"{}\"", snap.dpop_algs),
-            "unauthorized",
-            "a DPoP-bound token is required".into(),
-        ),
-        Rejection::NoToken => {
-            (StatusCode::UNAUTHORIZED, REALM.to_string(), "unauthorized", "a bearer token is required".into())
-        }
-        Rejection::InvalidRequest(d) => (
-            StatusCode::BAD_REQUEST,
-            format!("{REALM}, error=\"invalid_request\", error_description=\"{d}\""),
-            "invalid_request",
-            (*d).into(),
-        ),
-        Rejection::InvalidToken(e) => (
-            StatusCode::UNAUTHORIZED,
-            format!("{REALM}, error=\"invalid_token\", error_description=\"{e}\""),
-            "invalid_token",
-            e.to_string(),
-        ),
-        Rejection::InsufficientScope => (
-            StatusCode::FORBIDDEN,
-            format!(
-                "{REALM}, error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"{scope_text}\""
-            ),
-            "insufficient_scope",
-            format!("requires scope: {scope_text}"),
-        ),
-    };
-    let mut resp = json_error(status, error, &desc);
-    if let Ok(v) = HeaderValue::from_str(&www) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
 }

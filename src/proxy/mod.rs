@@ -26,11 +26,12 @@ use hyper::body::Incoming;
 use crate::proxy::authz::authorize;
 use crate::proxy::failure::Failure;
 
-use crate::admin::metrics::Limit;
+use crate::auth::bearer::Rejection;
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
 use crate::config::{ServerConfig, UpstreamTarget};
 use crate::gateway::{ClientCert, ConnInfo, Gateway};
+use crate::metrics::Limit;
 use crate::proxy::routes::{normalize_path, strip_prefix};
 use crate::snapshot::{Route, Snapshot, Upstream};
 use crate::telemetry::RequestTrace;
@@ -198,7 +199,7 @@ async fn shared_replay_check(gw: &Gateway, snap: &Snapshot, id: &[u8; 16]) -> Re
     let Some(check) = gw.store.remember_proof(id, snap.config.dpop.replay_window()) else { return Ok(()) };
     match check.await {
         Ok(true) | Err(_) => Ok(()),
-        Ok(false) => Err(Failure::Rejected(authz::Rejection::Proof(crate::auth::dpop::ProofError::Replayed))),
+        Ok(false) => Err(Failure::Rejected(Rejection::Proof(crate::auth::dpop::ProofError::Replayed))),
     }
 }
 
@@ -300,7 +301,7 @@ fn admit<'s>(
 fn end_authorize_span(
     mut span: opentelemetry_sdk::trace::Span,
     cx: &authz::Context<'_>,
-    granted: &Result<authz::Granted, authz::Rejection>,
+    granted: &Result<authz::Granted, Rejection>,
 ) {
     let check = match cx.cache_hit.get() {
         Some(true) => "cache_hit",

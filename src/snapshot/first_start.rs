@@ -10,10 +10,21 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
-use super::BuildMode;
 use crate::auth::keys::{self, Alg, OwnKeys, SigningKey};
 use crate::config::{Config, TlsConfig, TokensConfig};
 use crate::error::BuildError;
+
+/// What a build may do about missing generated files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildMode {
+    /// First start: create the signing key and self-signed certificate when allowed and missing.
+    Start,
+    /// Reload: never create anything; a missing file means the old snapshot stays.
+    Reload,
+    /// `tokengate check`: go on as a first start would, creating nothing; what a start would
+    /// create is made in memory and listed in [`Snapshot::first_start`](super::Snapshot::first_start).
+    Check,
+}
 
 /// Refuses, before anything is created, a first start that would have to generate a key or a
 /// certificate somewhere other than the default location (a mistyped path, most likely), so a

@@ -5,6 +5,9 @@
 mod first_start;
 pub mod reload;
 
+/// Defined with what it governs (what a first start creates), so that file needs nothing of this one.
+pub use first_start::BuildMode;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,18 +23,6 @@ use crate::config::{Config, IssuerConfig, KeySource, RequireTyp, UpstreamTarget}
 pub use crate::error::BuildError;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::upstream::{Pool, Pools};
-
-/// What a build may do about missing generated files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuildMode {
-    /// First start: create the signing key and self-signed certificate when allowed and missing.
-    Start,
-    /// Reload: never create anything; a missing file means the old snapshot stays.
-    Reload,
-    /// `tokengate check`: go on as a first start would, creating nothing; what a start would
-    /// create is made in memory and listed in [`Snapshot::first_start`].
-    Check,
-}
 
 /// Where a route sends its traffic.
 #[allow(clippy::large_enum_variant)] // one per route, built once per reload
@@ -386,7 +377,7 @@ fn build_route(
 }
 
 /// Each limited route's quota state, for `GET /metrics`.
-pub fn observe_quotas(snap: &Snapshot, metrics: &crate::admin::metrics::Metrics) {
+pub fn observe_quotas(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
     for r in &snap.config.routes {
         let Some((route, _)) = snap.routes.find(&r.prefix) else { continue };
         if let Some(q) = route.quota.as_ref().filter(|_| route.prefix == r.prefix) {

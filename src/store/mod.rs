@@ -22,6 +22,7 @@
 //! The methods block on disk or network I/O (except [`Store::is_jti_denied`], always a lookup in
 //! memory); async callers must run them on a blocking thread.
 
+mod backend;
 mod denylist;
 mod health;
 mod observed;
@@ -31,6 +32,7 @@ mod redis;
 #[cfg(test)]
 mod tests;
 
+pub use self::backend::open;
 pub use self::denylist::DenyList;
 pub use self::health::Health;
 pub use self::observed::Observed;
@@ -346,20 +348,4 @@ pub trait Store: Send + Sync + 'static {
     fn take_quota(&self, _key: String, _ask: crate::quota::Ask) -> Option<QuotaCall> {
         None
     }
-}
-
-/// Opens the backend `[state]` names: the redb file (`:memory:` for a volatile one) or Redis.
-pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    use crate::config::StateBackend;
-    let state = &config.state;
-    Ok(match state.backend {
-        StateBackend::Redb if state.path.as_os_str() == ":memory:" => std::sync::Arc::new(RedbStore::in_memory()?),
-        StateBackend::Redb => std::sync::Arc::new(RedbStore::open(&config.resolve(&state.path))?),
-        StateBackend::Redis => std::sync::Arc::new(RedisStore::open(RedisOptions {
-            url: state.url.clone().unwrap_or_default(),
-            key_prefix: state.key_prefix.clone(),
-            ca: state.ca.as_ref().map(|ca| config.resolve(ca)),
-            timeout: std::time::Duration::from_millis(state.timeout_ms),
-        })?),
-    })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
-use crate::admin::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Every timed operation, as the metric's `op` label.
 pub const OPS: [&str; 13] = [

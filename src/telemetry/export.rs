@@ -25,7 +25,8 @@ use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
-use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::ExportCounters;
 
 /// A collector's answer is read up to this size (it is a small status message).
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -39,17 +40,6 @@ pub enum ExportError {
     Thread(std::io::Error),
     #[error("tracing.otlp_endpoint: {0}")]
     Exporter(String),
-}
-
-/// Counters of the export path, registered in the admin metrics.
-#[derive(Clone, Default)]
-pub struct ExportCounters {
-    /// Spans dropped because `tracing.queue_spans` were already waiting.
-    pub dropped: Counter,
-    /// Spans handed to the collector in exports that succeeded.
-    pub exported: Counter,
-    /// Export requests that failed (refused, timed out, unreachable): their spans are lost.
-    pub failed_exports: Counter,
 }
 
 /// OTLP/HTTP over hyper-util's pooled client; runs on the export thread's runtime.

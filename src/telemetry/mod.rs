@@ -20,7 +20,9 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider, Span};
 
-pub use export::{ExportCounters, ExportError};
+pub use export::ExportError;
+
+use crate::metrics::ExportCounters;
 use traceparent::TRACEPARENT;
 
 /// The process-wide tracer: built once at start from `[tracing]` (a restart-only section).

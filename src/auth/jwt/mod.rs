@@ -10,101 +10,19 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use serde::de::{self, Deserializer};
-use serde::Deserialize;
 
 use crate::auth::keys::{Alg, KeyError, KeySet, SigningKey, VerifyKey};
 use crate::auth::remote::{KeyEpoch, RemoteKeys};
 
+mod error;
 mod parse;
 
+pub use error::TokenError;
 pub use parse::Confirmation;
 use parse::{parse, Audience, Claims, Parsed, Scratch};
 
 /// `typ` of RFC 9068 access tokens.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
-
-/// Why a token was refused. Every variant maps to 401 `invalid_token`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("token is too large")]
-    TooLarge,
-    #[error("token is malformed")]
-    Malformed,
-    #[error("token header is invalid")]
-    BadHeader,
-    #[error("token claims are invalid")]
-    BadClaims,
-    #[error("token has a critical header extension")]
-    Crit,
-    #[error("token type is not accepted")]
-    WrongType,
-    #[error("token issuer is not trusted")]
-    UntrustedIssuer,
-    #[error("token algorithm is not allowed")]
-    AlgorithmNotAllowed,
-    #[error("token signing key is unknown")]
-    UnknownKey,
-    #[error("token signature is invalid")]
-    BadSignature,
-    #[error("token is expired")]
-    Expired,
-    #[error("token is not valid yet")]
-    NotYetValid,
-    #[error("token is issued in the future")]
-    IssuedInFuture,
-    #[error("token audience is not accepted")]
-    WrongAudience,
-    #[error("token has been revoked")]
-    Revoked,
-    /// A sender-constrained token (`cnf`) without proof of its key or certificate.
-    #[error("token is bound to a key or certificate the request does not prove")]
-    WrongBinding,
-}
-
-impl TokenError {
-    /// Every error, so the rejection metric can list each reason (at 0) from the start.
-    pub const ALL: [TokenError; 16] = [
-        TokenError::TooLarge,
-        TokenError::Malformed,
-        TokenError::BadHeader,
-        TokenError::BadClaims,
-        TokenError::Crit,
-        TokenError::WrongType,
-        TokenError::UntrustedIssuer,
-        TokenError::AlgorithmNotAllowed,
-        TokenError::UnknownKey,
-        TokenError::BadSignature,
-        TokenError::Expired,
-        TokenError::NotYetValid,
-        TokenError::IssuedInFuture,
-        TokenError::WrongAudience,
-        TokenError::Revoked,
-        TokenError::WrongBinding,
-    ];
-
-    /// Short label for the rejection metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            TokenError::TooLarge => "too_large",
-            TokenError::Malformed => "malformed",
-            TokenError::BadHeader => "bad_header",
-            TokenError::BadClaims => "bad_claims",
-            TokenError::Crit => "crit",
-            TokenError::WrongType => "wrong_typ",
-            TokenError::UntrustedIssuer => "untrusted_issuer",
-            TokenError::AlgorithmNotAllowed => "alg_not_allowed",
-            TokenError::UnknownKey => "unknown_kid",
-            TokenError::BadSignature => "bad_signature",
-            TokenError::Expired => "expired",
-            TokenError::NotYetValid => "not_yet_valid",
-            TokenError::IssuedInFuture => "iat_future",
-            TokenError::WrongAudience => "wrong_audience",
-            TokenError::Revoked => "revoked",
-            TokenError::WrongBinding => "wrong_binding",
-        }
-    }
-}
 
 /// Where an issuer's verification keys live.
 pub enum IssuerKeys {
@@ -463,13 +381,6 @@ pub fn claim_as_header_text(payload: &serde_json::Value, name: &str) -> Option<S
             parts.map(|p| p.join(" "))
         }
         _ => None,
-    }
-}
-
-impl<'de> Deserialize<'de> for Alg {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Alg, D::Error> {
-        let s = String::deserialize(d)?;
-        Alg::parse(&s).ok_or_else(|| de::Error::custom(format!("unknown algorithm {s:?}")))
     }
 }
 

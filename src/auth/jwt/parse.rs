@@ -18,7 +18,7 @@ use base64::Engine;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::TokenError;
+use super::error::TokenError;
 use crate::auth::keys::Alg;
 
 /// Decoded headers up to this size stay on the stack (`{"alg","kid","typ"}` is ~50 bytes).

@@ -6,7 +6,7 @@ use std::path::Path;
 use base64::Engine;
 use serde_json::Value;
 
-use super::{file_err, Alg, KeyError, KeySet, VerifyKey, B64};
+use super::{file_err, rsa_pkcs1_der, Alg, KeyError, KeySet, VerifyKey, B64};
 
 impl KeySet {
     /// Parses a JWKS fetched from a provider, leniently: a key that is not for signatures (`use`
@@ -130,37 +130,6 @@ fn jwk_keys(jwk: &Value, allowed: &[Alg]) -> Result<Vec<VerifyKey>, String> {
         out.push(key.map_err(|e| e.to_string())?);
     }
     Ok(out)
-}
-
-/// DER of a PKCS#1 RSAPublicKey (SEQUENCE { INTEGER n, INTEGER e }), the form aws-lc-rs parses.
-pub(super) fn rsa_pkcs1_der(n: &[u8], e: &[u8]) -> Vec<u8> {
-    fn len(out: &mut Vec<u8>, n: usize) {
-        if n < 0x80 {
-            out.push(n as u8);
-        } else {
-            let bytes = n.to_be_bytes();
-            let skip = bytes.iter().take_while(|b| **b == 0).count();
-            out.push(0x80 | (bytes.len() - skip) as u8);
-            out.extend(&bytes[skip..]);
-        }
-    }
-    fn int(out: &mut Vec<u8>, v: &[u8]) {
-        let v = &v[v.iter().take_while(|b| **b == 0).count()..];
-        let pad = v.first().is_none_or(|b| b & 0x80 != 0);
-        out.push(0x02);
-        len(out, v.len() + pad as usize);
-        if pad {
-            out.push(0);
-        }
-        out.extend(v);
-    }
-    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
-    int(&mut body, n);
-    int(&mut body, e);
-    let mut out = vec![0x30];
-    len(&mut out, body.len());
-    out.extend(body);
-    out
 }
 
 #[cfg(test)]

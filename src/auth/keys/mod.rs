@@ -20,10 +20,11 @@ use serde_json::{json, Value};
 
 use crate::config::RsaAlg;
 
+mod alg;
 mod jwks;
 
+pub use alg::Alg;
 pub use jwks::embedded_public_key;
-use jwks::rsa_pkcs1_der;
 
 /// Why keys could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
@@ -38,68 +39,35 @@ fn file_err(path: &Path, msg: impl std::fmt::Display) -> KeyError {
     KeyError::File { path: path.to_owned(), msg: msg.to_string() }
 }
 
-/// JWS algorithms tokengate knows. `none` is deliberately absent: it cannot even be named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Alg {
-    ES256,
-    ES384,
-    RS256,
-    PS256,
-    EdDSA,
-    HS256,
-    HS384,
-    HS512,
-}
-
-impl Alg {
-    /// The `alg` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::ES256 => "ES256",
-            Alg::ES384 => "ES384",
-            Alg::RS256 => "RS256",
-            Alg::PS256 => "PS256",
-            Alg::EdDSA => "EdDSA",
-            Alg::HS256 => "HS256",
-            Alg::HS384 => "HS384",
-            Alg::HS512 => "HS512",
+/// DER of a PKCS#1 RSAPublicKey (SEQUENCE { INTEGER n, INTEGER e }), the form aws-lc-rs parses.
+fn rsa_pkcs1_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn len(out: &mut Vec<u8>, n: usize) {
+        if n < 0x80 {
+            out.push(n as u8);
+        } else {
+            let bytes = n.to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend(&bytes[skip..]);
         }
     }
-
-    /// Exact, case-sensitive match (RFC 7515: `alg` values are case-sensitive).
-    pub fn parse(s: &str) -> Option<Alg> {
-        Some(match s {
-            "ES256" => Alg::ES256,
-            "ES384" => Alg::ES384,
-            "RS256" => Alg::RS256,
-            "PS256" => Alg::PS256,
-            "EdDSA" => Alg::EdDSA,
-            "HS256" => Alg::HS256,
-            "HS384" => Alg::HS384,
-            "HS512" => Alg::HS512,
-            _ => return None,
-        })
-    }
-
-    fn verification(self) -> Option<&'static dyn signature::VerificationAlgorithm> {
-        Some(match self {
-            Alg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-            Alg::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-            Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-            Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-            Alg::EdDSA => &signature::ED25519,
-            Alg::HS256 | Alg::HS384 | Alg::HS512 => return None,
-        })
-    }
-
-    fn hmac(self) -> Option<aws_lc_rs::hmac::Algorithm> {
-        match self {
-            Alg::HS256 => Some(aws_lc_rs::hmac::HMAC_SHA256),
-            Alg::HS384 => Some(aws_lc_rs::hmac::HMAC_SHA384),
-            Alg::HS512 => Some(aws_lc_rs::hmac::HMAC_SHA512),
-            _ => None,
+    fn int(out: &mut Vec<u8>, v: &[u8]) {
+        let v = &v[v.iter().take_while(|b| **b == 0).count()..];
+        let pad = v.first().is_none_or(|b| b & 0x80 != 0);
+        out.push(0x02);
+        len(out, v.len() + pad as usize);
+        if pad {
+            out.push(0);
         }
+        out.extend(v);
     }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    int(&mut body, n);
+    int(&mut body, e);
+    let mut out = vec![0x30];
+    len(&mut out, body.len());
+    out.extend(body);
+    out
 }
 
 /// A public (or, for HS*, shared) key that checks signatures of exactly one algorithm.

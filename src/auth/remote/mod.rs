@@ -11,11 +11,10 @@
 //!
 //! - [`fetch`]: the strict HTTPS client (JWKS and discovery documents).
 //! - [`cache_control`]: refresh interval from `Cache-Control`, clamped; retry backoff.
-//! - [`metrics`]: the `tokengate_jwks_*` series.
+//! - the `tokengate_jwks_*` series are defined with the others, in `crate::metrics`.
 
 pub mod cache_control;
 pub mod fetch;
-pub mod metrics;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,9 +30,9 @@ use tokio::sync::{watch, Notify};
 use crate::auth::keys::{Alg, KeySet};
 use crate::auth::unix_now;
 use crate::config::{IssuerConfig, KeySource};
+use crate::metrics::JwksMetrics;
 use cache_control::{refresh_interval, retry_backoff};
 use fetch::Fetcher;
-use metrics::JwksMetrics;
 
 /// Everything about a remote issuer that decides what is fetched and how; a reload with an equal
 /// spec keeps the fetched keys.

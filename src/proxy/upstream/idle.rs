@@ -18,8 +18,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::admin::metrics::Limit;
-use crate::gateway::ConnWatch;
+use super::conn_watch::ConnWatch;
+use crate::metrics::Limit;
 
 /// Why a body forwarded through the proxy ended early.
 #[derive(Debug, thiserror::Error)]

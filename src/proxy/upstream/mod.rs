@@ -1,5 +1,8 @@
-//! Talking to upstreams: connection pools ([`pool`]) and the built-in `echo` demo service.
+//! Talking to upstreams: connection pools ([`pool`]), idle timeouts of the bodies forwarded both
+//! ways ([`idle`]), the per-connection state those bodies share with the client connection
+//! ([`conn_watch`]), and the built-in `echo` demo service.
 
+pub mod conn_watch;
 pub mod idle;
 pub mod pool;
 

@@ -25,9 +25,9 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use super::conn_watch::ConnWatch;
 use super::idle::{BodyError, IdleTimer, RequestBody};
-use crate::admin::metrics::Limit;
-use crate::gateway::ConnWatch;
+use crate::metrics::Limit;
 
 /// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY.
 pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;

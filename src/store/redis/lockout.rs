@@ -8,9 +8,6 @@ use redis::AsyncCommands;
 use super::{bad_value, redis_err, scripts, RedisStore};
 use crate::store::{LockRow, StoreError};
 
-/// Tries of a lockout compare-and-set before giving up (each loses only to another write).
-pub(super) const LOCK_CAS_TRIES: usize = 32;
-
 impl RedisStore {
     /// Reads a lockout row: (as stored, decoded); ("", None) when there is none.
     pub(super) async fn lock_row(

@@ -45,7 +45,7 @@ use redis::{AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, RedisErro
 pub(crate) use crate::auth::unix_now as wall_now;
 
 use self::keys::{hex, Keys};
-use self::lockout::LOCK_CAS_TRIES;
+use self::scripts::LOCK_CAS_TRIES;
 use self::tls_relay::TlsRelay;
 use super::denylist::DenyList;
 use super::health::Health;

@@ -145,6 +145,9 @@ return 1
     )
 });
 
+/// Tries of a [`LOCK_CAS`] before giving up (each loses only to another write).
+pub const LOCK_CAS_TRIES: usize = 32;
+
 /// GCRA for a quota shared by every instance, with a local allowance: takes up to `want`
 /// requests from the key's bucket at once, on Redis's own clock (instances' clocks never meet).
 /// KEYS: the key's TAT (microseconds since the epoch). ARGV: interval T, depth tau (both

@@ -1,5 +1,5 @@
-//! Prometheus series of the remote key sets, one set of series per remote issuer (label values
-//! come from the config, so they stay bounded).
+//! Prometheus series of the remote key sets (`auth::remote`), one set of series per remote issuer
+//! (label values come from the config, so they stay bounded).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
