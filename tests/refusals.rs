@@ -277,7 +277,7 @@ async fn refusals_and_upstream_failures_are_logged_with_their_reason_and_never_a
     let cc = ("grant_type", "client_credentials");
 
     let r = post(None, vec![cc, ("client_id", "svc"), ("client_secret", WRONG_SECRET)]).await;
-    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.status, 400, "a secret in the body: invalid_client without a challenge: {}", r.text());
     let basic = Some(basic_header("app", SECRET));
     let r = post(basic.clone(), vec![("grant_type", "password"), ("username", "alice"), ("password", WRONG_PW)]).await;
     assert_eq!(r.status, 400, "{}", r.text());
