@@ -3,7 +3,9 @@
 //! `headers/rewrite` runs what the proxy does to a realistic 12-header request (hop-by-hop
 //! removal, `X-Forwarded-*`, identity strip and set); the clone of the request headers is made
 //! in setup and not timed. `routes/find/N` is `normalize_path` + `RouteTable::find` with N
-//! routes; `routes/normalize/*` is path canonicalisation alone (a plain and an escaped path).
+//! prefix-only routes; `routes/find_mixed/1000` the same with 1,000 routes that name hosts
+//! (exact and wildcard), methods and placeholders, for a request that needs all three;
+//! `routes/normalize/*` is path canonicalisation alone (a plain and an escaped path).
 //!
 //! `trace_off/*` is what tracing costs a request when nothing is exported: the trace context
 //! from the headers, the upstream `traceparent`, the access log's trace id.
@@ -17,7 +19,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tokengate::headers::{self, X_AUTH_CLIENT_ID, X_AUTH_SCOPE, X_AUTH_SUBJECT};
-use tokengate::routes::{normalize_path, RouteTable};
+use tokengate::routes::{normalize_path, Lookup, RouteSpec, RouteTable};
 
 /// What a browser or SDK call through a load balancer typically carries, with two spoofing
 /// attempts (an identity header and `X-Forwarded-For`) and a `Connection`-named hop header.
@@ -73,25 +75,55 @@ fn header_rewriting(c: &mut Criterion) {
 
 fn route_matching(c: &mut Criterion) {
     let mut g = c.benchmark_group("routes");
+    let spec = |prefix: String, hosts: Vec<String>, methods: &[http::Method], value| RouteSpec {
+        prefix,
+        hosts,
+        methods: methods.to_vec(),
+        value,
+    };
     for n in [1usize, 100, 10_000] {
-        let routes: Vec<(String, usize)> = (0..n).map(|i| (format!("/svc{i}"), i)).collect();
-        let table = RouteTable::new(routes).unwrap();
+        let table = RouteTable::new((0..n).map(|i| spec(format!("/svc{i}"), vec![], &[], i)).collect()).unwrap();
         // A path deeper than its prefix, to the last route inserted.
         let path = format!("/svc{}/v1/orders/12345/items", n - 1);
-        assert_eq!(table.find(&normalize_path(&path).unwrap()).map(|(v, _)| *v), Some(n - 1));
+        assert_eq!(found(&table, None, &http::Method::GET, &path), Some(n - 1));
         g.bench_with_input(BenchmarkId::new("find", n), &path, |b, p| {
-            b.iter(|| {
-                let canonical = normalize_path(black_box(p)).unwrap();
-                *table.find(&canonical).unwrap().0
-            })
+            b.iter(|| found(&table, None, &http::Method::GET, black_box(p)))
         });
     }
+    // 1,000 routes: 250 services, each on its own host (every other one a wildcard), with a
+    // read route and a write route on a tenant template, and a host-less fallback each.
+    let (get, post) = (http::Method::GET, http::Method::POST);
+    let mut specs = Vec::new();
+    for i in 0..250 {
+        let host = if i % 2 == 0 { format!("svc{i}.example.com") } else { format!("*.svc{i}.example.com") };
+        let orders = format!("/tenants/{{tenant}}/svc{i}/orders");
+        specs.push(spec(orders.clone(), vec![host.clone()], &[get.clone()], 4 * i));
+        specs.push(spec(orders, vec![host.clone()], &[post.clone()], 4 * i + 1));
+        specs.push(spec(format!("/svc{i}/admin"), vec![host], &[], 4 * i + 2));
+        specs.push(spec(format!("/svc{i}"), vec![], &[], 4 * i + 3));
+    }
+    let table = RouteTable::new(specs).unwrap();
+    let (host, path) = ("eu.svc249.example.com:8443", "/tenants/acme/svc249/orders/12345/items");
+    assert_eq!(table.len(), 1000);
+    assert_eq!(found(&table, Some(host), &post, path), Some(4 * 249 + 1));
+    g.bench_function(BenchmarkId::new("find_mixed", 1000), |b| {
+        b.iter(|| found(&table, Some(black_box(host)), &post, black_box(path)))
+    });
     for (name, path) in [("plain", "/svc42/v1/orders/12345/items"), ("escaped", "/svc42/v1/%6Frders/caf%c3%a9/items")] {
         g.bench_with_input(BenchmarkId::new("normalize", name), path, |b, p| {
             b.iter(|| normalize_path(black_box(p)).unwrap().len())
         });
     }
     g.finish();
+}
+
+/// The value of the route for a request, as the proxy finds it: the path made canonical first.
+fn found(table: &RouteTable<usize>, host: Option<&str>, method: &http::Method, path: &str) -> Option<usize> {
+    let canonical = normalize_path(path).ok()?;
+    match table.find(host, method, &canonical) {
+        Lookup::Found(f) => Some(*f.value),
+        _ => None,
+    }
 }
 
 /// What tracing costs a request when nothing is exported (`[tracing]` without `otlp_endpoint`):

@@ -279,8 +279,16 @@ impl Default for TokensConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Path prefix, matched on segment boundaries; the longest match wins.
+    /// Path prefix, matched on segment boundaries; the longest match wins. Whole segments may
+    /// be placeholders, `/tenants/{tenant}/orders`, each matching one non-empty segment.
     pub prefix: String,
+    /// Host names the route serves (`Host` / `:authority`, any case, port ignored; `*.` is one
+    /// label); empty: any host. See `proxy::routes::table` for precedence.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Methods the route serves (written in any case, compared uppercased); empty: every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
     /// `http://` or `https://` base URL, or `echo` for the built-in demo upstream.
     pub upstream: UpstreamTarget,
     /// Every one of these must be in the token's `scope` claim.

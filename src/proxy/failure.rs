@@ -26,6 +26,8 @@ pub enum Failure {
     BadPath(String),
     /// No route matches the path: 404.
     NoRoute,
+    /// Routes match the host and path, none the method: 405 with `Allow` (these methods).
+    MethodNotAllowed(String),
     /// The token does not let the request pass: RFC 6750 (401, 400 or 403).
     Rejected(Rejection),
     /// The rewritten target is not a valid URI: 400.
@@ -130,6 +132,14 @@ impl Failure {
             Failure::BadHost(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
             Failure::BadPath(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
             Failure::NoRoute => json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
+            Failure::MethodNotAllowed(allow) => {
+                let mut resp =
+                    json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "no route serves this method here");
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    resp.headers_mut().insert(header::ALLOW, v);
+                }
+                resp
+            }
             Failure::Unforwardable => {
                 json_error(StatusCode::BAD_REQUEST, "invalid_request", "request target cannot be forwarded")
             }

@@ -32,7 +32,7 @@ use crate::auth::token_cache::Admitted;
 use crate::config::{ServerConfig, UpstreamTarget};
 use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::metrics::Limit;
-use crate::proxy::routes::{normalize_path, strip_prefix};
+use crate::proxy::routes::{normalize_path, Lookup};
 use crate::snapshot::{Route, Snapshot, Upstream};
 use crate::telemetry::RequestTrace;
 use crate::tls::client_cert::CertHeaderError;
@@ -261,7 +261,12 @@ fn admit<'s>(
     if out.log {
         out.path = Some(path.to_owned());
     }
-    let (route, prefix) = snap.routes.find(path).ok_or(Failure::NoRoute)?;
+    let found = match snap.routes.find(request_host(parts), &parts.method, path) {
+        Lookup::Found(f) => f,
+        Lookup::MethodNotAllowed(allow) => return Err(Failure::MethodNotAllowed(allow.to_owned())),
+        Lookup::NotFound => return Err(Failure::NoRoute),
+    };
+    let route: &Route = found.value;
     out.route = Some(route.prefix.as_str());
     out.scope_text = route.scope_text.as_str();
     let cx = authz::Context {
@@ -290,7 +295,7 @@ fn admit<'s>(
     if out.log {
         out.verified = verified.clone();
     }
-    let target = upstream_target(route, prefix, &parts.uri, rewritten.as_deref());
+    let target = upstream_target(route, found.matched_len, &parts.uri, rewritten.as_deref());
     rewrite_request_headers(snap, route, conn, parts, verified.as_deref());
     parts.uri = target.ok_or(Failure::Unforwardable)?;
     Ok(Next::Forward(route))
@@ -355,23 +360,37 @@ async fn discard_body(server: &ServerConfig, headers: &http::HeaderMap, mut body
     }
 }
 
-/// The origin-form target sent upstream: the canonical path, less the route prefix when
-/// `strip_prefix`, under the upstream's base path, with the query as sent. The client's own
-/// target is reused untouched when nothing changes it (the common case: no copy, no parse).
-fn upstream_target(route: &Route, prefix: &str, uri: &Uri, rewritten: Option<&str>) -> Option<Uri> {
+/// The host a request names: its `:authority` or absolute-form target, else its `Host` header
+/// (the two were checked to agree by `headers::check_host`).
+fn request_host(parts: &http::request::Parts) -> Option<&str> {
+    match parts.uri.authority() {
+        Some(a) => Some(a.as_str()),
+        None => parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// The origin-form target sent upstream: the canonical path, less the `matched` bytes of route
+/// prefix when `strip_prefix`, under the upstream's base path, with the query as sent. The
+/// client's own target is reused untouched when nothing changes it (the common case: no copy,
+/// no parse).
+fn upstream_target(route: &Route, matched: usize, uri: &Uri, rewritten: Option<&str>) -> Option<Uri> {
     let base = match &route.upstream {
         Upstream::Remote { base_path, .. } => base_path.as_str(),
         Upstream::Echo => "",
     };
     let path = rewritten.unwrap_or(uri.path());
-    let path = if route.strip_prefix { strip_prefix(path, prefix) } else { Cow::Borrowed(path) };
+    let path = match path.get(matched..) {
+        Some(rest) if route.strip_prefix && rest.starts_with('/') => rest,
+        Some(_) if route.strip_prefix && matched > 0 => "/",
+        _ => path,
+    };
     // (Stripping borrows a suffix, so "unchanged" is a length test, not a Cow variant.)
     if base.is_empty() && rewritten.is_none() && path.len() == uri.path().len() && uri.authority().is_none() {
         return Some(uri.clone());
     }
     let mut target = String::with_capacity(base.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1));
     target.push_str(base);
-    target.push_str(&path);
+    target.push_str(path);
     if let Some(q) = uri.query() {
         target.push('?');
         target.push_str(q);
@@ -521,7 +540,7 @@ async fn send_upstream(
 
 /// `host:port` of a route's upstream, for logs (the pool keeps its own copy private).
 fn upstream_address(snap: &Snapshot, route: &Route) -> Option<String> {
-    let r = snap.config.routes.iter().find(|r| r.prefix == route.prefix)?;
+    let r = snap.config.routes.get(route.index)?;
     let UpstreamTarget::Url(uri) = &r.upstream else { return None };
     let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
     Some(format!("{}:{port}", uri.host()?))

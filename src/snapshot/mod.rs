@@ -21,7 +21,7 @@ use crate::auth::keys::{Alg, KeySet, OwnKeys};
 use crate::auth::remote::{RemoteKeys, RemoteSpec};
 use crate::config::{Config, IssuerConfig, KeySource, RequireTyp, UpstreamTarget};
 pub use crate::error::BuildError;
-use crate::proxy::routes::RouteTable;
+use crate::proxy::routes::{RouteSpec, RouteTable};
 use crate::proxy::upstream::{Pool, Pools};
 
 /// Where a route sends its traffic.
@@ -42,6 +42,11 @@ pub enum Upstream {
 pub struct Route {
     /// Configured prefix, as written (used as the metrics/log label).
     pub prefix: String,
+    /// The route told apart from others on the same prefix (`"/orders" [GET] on api.example`):
+    /// how a reload finds the previous generation's quota state.
+    pub key: String,
+    /// Its place in `config.routes`, for what the snapshot keeps only there.
+    pub index: usize,
     /// Where requests go.
     pub upstream: Upstream,
     /// Scopes the token must hold.
@@ -205,9 +210,10 @@ impl Snapshot {
         watched.push(key);
         let mut table = Vec::with_capacity(config.routes.len());
         let mut pools = Pools::default();
-        for r in &config.routes {
-            let route = build_route(&config, r, &mut pools, previous.map(|p| &p.pools), previous.map(|p| &p.routes))?;
-            table.push((r.prefix.clone(), Arc::new(route)));
+        for (index, r) in config.routes.iter().enumerate() {
+            let route = build_route(&config, (index, r), &mut pools, previous.map(|p| &p.pools), previous.map(|p| &p.routes))?;
+            let methods = route_methods(r)?;
+            table.push(RouteSpec { prefix: r.prefix.clone(), hosts: r.hosts.clone(), methods, value: Arc::new(route) });
             if let Some(ca) = &r.upstream_ca {
                 watched.push(config.resolve(ca));
             }
@@ -337,12 +343,13 @@ fn routes_claim_headers(config: &Config) -> Vec<HeaderName> {
 
 fn build_route(
     config: &Config,
-    r: &crate::config::RouteConfig,
+    (index, r): (usize, &crate::config::RouteConfig),
     pools: &mut Pools,
     previous: Option<&Pools>,
     previous_routes: Option<&RouteTable<Arc<Route>>>,
 ) -> Result<Route, BuildError> {
     let bad = |m: String| BuildError::Invalid(format!("route {:?}: {m}", r.prefix));
+    let key = route_key(r);
     let upstream = match &r.upstream {
         UpstreamTarget::Echo => Upstream::Echo,
         UpstreamTarget::Url(uri) => {
@@ -362,6 +369,9 @@ fn build_route(
     }
     Ok(Route {
         prefix: r.prefix.clone(),
+        quota: r.rate_limit.as_ref().map(|l| route_quota(config, &key, l, previous_routes)),
+        key,
+        index,
         upstream,
         scope_text: r.scopes.join(" "),
         scopes: r.scopes.clone(),
@@ -372,17 +382,41 @@ fn build_route(
         strip_prefix: r.strip_prefix,
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
         dpop: r.dpop,
-        quota: r.rate_limit.as_ref().map(|l| route_quota(config, r, l, previous_routes)),
     })
+}
+
+/// `[[routes]] methods`, uppercased and checked.
+fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, BuildError> {
+    let bad = |m: &str| BuildError::Invalid(format!("route {:?}: methods: {m:?} is not an HTTP method", r.prefix));
+    r.methods.iter().map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad(m))).collect()
+}
+
+/// What tells a route from the others on its prefix: `"/orders" [GET, HEAD] on api.example.com`.
+fn route_key(r: &crate::config::RouteConfig) -> String {
+    let mut key = format!("{:?}", r.prefix);
+    if !r.methods.is_empty() {
+        key.push_str(&format!(" [{}]", r.methods.join(", ").to_ascii_uppercase()));
+    }
+    if !r.hosts.is_empty() {
+        key.push_str(&format!(" on {}", r.hosts.join(", ").to_ascii_lowercase()));
+    }
+    key
 }
 
 /// Each limited route's quota state, for `GET /metrics`.
 pub fn observe_quotas(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
-    for r in &snap.config.routes {
-        let Some((route, _)) = snap.routes.find(&r.prefix) else { continue };
-        if let Some(q) = route.quota.as_ref().filter(|_| route.prefix == r.prefix) {
-            metrics.observe_quota(&r.prefix, q.table.len() + q.leases.len(), q.table.evicted() + q.leases.evicted());
+    // Labelled by prefix: routes that share one (by method or host) are summed.
+    let mut by_prefix: Vec<(&str, usize, u64)> = Vec::new();
+    for route in snap.routes.values() {
+        let Some(q) = &route.quota else { continue };
+        let (keys, evicted) = (q.table.len() + q.leases.len(), q.table.evicted() + q.leases.evicted());
+        match by_prefix.iter_mut().find(|(p, _, _)| *p == route.prefix) {
+            Some(row) => (row.1, row.2) = (row.1 + keys, row.2 + evicted),
+            None => by_prefix.push((&route.prefix, keys, evicted)),
         }
+    }
+    for (prefix, keys, evicted) in by_prefix {
+        metrics.observe_quota(prefix, keys, evicted);
     }
 }
 
@@ -390,14 +424,13 @@ pub fn observe_quotas(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
 /// same (a reload forgives no one).
 fn route_quota(
     config: &Config,
-    r: &crate::config::RouteConfig,
+    route_key: &str,
     l: &crate::config::RouteRateLimit,
     previous_routes: Option<&RouteTable<Arc<Route>>>,
 ) -> RouteQuota {
     let previous = previous_routes
-        .and_then(|routes| routes.find(&r.prefix))
-        .filter(|(_, prefix)| *prefix == r.prefix)
-        .and_then(|(old, _)| old.quota.as_ref())
+        .and_then(|routes| routes.values().find(|old| old.key == route_key))
+        .and_then(|old| old.quota.as_ref())
         .filter(|q| q.key == l.key);
     RouteQuota {
         key: l.key.clone(),

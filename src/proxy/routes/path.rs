@@ -1,4 +1,4 @@
-//! Request-path canonicalisation and longest-prefix routing.
+//! Request-path canonicalisation, before routing.
 //!
 //! Per-route rules (which token, which scopes) are only as safe as the agreement between the
 //! path the proxy *matched* and the path the upstream *serves*. Path-confusion attacks live in
@@ -8,11 +8,10 @@
 //!
 //! So a path is checked once by [`normalize_path`], which refuses (never repairs) anything
 //! whose meaning could differ between parsers, and the single canonical string it returns is
-//! used both for [`RouteTable::find`] and for forwarding. Matching ignores ASCII case so that a
-//! case-insensitive upstream cannot be reached around a more specific route.
+//! used both for matching (`routes::table`) and for forwarding. Matching ignores ASCII case so
+//! that a case-insensitive upstream cannot be reached around a more specific route.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// Longest raw request path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 8 * 1024;
@@ -218,156 +217,6 @@ fn is_confusable(c: char) -> bool {
     )
 }
 
-/// Why a route table cannot be built (a configuration error).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteTableError {
-    /// The prefix is not a path `normalize_path` would accept.
-    #[error("route prefix {prefix:?} is not a valid path: {reason}")]
-    InvalidPrefix {
-        /// The prefix as configured.
-        prefix: String,
-        /// What `normalize_path` refused.
-        reason: PathError,
-    },
-    /// The prefix is valid but no normalized request path could ever equal it.
-    #[error("route prefix {prefix:?} is not in canonical form; write {canonical:?}")]
-    NonCanonical {
-        /// The prefix as configured.
-        prefix: String,
-        /// What it normalizes to.
-        canonical: String,
-    },
-    /// Two prefixes equal after dropping a trailing '/' and ignoring ASCII case.
-    #[error("route prefix {0:?} is listed twice (case and a trailing slash are ignored)")]
-    Duplicate(String),
-}
-
-/// A route table mapping prefixes to values of type T (the proxy stores its per-route policy in T).
-#[derive(Debug, Clone)]
-pub struct RouteTable<T> {
-    /// Prefixes as configured minus a trailing '/' ("" for the root route), with their values.
-    routes: Vec<(String, T)>,
-    /// Case-insensitive hash of a prefix -> indices into `routes` (several only on collision).
-    index: HashMap<u64, Vec<usize>>,
-    /// Longest prefix in bytes: probing a path stops there.
-    max_len: usize,
-}
-
-/// FNV-1a step over an ASCII-lowercased byte. Incremental, so one pass over a path yields the
-/// hash of every prefix of it. Not DoS-resistant, and needs not be: only configured prefixes
-/// are inserted, so a crafted path costs at most one extra compare per segment.
-fn fnv(h: u64, b: u8) -> u64 {
-    (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
-}
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
-
-impl<T> RouteTable<T> {
-    /// Builds from (prefix, value) pairs. Prefixes must be canonical paths (as returned by
-    /// [`normalize_path`], ASCII case aside); one trailing '/' is ignored ("/api/" == "/api");
-    /// duplicates after that, compared case-insensitively, are an error.
-    pub fn new(routes: Vec<(String, T)>) -> Result<Self, RouteTableError> {
-        let mut table =
-            Self { routes: Vec::with_capacity(routes.len()), index: HashMap::with_capacity(routes.len()), max_len: 0 };
-        for (prefix, value) in routes {
-            let canonical = match normalize_path(&prefix) {
-                Ok(c) => c.into_owned(),
-                Err(reason) => return Err(RouteTableError::InvalidPrefix { prefix, reason }),
-            };
-            if !canonical.eq_ignore_ascii_case(&prefix) {
-                return Err(RouteTableError::NonCanonical { prefix, canonical });
-            }
-            let key = prefix.strip_suffix('/').unwrap_or(&prefix);
-            if table.probe(key.bytes().fold(FNV_START, fnv), key.as_bytes()).is_some() {
-                return Err(RouteTableError::Duplicate(prefix));
-            }
-            let slot = table.index.entry(key.bytes().fold(FNV_START, fnv));
-            slot.or_default().push(table.routes.len());
-            table.max_len = table.max_len.max(key.len());
-            table.routes.push((key.to_owned(), value));
-        }
-        Ok(table)
-    }
-
-    /// Longest prefix match on segment boundaries of an already-normalized path, ignoring ASCII
-    /// case: "/api" matches "/api", "/API/", "/api/x", but not "/apix"; a root route "/"
-    /// matches every path. Returns the value and the prefix as configured, without trailing
-    /// '/' ("" for the root route). Allocation-free; O(path length up to the longest prefix).
-    pub fn find(&self, path: &str) -> Option<(&T, &str)> {
-        let bytes = path.as_bytes();
-        if bytes.first() != Some(&b'/') {
-            return None;
-        }
-        let mut best = None;
-        let mut h = FNV_START;
-        // Shortest boundary first, so the last hit is the longest match.
-        for (k, &b) in bytes.iter().enumerate() {
-            if b == b'/' {
-                best = self.probe_segment_end(h, &bytes[..k]).or(best);
-            }
-            h = fnv(h, b);
-        }
-        if bytes.last() != Some(&b'/') {
-            best = self.probe_segment_end(h, bytes).or(best);
-        }
-        best.map(|j| (&self.routes[j].1, self.routes[j].0.as_str()))
-    }
-
-    /// Probes a prefix ending at a segment boundary, and also the same prefix without trailing
-    /// dots and encoded spaces: Windows-style upstreams serve "/admin." and "/admin%20" as
-    /// "/admin", so such a path must get the "/admin" route's rules, not a public parent's.
-    fn probe_segment_end(&self, h: u64, prefix: &[u8]) -> Option<usize> {
-        let mut trimmed = prefix;
-        loop {
-            if let Some(t) = trimmed.strip_suffix(b".") {
-                trimmed = t;
-            } else if trimmed.len() >= 3 && trimmed[trimmed.len() - 3..].eq_ignore_ascii_case(b"%20") {
-                trimmed = &trimmed[..trimmed.len() - 3];
-            } else {
-                break;
-            }
-        }
-        let alias_ok = trimmed.len() < prefix.len() && trimmed.len() > 1 && trimmed.len() <= self.max_len;
-        let alias = (alias_ok && trimmed.last() != Some(&b'/'))
-            .then(|| self.probe(trimmed.iter().fold(FNV_START, |h, &b| fnv(h, b)), trimmed))
-            .flatten();
-        let exact = (prefix.len() <= self.max_len).then(|| self.probe(h, prefix)).flatten();
-        exact.or(alias)
-    }
-
-    /// The index of the route whose prefix is `prefix` (given its hash `h`), if any.
-    fn probe(&self, h: u64, prefix: &[u8]) -> Option<usize> {
-        let same = |&j: &usize| self.routes[j].0.as_bytes().eq_ignore_ascii_case(prefix);
-        self.index.get(&h)?.iter().copied().find(same)
-    }
-
-    /// Number of routes.
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    /// Whether there are no routes (every lookup then fails).
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-}
-
-/// Removes a matched prefix from a normalized path for `strip_prefix` routes, ignoring ASCII
-/// case like [`RouteTable::find`]: strip("/api/v1/x", "/api") == "/v1/x", strip("/api", "/api")
-/// == "/"; keeps a leading '/'. A prefix that does not match on a segment boundary leaves the
-/// path unchanged. Never allocates today; `Cow` leaves room for that.
-pub fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Cow<'a, str> {
-    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    let rest = path
-        .get(..prefix.len())
-        .filter(|head| head.eq_ignore_ascii_case(prefix))
-        .and_then(|_| path.get(prefix.len()..));
-    match rest {
-        Some("") => Cow::Borrowed("/"),
-        Some(r) if r.starts_with('/') => Cow::Borrowed(r),
-        _ => Cow::Borrowed(path),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,16 +248,6 @@ mod tests {
         NonAscii /é /\u{ff0f} /a\u{200b}
         InvalidUtf8 /%c0%ae /%c0%af /%e0%80%ae /%c1%9c /%c3 /%c3a /%a9 /%ed%a0%80 /%f5%80%80%80
         InvalidUtf8 /%c3%28 /%ff /%e2%82";
-
-    #[test]
-    fn trailing_dots_and_encoded_spaces_get_the_trimmed_routes_rules() {
-        let t = RouteTable::new(vec![("/".to_string(), 0), ("/admin".to_string(), 1)]).unwrap();
-        for p in ["/admin.", "/admin./x", "/admin%20", "/admin%20/x", "/admin.%20.", "/ADMIN.."] {
-            assert_eq!(t.find(p).map(|(v, _)| *v), Some(1), "{p}");
-        }
-        assert_eq!(t.find("/adminx.").map(|(v, _)| *v), Some(0));
-        assert_eq!(t.find("/.").map(|(v, _)| *v), Some(0), "the root is never an alias target");
-    }
 
     #[test]
     fn refuses_forbidden_forms_with_header_safe_messages() {
@@ -495,100 +334,5 @@ mod tests {
             assert!(!d.ends_with("/.") && !d.ends_with("/.."), "{p:?}");
         }
         assert!(accepted > 1000, "generator too hostile: {accepted}");
-    }
-
-    fn table(prefixes: &str) -> Result<RouteTable<usize>, RouteTableError> {
-        let routes = words(prefixes).into_iter().map(String::from).zip(0..);
-        RouteTable::new(routes.collect())
-    }
-
-    /// Checks "path=>prefix" cases ("-" for no match).
-    fn routes_to(prefixes: &str, cases: &str) {
-        let t = table(prefixes).unwrap();
-        for case in words(cases) {
-            let (path, want) = case.split_once("=>").unwrap();
-            assert_eq!(t.find(path).map_or("-", |(_, p)| p), want, "{path:?}");
-        }
-    }
-
-    #[test]
-    fn matches_on_segment_boundaries_longest_first_ignoring_case() {
-        let nested = "/ /api /api/admin /api/admin/keys";
-        routes_to(
-            nested,
-            "/=> /apix=> /ap=> /api=>/api /api/=>/api /api/x=>/api /api/adminx/keys=>/api \
-             /api/admin=>/api/admin /api/admin/keysx=>/api/admin /API/Admin/x=>/api/admin \
-             /api/admin/keys/1=>/api/admin/keys /aPi=>/api",
-        );
-        let no_root = "/apix=>- /other=>- /=>- api=>- =>- /api=>/api /public/x=>/Public";
-        routes_to("/api/ /Public", no_root);
-        routes_to("/caf%c3%a9", "/caf%C3%A9/x=>/caf%c3%a9");
-        let t = table(nested).unwrap();
-        assert_eq!((t.find("/api/x").map(|(v, _)| *v), t.len()), (Some(1), 4));
-        let empty = table("").unwrap();
-        assert!(empty.is_empty() && empty.find("/").is_none());
-    }
-
-    #[test]
-    fn attacks_on_a_protected_prefix_are_refused_or_routed_to_it() {
-        let t = table("/ /public /admin").unwrap();
-        let attacks = "/admin /ADMIN/ /%61dmin /%41DMIN/x /public/../admin /public/..%2fadmin \
-            //admin /admin;x/y /admin%3b /.%2e/admin /%2e/admin /admin%2f /\\admin /%ef%bc%8fadmin \
-            /ad%00min /public%2f..%2fadmin /%2561dmin /%c0%afadmin /./admin /admin%09 \
-            /public/%2e%2e/admin /%EF%BD%81dmin /ad%E2%80%8Bmin /Admin\\..\\public";
-        for p in words(attacks) {
-            if let Ok(n) = normalize_path(p) {
-                assert_eq!(t.find(&n).map(|(_, p)| p), Some("/admin"), "{p:?} -> {n:?}");
-            }
-        }
-    }
-
-    /// Bad route tables ("prefixes | error").
-    const BAD_TABLES: &str = r#"
-        /api /api/ | Duplicate("/api/")
-        /api /API | Duplicate("/API")
-        / / | Duplicate("/")
-        api | InvalidPrefix { prefix: "api", reason: NotAbsolute }
-        /a//b | InvalidPrefix { prefix: "/a//b", reason: EmptySegment }
-        /api// | InvalidPrefix { prefix: "/api//", reason: EmptySegment }
-        /a;b | InvalidPrefix { prefix: "/a;b", reason: Semicolon }
-        /%61pi | NonCanonical { prefix: "/%61pi", canonical: "/api" }"#;
-
-    #[test]
-    fn table_construction_errors() {
-        for (prefixes, want) in BAD_TABLES.lines().filter_map(|l| l.split_once('|')) {
-            assert_eq!(format!("{:?}", table(prefixes).unwrap_err()), want.trim());
-        }
-    }
-
-    #[test]
-    fn strips_prefixes() {
-        let cases = "/api/v1/x /api /v1/x  /api /api /  /api/ /api /  /API/x /api /x  \
-            /api/x /api/ /x  /x / /x  /apix /api /apix  /a /api /a  /é/x /é /x";
-        for c in words(cases).chunks(3) {
-            assert_eq!(strip_prefix(c[0], c[1]), c[2], "{c:?}");
-        }
-        assert_eq!(strip_prefix("/x", ""), "/x");
-    }
-
-    #[test]
-    fn ten_thousand_routes() {
-        let mut routes: Vec<_> = (0..10_000).map(|i| (format!("/svc{i}"), i)).collect();
-        let admin = |i| (format!("/svc{i}/admin/"), 100_000 + i);
-        routes.extend((0..10_000).step_by(10).map(admin));
-        let t = RouteTable::new(routes).unwrap();
-        assert_eq!(t.len(), 11_000);
-        let val = |p: String| t.find(&p).map(|(v, _)| *v);
-        for i in (0..10_000).step_by(7) {
-            let admin = if i % 10 == 0 { 100_000 + i } else { i };
-            assert_eq!(val(format!("/svc{i}")), Some(i));
-            assert_eq!(val(format!("/SVC{i}/x/y")), Some(i));
-            assert_eq!(val(format!("/svc{i}/admin/k")), Some(admin));
-        }
-        for miss in ["/svc10000", "/svc1x", "/"] {
-            assert!(t.find(miss).is_none(), "{miss}");
-        }
-        let long = format!("/svc5/{}", "a/".repeat(3000));
-        assert_eq!(t.find(&long).map(|(v, p)| (*v, p)), Some((5, "/svc5")));
     }
 }
