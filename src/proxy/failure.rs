@@ -133,8 +133,11 @@ impl Failure {
             Failure::BadPath(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why),
             Failure::NoRoute => json_error(StatusCode::NOT_FOUND, "not_found", "no route for this path"),
             Failure::MethodNotAllowed(allow) => {
-                let mut resp =
-                    json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "no route serves this method here");
+                let mut resp = json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "no route serves this method here",
+                );
                 if let Ok(v) = HeaderValue::from_str(allow) {
                     resp.headers_mut().insert(header::ALLOW, v);
                 }

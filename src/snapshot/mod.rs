@@ -211,7 +211,8 @@ impl Snapshot {
         let mut table = Vec::with_capacity(config.routes.len());
         let mut pools = Pools::default();
         for (index, r) in config.routes.iter().enumerate() {
-            let route = build_route(&config, (index, r), &mut pools, previous.map(|p| &p.pools), previous.map(|p| &p.routes))?;
+            let route =
+                build_route(&config, (index, r), &mut pools, previous.map(|p| &p.pools), previous.map(|p| &p.routes))?;
             let methods = route_methods(r)?;
             table.push(RouteSpec { prefix: r.prefix.clone(), hosts: r.hosts.clone(), methods, value: Arc::new(route) });
             if let Some(ca) = &r.upstream_ca {

@@ -247,8 +247,11 @@ impl Conn {
                     s.send_request(r).await
                 }
                 Sender::H2(s) => {
-                    let pq = r.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-                    *r.uri_mut() = format!("https://localhost{pq}").parse().expect("h2 uri");
+                    // An absolute target keeps its authority (`:authority`); a path goes to localhost.
+                    if r.uri().authority().is_none() {
+                        let pq = r.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+                        *r.uri_mut() = format!("https://localhost{pq}").parse().expect("h2 uri");
+                    }
                     *r.version_mut() = Version::HTTP_2;
                     s.ready().await.expect("h2 ready");
                     s.send_request(r).await

@@ -110,7 +110,8 @@ fn table_construction_errors() {
 
 #[test]
 fn matched_length_is_what_strip_prefix_removes() {
-    let t = RouteTable::new(vec![spec("/", &[], &[], 0), spec("/api", &[], &[], 1), spec("/t/{id}", &[], &[], 2)]).unwrap();
+    let t =
+        RouteTable::new(vec![spec("/", &[], &[], 0), spec("/api", &[], &[], 1), spec("/t/{id}", &[], &[], 2)]).unwrap();
     for (path, len) in [("/x", 0), ("/api", 4), ("/api/", 4), ("/API/v1/x", 4), ("/t/acme/o", 7), ("/t/acme", 7)] {
         let Lookup::Found(f) = t.find(None, &Method::GET, path) else { panic!("{path}") };
         assert_eq!(f.matched_len, len, "{path}");
@@ -189,7 +190,8 @@ fn a_method_picks_among_the_routes_of_one_prefix_and_never_falls_back() {
         clash.unwrap_err().to_string(),
         r#"routes "/o" [GET, HEAD] and "/o" [HEAD] both match the same requests with the same precedence"#
     );
-    let hosts = RouteTable::new(vec![spec("/o", &["a.example", "b.example"], &[], 0), spec("/o", &["B.example"], &[], 1)]);
+    let hosts =
+        RouteTable::new(vec![spec("/o", &["a.example", "b.example"], &[], 0), spec("/o", &["B.example"], &[], 1)]);
     assert!(matches!(hosts, Err(RouteTableError::Ambiguous { .. })), "one host in common");
     let fine = RouteTable::new(vec![spec("/o", &["a.example"], &[], 0), spec("/o", &["*.example"], &[], 1)]);
     assert!(fine.is_ok(), "exact and wildcard are different precedences");
