@@ -97,8 +97,8 @@ fn route_matching(c: &mut Criterion) {
     for i in 0..250 {
         let host = if i % 2 == 0 { format!("svc{i}.example.com") } else { format!("*.svc{i}.example.com") };
         let orders = format!("/tenants/{{tenant}}/svc{i}/orders");
-        specs.push(spec(orders.clone(), vec![host.clone()], &[get.clone()], 4 * i));
-        specs.push(spec(orders, vec![host.clone()], &[post.clone()], 4 * i + 1));
+        specs.push(spec(orders.clone(), vec![host.clone()], std::slice::from_ref(&get), 4 * i));
+        specs.push(spec(orders, vec![host.clone()], std::slice::from_ref(&post), 4 * i + 1));
         specs.push(spec(format!("/svc{i}/admin"), vec![host], &[], 4 * i + 2));
         specs.push(spec(format!("/svc{i}"), vec![], &[], 4 * i + 3));
     }

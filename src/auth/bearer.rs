@@ -27,6 +27,9 @@ pub enum Rejection {
     InvalidToken(TokenError),
     /// Valid token without the route's scopes: 403 `insufficient_scope`.
     InsufficientScope,
+    /// Valid token whose claims fail one of the route's rules (this claim): 403
+    /// `insufficient_scope`, naming the claim, never the values it needed.
+    ClaimRule(std::sync::Arc<str>),
     /// The DPoP proof is missing or wrong: 401 `invalid_dpop_proof` (or `use_dpop_nonce`).
     Proof(ProofError),
     /// A token sent with the `DPoP` scheme failed: 401 `invalid_token` in a DPoP challenge.
@@ -155,6 +158,12 @@ pub fn challenge(r: &Rejection, scope_text: &str, dpop_algs: &str, nonces: &Nonc
             format!("{REALM}, error=\"invalid_token\", error_description=\"{e}\""),
             "invalid_token",
             e.to_string(),
+        ),
+        Rejection::ClaimRule(claim) => (
+            StatusCode::FORBIDDEN,
+            format!("{REALM}, error=\"insufficient_scope\", error_description=\"the token's claims do not satisfy this route\""),
+            "insufficient_scope",
+            format!("the token's claim {claim} does not satisfy this route"),
         ),
         Rejection::InsufficientScope => (
             StatusCode::FORBIDDEN,

@@ -1,6 +1,7 @@
 //! Tokens themselves, whichever path uses them: strict JWT parsing, validation and minting
 //! ([`jwt`]), signing and verification keys and JWKS ([`keys`]), key sets fetched from other
-//! providers by URL ([`remote`]), and the verified-token cache ([`token_cache`]). Only [`bearer`]
+//! providers by URL ([`remote`]), rules on claims and claim paths ([`claims`]), and the
+//! verified-token cache ([`token_cache`]). Only [`bearer`]
 //! looks at a request, and only at its head: where the access token is and how a refusal is
 //! worded, for every listener alike. Nothing here knows about routes or listeners.
 
@@ -11,6 +12,7 @@ pub fn unix_now() -> u64 {
 }
 
 pub mod bearer;
+pub mod claims;
 pub mod dpop;
 pub mod jwt;
 pub mod keys;

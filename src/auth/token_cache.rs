@@ -23,13 +23,25 @@ pub struct Admitted {
     /// and `scope`; None when the claim is absent or not a valid header value (CR/LF in a claim
     /// never becomes a header).
     pub identity: [Option<HeaderValue>; 3],
+    /// The payload parsed, once per token, the first time a route reads claims (rules,
+    /// `claims_to_headers`); cache hits reuse it. None inside when it is not a JSON object.
+    claims: std::sync::OnceLock<Option<serde_json::Value>>,
 }
 
 impl Admitted {
     pub fn new(verified: Verified) -> Admitted {
         let value = |c: &Option<String>| c.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
         let identity = [value(&verified.sub), value(&verified.client_id), value(&verified.scope)];
-        Admitted { verified, identity }
+        Admitted { verified, identity, claims: std::sync::OnceLock::new() }
+    }
+
+    /// The token's claims as JSON (parsed on first use).
+    pub fn claims(&self) -> Option<&serde_json::Value> {
+        self.claims
+            .get_or_init(|| {
+                serde_json::from_slice(&self.verified.payload).ok().filter(|v: &serde_json::Value| v.is_object())
+            })
+            .as_ref()
     }
 }
 

@@ -300,9 +300,13 @@ pub struct RouteConfig {
     /// No token needed at all.
     #[serde(default)]
     pub public: bool,
-    /// Extra identity headers: header name -> claim name.
+    /// Extra identity headers: header name -> claim path (`"realm_access.roles"`, or an array of
+    /// segments for names that hold dots).
     #[serde(default)]
-    pub claims_to_headers: BTreeMap<String, String>,
+    pub claims_to_headers: BTreeMap<String, crate::auth::claims::ClaimPathConfig>,
+    /// Conditions on the token's claims that must all hold (403 `insufficient_scope` otherwise).
+    #[serde(default)]
+    pub require: Vec<crate::auth::claims::RuleConfig>,
     /// Pass the `Authorization` header on to the upstream (false for legacy upstreams).
     #[serde(default = "yes")]
     pub forward_token: bool,

@@ -56,11 +56,12 @@ pub async fn refetch_keys(snap: &Snapshot, parts: &Parts) -> bool {
 
 /// Checks the request against the route. The DPoP replay check here is this process's memory;
 /// the caller confirms `Granted::proof` with a shared store.
-pub fn authorize(
+pub fn authorize<'p>(
     snap: &Snapshot,
     cx: &Context<'_>,
     route: &Route,
     parts: &Parts,
+    capture: &impl Fn(&str) -> Option<&'p str>,
     now: u64,
 ) -> Result<Granted, Rejection> {
     if route.public {
@@ -98,6 +99,18 @@ pub fn authorize(
     };
     if verified.missing_scope(&route.scopes).is_some() {
         return Err(Rejection::InsufficientScope);
+    }
+    if !route.require.is_empty() {
+        // A payload that is not an object satisfies no rule (`present = false` included).
+        let refused = |r: &crate::auth::claims::Rule| Rejection::ClaimRule(r.claim().shown().clone());
+        match admitted.claims() {
+            Some(claims) => {
+                if let Some(rule) = crate::auth::claims::first_failing(&route.require, claims, capture) {
+                    return Err(refused(rule));
+                }
+            }
+            None => return Err(refused(&route.require[0])),
+        }
     }
     Ok(Granted { admitted: Some(admitted), proof })
 }

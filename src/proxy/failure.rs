@@ -60,6 +60,7 @@ pub fn rejection_label(r: &Rejection) -> &'static str {
         Rejection::InvalidRequest(_) => "invalid_request",
         Rejection::InvalidToken(e) | Rejection::DpopToken(e) => e.reason(),
         Rejection::InsufficientScope => "insufficient_scope",
+        Rejection::ClaimRule(_) => "claim_rule",
         Rejection::Proof(e) => e.reason(),
         Rejection::DpopRequired => "dpop_required",
     }
@@ -67,7 +68,7 @@ pub fn rejection_label(r: &Rejection) -> &'static str {
 
 /// Every token-rejection label [`Failure::rejection_reason`] can produce.
 pub fn rejection_reasons() -> impl Iterator<Item = &'static str> {
-    ["missing", "invalid_request", "insufficient_scope", "dpop_required"]
+    ["missing", "invalid_request", "insufficient_scope", "claim_rule", "dpop_required"]
         .into_iter()
         .chain(crate::auth::jwt::TokenError::ALL.iter().map(|e| e.reason()))
         .chain(ProofError::ALL.iter().map(|e| e.reason()))

@@ -277,7 +277,8 @@ fn admit<'s>(
         cache_hit: std::cell::Cell::new(None),
     };
     let span = out.trace.child("authorize", SpanKind::Internal);
-    let granted = authorize(snap, &cx, route, parts, jwt::now());
+    let capture = |name: &str| found.capture(path, name);
+    let granted = authorize(snap, &cx, route, parts, &capture, jwt::now());
     if let Some(span) = span {
         end_authorize_span(span, &cx, &granted);
     }
@@ -432,9 +433,9 @@ fn rewrite_request_headers(
             }
         }
         if !route.claims_to_headers.is_empty() {
-            if let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&a.verified.payload) {
+            if let Some(claims) = a.claims() {
                 for (name, claim) in &route.claims_to_headers {
-                    headers::set_identity(h, name, jwt::claim_as_header_text(&payload, claim).as_deref());
+                    headers::set_identity(h, name, crate::auth::claims::as_header_text(claims, claim).as_deref());
                 }
             }
         }

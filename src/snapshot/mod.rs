@@ -57,8 +57,10 @@ pub struct Route {
     pub audience: Option<String>,
     /// No token needed.
     pub public: bool,
-    /// Extra identity headers (already-validated header names) -> claim names.
-    pub claims_to_headers: Vec<(HeaderName, String)>,
+    /// Extra identity headers (already-validated header names) -> claim paths.
+    pub claims_to_headers: Vec<(HeaderName, crate::auth::claims::ClaimPath)>,
+    /// `require`, compiled: every rule must hold of the token's claims.
+    pub require: Box<[crate::auth::claims::Rule]>,
     /// Keep `Authorization` when forwarding.
     pub forward_token: bool,
     /// Remove the prefix from the forwarded path.
@@ -366,7 +368,8 @@ fn build_route(
     let mut claims_to_headers = Vec::new();
     for (h, claim) in &r.claims_to_headers {
         let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| bad(format!("bad header name {h:?}")))?;
-        claims_to_headers.push((name, claim.clone()));
+        let path = claim.compile().map_err(|e| bad(format!("claims_to_headers: {e}")))?;
+        claims_to_headers.push((name, path));
     }
     Ok(Route {
         prefix: r.prefix.clone(),
@@ -379,6 +382,11 @@ fn build_route(
         audience: r.audience.clone(),
         public: r.public,
         claims_to_headers,
+        require: {
+            let placeholders = crate::proxy::routes::table::placeholders(&r.prefix);
+            let rules: Result<Vec<_>, String> = r.require.iter().map(|rule| rule.compile(&placeholders)).collect();
+            rules.map_err(|e| bad(format!("require: {e}")))?.into()
+        },
         forward_token: r.forward_token,
         strip_prefix: r.strip_prefix,
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),

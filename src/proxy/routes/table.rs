@@ -148,6 +148,18 @@ struct Node {
     ending: Option<Ending>,
 }
 
+/// The deepest node with routes a walk found so far.
+struct Best {
+    /// The node.
+    node: usize,
+    /// Bytes of the path its prefix covers.
+    covered: usize,
+    /// Segments deep: the longer prefix wins.
+    depth: usize,
+    /// Byte ranges of the segments its placeholders matched.
+    captures: [(u32, u32); MAX_PLACEHOLDERS],
+}
+
 /// One tier's prefixes.
 #[derive(Debug, Clone)]
 struct Trie {
@@ -249,14 +261,13 @@ impl Trie {
         at
     }
 
-    /// The best node with routes for `path` (see the module's precedence), with the path's
-    /// length it covers and the byte ranges of the segments its placeholders matched.
-    fn best(&self, path: &str) -> Option<(usize, usize, [(u32, u32); MAX_PLACEHOLDERS])> {
+    /// The best node with routes for `path` (see the module's precedence).
+    fn best(&self, path: &str) -> Option<Best> {
         let mut best = None;
         let mut caps = [(0u32, 0u32); MAX_PLACEHOLDERS];
         let rest = path.strip_prefix('/')?;
         self.walk(0, path, 1, rest, 0, 0, &mut caps, &mut best);
-        best.map(|(node, len, _, caps)| (node, len, caps))
+        best
     }
 
     /// Depth-first, literal before placeholder, so that at equal depth the first found wins.
@@ -270,13 +281,13 @@ impl Trie {
         depth: usize,
         ncaps: usize,
         caps: &mut [(u32, u32); MAX_PLACEHOLDERS],
-        best: &mut Option<(usize, usize, usize, [(u32, u32); MAX_PLACEHOLDERS])>,
+        best: &mut Option<Best>,
     ) {
         let n = &self.nodes[node];
-        if n.ending.is_some() && best.as_ref().is_none_or(|b| depth > b.2) {
+        if n.ending.is_some() && best.as_ref().is_none_or(|b| depth > b.depth) {
             // `offset` is where the next segment starts: the prefix covers up to its '/'.
             let covered = if depth == 0 { 0 } else { (offset - 1).min(path.len()) };
-            *best = Some((node, covered, depth, *caps));
+            *best = Some(Best { node, covered, depth, captures: *caps });
         }
         if rest.is_empty() {
             return;
@@ -388,7 +399,7 @@ impl<T> RouteTable<T> {
         let exact = (!host.is_empty()).then(|| lowercase_get(&self.exact, host)).flatten();
         let wild = host.split_once('.').and_then(|(_, suffix)| lowercase_get(&self.wildcard, suffix));
         for trie in [exact, wild, Some(&self.any_host)].into_iter().flatten() {
-            let Some((node, matched_len, captures)) = trie.best(path) else { continue };
+            let Some(Best { node, covered: matched_len, captures, .. }) = trie.best(path) else { continue };
             let Some(ending) = &trie.nodes[node].ending else { continue };
             let chosen = ending.by_method.iter().find(|(m, _)| m == method).map(|&(_, e)| e).or(ending.any);
             let Some(e) = chosen else { return Lookup::MethodNotAllowed(&ending.allow) };
@@ -438,6 +449,11 @@ fn end_at<T>(node: &mut Node, id: usize, entries: &[Entry<T>]) -> Result<(), Rou
     allow.dedup();
     ending.allow = allow.join(", ");
     Ok(())
+}
+
+/// The placeholder names of a prefix, in order (`/t/{tenant}/o/{id}` -> tenant, id).
+pub fn placeholders(prefix: &str) -> Vec<String> {
+    prefix.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).map(str::to_owned).collect()
 }
 
 /// `/orders [GET, HEAD] on api.example.com`.
