@@ -10,7 +10,7 @@
 #   -p  pin: servers on CPU 0, the load generator on CPU 1 (taskset; less noise on 2 cores)
 #   -t  measure only the targets whose name matches this extended regex (e.g. 'nginx|tokengate-rs')
 #
-# Ports: PORT .. PORT+19 must be free.
+# Ports: PORT .. PORT+22 must be free.
 # Environment: LOADGEN=wrk (default; wrk -t1 -cCONNS, as in the original HAProxy/nginx figures)
 # or LOADGEN=tokengate (tokengate bench, 1 thread); TOKENGATE=path of the binary (default
 # target/release/tokengate, built with cargo if missing); PORT=first of 20 ports (default 19000).
@@ -41,6 +41,11 @@
 #                          rate_limit that never triggers (what checking a quota costs)
 #   tokengate-rs256-limited-quiet  the same on /quiet, with `headers = false`: the quota checked,
 #                          no RateLimit headers on the 200s (what the headers cost)
+#   tokengate-rs256-deep   the first tokengate (the 5 routes of peers/gateway.toml.in) on a deep path,
+#                          /tenants/acme/svc199/orders/12345
+#   tokengate-rs256-routes1000  the same path on a fourth tokengate with 1,000 routes (PORT+20):
+#                          hosts exact and wildcard, methods, {tenant} templates; the path is
+#                          served by a GET template route: compare with tokengate-rs256-deep
 # Every target must answer 200 to its first token before anything is measured. The table shows the
 # median req/s of the rounds, its ratio to nginx-noauth and to haproxy-rs256, and the non-2xx and
 # socket-error totals. Installs nothing: it says what to apt-get install when a tool is missing.
@@ -77,7 +82,7 @@ if [ "$pin" = 1 ] && ! command -v taskset >/dev/null; then
   exit 2
 fi
 
-for p in $(seq "$port" $((port + 19))); do
+for p in $(seq "$port" $((port + 22))); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "compare.sh: 127.0.0.1:$p is already in use; pick 20 free ports with PORT=..." >&2
     exit 2
@@ -145,7 +150,23 @@ fill "$peers/gateway.toml.in" "$dir/gateway-log.toml" $((port + 17)) $((port + 1
 sed -i -e "s#^level = \"warn\"#level = \"info\"\nfile = \"$dir/tokengate-access.log\"#" "$dir/gateway-log.toml"
 grep -q '^file = ' "$dir/gateway-log.toml" || { echo "compare.sh: could not turn the access log on" >&2; exit 1; }
 
+# The route-table target: the first config's 3 routes plus 997 (1,000 in all) that name hosts,
+# methods and placeholders.
+fill "$peers/gateway.toml.in" "$dir/gateway-routes.toml" $((port + 20)) $((port + 21)) $((port + 22)) 10000
+for i in $(seq 0 198); do
+  printf '\n[[routes]]\nprefix = "/tenants/{tenant}/svc%d/orders"\nmethods = ["GET", "HEAD"]\nupstream = "http://127.0.0.1:%d"\n' "$i" "$UP"
+  printf '\n[[routes]]\nprefix = "/tenants/{tenant}/svc%d/orders"\nmethods = ["POST", "PUT", "DELETE"]\nupstream = "http://127.0.0.1:%d"\n' "$i" "$UP"
+  printf '\n[[routes]]\nprefix = "/svc%d/admin"\nhosts = ["svc%d.example.com"]\nupstream = "http://127.0.0.1:%d"\n' "$i" "$i" "$UP"
+  printf '\n[[routes]]\nprefix = "/"\nhosts = ["*.svc%d.example.com"]\nupstream = "http://127.0.0.1:%d"\n' "$i" "$UP"
+  printf '\n[[routes]]\nprefix = "/svc%d"\nupstream = "http://127.0.0.1:%d"\n' "$i" "$UP"
+done >>"$dir/gateway-routes.toml"
+for m in GET POST; do
+  printf '\n[[routes]]\nprefix = "/tenants/{tenant}/svc199/orders"\nmethods = ["%s"]\nupstream = "http://127.0.0.1:%d"\n' "$m" "$UP"
+done >>"$dir/gateway-routes.toml"
+[ "$(grep -c '^\[\[routes\]\]' "$dir/gateway-routes.toml")" = 1000 ] || { echo "compare.sh: the route table is not 1,000 routes" >&2; exit 1; }
+
 "$tg" check --config "$dir/gateway.toml" >/dev/null
+"$tg" check --config "$dir/gateway-routes.toml" >/dev/null
 "$tg" check --config "$dir/gateway-nocache.toml" >/dev/null
 "$tg" check --config "$dir/gateway-log.toml" >/dev/null
 tgb=${TOKENGATE_B:-}
@@ -164,6 +185,8 @@ pids+=($!)
 "${server_cpu[@]}" "$tg" serve --config "$dir/gateway-nocache.toml" >"$dir/tokengate-nocache.log" 2>&1 &
 pids+=($!)
 "${server_cpu[@]}" "$tg" serve --config "$dir/gateway-log.toml" >"$dir/tokengate-log.log" 2>&1 &
+pids+=($!)
+"${server_cpu[@]}" "$tg" serve --config "$dir/gateway-routes.toml" >"$dir/tokengate-routes.log" 2>&1 &
 pids+=($!)
 if [ -n "$tgb" ]; then
   "${server_cpu[@]}" "$tgb" serve --config "$dir/gateway-b.toml" >"$dir/tokengate-b.log" 2>&1 &
@@ -190,6 +213,8 @@ targets=(
   "tokengate-dpop-es256|http://127.0.0.1:$TGP/|$dir/ES256-dpop.jwt"
   "tokengate-rs256-limited|http://127.0.0.1:$TGP/limited|$dir/RS256.jwt"
   "tokengate-rs256-limited-quiet|http://127.0.0.1:$TGP/quiet|$dir/RS256.jwt"
+  "tokengate-rs256-deep|http://127.0.0.1:$TGP/tenants/acme/svc199/orders/12345|$dir/RS256.jwt"
+  "tokengate-rs256-routes1000|http://127.0.0.1:$((port + 20))/tenants/acme/svc199/orders/12345|$dir/RS256.jwt"
 )
 if [ -n "$tgb" ]; then
   targets+=(

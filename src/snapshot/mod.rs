@@ -213,9 +213,8 @@ impl Snapshot {
         let mut table = Vec::with_capacity(config.routes.len());
         let mut pools = Pools::default();
         for (index, r) in config.routes.iter().enumerate() {
-            let route =
+            let (route, methods) =
                 build_route(&config, (index, r), &mut pools, previous.map(|p| &p.pools), previous.map(|p| &p.routes))?;
-            let methods = route_methods(r)?;
             table.push(RouteSpec { prefix: r.prefix.clone(), hosts: r.hosts.clone(), methods, value: Arc::new(route) });
             if let Some(ca) = &r.upstream_ca {
                 watched.push(config.resolve(ca));
@@ -350,9 +349,11 @@ fn build_route(
     pools: &mut Pools,
     previous: Option<&Pools>,
     previous_routes: Option<&RouteTable<Arc<Route>>>,
-) -> Result<Route, BuildError> {
+) -> Result<(Route, Vec<http::Method>), BuildError> {
     let bad = |m: String| BuildError::Invalid(format!("route {:?}: {m}", r.prefix));
-    let key = route_key(r);
+    let methods = route_methods(r)?;
+    let key =
+        crate::proxy::routes::table::describe_route(&r.prefix, &r.hosts, methods.iter().map(http::Method::as_str));
     let upstream = match &r.upstream {
         UpstreamTarget::Echo => Upstream::Echo,
         UpstreamTarget::Url(uri) => {
@@ -371,7 +372,7 @@ fn build_route(
         let path = claim.compile().map_err(|e| bad(format!("claims_to_headers: {e}")))?;
         claims_to_headers.push((name, path));
     }
-    Ok(Route {
+    let route = Route {
         prefix: r.prefix.clone(),
         quota: r.rate_limit.as_ref().map(|l| route_quota(config, &key, l, previous_routes)),
         key,
@@ -391,25 +392,14 @@ fn build_route(
         strip_prefix: r.strip_prefix,
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
         dpop: r.dpop,
-    })
+    };
+    Ok((route, methods))
 }
 
 /// `[[routes]] methods`, uppercased and checked.
 fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, BuildError> {
     let bad = |m: &str| BuildError::Invalid(format!("route {:?}: methods: {m:?} is not an HTTP method", r.prefix));
     r.methods.iter().map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad(m))).collect()
-}
-
-/// What tells a route from the others on its prefix: `"/orders" [GET, HEAD] on api.example.com`.
-fn route_key(r: &crate::config::RouteConfig) -> String {
-    let mut key = format!("{:?}", r.prefix);
-    if !r.methods.is_empty() {
-        key.push_str(&format!(" [{}]", r.methods.join(", ").to_ascii_uppercase()));
-    }
-    if !r.hosts.is_empty() {
-        key.push_str(&format!(" on {}", r.hosts.join(", ").to_ascii_lowercase()));
-    }
-    key
 }
 
 /// Each limited route's quota state, for `GET /metrics`.

@@ -456,15 +456,20 @@ pub fn placeholders(prefix: &str) -> Vec<String> {
     prefix.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).map(str::to_owned).collect()
 }
 
-/// `/orders [GET, HEAD] on api.example.com`.
 fn describe<T>(spec: &RouteSpec<T>) -> String {
-    let mut s = format!("{:?}", spec.prefix);
-    if !spec.methods.is_empty() {
-        let m: Vec<&str> = spec.methods.iter().map(Method::as_str).collect();
-        s.push_str(&format!(" [{}]", m.join(", ")));
+    describe_route(&spec.prefix, &spec.hosts, spec.methods.iter().map(Method::as_str))
+}
+
+/// A route as errors and reloads tell it from others on its prefix:
+/// `"/orders" [GET, HEAD] on api.example.com`.
+pub fn describe_route<'m>(prefix: &str, hosts: &[String], methods: impl IntoIterator<Item = &'m str>) -> String {
+    let mut s = format!("{prefix:?}");
+    let methods: Vec<&str> = methods.into_iter().collect();
+    if !methods.is_empty() {
+        s.push_str(&format!(" [{}]", methods.join(", ")));
     }
-    if !spec.hosts.is_empty() {
-        s.push_str(&format!(" on {}", spec.hosts.join(", ")));
+    if !hosts.is_empty() {
+        s.push_str(&format!(" on {}", hosts.join(", ")));
     }
     s
 }
