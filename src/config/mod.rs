@@ -28,7 +28,7 @@ pub use quota::{default_burst, lease_size, ClientRateLimit, LimitKey, RouteRateL
 mod state;
 pub use state::{redacted_url, StateBackend, StateConfig};
 mod tls;
-pub use tls::{ClientAuthMode, TlsConfig};
+pub use tls::{ClientAuthMode, TlsCertificate, TlsConfig};
 mod tracing;
 pub use self::tracing::TracingConfig;
 

@@ -48,10 +48,12 @@ mod tests {
         let a = parse("[server]\nmax_connections = 10\nheader_read_timeout_secs = 5\n");
         let b = parse("[server]\nmax_connections = 20\nheader_read_timeout_secs = 7\nmax_h2_streams = 9\n[tokens]\naudience = \"x\"\n");
         assert!(pending(&a, &b).is_empty(), "{:?}", pending(&a, &b));
-        // Client certificates are read from the snapshot at each handshake and request.
+        // Client certificates and the certificates by server name are read from the snapshot at each
+        // handshake and request.
         let mtls = parse(
             "[tls]\nclient_ca = \"ca.pem\"\nclient_auth = \"required\"\nclient_cert_header = \"x-client-cert\"\n\
-             client_cert_header_peers = [\"10.0.0.0/8\"]\n",
+             client_cert_header_peers = [\"10.0.0.0/8\"]\n\
+             [[tls.certificates]]\nnames = [\"admin.example.com\"]\ncert = \"admin.crt\"\nkey = \"admin.key\"\n",
         );
         assert!(pending(&a, &mtls).is_empty(), "{:?}", pending(&a, &mtls));
     }
