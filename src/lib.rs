@@ -5,8 +5,8 @@
 //! Two paths share one process. The **request path** runs top to bottom:
 //!
 //! - [`listener`]: binds the HTTPS, plain and admin listeners, accepts under the connection
-//!   limits, runs TLS handshakes (the certificate read from the current snapshot), picks
-//!   HTTP/1.1 or h2 per connection, drains on shutdown.
+//!   limits, runs TLS handshakes (the certificate for the client's server name read from the
+//!   current snapshot), picks HTTP/1.1 or h2 per connection, drains on shutdown.
 //! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), authorize
 //!   (`proxy::authz`, over `auth`), spend the caller's quota (`proxy::quota`), rewrite headers
 //!   (`proxy::headers`), forward through a per-upstream connection pool (`proxy::upstream`), log.
@@ -47,7 +47,8 @@
 //! - `telemetry`: distributed tracing: W3C `traceparent` in and out, spans exported over OTLP/HTTP
 //!   by a batch thread behind a bounded queue (off the request path).
 //! - [`logging`]: the log, written by its own thread behind a bounded queue (off the request path).
-//! - [`tls`] (certificate material; client certificates for mutual TLS in `tls::client_cert`), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
+//! - [`tls`] (certificate material; the listener's certificates by server name in `tls::sni`;
+//!   client certificates for mutual TLS in `tls::client_cert`), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
 //!
 //! Files use each other one way, a folder's `mod.rs` and its parts included: what two files
 //! share lives in a third below both (`config::error`, `oauth::ctx`, `auth::jwt::error`), and

@@ -1,6 +1,7 @@
-//! The HTTPS listener's TLS: a certificate resolver that reads the current snapshot, so a
-//! reloaded certificate applies to the next handshake without touching open connections, and the
-//! handshake itself under its deadline. Client certificates (mutual TLS) go the same way: a
+//! The HTTPS listener's TLS: a certificate resolver that reads the current snapshot (the
+//! certificate for the handshake's server name, `tls::sni`), so a reloaded certificate applies to
+//! the next handshake without touching open connections, and the handshake itself under its
+//! deadline. Client certificates (mutual TLS) go the same way, whichever certificate is served: a
 //! verifier that asks the current snapshot whether to request one, whether to insist, and which
 //! certificates pass, so `tls.client_ca` and `tls.client_auth` reload like the certificate.
 
@@ -22,7 +23,8 @@ use crate::config::ClientAuthMode;
 use crate::metrics::{Limit, Metrics};
 use crate::snapshot::Snapshot;
 
-/// Picks the certificate of whatever snapshot is current at handshake time.
+/// Picks the certificate for the client's server name (SNI) from whatever snapshot is current at
+/// handshake time: a lookup and an `Arc` clone, nothing allocated.
 #[derive(Debug)]
 pub struct SnapshotCertResolver {
     /// The live snapshot cell, shared with the proxy and the reloader.
@@ -30,8 +32,8 @@ pub struct SnapshotCertResolver {
 }
 
 impl ResolvesServerCert for SnapshotCertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load().certified_key.clone())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().certificates.resolve(hello.server_name()).clone())
     }
 }
 

@@ -23,6 +23,7 @@ use crate::config::{Config, IssuerConfig, KeySource, RequireTyp, UpstreamTarget}
 pub use crate::error::BuildError;
 use crate::proxy::routes::{RouteSpec, RouteTable};
 use crate::proxy::upstream::{Pool, Pools};
+use crate::tls::sni::Certificates;
 
 /// Where a route sends its traffic.
 #[allow(clippy::large_enum_variant)] // one per route, built once per reload
@@ -103,8 +104,9 @@ pub struct Snapshot {
     pub own: Option<OwnKeys>,
     /// Prefix table.
     pub routes: RouteTable<Arc<Route>>,
-    /// Certificate for the HTTPS listener.
-    pub certified_key: Arc<CertifiedKey>,
+    /// The HTTPS listener's certificates: `tls.cert`, and each `[[tls.certificates]]` entry's
+    /// for its names, picked by the handshake's server name (SNI).
+    pub certificates: Certificates,
     /// The CAs client certificates chain to (`tls.client_ca`), for the handshake and for
     /// `tls_client_auth`; None when unset.
     pub client_tls: Option<Arc<crate::tls::client_cert::ClientTls>>,
@@ -210,6 +212,7 @@ impl Snapshot {
         }
         watched.push(cert);
         watched.push(key);
+        let certificates = sni_certificates(&config, certified_key, &mut watched)?;
         let mut table = Vec::with_capacity(config.routes.len());
         let mut pools = Pools::default();
         for (index, r) in config.routes.iter().enumerate() {
@@ -252,7 +255,7 @@ impl Snapshot {
             trust,
             own,
             routes,
-            certified_key,
+            certificates,
             client_tls,
             client_cert_header,
             directory,
@@ -272,6 +275,24 @@ impl Snapshot {
     pub fn issues_tokens(&self) -> bool {
         self.own.is_some()
     }
+}
+
+/// The HTTPS listener's certificates: `default` (`tls.cert`) for any name, and each
+/// `[[tls.certificates]]` entry's for the names it lists; their files are watched like `tls.cert`.
+fn sni_certificates(
+    config: &Config,
+    default: Arc<CertifiedKey>,
+    watched: &mut Vec<PathBuf>,
+) -> Result<Certificates, BuildError> {
+    let mut certificates = Certificates::new(default);
+    for entry in &config.tls.certificates {
+        let (cert, key) = (config.resolve(&entry.cert), config.resolve(&entry.key));
+        let names: Vec<String> = entry.keys().collect();
+        certificates.add(&names, (&cert, &key)).map_err(|e| BuildError::Invalid(format!("{}: {e}", entry.label())))?;
+        watched.push(cert);
+        watched.push(key);
+    }
+    Ok(certificates)
 }
 
 /// DPoP nonces keyed by `dpop.nonce_key_file`, or by this process's own random key (the same

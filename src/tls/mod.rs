@@ -1,9 +1,11 @@
 //! TLS material: certificate loading, first-start self-signed generation, and the client config
-//! for `https://` upstreams. The listener's side (a resolver reading the current snapshot) is in
-//! `listener::handshake`, so building a snapshot never depends on the listener. Client
-//! certificates (mutual TLS, RFC 8705) are in [`client_cert`].
+//! for `https://` upstreams. The listener's certificates by server name are in [`sni`]; the
+//! listener's side (a resolver reading the current snapshot) is in `listener::handshake`, so
+//! building a snapshot never depends on the listener. Client certificates (mutual TLS, RFC 8705)
+//! are in [`client_cert`].
 
 pub mod client_cert;
+pub mod sni;
 pub mod verify;
 
 use std::path::Path;
