@@ -226,7 +226,12 @@ impl Gw {
     }
 
     pub async fn start_text(text: &str) -> Gw {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), text).await
+    }
+
+    /// Like [`Gw::start_text`] in `dir`, which may already hold files the config names relative
+    /// to its folder (certificates, say).
+    pub async fn start_in(dir: TempDir, text: &str) -> Gw {
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, text).expect("write config");
         let running = tokengate::server::start(config.clone()).await.expect("gateway starts");
