@@ -167,7 +167,8 @@ async fn a_reload_that_changes_rules_fails_no_request() {
             }
         })
     };
-    let base = gw.generation().await;
+    // The watcher must be watching before the file changes, or the change could go unseen.
+    let base = gw.wait_watcher_ready().await;
     let tightened = RULES.replace(r#"any_of = ["orders-admin", "ops"]"#, r#"any_of = ["orders-admin"]"#);
     replace_file(&gw.config, Config::new().rest(&tightened).text().as_bytes());
     gw.wait_generation_above(base, 10).await;
