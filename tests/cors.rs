@@ -36,9 +36,11 @@ const EVIL: &str = "https://evil.example";
 /// What curl received.
 #[derive(Debug)]
 struct Answer {
+    /// The status code.
     status: u16,
     /// Every header line, name lowercased, in order.
     headers: Vec<(String, String)>,
+    /// The body, as text.
     body: String,
 }
 
@@ -95,7 +97,9 @@ fn preflight_headers<'a>(origin: &'a str, method: &'a str, headers: &'a str) -> 
 
 /// An upstream that does CORS itself (badly: `*` with credentials) and counts what reaches it.
 struct CorsUpstream {
+    /// Where it listens.
     addr: SocketAddr,
+    /// Requests that reached it: a preflight the gateway answers must not.
     hits: Arc<AtomicUsize>,
 }
 
@@ -165,7 +169,11 @@ where
 
 /// `cors = { ... }` for APP: DELETE and X-Custom beyond the defaults, a max age, WWW-Authenticate
 /// and X-Request-Id readable.
-const API_CORS: &str = r#"cors = { origins = ["https://app.example.com"], methods = ["GET", "POST", "DELETE"], headers = ["Authorization", "X-Custom"], expose_headers = ["X-Request-Id", "WWW-Authenticate"], max_age_secs = 600 }"#;
+const API_CORS: &str = concat!(
+    r#"cors = { origins = ["https://app.example.com"], methods = ["GET", "POST", "DELETE"], "#,
+    r#"headers = ["Authorization", "X-Custom"], expose_headers = ["X-Request-Id", "WWW-Authenticate"], "#,
+    r#"max_age_secs = 600 }"#
+);
 
 /// Routes: `/api` (own policy) to the CORS-doing upstream; the rest inherit `[server] cors`
 /// (APP, WWW-Authenticate exposed), but `/elsewhere`'s own policy lists another origin and the
@@ -397,8 +405,11 @@ fn chromium() -> PathBuf {
 
 /// Headless chromium on `url` with a fresh profile; killed on drop. Its output goes to `log`.
 struct Browser {
+    /// The browser process (Debian's wrapper `exec`s chromium when given a profile).
     child: Child,
+    /// A fresh profile, so no cache or earlier preflight answer is reused; removed after the kill.
     _profile: tempfile::TempDir,
+    /// Its stdout and stderr, shown when the page never reports back.
     log: PathBuf,
 }
 

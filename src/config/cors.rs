@@ -13,8 +13,7 @@ pub struct CorsConfig {
     /// Methods a preflight may ask for: what browsers need listed before they send anything else.
     #[serde(default = "default_methods")]
     pub methods: Vec<String>,
-    /// Request headers a preflight may ask for; `authorization` by default, since every
-    /// non-public route needs the token.
+    /// Request headers a preflight may ask for; `authorization` by default: protected routes need the token.
     #[serde(default = "default_headers")]
     pub headers: Vec<String>,
     /// Response headers scripts may read besides the CORS-safelisted ones (`WWW-Authenticate`...).

@@ -46,8 +46,7 @@ pub struct Cors {
 
 #[derive(Debug)]
 enum Origins {
-    /// `*`: any origin, answered with a literal `*` on every answer (so no cache can serve an
-    /// answer without it to a browser).
+    /// `*`: any origin, answered `*` on every answer, so no cache can serve one without it.
     Any(HeaderValue),
     /// These origins exactly.
     List(Vec<HeaderValue>),
