@@ -7,7 +7,8 @@
 //! - [`listener`]: binds the HTTPS, plain and admin listeners, accepts under the connection
 //!   limits, runs TLS handshakes (the certificate for the client's server name read from the
 //!   current snapshot), picks HTTP/1.1 or h2 per connection, drains on shutdown.
-//! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), authorize
+//! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), answer a
+//!   browser's CORS preflight or add the route's CORS headers (`proxy::cors`), authorize
 //!   (`proxy::authz`, over `auth`), spend the caller's quota (`proxy::quota`), rewrite headers
 //!   (`proxy::headers`), forward through a per-upstream connection pool (`proxy::upstream`), log.
 //!   What a client connection and the response bodies sent on it share (`ConnWatch`) lives in

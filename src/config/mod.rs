@@ -4,11 +4,13 @@
 //! [`Config`] into the immutable, pre-computed snapshot the proxy reads.
 
 mod cidr;
+mod cors;
 mod error;
 pub mod restart;
 mod tables;
 
 pub use cidr::Cidr;
+pub use cors::CorsConfig;
 use error::parse_error;
 pub use error::ConfigError;
 pub use tables::{ClientConfig, Grant, TablesFile, TlsClientAuthMethod, UserConfig};
@@ -139,6 +141,8 @@ pub struct ServerConfig {
     /// Longest time a client may leave a response unread (full TCP buffer, zero h2 window); the
     /// connection is closed. 0 disables.
     pub send_idle_timeout_secs: u64,
+    /// The CORS policy of every route without its own, and of answers no route made (404, 405).
+    pub cors: Option<CorsConfig>,
 }
 
 /// `server.runtime`.
@@ -188,6 +192,7 @@ impl Default for ServerConfig {
             upstream_body_idle_timeout_secs: 60,
             request_body_idle_timeout_secs: 60,
             send_idle_timeout_secs: 60,
+            cors: None,
         }
     }
 }
@@ -326,6 +331,9 @@ pub struct RouteConfig {
     /// A quota per caller (GCRA), checked after the token: 429 past it.
     #[serde(default)]
     pub rate_limit: Option<RouteRateLimit>,
+    /// Which browser origins may call this route (replaces `server.cors`), answered by the gateway.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
 }
 
 /// `[[routes]] upstream`: the built-in echo service, or a base URL, told apart once at parse time.

@@ -3,6 +3,7 @@
 //! request finishes on the configuration it started with even if a reload happens meanwhile.
 
 pub mod authz;
+pub mod cors;
 pub mod failure;
 
 pub use failure::rejection_reasons;
@@ -70,6 +71,8 @@ struct Outcome<'a> {
     pending_quota: Option<quota::Pending>,
     /// The request's trace: its id for the log, the `traceparent` for the upstream, its spans.
     trace: RequestTrace,
+    /// The CORS headers the answer gets on its way out (the route's policy, or the server's).
+    cors: Option<cors::Actual<'a>>,
 }
 
 /// Serves one request; never fails (every error becomes a response).
@@ -84,7 +87,7 @@ pub async fn handle(
     let trace = gw.telemetry.start(req.headers(), snap.config.server.trust_forwarded);
     let mut outcome =
         Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), trace, ..Default::default() };
-    let resp = match route_request(&gw, &snap, &mut conn, req, &mut outcome).await {
+    let mut resp = match route_request(&gw, &snap, &mut conn, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(failure) => {
             if let Some(reason) = failure.rejection_reason() {
@@ -99,6 +102,9 @@ pub async fn handle(
             own(failure.response(outcome.scope_text, &snap))
         }
     };
+    if let Some(cors) = outcome.cors {
+        cors.apply(resp.headers_mut());
+    }
     let status = resp.status().as_u16();
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
@@ -153,6 +159,10 @@ async fn route_request<'s>(
         }
     }
     match admitted {
+        Ok(Next::Preflight(resp)) => {
+            Box::pin(discard_body(&snap.config.server, &parts.headers, body)).await;
+            Ok(own(resp))
+        }
         Ok(Next::TokenEndpoint) => {
             let resp = Box::pin(crate::oauth::handle(gw, snap, conn, &parts, &mut body, &out.trace)).await;
             // Whatever it answered, the rest of the body is read first; after a form was read
@@ -230,6 +240,8 @@ fn cert_from_header(
 enum Next<'s> {
     /// One of our own OAuth endpoints, which reads the body itself.
     TokenEndpoint,
+    /// A CORS preflight, answered by the route's policy (no token, never forwarded).
+    Preflight(Response<Full<Bytes>>),
     /// The route's upstream; `parts` already carry the target and rewritten headers.
     Forward(&'s Route),
 }
@@ -251,6 +263,8 @@ fn admit<'s>(
         }
         return Ok(Next::TokenEndpoint);
     }
+    // Answers no route makes (400, 404, 405) carry the server's CORS headers, a route's its own.
+    out.cors = snap.cors.as_deref().map(|c| c.actual(&parts.headers));
     // The canonical path, when it differs from the one sent; most requests need no copy.
     let rewritten = match normalize_path(parts.uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
@@ -261,6 +275,10 @@ fn admit<'s>(
     if out.log {
         out.path = Some(path.to_owned());
     }
+    if let Some((route, answer)) = preflight(snap, parts, path) {
+        (out.route, out.cors) = (Some(route.prefix.as_str()), None);
+        return Ok(Next::Preflight(answer));
+    }
     let found = match snap.routes.find(request_host(parts), &parts.method, path) {
         Lookup::Found(f) => f,
         Lookup::MethodNotAllowed(allow) => return Err(Failure::MethodNotAllowed(allow.to_owned())),
@@ -268,6 +286,7 @@ fn admit<'s>(
     };
     let route: &Route = found.value;
     out.route = Some(route.prefix.as_str());
+    out.cors = route.cors.as_deref().map(|c| c.actual(&parts.headers));
     out.scope_text = route.scope_text.as_str();
     let cx = authz::Context {
         tls: conn.tls,
@@ -300,6 +319,27 @@ fn admit<'s>(
     rewrite_request_headers(snap, route, conn, parts, verified.as_deref());
     parts.uri = target.ok_or(Failure::Unforwardable)?;
     Ok(Next::Forward(route))
+}
+
+/// A CORS preflight the gateway answers itself: the route serving the method it asks for (an
+/// `OPTIONS` would find none, or the wrong one) has a policy. None when no policy applies, and
+/// when a route naming `OPTIONS` is there to forward preflights to an upstream that answers them.
+fn preflight<'s>(
+    snap: &'s Snapshot,
+    parts: &http::request::Parts,
+    path: &str,
+) -> Option<(&'s Route, Response<Full<Bytes>>)> {
+    let asked = cors::preflight_method(&parts.method, &parts.headers)?;
+    let host = request_host(parts);
+    if let Lookup::Found(f) = snap.routes.find(host, &parts.method, path) {
+        if snap.config.routes.get(f.value.index).is_some_and(|r| cors::names_options(&r.methods)) {
+            return None;
+        }
+    }
+    let Lookup::Found(f) = snap.routes.find(host, &asked, path) else { return None };
+    let route: &Route = f.value;
+    let answer = route.cors.as_deref()?.preflight(&asked, &parts.headers);
+    Some((route, answer))
 }
 
 /// Ends the authorization span: allowed or refused (and why), and whether the token came from

@@ -21,6 +21,7 @@ use crate::auth::keys::{Alg, KeySet, OwnKeys};
 use crate::auth::remote::{RemoteKeys, RemoteSpec};
 use crate::config::{Config, IssuerConfig, KeySource, RequireTyp, UpstreamTarget};
 pub use crate::error::BuildError;
+use crate::proxy::cors::Cors;
 use crate::proxy::routes::{RouteSpec, RouteTable};
 use crate::proxy::upstream::{Pool, Pools};
 use crate::tls::sni::Certificates;
@@ -72,6 +73,8 @@ pub struct Route {
     pub dpop: crate::config::DpopMode,
     /// The route's per-caller quota, if it has one.
     pub quota: Option<RouteQuota>,
+    /// The CORS policy the gateway answers browsers with on this route (its own or the server's).
+    pub cors: Option<Arc<Cors>>,
 }
 
 /// A route's quota: what it counts per, the rate, and the state (kept across reloads that leave
@@ -132,6 +135,8 @@ pub struct Snapshot {
     pub nonces: crate::auth::dpop::nonce::Nonces,
     /// `dpop.algorithms` as a challenge's `algs` parameter, made once.
     pub dpop_algs: String,
+    /// `server.cors`, compiled: for answers no route made (404, 405), and inherited by routes.
+    pub cors: Option<Arc<Cors>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -213,11 +218,21 @@ impl Snapshot {
         watched.push(cert);
         watched.push(key);
         let certificates = sni_certificates(&config, certified_key, &mut watched)?;
+        let cors = match &config.server.cors {
+            Some(c) => Some(Arc::new(Cors::compile(c).map_err(|e| BuildError::Invalid(format!("server.cors.{e}")))?)),
+            None => None,
+        };
         let mut table = Vec::with_capacity(config.routes.len());
         let mut pools = Pools::default();
         for (index, r) in config.routes.iter().enumerate() {
-            let (route, methods) =
-                build_route(&config, (index, r), &mut pools, previous.map(|p| &p.pools), previous.map(|p| &p.routes))?;
+            let (route, methods) = build_route(
+                &config,
+                (index, r),
+                &mut pools,
+                previous.map(|p| &p.pools),
+                previous.map(|p| &p.routes),
+                cors.as_ref(),
+            )?;
             table.push(RouteSpec { prefix: r.prefix.clone(), hosts: r.hosts.clone(), methods, value: Arc::new(route) });
             if let Some(ca) = &r.upstream_ca {
                 watched.push(config.resolve(ca));
@@ -267,6 +282,7 @@ impl Snapshot {
             warnings,
             nonces,
             dpop_algs,
+            cors,
         })
     }
 
@@ -370,6 +386,7 @@ fn build_route(
     pools: &mut Pools,
     previous: Option<&Pools>,
     previous_routes: Option<&RouteTable<Arc<Route>>>,
+    server_cors: Option<&Arc<Cors>>,
 ) -> Result<(Route, Vec<http::Method>), BuildError> {
     let bad = |m: String| BuildError::Invalid(format!("route {:?}: {m}", r.prefix));
     let methods = route_methods(r)?;
@@ -413,6 +430,7 @@ fn build_route(
         strip_prefix: r.strip_prefix,
         timeout: Duration::from_secs(r.upstream_timeout_secs.unwrap_or(config.server.upstream_timeout_secs)),
         dpop: r.dpop,
+        cors: crate::proxy::cors::route_policy(r.cors.as_ref(), server_cors, &r.methods).map_err(bad)?,
     };
     Ok((route, methods))
 }
