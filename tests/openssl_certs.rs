@@ -14,7 +14,7 @@ mod redis_server;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -52,6 +52,11 @@ fn openssl_self_signed(dir: &Path, name: &str, cn: &str, san: Option<&str>) -> (
 
 /// An HTTPS server presenting `cert`: `/jwks.json` answers `jwks`, any other path `ok`.
 async fn https_server(cert: &Path, key: &Path, jwks: Value) -> SocketAddr {
+    https_server_seeing(cert, key, jwks, Arc::default()).await
+}
+
+/// [`https_server`], recording the path of every request in `seen`.
+async fn https_server_seeing(cert: &Path, key: &Path, jwks: Value, seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
     let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("openssl's key");
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
@@ -66,10 +71,11 @@ async fn https_server(cert: &Path, key: &Path, jwks: Value) -> SocketAddr {
     let jwks = Arc::new(jwks.to_string());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, jwks) = (acceptor.clone(), jwks.clone());
+            let (acceptor, jwks, seen) = (acceptor.clone(), jwks.clone(), seen.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let svc = hyper::service::service_fn(move |r: Request<Incoming>| {
+                    seen.lock().unwrap().push(r.uri().path().to_owned());
                     let body = if r.uri().path() == "/jwks.json" { jwks.to_string() } else { "ok".into() };
                     async move { Ok::<_, std::convert::Infallible>(Response::new(full(body))) }
                 });
@@ -233,4 +239,40 @@ async fn redis_over_tls_with_an_openssl_self_signed_certificate_pinned_in_state_
         "{e}"
     );
     assert_words(&e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_collector_behind_an_openssl_self_signed_certificate_is_trusted_when_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = openssl_self_signed(dir.path(), "collector", "localhost", None);
+    let (other, _) = openssl_self_signed(dir.path(), "stranger", "localhost", None);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let collector = https_server_seeing(&cert, &key, json!({}), seen.clone()).await;
+    for (ca, works) in [(&cert, true), (&other, false)] {
+        let run = tempfile::tempdir().unwrap();
+        let tracing = format!(
+            "\n[tracing]\notlp_endpoint = \"https://localhost:{}\"\nca = \"{}\"\nexport_interval_ms = 50\n",
+            collector.port(),
+            ca.display()
+        );
+        let mut p = binary(run.path(), &(route("/pub", "echo", "public = true") + &tracing));
+        let gw_cert = read_cert(&run.path().join("certs/gateway.crt"));
+        let mut c = Conn::tls(p.https, std::slice::from_ref(&gw_cert), false).await;
+        assert_eq!(c.send(req("GET", "/pub/x", &[], empty())).await.status, 200);
+        if works {
+            let exported = || seen.lock().unwrap().iter().any(|p| p == "/v1/traces");
+            poll::eventually(10, "spans posted to the pinned collector", || async { exported() }).await;
+        } else {
+            let line = p.wait_line("the refused export", |v| {
+                v["message"].as_str().is_some_and(|m| m.starts_with("span export failed"))
+            });
+            let error = line["error"].as_str().expect("error field");
+            assert!(
+                error.contains("the certificate of localhost is a CA certificate (CA:TRUE)")
+                    && error.contains("tracing.ca pins"),
+                "{error}"
+            );
+            assert_words(error);
+        }
+    }
 }

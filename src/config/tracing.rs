@@ -32,6 +32,9 @@ pub struct TracingConfig {
     pub export_interval_ms: u64,
     /// Extra headers on every export request (a hosted collector's API key, say).
     pub headers: BTreeMap<String, String>,
+    /// PEM file trusted for an `https://` collector instead of the public roots: its CAs, or the
+    /// collector's own certificate (a self-hosted collector with a private CA).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Default for TracingConfig {
@@ -45,6 +48,7 @@ impl Default for TracingConfig {
             queue_spans: 2048,
             export_interval_ms: 5000,
             headers: BTreeMap::new(),
+            ca: None,
         }
     }
 }
@@ -76,6 +80,9 @@ impl TracingConfig {
             if let Err(why) = check_endpoint(url) {
                 return bad(format!("otlp_endpoint {url:?} {why}"));
             }
+        }
+        if self.ca.is_some() && !self.otlp_endpoint.as_deref().is_some_and(|u| u.starts_with("https://")) {
+            return bad("ca: only used with an https:// otlp_endpoint".into());
         }
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             return bad(format!("sample_ratio {} must be between 0.0 and 1.0", self.sample_ratio));
@@ -155,6 +162,8 @@ mod tests {
             ("batch_size = 4096", "tracing.batch_size"),
             ("export_interval_ms = 0", "tracing.export_interval_ms"),
             ("headers = { \"bad name\" = \"x\" }", "tracing.headers"),
+            ("otlp_endpoint = \"http://c:4318\"\nca = \"ca.pem\"", "tracing.ca"),
+            ("ca = \"ca.pem\"", "tracing.ca"),
         ] {
             let err = parse(text).expect_err(text);
             assert!(err.starts_with(key), "{text}: {err}");

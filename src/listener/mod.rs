@@ -84,7 +84,11 @@ pub async fn start_with_store(
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));
     let ip_limits = crate::oauth::ratelimit::IpLimiter::new(100_000);
-    let telemetry = crate::telemetry::Telemetry::new(&current.load().config.tracing, metrics.trace.clone())?;
+    let telemetry = {
+        let config = &current.load().config;
+        let ca = config.tracing.ca.as_ref().map(|p| config.resolve(p));
+        crate::telemetry::Telemetry::new(&config.tracing, ca.as_deref(), metrics.trace.clone())?
+    };
     let gateway = Arc::new(Gateway {
         current: current.clone(),
         metrics,

@@ -34,7 +34,7 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// Why the exporter could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("tracing.otlp_endpoint: {0}")]
+    #[error("tracing.ca: {0}")]
     Tls(String),
     #[error("tracing: cannot start the export thread: {0}")]
     Thread(std::io::Error),
@@ -60,14 +60,13 @@ impl fmt::Debug for HyperClient {
 }
 
 impl HyperClient {
-    /// A client trusting the webpki roots for https endpoints.
-    pub fn new(timeout: Duration) -> Result<HyperClient, ExportError> {
+    /// A client trusting `ca` (`tracing.ca`), or the webpki roots, for https endpoints.
+    pub fn new(timeout: Duration, ca: Option<&std::path::Path>) -> Result<HyperClient, ExportError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
-        let tls =
-            crate::tls::client_config(None, "tracing.otlp_endpoint").map_err(|e| ExportError::Tls(e.to_string()))?;
+        let tls = crate::tls::client_config(ca, "tracing.ca").map_err(|e| ExportError::Tls(e.to_string()))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -253,6 +252,7 @@ fn export_loop<E: SpanExporter>(
 pub fn processor(
     cfg: &crate::config::TracingConfig,
     endpoint: &str,
+    ca: Option<&std::path::Path>,
     resource: &Resource,
     counters: ExportCounters,
 ) -> Result<Batcher, ExportError> {
@@ -265,7 +265,7 @@ pub fn processor(
         .with_endpoint(endpoint)
         .with_timeout(timeout)
         .with_headers(cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .with_http_client(HyperClient::new(timeout)?)
+        .with_http_client(HyperClient::new(timeout, ca)?)
         .build()
         .map_err(|e| ExportError::Exporter(e.to_string()))?;
     otlp.set_resource(resource);

@@ -38,7 +38,12 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Tracing as `cfg` sets it up; the exporter, if any, starts its own thread.
-    pub fn new(cfg: &crate::config::TracingConfig, counters: ExportCounters) -> Result<Telemetry, ExportError> {
+    /// `ca` is `tracing.ca`, resolved against the config file's folder.
+    pub fn new(
+        cfg: &crate::config::TracingConfig,
+        ca: Option<&std::path::Path>,
+        counters: ExportCounters,
+    ) -> Result<Telemetry, ExportError> {
         let threshold = ratio_threshold(cfg.sample_ratio);
         let Some(endpoint) = cfg.traces_url() else {
             return Ok(Telemetry { tracer: None, provider: None, threshold });
@@ -49,7 +54,7 @@ impl Telemetry {
                 KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
             ])
             .build();
-        let processor = export::processor(cfg, &endpoint, &resource, counters)?;
+        let processor = export::processor(cfg, &endpoint, ca, &resource, counters)?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             // Only sampled requests reach the SDK (see `start`): a new trace is always kept there
