@@ -49,7 +49,7 @@ use self::scripts::LOCK_CAS_TRIES;
 use self::tls_relay::TlsRelay;
 use super::denylist::DenyList;
 use super::health::Health;
-use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
+use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
 
 /// How to reach the server; built from `[state]` by [`crate::store::open`].
 #[derive(Clone)]
@@ -406,6 +406,17 @@ impl Store for RedisStore {
         client_id: &str,
         now: u64,
     ) -> Result<Rotation, StoreError> {
+        self.rotate_with_grace(presented, next, client_id, &Grace::default(), now)
+    }
+
+    fn rotate_with_grace(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        client_id: &str,
+        grace: &Grace<'_>,
+        now: u64,
+    ) -> Result<Rotation, StoreError> {
         self.run(async {
             let mut con = self.conn.clone();
             let Some(link) = self.lookup(&mut con, presented).await? else {
@@ -424,13 +435,15 @@ impl Store for RedisStore {
                 .arg(hex(next))
                 .arg(client_id)
                 .arg(now)
+                .arg(grace.secs)
+                .arg(grace.jkt.unwrap_or(""))
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
             match out.first().map(String::as_str) {
-                Some("rotated") if out.len() == 9 => {
+                Some(outcome @ ("rotated" | "retried")) if out.len() == 9 => {
                     let num = |i: usize| out[i].parse::<u64>().map_err(|_| bad_value("rotation result"));
-                    Ok(Rotation::Rotated(Family {
+                    let family = Family {
                         family_id: link.family_id,
                         client_id: out[1].clone(),
                         sub: out[2].clone(),
@@ -440,7 +453,8 @@ impl Store for RedisStore {
                         idle_secs: num(6)?,
                         last_used: num(7)?,
                         jkt: Some(out[8].clone()).filter(|j| !j.is_empty()),
-                    }))
+                    };
+                    Ok(if outcome == "retried" { Rotation::Retried(family) } else { Rotation::Rotated(family) })
                 }
                 Some(outcome @ ("reused" | "invalid")) => {
                     let _: Result<i64, _> = con.del(self.keys.token(next)).await;
