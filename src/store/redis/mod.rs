@@ -9,7 +9,9 @@
 //! - `t:<hash>`: refresh-token hash -> `<family expires>:<family id>`, until the family's absolute
 //!   expiry. Immutable once written: a lookup outside any script is safe.
 //! - `f:{<family id>}` (hash) and `h:{<family id>}` (set of every hash that was ever current): the
-//!   family; both expire when the family dies (absolute or idle).
+//!   family; both expire when the family dies (absolute or idle). The hash holds the current
+//!   token's hash and, in `prev` / `prev_at`, the one the latest rotation replaced and when (for
+//!   the reuse grace; absent in families never rotated).
 //! - `c:<client id>`: sorted set of the client's families, for `revoke_client`.
 //! - `a:<len>:<client id>:<jti>`: a used client-assertion jti, until the assertion's exp.
 //! - `l:<key>`: a lockout row, until its `forget_at`.
