@@ -275,3 +275,38 @@ async fn the_reuse_grace_is_for_the_same_client_within_the_window_only() {
     assert_oauth_error(&ep.refresh("app", &rt2).await, 400, "invalid_grant");
     assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_grace_eight_concurrent_refreshes_all_succeed_and_leave_one_live_token() {
+    let gw = start_with_grace(30).await;
+    let ep = Ep::of(&gw);
+    let rt = rt_of(&ep.password_ok("app", "alice", ALICE_PW, None).await);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (ep, rt, barrier) = (ep.clone(), rt.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = encode_form(&[("grant_type", "refresh_token"), ("refresh_token", &rt)]);
+            let auth = basic_header("app", SECRET);
+            let mut c = Conn::tls(ep.https, std::slice::from_ref(&ep.cert), false).await;
+            barrier.wait().await;
+            c.send(req("POST", "/oauth2/token", &[FORM_CT, ("authorization", &auth)], full(body))).await
+        }));
+    }
+    let mut fresh = Vec::new();
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert_eq!(r.status, 200, "one rotation, seven retries within the grace: {}", r.text());
+        fresh.push(rt_of(&r.json()));
+    }
+    let mut live = Vec::new();
+    for t in &fresh {
+        if active(&ep, t).await {
+            live.push(t.clone());
+        }
+    }
+    assert_eq!(live.len(), 1, "exactly one live refresh token after the race");
+    assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 7);
+    let r = ep.refresh("app", &live[0]).await;
+    assert_eq!(r.status, 200, "the family is not revoked: {}", r.text());
+}
