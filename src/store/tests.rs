@@ -367,6 +367,23 @@ fn concurrent_retries_on(handles: &[Arc<dyn Store>]) {
 }
 
 #[test]
+fn reuse_grace_survives_reopen() {
+    for b in durable_backends() {
+        eprintln!("backend: {}", b.name());
+        {
+            let s = b.open();
+            s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+            assert!(matches!(s.rotate_with_grace(&h(1), &h(2), "c1", &grace(30), 1100).unwrap(), Rotation::Rotated(_)));
+        }
+        // Another handle (a restart, or another instance) knows which token the rotation replaced.
+        let s = b.open();
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(3), "c1", &grace(30), 1101).unwrap(), Rotation::Retried(_)));
+        assert_eq!(current_id(&*s, &h(2), 1101), None);
+        assert_eq!(current_id(&*s, &h(3), 1101).as_deref(), Some("f1"));
+    }
+}
+
+#[test]
 fn revoke_family_via_current_or_old_token() {
     for (_b, s) in stores() {
         s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
