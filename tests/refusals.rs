@@ -320,3 +320,46 @@ async fn refusals_and_upstream_failures_are_logged_with_their_reason_and_never_a
         assert!(!all.contains(secret), "{secret:?} was logged:\n{all}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reuse_grace_retry_is_logged_at_info_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let text = Config::new()
+        .reuse_grace_secs(30)
+        .log("format = \"json\"\nlevel = \"warn,tokengate::listener=info,tokengate::oauth=info\"")
+        .rest(&tables())
+        .text();
+    write_file(&config, text);
+    let mut p = Proc::spawn(&config);
+    let cert = read_cert(&dir.path().join("certs/gateway.crt"));
+    let post = |params: Vec<(&'static str, String)>| {
+        let (cert, https) = (cert.clone(), p.https);
+        async move {
+            let auth = basic_header("app", SECRET);
+            let h = [("content-type", "application/x-www-form-urlencoded"), ("authorization", auth.as_str())];
+            let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut c = Conn::tls(https, std::slice::from_ref(&cert), false).await;
+            c.send(req("POST", "/oauth2/token", &h, full(encode_form(&params)))).await
+        }
+    };
+    let rt_of = |r: &Resp| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["refresh_token"].as_str().unwrap().to_owned()
+    };
+    let login = vec![("grant_type", "password".into()), ("username", "alice".into()), ("password", ALICE_PW.into())];
+    let rt1 = rt_of(&post(login).await);
+    let refresh = |rt: &str| vec![("grant_type", "refresh_token".into()), ("refresh_token", rt.to_owned())];
+    let lost = rt_of(&post(refresh(&rt1)).await);
+    let rt2 = rt_of(&post(refresh(&rt1)).await);
+
+    let line = p.wait_line("the grace retry", |v| {
+        v["message"].as_str().is_some_and(|m| m.contains("retried within the reuse grace"))
+    });
+    assert_eq!((line["level"].as_str(), line["client_id"].as_str()), (Some("INFO"), Some("app")), "{line}");
+    assert!(line["family_id"].as_str().is_some_and(|f| !f.is_empty()), "{line}");
+    let all = p.seen.join("\n");
+    for token in [&rt1, &lost, &rt2] {
+        assert!(!all.contains(token.as_str()), "a refresh token was logged:\n{all}");
+    }
+}

@@ -253,6 +253,9 @@ pub struct TokensConfig {
     pub refresh_ttl_secs: u64,
     /// A refresh-token family dies when unused for this long.
     pub refresh_idle_secs: u64,
+    /// A client retrying the refresh token it just rotated within this many seconds (a lost
+    /// answer) gets a fresh pair instead of losing the family to reuse detection; 0: off.
+    pub refresh_reuse_grace_secs: u64,
     /// Serve the token, revocation and introspection endpoints on the plain listener too.
     pub allow_plain_token_endpoint: bool,
     /// Validated tokens remembered (exact bytes -> claims) to skip re-verifying; 0 disables.
@@ -274,6 +277,7 @@ impl Default for TokensConfig {
             access_ttl_secs: 900,
             refresh_ttl_secs: 30 * 86400,
             refresh_idle_secs: 14 * 86400,
+            refresh_reuse_grace_secs: 30,
             allow_plain_token_endpoint: false,
             cache_size: 10_000,
         }

@@ -242,6 +242,9 @@ pub struct Metrics {
     log_dropped: Counter,
     /// Span export: spans dropped (queue full), spans exported, failed export requests.
     pub trace: ExportCounters,
+    /// Refresh retries answered within `tokens.refresh_reuse_grace_secs` instead of revoking
+    /// their family: how often lost answers happen, and a spike is worth a look.
+    pub refresh_reuse_grace: Counter,
     /// Remote key sets: fetches, keys held, refetches; handed to each remote issuer's task.
     pub jwks: JwksMetrics,
 }
@@ -360,6 +363,13 @@ impl Metrics {
             trace.failed_exports.clone(),
         );
 
+        let refresh_reuse_grace = Counter::default();
+        registry.register(
+            "tokengate_refresh_reuse_grace",
+            "Refresh tokens retried within tokens.refresh_reuse_grace_secs of their rotation: a fresh pair, the one issued before dead",
+            refresh_reuse_grace.clone(),
+        );
+
         Self {
             registry,
             requests,
@@ -377,6 +387,7 @@ impl Metrics {
             stream_age,
             log_dropped,
             trace,
+            refresh_reuse_grace,
             jwks,
         }
     }

@@ -18,7 +18,7 @@ use crate::auth::dpop::{check_request, Expect, ProofError};
 use crate::auth::jwt::{self, Confirmation, ACCESS_TOKEN_TYP};
 use crate::oauth::directory::Client;
 use crate::oauth::secrets;
-use crate::store::{Family, Rotation, TokenHash};
+use crate::store::{Family, Grace, Rotation, TokenHash};
 use opentelemetry::trace::{Span as _, SpanKind, Status};
 use opentelemetry::KeyValue;
 
@@ -194,7 +194,8 @@ async fn refresh(
     let (store, now) = (ctx.gw.store.clone(), ctx.now);
     let current = blocking(move || store.current_family(&presented, now)).await?;
     // Every check that can refuse runs before the rotation: a refused request must not consume
-    // the token. A token that is not current still goes to `rotate`, which detects reuse.
+    // the token. A token that is not current still goes to `rotate`, which detects reuse (or
+    // answers a retry within the grace, checking its DPoP key itself).
     let checked = match current.filter(|f| f.client_id == client.id) {
         Some(f) => {
             if let Some(bound) = &f.jkt {
@@ -203,26 +204,53 @@ async fn refresh(
                     return Err(OAuthError::InvalidDpopProof(why));
                 }
             }
-            let user = ctx.snap.directory.user_by_sub(&f.sub).filter(|u| !u.disabled).ok_or(invalid.clone())?;
-            // The scope may narrow, never widen, and never beyond what client and user hold today.
-            let original: BTreeSet<&str> = f.scope.split(' ').filter(|s| !s.is_empty()).collect();
-            let allowed = |s: &str| {
-                original.contains(s) && client.scopes.iter().any(|c| c == s) && user.scopes.iter().any(|u| u == s)
-            };
-            Some((grant_scope(form.get("scope"), &allowed, original.iter().copied())?, f.sub.clone()))
+            Some(refreshable(ctx, client, form, &f)?)
         }
         None => None,
     };
     let next = secrets::random_secret();
     let (store, next_hash, cid) = (ctx.gw.store.clone(), token_hash(&next), client.id.clone());
-    match (blocking(move || store.rotate(&presented, &next_hash, &cid, now)).await?, checked) {
+    let (grace_secs, jkt) = (ctx.snap.config.tokens.refresh_reuse_grace_secs, cnf.jkt.clone());
+    let rotation = blocking(move || {
+        let grace = Grace { secs: grace_secs, jkt: jkt.as_deref() };
+        store.rotate_with_grace(&presented, &next_hash, &cid, &grace, now)
+    })
+    .await?;
+    match (rotation, checked) {
         (Rotation::Rotated(_), Some((scope, sub))) => issue(ctx, client, &sub, &scope, Some(next), false, cnf),
+        (Rotation::Retried(f), checked) => {
+            ctx.gw.metrics.refresh_reuse_grace.inc();
+            tracing::info!(
+                client_id = %client.id,
+                family_id = %f.family_id,
+                "refresh token retried within the reuse grace: a fresh pair, the one issued before is dead"
+            );
+            // Checked after the rotation: the token was not current before it. A refusal here
+            // leaves the family's current token undelivered; a corrected retry may still come
+            // within the window.
+            let (scope, sub) = match checked {
+                Some(c) => c,
+                None => refreshable(ctx, client, form, &f)?,
+            };
+            issue(ctx, client, &sub, &scope, Some(next), false, cnf)
+        }
         (Rotation::Reused, _) => {
             tracing::warn!(client_id = %client.id, "refresh token reuse: family revoked");
             Err(invalid)
         }
         _ => Err(invalid),
     }
+}
+
+/// What a refresh of `f` grants (scope, sub): its user still enabled, the scope narrowed, never
+/// widened, and never beyond what client and user hold today.
+fn refreshable(ctx: &Ctx<'_>, client: &Client, form: &Form, f: &Family) -> Result<(String, String), OAuthError> {
+    let invalid = OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
+    let user = ctx.snap.directory.user_by_sub(&f.sub).filter(|u| !u.disabled).ok_or(invalid)?;
+    let original: BTreeSet<&str> = f.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let allowed =
+        |s: &str| original.contains(s) && client.scopes.iter().any(|c| c == s) && user.scopes.iter().any(|u| u == s);
+    Ok((grant_scope(form.get("scope"), &allowed, original.iter().copied())?, f.sub.clone()))
 }
 
 /// RFC 9449 section 5: the thumbprint of the key of the request's DPoP proof, None without a

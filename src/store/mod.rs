@@ -125,9 +125,35 @@ pub enum Rotation {
     /// revoked (RFC 9700 2.2.2). Also returned, with no change, when the family was revoked
     /// already, until it expires: the caller can log every replay.
     Reused,
+    /// `presented` was the token the family's latest rotation replaced, retried within the
+    /// reuse grace by its client (with the family's DPoP key when it is bound): the token that
+    /// rotation issued is dead, `next` is current, last_used = now. The window still runs from
+    /// that rotation, not from this retry.
+    Retried(Family),
     /// Unknown, expired (absolute or idle), bound to another client, or the current token of a
     /// revoked family: nothing changed.
     Invalid,
+}
+
+/// What lets a retry of a just-rotated refresh token be answered instead of revoking the family
+/// (`tokens.refresh_reuse_grace_secs`): a lost answer is retried by the same client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Grace<'a> {
+    /// Seconds after a rotation during which its presented token may come again; 0: no grace.
+    pub secs: u64,
+    /// Thumbprint of the DPoP key the retry proved (None without a proof): a family bound to a
+    /// key grants the grace only to that key, so a stolen token with another key is still reuse.
+    pub jkt: Option<&'a str>,
+}
+
+impl Grace<'_> {
+    /// Whether a retry at `now` of the token a rotation at `rotated_at` replaced, in `family`,
+    /// is within this grace. Every backend applies this rule (the Redis script mirrors it).
+    pub fn covers(&self, family: &Family, rotated_at: u64, now: u64) -> bool {
+        self.secs > 0
+            && now < rotated_at.saturating_add(self.secs)
+            && family.jkt.as_deref().is_none_or(|bound| self.jkt == Some(bound))
+    }
 }
 
 /// How failed logins lock a key.
@@ -290,6 +316,28 @@ pub trait Store: Send + Sync + 'static {
         client_id: &str,
         now: u64,
     ) -> Result<Rotation, StoreError>;
+
+    /// [`Store::rotate`] with a reuse grace: `presented` that is not current but is the token
+    /// the family's latest rotation replaced, at most `grace.secs` after that rotation, of a
+    /// live, unrevoked family of `client_id` (whose DPoP key, when bound, `grace.jkt` is) gives
+    /// [`Rotation::Retried`]: the token that rotation issued (or the previous retry's) is
+    /// dead and `next` is current, so at most one token of a family is ever current. Any other
+    /// earlier token, a retry past the window or with another key is reuse, as in `rotate`.
+    /// Atomic like `rotate`: of N concurrent retries each in turn replaces the current token,
+    /// so exactly the last one's `next` stays current.
+    ///
+    /// The default ignores the grace (every retry is reuse): safe for a backend that does not
+    /// remember which token a rotation replaced.
+    fn rotate_with_grace(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        client_id: &str,
+        _grace: &Grace<'_>,
+        now: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.rotate(presented, next, client_id, now)
+    }
 
     /// The live family whose CURRENT token is `presented` (for introspection), None otherwise.
     fn current_family(&self, presented: &TokenHash, now: u64) -> Result<Option<Family>, StoreError>;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
+use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
 use crate::metrics::Metrics;
 
 /// Every timed operation, as the metric's `op` label.
@@ -88,6 +88,17 @@ impl Store for Observed {
         now: u64,
     ) -> Result<Rotation, StoreError> {
         self.timed("rotate", |s| s.rotate(presented, next, client_id, now))
+    }
+
+    fn rotate_with_grace(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        client_id: &str,
+        grace: &Grace<'_>,
+        now: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.timed("rotate", |s| s.rotate_with_grace(presented, next, client_id, grace, now))
     }
 
     fn current_family(&self, presented: &TokenHash, now: u64) -> Result<Option<Family>, StoreError> {

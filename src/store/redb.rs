@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ::redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use arc_swap::ArcSwap;
 
-use super::{Family, LockRow, LockState, LockoutPolicy, Rotation, Store, StoreError, TokenHash};
+use super::{Family, Grace, LockRow, LockState, LockoutPolicy, Rotation, Store, StoreError, TokenHash};
 
 /// family_id -> JSON of [`FamilyRow`].
 const FAMILIES: TableDefinition<&str, &[u8]> = TableDefinition::new("families");
@@ -47,6 +47,10 @@ struct FamilyRow {
     revoked: bool,
     /// Hash of the family's current refresh token.
     current: TokenHash,
+    /// The token the latest rotation replaced, and when (unix seconds): a lost answer's retry
+    /// of it within the reuse grace is answered, not taken for reuse. Absent in older rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<(TokenHash, u64)>,
 }
 
 /// The default, embedded durable store: one redb file.
@@ -248,7 +252,7 @@ impl Store for RedbStore {
             if tokens.get(token).map_err(db_err)?.is_some() {
                 return Err(StoreError::Conflict("refresh token hash"));
             }
-            let row = FamilyRow { family: family.clone(), revoked: false, current: *token };
+            let row = FamilyRow { family: family.clone(), revoked: false, current: *token, previous: None };
             store_family(&mut families, &family.family_id, &row)?;
             tokens.insert(token, family.family_id.as_str()).map_err(db_err)?;
             index.insert((family.client_id.as_str(), family.family_id.as_str()), ()).map_err(db_err)?;
@@ -263,6 +267,17 @@ impl Store for RedbStore {
         client_id: &str,
         now: u64,
     ) -> Result<Rotation, StoreError> {
+        self.rotate_with_grace(presented, next, client_id, &Grace::default(), now)
+    }
+
+    fn rotate_with_grace(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        client_id: &str,
+        grace: &Grace<'_>,
+        now: u64,
+    ) -> Result<Rotation, StoreError> {
         let txn = self.write()?;
         let outcome = {
             let mut families = txn.open_table(FAMILIES).map_err(db_err)?;
@@ -273,25 +288,42 @@ impl Store for RedbStore {
             if !row.family.is_live(now) || row.family.client_id != client_id {
                 return Ok(Rotation::Invalid);
             }
-            if row.current != *presented {
+            // Some(is a retry): rotate; None: reuse, revoke.
+            let retry = if row.current != *presented {
                 if row.revoked {
                     // Reuse again (e.g. the losers of a parallel refresh): already handled.
                     return Ok(Rotation::Reused);
                 }
-                row.revoked = true;
-                store_family(&mut families, &family_id, &row)?;
-                Rotation::Reused
+                let graced =
+                    row.previous.is_some_and(|(prev, at)| prev == *presented && grace.covers(&row.family, at, now));
+                graced.then_some(true)
             } else if row.revoked {
                 return Ok(Rotation::Invalid);
             } else {
+                Some(false)
+            };
+            if let Some(retry) = retry {
                 if tokens.get(next).map_err(db_err)?.is_some() {
                     return Err(StoreError::Conflict("refresh token hash"));
                 }
                 tokens.insert(next, family_id.as_str()).map_err(db_err)?;
+                // A retry replaces the token the repeated rotation issued (it stays known, so
+                // presenting it later is reuse); the window keeps running from that rotation.
+                if !retry {
+                    row.previous = Some((*presented, now));
+                }
                 row.current = *next;
                 row.family.last_used = now;
                 store_family(&mut families, &family_id, &row)?;
-                Rotation::Rotated(row.family)
+                if retry {
+                    Rotation::Retried(row.family)
+                } else {
+                    Rotation::Rotated(row.family)
+                }
+            } else {
+                row.revoked = true;
+                store_family(&mut families, &family_id, &row)?;
+                Rotation::Reused
             }
         };
         txn.commit().map_err(db_err)?;

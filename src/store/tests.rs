@@ -218,6 +218,171 @@ fn concurrent_rotation_on(handles: &[Arc<dyn Store>]) {
     }
 }
 
+/// A reuse grace of `secs` for a retry without a DPoP proof.
+fn grace(secs: u64) -> Grace<'static> {
+    Grace { secs, jkt: None }
+}
+
+/// The family id of `token` if it is a current token at `now`.
+fn current_id(s: &dyn Store, token: &TokenHash, now: u64) -> Option<String> {
+    s.current_family(token, now).unwrap().map(|f| f.family_id)
+}
+
+#[test]
+fn reuse_grace_answers_retries_of_the_token_just_rotated() {
+    for (_b, s) in stores() {
+        let g = grace(30);
+        s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(2), "c1", &g, 1100).unwrap(), Rotation::Rotated(_)));
+        // The answer carrying h(2) was lost: the client retries h(1).
+        let Rotation::Retried(f) = s.rotate_with_grace(&h(1), &h(3), "c1", &g, 1110).unwrap() else {
+            panic!("a retry within the window is answered")
+        };
+        assert_eq!((f.family_id.as_str(), f.last_used), ("f1", 1110));
+        assert_eq!(current_id(&*s, &h(3), 1110).as_deref(), Some("f1"));
+        assert_eq!(current_id(&*s, &h(2), 1110), None, "the pair the retried rotation issued is dead");
+        // A second retry, still within 30 s of the rotation at 1100: h(3) dies in turn.
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(4), "c1", &g, 1129).unwrap(), Rotation::Retried(_)));
+        assert_eq!(current_id(&*s, &h(3), 1129), None);
+        assert_eq!(current_id(&*s, &h(4), 1129).as_deref(), Some("f1"));
+        // The window runs from the rotation, not from the retries: at 1130 h(1) is reuse.
+        assert_eq!(s.rotate_with_grace(&h(1), &h(5), "c1", &g, 1130).unwrap(), Rotation::Reused);
+        assert_eq!(current_id(&*s, &h(4), 1130), None, "reuse past the window revokes the family");
+        assert_eq!(s.rotate_with_grace(&h(4), &h(6), "c1", &g, 1131).unwrap(), Rotation::Invalid);
+    }
+}
+
+#[test]
+fn reuse_grace_then_normal_rotation_and_an_off_grace() {
+    for (_b, s) in stores() {
+        let g = grace(30);
+        // The retry's token rotates as usual; then the retried token is older than the one just
+        // rotated (h(3)), and is reuse.
+        s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(2), "c1", &g, 1100).unwrap(), Rotation::Rotated(_)));
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(3), "c1", &g, 1101).unwrap(), Rotation::Retried(_)));
+        assert!(matches!(s.rotate_with_grace(&h(3), &h(4), "c1", &g, 1102).unwrap(), Rotation::Rotated(_)));
+        assert_eq!(s.rotate_with_grace(&h(1), &h(5), "c1", &g, 1103).unwrap(), Rotation::Reused);
+        assert_eq!(current_id(&*s, &h(4), 1103), None);
+        // Reuse of a revoked family stays reuse, grace or not.
+        assert_eq!(s.rotate_with_grace(&h(3), &h(5), "c1", &g, 1103).unwrap(), Rotation::Reused);
+
+        // Grace 0 (and plain `rotate`) is the strict rule: any retry is reuse.
+        s.create_family(&family("f2", "c1", "alice"), &h(11)).unwrap();
+        assert!(matches!(s.rotate(&h(11), &h(12), "c1", 1100).unwrap(), Rotation::Rotated(_)));
+        assert_eq!(s.rotate_with_grace(&h(11), &h(13), "c1", &grace(0), 1101).unwrap(), Rotation::Reused);
+        assert_eq!(current_id(&*s, &h(12), 1101), None);
+        s.create_family(&family("f3", "c1", "alice"), &h(21)).unwrap();
+        assert!(matches!(s.rotate(&h(21), &h(22), "c1", 1100).unwrap(), Rotation::Rotated(_)));
+        assert_eq!(s.rotate(&h(21), &h(23), "c1", 1101).unwrap(), Rotation::Reused);
+    }
+}
+
+#[test]
+fn reuse_grace_an_older_token_and_the_killed_one_are_reuse() {
+    for (_b, s) in stores() {
+        let g = grace(30);
+        // h(1) was rotated two rotations ago: only the latest rotation's token has a grace.
+        s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(2), "c1", &g, 1100).unwrap(), Rotation::Rotated(_)));
+        assert!(matches!(s.rotate_with_grace(&h(2), &h(3), "c1", &g, 1105).unwrap(), Rotation::Rotated(_)));
+        assert_eq!(s.rotate_with_grace(&h(1), &h(4), "c1", &g, 1106).unwrap(), Rotation::Reused);
+        assert_eq!(current_id(&*s, &h(3), 1106), None);
+
+        // The token a retry killed (the lost answer's), presented after all: reuse.
+        s.create_family(&family("f2", "c1", "alice"), &h(11)).unwrap();
+        assert!(matches!(s.rotate_with_grace(&h(11), &h(12), "c1", &g, 1100).unwrap(), Rotation::Rotated(_)));
+        assert!(matches!(s.rotate_with_grace(&h(11), &h(13), "c1", &g, 1101).unwrap(), Rotation::Retried(_)));
+        assert_eq!(s.rotate_with_grace(&h(12), &h(14), "c1", &g, 1102).unwrap(), Rotation::Reused);
+        assert_eq!(current_id(&*s, &h(13), 1102), None);
+    }
+}
+
+#[test]
+fn reuse_grace_is_not_for_another_client_or_another_dpop_key() {
+    for (_b, s) in stores() {
+        let g = grace(30);
+        // Another client: invalid, nothing changes (as for any token of another client's family).
+        s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(2), "c1", &g, 1100).unwrap(), Rotation::Rotated(_)));
+        assert_eq!(s.rotate_with_grace(&h(1), &h(3), "c2", &g, 1101).unwrap(), Rotation::Invalid);
+        assert_eq!(current_id(&*s, &h(2), 1101).as_deref(), Some("f1"), "the owner's pair still works");
+
+        // A family bound to DPoP key "key-a": the retry must prove that key.
+        let bound = |id: &str| Family { jkt: Some("key-a".into()), ..family(id, "c1", "alice") };
+        let with = |jkt: Option<&'static str>| Grace { secs: 30, jkt };
+        for (i, (id, retry_key)) in [("f2", Some("key-b")), ("f3", None)].into_iter().enumerate() {
+            let base = 10 * (i as u8 + 1);
+            s.create_family(&bound(id), &h(base + 1)).unwrap();
+            let r = s.rotate_with_grace(&h(base + 1), &h(base + 2), "c1", &with(Some("key-a")), 1100).unwrap();
+            assert!(matches!(r, Rotation::Rotated(_)));
+            let r = s.rotate_with_grace(&h(base + 1), &h(base + 3), "c1", &with(retry_key), 1101).unwrap();
+            assert_eq!(r, Rotation::Reused, "{id}: a retry with key {retry_key:?}");
+            assert_eq!(current_id(&*s, &h(base + 2), 1101), None, "{id}: the family is revoked");
+        }
+        s.create_family(&bound("f4"), &h(41)).unwrap();
+        let r = s.rotate_with_grace(&h(41), &h(42), "c1", &with(Some("key-a")), 1100).unwrap();
+        assert!(matches!(r, Rotation::Rotated(_)));
+        let r = s.rotate_with_grace(&h(41), &h(43), "c1", &with(Some("key-a")), 1101).unwrap();
+        let Rotation::Retried(f) = r else { panic!("the same key gets the grace: {r:?}") };
+        assert_eq!(f.jkt.as_deref(), Some("key-a"));
+        assert_eq!(current_id(&*s, &h(43), 1101).as_deref(), Some("f4"));
+    }
+}
+
+#[test]
+fn concurrent_grace_retries_leave_exactly_one_current_token() {
+    let (_dir, file) = file_store();
+    concurrent_retries_on(&[Arc::new(file)]);
+    // Two handles on one Redis: two gateway instances.
+    let server = RedisServer::start(false);
+    concurrent_retries_on(&[Arc::new(redis_store(&server, "g:")), Arc::new(redis_store(&server, "g:"))]);
+}
+
+/// Sixteen threads retry the same just-rotated token at once, spread over `handles`.
+fn concurrent_retries_on(handles: &[Arc<dyn Store>]) {
+    let s = Arc::clone(&handles[0]);
+    s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+    assert!(matches!(s.rotate_with_grace(&h(1), &h(2), "c1", &grace(30), 1100).unwrap(), Rotation::Rotated(_)));
+    let barrier = Arc::new(Barrier::new(16));
+    let outcomes: Vec<Rotation> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..16u8)
+            .map(|i| {
+                let (s, barrier) = (Arc::clone(&handles[usize::from(i) % handles.len()]), Arc::clone(&barrier));
+                scope.spawn(move || {
+                    barrier.wait();
+                    s.rotate_with_grace(&h(1), &h(100 + i), "c1", &grace(30), 1101).unwrap()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(outcomes.iter().all(|o| matches!(o, Rotation::Retried(_))), "{outcomes:?}");
+    let live: Vec<u8> = (0..16).filter(|i| current_id(&*s, &h(100 + i), 1101).is_some()).collect();
+    assert_eq!(live.len(), 1, "exactly one of the 16 new tokens is current: {live:?}");
+    assert_eq!(current_id(&*s, &h(2), 1101), None);
+    // The family is not revoked: the one current token rotates.
+    let r = s.rotate_with_grace(&h(100 + live[0]), &h(200), "c1", &grace(30), 1102).unwrap();
+    assert!(matches!(r, Rotation::Rotated(_)), "{r:?}");
+}
+
+#[test]
+fn reuse_grace_survives_reopen() {
+    for b in durable_backends() {
+        eprintln!("backend: {}", b.name());
+        {
+            let s = b.open();
+            s.create_family(&family("f1", "c1", "alice"), &h(1)).unwrap();
+            assert!(matches!(s.rotate_with_grace(&h(1), &h(2), "c1", &grace(30), 1100).unwrap(), Rotation::Rotated(_)));
+        }
+        // Another handle (a restart, or another instance) knows which token the rotation replaced.
+        let s = b.open();
+        assert!(matches!(s.rotate_with_grace(&h(1), &h(3), "c1", &grace(30), 1101).unwrap(), Rotation::Retried(_)));
+        assert_eq!(current_id(&*s, &h(2), 1101), None);
+        assert_eq!(current_id(&*s, &h(3), 1101).as_deref(), Some("f1"));
+    }
+}
+
 #[test]
 fn revoke_family_via_current_or_old_token() {
     for (_b, s) in stores() {

@@ -81,6 +81,9 @@ pub struct Config {
     pub keys_dir: String,
     /// Extra `[tokens]` keys.
     pub tokens: String,
+    /// `[tokens] refresh_reuse_grace_secs`: 0 unless a test sets it, so that reuse detection
+    /// is tested as RFC 9700 states it; the grace's own tests turn it on.
+    pub reuse_grace_secs: u64,
     /// Extra `[tls]` keys (mutual TLS).
     pub tls: String,
     /// The body of `[log]`.
@@ -97,6 +100,7 @@ impl Default for Config {
             shutdown_grace_secs: 5,
             keys_dir: "keys".into(),
             tokens: String::new(),
+            reuse_grace_secs: 0,
             tls: String::new(),
             log: "level = \"warn\"".into(),
             rest: String::new(),
@@ -128,6 +132,10 @@ impl Config {
         self.tokens.push_str(keys);
         self
     }
+    pub fn reuse_grace_secs(mut self, secs: u64) -> Self {
+        self.reuse_grace_secs = secs;
+        self
+    }
     pub fn tls(mut self, keys: &str) -> Self {
         self.tls.push_str(keys);
         self
@@ -143,7 +151,7 @@ impl Config {
     }
 
     pub fn text(&self) -> String {
-        let Config { top, server, shutdown_grace_secs, keys_dir, tokens, tls, log, rest } = self;
+        let Config { top, server, shutdown_grace_secs, keys_dir, tokens, reuse_grace_secs, tls, log, rest } = self;
         format!(
             r#"{top}
 [server]
@@ -168,6 +176,7 @@ keys_dir = "{keys_dir}"
 active_kid = "k1"
 generate_if_missing = true
 leeway_secs = 5
+refresh_reuse_grace_secs = {reuse_grace_secs}
 {tokens}
 
 [log]

@@ -321,3 +321,59 @@ async fn behind_a_trusted_proxy_htu_is_the_uri_the_client_addressed() {
         }
     }
 }
+
+/// A token-endpoint request of the public client `app` with `params` and one DPoP proof.
+async fn public_grant(gw: &Gw, params: &[(&str, &str)], proof: &str) -> Resp {
+    let mut p = params.to_vec();
+    p.push(("client_id", "app"));
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("dpop", proof)];
+    gw.tls(false).await.send(req("POST", "/oauth2/token", &headers, full(encode_form(&p)))).await
+}
+
+/// A refresh of `rt` by the public client with `proof`.
+async fn public_refresh(gw: &Gw, rt: &str, proof: &str) -> Resp {
+    public_grant(gw, &[("grant_type", "refresh_token"), ("refresh_token", rt)], proof).await
+}
+
+/// A password grant of alice through the public client with `proof`: its refresh token.
+async fn public_login(gw: &Gw, proof: &str) -> String {
+    let r = public_grant(gw, &[("grant_type", "password"), ("username", "alice"), ("password", ALICE_PW)], proof).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["refresh_token"].as_str().unwrap().to_owned()
+}
+
+fn rt(r: &Resp) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reuse_grace_of_a_bound_family_is_for_its_own_key_only() {
+    let gw = Gw::start_config(&config("").reuse_grace_secs(30)).await;
+    let a = proofs("ES256", None, &vec![spec("POST", TOKEN_HTU, None); 8]);
+    let b = proofs("ES256", None, &[spec("POST", TOKEN_HTU, None)]);
+    assert_ne!(a.jkt, b.jkt);
+
+    // The same key retries a lost answer: a fresh pair, bound to that key, the lost one dead.
+    let rt1 = public_login(&gw, &a.proofs[0]).await;
+    let lost = rt(&public_refresh(&gw, &rt1, &a.proofs[1]).await);
+    let r = public_refresh(&gw, &rt1, &a.proofs[2]).await;
+    let rt2 = rt(&r);
+    assert_eq!(r.json()["token_type"], "DPoP");
+    assert_eq!(claims(r.json()["access_token"].as_str().unwrap())["cnf"]["jkt"], a.jkt.as_str());
+    assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 1);
+    // rt2 is the live one (it rotates); the lost token is reuse (and revokes, checked last).
+    let rt3 = rt(&public_refresh(&gw, &rt2, &a.proofs[3]).await);
+    assert_eq!(public_refresh(&gw, &lost, &a.proofs[4]).await.status, 400);
+    assert_eq!(public_refresh(&gw, &rt3, &a.proofs[5]).await.status, 400, "the family is revoked");
+
+    // Another key retrying within the window: reuse, the family revoked.
+    let rt1 = public_login(&gw, &a.proofs[6]).await;
+    let kept = rt(&public_refresh(&gw, &rt1, &a.proofs[7]).await);
+    let r = public_refresh(&gw, &rt1, &b.proofs[0]).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].clone()), (400, json!("invalid_grant")), "{}", r.text());
+    let more = proofs("ES256", Some(&a.private_jwk), &[spec("POST", TOKEN_HTU, None)]);
+    let r = public_refresh(&gw, &kept, &more.proofs[0]).await;
+    assert_eq!(r.status, 400, "another key's retry revoked the family: {}", r.text());
+    assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 1);
+}

@@ -202,3 +202,111 @@ async fn of_eight_concurrent_refreshes_with_one_token_exactly_one_succeeds() {
     }
     assert_eq!(ok, 1, "exactly one of eight concurrent refreshes wins");
 }
+
+/// The gateway of [`start_default`] with `[tokens] refresh_reuse_grace_secs = secs`.
+async fn start_with_grace(secs: u64) -> Gw {
+    let text =
+        config(&Opts::default()).replace("refresh_reuse_grace_secs = 0", &format!("refresh_reuse_grace_secs = {secs}"));
+    Gw::start_text(&text).await
+}
+
+/// Whether introspection calls `rt` active (a refresh token is active while it is its family's
+/// current one): a way to look at a token without presenting it, which would be reuse.
+async fn active(ep: &Ep, rt: &str) -> bool {
+    let v = ep.form("/oauth2/introspect", Auth::Basic("app", SECRET), &[("token", rt)]).await.json();
+    v["active"] == true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_refresh_answer_is_retried_within_the_reuse_grace() {
+    let gw = start_with_grace(30).await;
+    let ep = Ep::of(&gw);
+    let rt1 = rt_of(&ep.password_ok("app", "alice", ALICE_PW, None).await);
+    let r = ep.refresh("app", &rt1).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // This answer never reaches the client.
+    let lost = r.json();
+    let lost_rt = rt_of(&lost);
+
+    // The client retries with rt1: a fresh pair, and the lost one's refresh token is dead.
+    let r = ep.refresh("app", &rt1).await;
+    assert_eq!(r.status, 200, "a retry within the grace: {}", r.text());
+    let rt2 = rt_of(&r.json());
+    assert_ne!(rt2, lost_rt);
+    assert_eq!(ep.api(r.json()["access_token"].as_str().unwrap()).await.status, 200);
+    assert!(active(&ep, &rt2).await);
+    assert!(!active(&ep, &lost_rt).await, "the pair issued before the retry is dead");
+    // The lost answer's access token lives until its exp, as after any rotation (docs say so).
+    assert_eq!(ep.api(lost["access_token"].as_str().unwrap()).await.status, 200);
+
+    // A second retry: the same again, rt2 dies.
+    let r = ep.refresh("app", &rt1).await;
+    assert_eq!(r.status, 200, "a second retry within the grace: {}", r.text());
+    let rt3 = rt_of(&r.json());
+    assert!(!active(&ep, &rt2).await && active(&ep, &rt3).await);
+    assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 2);
+
+    // The client goes on with rt3; rt1 is then older than the token just rotated: reuse.
+    let r = ep.refresh("app", &rt3).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rt4 = rt_of(&r.json());
+    assert_oauth_error(&ep.refresh("app", &rt1).await, 400, "invalid_grant");
+    assert!(!active(&ep, &rt4).await, "reuse of an older token revoked the family");
+    assert_oauth_error(&ep.refresh("app", &rt4).await, 400, "invalid_grant");
+    assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reuse_grace_is_for_the_same_client_within_the_window_only() {
+    let gw = start_with_grace(1).await;
+    let ep = Ep::of(&gw);
+    // Another client presenting the just-rotated token: refused, and the owner keeps its pair.
+    let rt1 = rt_of(&ep.password_ok("app", "alice", ALICE_PW, None).await);
+    let r = ep.refresh("app", &rt1).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rt2 = rt_of(&r.json());
+    assert_oauth_error(&ep.refresh("app2", &rt1).await, 400, "invalid_grant");
+    assert!(active(&ep, &rt2).await, "another client's retry changes nothing");
+
+    // Past the window, the retry is reuse: the family is revoked as without a grace.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_oauth_error(&ep.refresh("app", &rt1).await, 400, "invalid_grant");
+    assert!(!active(&ep, &rt2).await);
+    assert_oauth_error(&ep.refresh("app", &rt2).await, 400, "invalid_grant");
+    assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_grace_eight_concurrent_refreshes_all_succeed_and_leave_one_live_token() {
+    let gw = start_with_grace(30).await;
+    let ep = Ep::of(&gw);
+    let rt = rt_of(&ep.password_ok("app", "alice", ALICE_PW, None).await);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (ep, rt, barrier) = (ep.clone(), rt.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = encode_form(&[("grant_type", "refresh_token"), ("refresh_token", &rt)]);
+            let auth = basic_header("app", SECRET);
+            let mut c = Conn::tls(ep.https, std::slice::from_ref(&ep.cert), false).await;
+            barrier.wait().await;
+            c.send(req("POST", "/oauth2/token", &[FORM_CT, ("authorization", &auth)], full(body))).await
+        }));
+    }
+    let mut fresh = Vec::new();
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert_eq!(r.status, 200, "one rotation, seven retries within the grace: {}", r.text());
+        fresh.push(rt_of(&r.json()));
+    }
+    let mut live = Vec::new();
+    for t in &fresh {
+        if active(&ep, t).await {
+            live.push(t.clone());
+        }
+    }
+    assert_eq!(live.len(), 1, "exactly one live refresh token after the race");
+    assert_eq!(metric(&gw, "tokengate_refresh_reuse_grace_total").await, 7);
+    let r = ep.refresh("app", &live[0]).await;
+    assert_eq!(r.status, 200, "the family is not revoked: {}", r.text());
+}

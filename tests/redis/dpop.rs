@@ -72,3 +72,43 @@ async fn a_proof_used_at_one_instance_is_a_replay_at_the_other() {
     assert_eq!(call(a, p[0].clone()).await.status, 401, "a replay to the same instance");
     redis.restart();
 }
+
+/// A token-endpoint request with `body` of the public client `pub` at `g`, with one DPoP proof.
+async fn public_grant(g: &Inst, body: &str, proof: &str) -> Resp {
+    let body = format!("{body}&client_id=pub");
+    g.conn().await.send(with_proof("POST", "/oauth2/token", None, proof, Some(&body))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_familys_grace_retry_at_the_other_instance_needs_the_same_key() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    let public = "\n[[clients]]\nid = \"pub\"\npublic = true\ngrants = [\"password\", \"refresh_token\"]\n\
+                  scopes = [\"read\"]\ndefault_scopes = [\"read\"]\n";
+    let text = config_plus(&redis.url(), keys.path(), 10, public)
+        .replace("refresh_reuse_grace_secs = 0", "refresh_reuse_grace_secs = 30");
+    let (a, b) = (instance(&text).await.expect("starts"), instance(&text).await.expect("starts"));
+    let htu = "https://localhost/oauth2/token";
+    let key = proofs("ES256", None, &vec![spec("POST", htu, None); 7]);
+    let other = proofs("ES256", None, &[spec("POST", htu, None)]);
+
+    // Rotated at A, the answer lost, retried at B with the same key: a fresh pair bound to it,
+    // which then rotates at A.
+    let rt1 = field(&public_grant(&a, PASSWORD, &key.proofs[0]).await, "refresh_token");
+    field(&public_grant(&a, &refresh_body(&rt1), &key.proofs[1]).await, "refresh_token");
+    let r = public_grant(&b, &refresh_body(&rt1), &key.proofs[2]).await;
+    let rt2 = field(&r, "refresh_token");
+    assert_eq!(r.json()["token_type"], "DPoP");
+    field(&public_grant(&a, &refresh_body(&rt2), &key.proofs[3]).await, "refresh_token");
+
+    // Retried at B with another key: reuse, and the family is revoked at A too.
+    let rt1 = field(&public_grant(&a, PASSWORD, &key.proofs[4]).await, "refresh_token");
+    let kept = field(&public_grant(&a, &refresh_body(&rt1), &key.proofs[5]).await, "refresh_token");
+    let r = public_grant(&b, &refresh_body(&rt1), &other.proofs[0]).await;
+    assert_eq!((r.status.as_u16(), r.json()["error"].clone()), (400, Value::from("invalid_grant")), "{}", r.text());
+    let r = public_grant(&a, &refresh_body(&kept), &key.proofs[6]).await;
+    assert_eq!(r.status, 400, "another key's retry revoked the family: {}", r.text());
+    let graced: u64 =
+        [a.metrics().await, b.metrics().await].iter().map(|m| sample(m, "tokengate_refresh_reuse_grace_total")).sum();
+    assert_eq!(graced, 1);
+}

@@ -270,6 +270,68 @@ async fn a_16_way_refresh_race_split_across_two_instances_has_exactly_one_winner
     }
 }
 
+/// Whether introspection at `g` calls refresh token `rt` active (its family's current token),
+/// without presenting it (which would be reuse).
+async fn active(g: &Inst, rt: &str) -> bool {
+    let r = g.post("/oauth2/introspect", &format!("token={rt}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["active"] == true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_way_race_of_a_retried_token_across_two_instances_leaves_one_live_pair() {
+    let redis = RedisServer::start(false);
+    let keys = tempfile::tempdir().unwrap();
+    let text = config(&redis.url(), keys.path(), 10)
+        .replace("refresh_reuse_grace_secs = 0", "refresh_reuse_grace_secs = 30")
+        .replace("default_scopes = [\"read\"]\n", "default_scopes = [\"read\"]\nintrospect = true\n");
+    let gws = Arc::new(vec![instance(&text).await.expect("starts"), instance(&text).await.expect("starts")]);
+    for round in 0..3 {
+        let rt = field(&gws[0].post("/oauth2/token", PASSWORD).await, "refresh_token");
+        // Rotated at B; the answer is lost, and the client retries rt sixteen times at once.
+        let lost = field(&gws[1].post("/oauth2/token", &refresh_body(&rt)).await, "refresh_token");
+        let mut conns = Vec::new();
+        for i in 0..16 {
+            conns.push(gws[i % 2].conn().await);
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .map(|mut c| {
+                let (barrier, body) = (barrier.clone(), refresh_body(&rt));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    c.send(form("/oauth2/token", &body)).await
+                })
+            })
+            .collect();
+        let mut fresh = Vec::new();
+        for t in tasks {
+            // Each retry replaces the current token in turn: all are answered.
+            fresh.push(field(&t.await.unwrap(), "refresh_token"));
+        }
+        let mut live = Vec::new();
+        for (i, t) in fresh.iter().enumerate() {
+            if active(&gws[i % 2], t).await {
+                live.push(t.clone());
+            }
+        }
+        eprintln!("round {round}: 16 retries answered, {} of their tokens live", live.len());
+        assert_eq!(live.len(), 1, "round {round}: exactly one live pair after the race");
+        assert!(!active(&gws[0], &lost).await, "the lost answer's token is dead");
+        let m = [gws[0].metrics().await, gws[1].metrics().await];
+        let graced: u64 = m.iter().map(|m| sample(m, "tokengate_refresh_reuse_grace_total")).sum();
+        assert_eq!(graced, 16 * (round + 1), "every retry counted once, at its instance");
+        // The family is not revoked: the live token rotates, at either instance.
+        let next =
+            field(&gws[round as usize % 2].post("/oauth2/token", &refresh_body(&live[0])).await, "refresh_token");
+        // The other fifteen are dead: presenting one is reuse, and revokes the family.
+        let dead = fresh.iter().find(|t| **t != live[0]).unwrap();
+        assert_eq!(gws[1].post("/oauth2/token", &refresh_body(dead)).await.status, 400);
+        assert_eq!(gws[0].post("/oauth2/token", &refresh_body(&next)).await.status, 400, "revoked by that reuse");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_revoked_at_a_is_refused_at_b_within_a_second() {
     let redis = RedisServer::start(false);
@@ -657,7 +719,8 @@ async fn with_redis_down_client_credentials_go_on_and_state_grants_answer_503() 
     // Reconnect with a grant that is safe to repeat (each one a new family). Retrying the refresh
     // itself would not be: on a loaded machine the first call after the restart also waits out
     // the reconnection, and a rotation that ran but answered past timeout_ms makes the retry a
-    // reuse (a lost answer, which a refresh cannot survive until a reuse grace exists).
+    // reuse (a lost answer, which a refresh survives only with a reuse grace; these tests run
+    // with `refresh_reuse_grace_secs = 0`).
     let r = post_while_503(g, PASSWORD).await;
     assert_eq!(r.status, 200, "the password grant once Redis is back: {}", r.text());
     let doc = g.state_until("health ok again", |d| d["health"] == "ok" && d["stream"]["connected"] == true).await;

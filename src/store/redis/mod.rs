@@ -9,7 +9,9 @@
 //! - `t:<hash>`: refresh-token hash -> `<family expires>:<family id>`, until the family's absolute
 //!   expiry. Immutable once written: a lookup outside any script is safe.
 //! - `f:{<family id>}` (hash) and `h:{<family id>}` (set of every hash that was ever current): the
-//!   family; both expire when the family dies (absolute or idle).
+//!   family; both expire when the family dies (absolute or idle). The hash holds the current
+//!   token's hash and, in `prev` / `prev_at`, the one the latest rotation replaced and when (for
+//!   the reuse grace; absent in families never rotated).
 //! - `c:<client id>`: sorted set of the client's families, for `revoke_client`.
 //! - `a:<len>:<client id>:<jti>`: a used client-assertion jti, until the assertion's exp.
 //! - `l:<key>`: a lockout row, until its `forget_at`.
@@ -49,7 +51,7 @@ use self::scripts::LOCK_CAS_TRIES;
 use self::tls_relay::TlsRelay;
 use super::denylist::DenyList;
 use super::health::Health;
-use super::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
+use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
 
 /// How to reach the server; built from `[state]` by [`crate::store::open`].
 #[derive(Clone)]
@@ -406,6 +408,17 @@ impl Store for RedisStore {
         client_id: &str,
         now: u64,
     ) -> Result<Rotation, StoreError> {
+        self.rotate_with_grace(presented, next, client_id, &Grace::default(), now)
+    }
+
+    fn rotate_with_grace(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        client_id: &str,
+        grace: &Grace<'_>,
+        now: u64,
+    ) -> Result<Rotation, StoreError> {
         self.run(async {
             let mut con = self.conn.clone();
             let Some(link) = self.lookup(&mut con, presented).await? else {
@@ -424,13 +437,15 @@ impl Store for RedisStore {
                 .arg(hex(next))
                 .arg(client_id)
                 .arg(now)
+                .arg(grace.secs)
+                .arg(grace.jkt.unwrap_or(""))
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
             match out.first().map(String::as_str) {
-                Some("rotated") if out.len() == 9 => {
+                Some(outcome @ ("rotated" | "retried")) if out.len() == 9 => {
                     let num = |i: usize| out[i].parse::<u64>().map_err(|_| bad_value("rotation result"));
-                    Ok(Rotation::Rotated(Family {
+                    let family = Family {
                         family_id: link.family_id,
                         client_id: out[1].clone(),
                         sub: out[2].clone(),
@@ -440,7 +455,8 @@ impl Store for RedisStore {
                         idle_secs: num(6)?,
                         last_used: num(7)?,
                         jkt: Some(out[8].clone()).filter(|j| !j.is_empty()),
-                    }))
+                    };
+                    Ok(if outcome == "retried" { Rotation::Retried(family) } else { Rotation::Rotated(family) })
                 }
                 Some(outcome @ ("reused" | "invalid")) => {
                     let _: Result<i64, _> = con.del(self.keys.token(next)).await;

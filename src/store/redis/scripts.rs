@@ -26,27 +26,41 @@ return 1
     )
 });
 
-/// Refresh rotation (RFC 9700 2.2.2) in one step. KEYS: family hash, family token set. ARGV:
-/// presented hash (hex), next hash (hex), client, now. Returns {'invalid'}, {'reused'}, or
-/// {'rotated', client, sub, scope, created, expires, idle, last_used, jkt ('' for none)}.
+/// Refresh rotation (RFC 9700 2.2.2) in one step, with the reuse grace. KEYS: family hash,
+/// family token set. ARGV: presented hash (hex), next hash (hex), client, now, grace seconds (0:
+/// none), the retry's DPoP jkt ('' for none). Returns {'invalid'}, {'reused'}, or {'rotated' or
+/// 'retried', client, sub, scope, created, expires, idle, last_used, jkt ('' for none)}.
 ///
 /// A presented hash that is not current counts as reuse only if it was current once (it is in
-/// the token set): a lookup key left behind by a failed rotation never revokes anything.
+/// the token set): a lookup key left behind by a failed rotation never revokes anything. It is a
+/// retry instead when it is the hash the latest rotation replaced (`prev`, at `prev_at`), within
+/// the grace, with the family's jkt when it has one (`Grace::covers` in Rust): the current hash
+/// is replaced by `next` and `prev` stays, so the window runs from the rotation repeated.
 pub static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local f = redis.call('HMGET', KEYS[1], 'client', 'sub', 'scope', 'created', 'expires', 'idle', 'last_used',
-  'revoked', 'current', 'jkt')
+  'revoked', 'current', 'jkt', 'prev', 'prev_at')
 if not f[1] then return {'invalid'} end
 local now, expires, idle = tonumber(ARGV[4]), tonumber(f[5]), tonumber(f[6])
 local live = now < expires and (idle == 0 or now < tonumber(f[7]) + idle)
 if not live or f[1] ~= ARGV[3] then return {'invalid'} end
+local outcome = 'rotated'
 if f[9] ~= ARGV[1] then
   if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return {'invalid'} end
-  if f[8] ~= '1' then redis.call('HSET', KEYS[1], 'revoked', '1') end
-  return {'reused'}
+  if f[8] == '1' then return {'reused'} end
+  local grace, bound = tonumber(ARGV[5]), f[10] or ''
+  if grace > 0 and f[11] == ARGV[1] and now < tonumber(f[12]) + grace and (bound == '' or bound == ARGV[6]) then
+    outcome = 'retried'
+  else
+    redis.call('HSET', KEYS[1], 'revoked', '1')
+    return {'reused'}
+  end
+elseif f[8] == '1' then
+  return {'invalid'}
+else
+  redis.call('HSET', KEYS[1], 'prev', ARGV[1], 'prev_at', ARGV[4])
 end
-if f[8] == '1' then return {'invalid'} end
 redis.call('HSET', KEYS[1], 'current', ARGV[2], 'last_used', ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[2])
 local deadline = expires
@@ -54,7 +68,7 @@ if idle > 0 and now + idle < deadline then deadline = now + idle end
 local ttl = math.max(1, math.ceil(deadline - now))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return {'rotated', f[1], f[2], f[3], f[4], f[5], f[6], ARGV[4], f[10] or ''}
+return {outcome, f[1], f[2], f[3], f[4], f[5], f[6], ARGV[4], f[10] or ''}
 ",
     )
 });
