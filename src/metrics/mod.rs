@@ -57,6 +57,15 @@ struct QuotaRouteLabels {
     route: String,
 }
 
+/// Labels of the per-endpoint series of `[[upstreams]]` groups.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    /// `[[upstreams]] name`.
+    group: String,
+    /// The endpoint's `scheme://host:port`.
+    endpoint: String,
+}
+
 /// Labels of `tokengate_limit_hits_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
@@ -240,6 +249,14 @@ pub struct Metrics {
     stream_age: Family<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Log lines the writer thread dropped (queue full); brought up to date at scrape time.
     log_dropped: Counter,
+    /// 1 while a group's endpoint is in its set, 0 while ejected; set at scrape time.
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    /// Requests sent to a group's endpoint (retries included); brought up to date at scrape time.
+    endpoint_requests: Family<EndpointLabels, Counter>,
+    /// Connect errors, resets and 5xx answers of a group's endpoint; brought up to date at scrape time.
+    endpoint_failures: Family<EndpointLabels, Counter>,
+    /// Times a group's endpoint was ejected; brought up to date at scrape time.
+    endpoint_ejections: Family<EndpointLabels, Counter>,
     /// Span export: spans dropped (queue full), spans exported, failed export requests.
     pub trace: ExportCounters,
     /// Remote key sets: fetches, keys held, refetches; handed to each remote issuer's task.
@@ -360,6 +377,31 @@ impl Metrics {
             trace.failed_exports.clone(),
         );
 
+        let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_healthy",
+            "1 while an upstream group's endpoint is in its set, 0 while ejected",
+            endpoint_healthy.clone(),
+        );
+        let endpoint_requests = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_requests",
+            "Requests sent to an upstream group's endpoint, retries included",
+            endpoint_requests.clone(),
+        );
+        let endpoint_failures = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_failures",
+            "Connect errors, resets and 5xx answers of an upstream group's endpoint",
+            endpoint_failures.clone(),
+        );
+        let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_ejections",
+            "Times an upstream group's endpoint was ejected for failures in a row",
+            endpoint_ejections.clone(),
+        );
+
         Self {
             registry,
             requests,
@@ -376,6 +418,10 @@ impl Metrics {
             stream_connected,
             stream_age,
             log_dropped,
+            endpoint_healthy,
+            endpoint_requests,
+            endpoint_failures,
+            endpoint_ejections,
             trace,
             jwks,
         }
@@ -489,6 +535,21 @@ impl Metrics {
         let labels = QuotaRouteLabels { route: route.to_owned() };
         self.quota_keys.get_or_create(&labels).set(keys as i64);
         self.quota_evicted.get_or_create(&labels).set(evicted.min(i64::MAX as u64) as i64);
+    }
+
+    /// An upstream group's endpoint as of now: in the set or not, and its running totals of
+    /// requests, failures and ejections (the counters are brought up to them); called at scrape time.
+    pub fn observe_endpoint(&self, group: &str, endpoint: &str, healthy: bool, totals: [u64; 3]) {
+        let labels = EndpointLabels { group: group.to_owned(), endpoint: endpoint.to_owned() };
+        self.endpoint_healthy.get_or_create(&labels).set(i64::from(healthy));
+        let families = [&self.endpoint_requests, &self.endpoint_failures, &self.endpoint_ejections];
+        for (family, total) in families.into_iter().zip(totals) {
+            let counter = family.get_or_create(&labels);
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
     }
 
     /// Prometheus/OpenMetrics text exposition, ending with the `# EOF` marker.
