@@ -363,9 +363,9 @@ impl std::str::FromStr for UpstreamTarget {
         if is_group_name(s) {
             return Ok(UpstreamTarget::Group(s.to_owned()));
         }
-        let bad = |why: &str| format!(
-            "upstream {s:?}: {why}; expected `echo`, an http:// or https:// URL, or an [[upstreams]] name"
-        );
+        let bad = |why: &str| {
+            format!("upstream {s:?}: {why}; expected `echo`, an http:// or https:// URL, or an [[upstreams]] name")
+        };
         let uri: http::Uri = s.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
         match uri.scheme_str() {
             Some("http" | "https") => {}

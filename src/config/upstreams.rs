@@ -24,8 +24,7 @@ pub struct UpstreamGroupConfig {
 }
 
 /// `[[upstreams]] balance`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BalanceKind {
     /// Each endpoint in turn.
     #[default]
@@ -34,6 +33,19 @@ pub enum BalanceKind {
     LeastRequest,
     /// Consistent (rendezvous) hashing of `hash_on`: one caller, one endpoint.
     Hash,
+}
+
+impl<'de> Deserialize<'de> for BalanceKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "round_robin" => Ok(BalanceKind::RoundRobin),
+            "least_request" => Ok(BalanceKind::LeastRequest),
+            "hash" => Ok(BalanceKind::Hash),
+            other => Err(serde::de::Error::custom(format!(
+                "balance {other:?} is not \"round_robin\", \"least_request\" or \"hash\""
+            ))),
+        }
+    }
 }
 
 /// `[[upstreams]] hash_on`, parsed.
@@ -83,9 +95,7 @@ impl UpstreamGroupConfig {
                 Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
                     Ok(HashOn::Header(name.to_ascii_lowercase()))
                 }
-                _ => Err(format!(
-                    "hash_on {h:?} is not \"sub\", \"client_id\", \"ip\" or \"header:<a header name>\""
-                )),
+                _ => Err(format!("hash_on {h:?} is not \"sub\", \"client_id\", \"ip\" or \"header:<a header name>\"")),
             },
         }
     }
@@ -97,10 +107,7 @@ impl UpstreamGroupConfig {
 
     fn check(&self) -> Result<(), String> {
         if !is_group_name(&self.name) {
-            return Err(format!(
-                "name {:?} must be letters, digits, '-' or '_' (not a URL, not \"echo\")",
-                self.name
-            ));
+            return Err(format!("name {:?} must be letters, digits, '-' or '_' (not a URL, not \"echo\")", self.name));
         }
         if self.endpoints.is_empty() {
             return Err("endpoints must list at least one http:// or https:// URL".into());
@@ -179,8 +186,7 @@ mod tests {
             let e = group(extra).unwrap_err();
             assert!(e.contains("[[upstreams]] \"orders\"") && e.contains(want), "{extra}: {e}");
         }
-        let g: UpstreamGroupConfig =
-            toml::from_str("name = \"o\"\nendpoints = [\"http://a:1/base\"]").expect("parses");
+        let g: UpstreamGroupConfig = toml::from_str("name = \"o\"\nendpoints = [\"http://a:1/base\"]").expect("parses");
         assert!(validate(&[g]).unwrap_err().to_string().contains("endpoints \"http://a:1/base\" must carry no path"));
     }
 }

@@ -389,7 +389,11 @@ fn routes_claim_headers(config: &Config) -> Vec<HeaderName> {
 
 /// The `[[upstreams]]` groups: each endpoint's pool from `pools` (adopted like a route's), its
 /// health adopted from the previous generation's group of the same name when it was there.
-fn build_groups(config: &Config, pools: &mut Pools, previous: Option<&Snapshot>) -> Result<Vec<Arc<Group>>, BuildError> {
+fn build_groups(
+    config: &Config,
+    pools: &mut Pools,
+    previous: Option<&Snapshot>,
+) -> Result<Vec<Arc<Group>>, BuildError> {
     let mut groups = Vec::with_capacity(config.upstreams.len());
     for g in &config.upstreams {
         let bad = |m: String| BuildError::Invalid(format!("[[upstreams]] {:?}: {m}", g.name));

@@ -172,7 +172,9 @@ mod tests {
     #[test]
     fn failures_while_ejected_do_not_extend_it() {
         let h = Health::default();
-        (0..3).for_each(|_| drop(h.failed(&POLICY, 0)));
+        (0..3).for_each(|_| {
+            let _ = h.failed(&POLICY, 0);
+        });
         assert_eq!((0..10).find_map(|_| h.failed(&POLICY, 500)), None);
         assert_eq!(h.ejected_for_ms(500), 500);
     }
