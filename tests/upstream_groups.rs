@@ -309,6 +309,20 @@ async fn hash_on_sub_keeps_callers_and_a_reload_moves_about_a_quarter() {
     for i in [0, 1, 3] {
         assert_eq!(eps[i].conns(), conns_before[i], "endpoint {i} kept its pooled connection");
     }
+    // The removed endpoint's series are gone; the kept ones count on from before the reload.
+    let metrics = gw.metrics().await;
+    assert!(!metrics.contains(&format!("endpoint=\"{}\"", urls[2])), "{metrics}");
+    let requests = |i: usize| {
+        let series = format!("tokengate_upstream_endpoint_requests_total{{group=\"svc\",endpoint=\"{}\"}}", urls[i]);
+        sample(&metrics, &series) as usize
+    };
+    for i in [0, 1, 3] {
+        assert_eq!(
+            requests(i),
+            eps[i].requests(),
+            "endpoint {i}: every request it served, before and after the reload"
+        );
+    }
 }
 
 /// An ejected endpoint stays ejected across a reload that keeps it; the others keep their pools.

@@ -257,6 +257,8 @@ pub struct Metrics {
     endpoint_failures: Family<EndpointLabels, Counter>,
     /// Times a group's endpoint was ejected; brought up to date at scrape time.
     endpoint_ejections: Family<EndpointLabels, Counter>,
+    /// Held while the endpoint series are rebuilt at scrape time.
+    endpoint_scrape: std::sync::Mutex<()>,
     /// Span export: spans dropped (queue full), spans exported, failed export requests.
     pub trace: ExportCounters,
     /// Remote key sets: fetches, keys held, refetches; handed to each remote issuer's task.
@@ -422,6 +424,7 @@ impl Metrics {
             endpoint_requests,
             endpoint_failures,
             endpoint_ejections,
+            endpoint_scrape: std::sync::Mutex::new(()),
             trace,
             jwks,
         }
@@ -537,17 +540,21 @@ impl Metrics {
         self.quota_evicted.get_or_create(&labels).set(evicted.min(i64::MAX as u64) as i64);
     }
 
-    /// An upstream group's endpoint as of now: in the set or not, and its running totals of
-    /// requests, failures and ejections (the counters are brought up to them); called at scrape time.
-    pub fn observe_endpoint(&self, group: &str, endpoint: &str, healthy: bool, totals: [u64; 3]) {
-        let labels = EndpointLabels { group: group.to_owned(), endpoint: endpoint.to_owned() };
-        self.endpoint_healthy.get_or_create(&labels).set(i64::from(healthy));
+    /// Every upstream group's endpoints as of now, `(group, endpoint, healthy, [requests,
+    /// failures, ejections])`: the series of endpoints no longer configured go, and each counter
+    /// is set to its endpoint's running total (which a reload keeps while the endpoint stays);
+    /// called at scrape time.
+    pub fn observe_endpoints<'a>(&self, rows: impl IntoIterator<Item = (&'a str, &'a str, bool, [u64; 3])>) {
+        // One scrape at a time: two clearing and adding at once would add twice.
+        let _one = self.endpoint_scrape.lock().unwrap_or_else(PoisonError::into_inner);
         let families = [&self.endpoint_requests, &self.endpoint_failures, &self.endpoint_ejections];
-        for (family, total) in families.into_iter().zip(totals) {
-            let counter = family.get_or_create(&labels);
-            let seen = counter.get();
-            if total > seen {
-                counter.inc_by(total - seen);
+        self.endpoint_healthy.clear();
+        families.iter().for_each(|f| f.clear());
+        for (group, endpoint, healthy, totals) in rows {
+            let labels = EndpointLabels { group: group.to_owned(), endpoint: endpoint.to_owned() };
+            self.endpoint_healthy.get_or_create(&labels).set(i64::from(healthy));
+            for (family, total) in families.into_iter().zip(totals) {
+                family.get_or_create(&labels).inc_by(total);
             }
         }
     }

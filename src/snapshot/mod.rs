@@ -483,13 +483,14 @@ fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, Bu
     r.methods.iter().map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad(m))).collect()
 }
 
-/// Each `[[upstreams]]` endpoint's health and totals, for `GET /metrics`.
+/// Each `[[upstreams]]` endpoint's health and totals, for `GET /metrics` (only those configured now).
 pub fn observe_upstreams(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
-    for g in &snap.groups {
-        for (endpoint, healthy, requests, failures, ejections) in g.observe() {
-            metrics.observe_endpoint(&g.name, endpoint, healthy, [requests, failures, ejections]);
-        }
-    }
+    let rows = snap.groups.iter().flat_map(|g| {
+        g.observe().map(|(endpoint, healthy, requests, failures, ejections)| {
+            (g.name.as_str(), endpoint, healthy, [requests, failures, ejections])
+        })
+    });
+    metrics.observe_endpoints(rows);
 }
 
 /// Each limited route's quota state, for `GET /metrics`.
