@@ -410,3 +410,44 @@ async fn config_refusals_name_the_key() {
     std::fs::write(&path, config(&(route("/a", "http://127.0.0.1:1/base", "") + &route("/e", "echo", "")))).unwrap();
     tokengate::config::Config::load(&path).expect("URL and echo upstreams");
 }
+
+/// `hash_on = "header:X-Tenant"` on a public route: one tenant, one endpoint; a request without
+/// the header is balanced in turn. `hash_on = "ip"`: one client address, one endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_a_header_or_the_ip() {
+    let eps = [
+        Instance::start(Duration::ZERO).await,
+        Instance::start(Duration::ZERO).await,
+        Instance::start(Duration::ZERO).await,
+    ];
+    let urls: Vec<String> = eps.iter().map(Instance::url).collect();
+    let gw = Gw::start_text(&config(&group(&urls, "balance = \"hash\"\nhash_on = \"header:X-Tenant\""))).await;
+    let mut conn = gw.plain_conn().await;
+    let mut tenants_seen = std::collections::HashSet::new();
+    for t in 0..30 {
+        let tenant = format!("tenant-{t}");
+        let mut at = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let r = conn.send(req("GET", "/svc/x", &[("x-tenant", &tenant)], empty())).await;
+            at.insert(r.header("x-instance").unwrap().to_owned());
+        }
+        assert_eq!(at.len(), 1, "{tenant} on {at:?}");
+        tenants_seen.extend(at);
+    }
+    assert_eq!(tenants_seen.len(), 3, "30 tenants spread over the three endpoints");
+    let before: Vec<usize> = eps.iter().map(Instance::requests).collect();
+    for _ in 0..3 {
+        assert_eq!(get(&mut conn, "/svc/x").await.status, 200);
+    }
+    let after: Vec<usize> = eps.iter().map(Instance::requests).collect();
+    assert!(before.iter().zip(&after).all(|(b, a)| a - b == 1), "no key: in turn ({before:?} -> {after:?})");
+
+    let gw = Gw::start_text(&config(&group(&urls, "balance = \"hash\"\nhash_on = \"ip\""))).await;
+    let before: Vec<usize> = eps.iter().map(Instance::requests).collect();
+    let mut conn = gw.plain_conn().await;
+    for _ in 0..9 {
+        assert_eq!(get(&mut conn, "/svc/x").await.status, 200);
+    }
+    let grew = eps.iter().zip(&before).filter(|(e, b)| e.requests() > **b).count();
+    assert_eq!(grew, 1, "one client address, one endpoint");
+}
