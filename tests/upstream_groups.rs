@@ -451,3 +451,24 @@ async fn hash_on_a_header_or_the_ip() {
     let grew = eps.iter().zip(&before).filter(|(e, b)| e.requests() > **b).count();
     assert_eq!(grew, 1, "one client address, one endpoint");
 }
+
+/// A POST whose connection to a dead endpoint failed is sent to another, once, body and all:
+/// nothing was written to the dead one, so nothing happens twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_retried_on_connect_failure_and_sent_once() {
+    let up = Upstream::start(Mode::Ok).await;
+    let dead = format!("http://{}", closed_port().await);
+    // Never ejected here: every other request picks the dead endpoint first.
+    let eject = "eject = { consecutive_failures = 1000, base_secs = 1, max_secs = 1 }";
+    let gw = Gw::start_text(&config(&group(&[dead.clone(), up.url()], eject))).await;
+    let mut conn = gw.plain_conn().await;
+    for _ in 0..6 {
+        let r = conn.send(req("POST", "/svc/orders", &[], streamed(10_000))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 6, "each POST reached the live endpoint exactly once");
+    assert!(seen.iter().all(|s| s.method == "POST" && s.body_sha256 == pattern_sha256(10_000)));
+    let e = endpoint(&gw, &dead).await;
+    assert_eq!((e["requests"].as_u64(), e["failures"].as_u64()), (Some(3), Some(3)), "{e}");
+}

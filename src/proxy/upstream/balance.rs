@@ -45,7 +45,11 @@ impl Balancer {
         if n == 0 || (n == 1 && skip == Some(0)) {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // A retry takes no turn of its own: the rotation goes on as if the request had one try.
+        let start = match skip {
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+            Some(_) => self.next.load(Ordering::Relaxed),
+        };
         for panic in [false, true] {
             let ok = |i: usize| Some(i) != skip && (panic || slots[i].health().available(now));
             let found = match (self.kind, key) {
