@@ -99,12 +99,16 @@ impl Group {
 
     /// The endpoint for a request (other than `skip`), logging once when only ejected ones are left.
     fn pick(&self, key: Option<u64>, skip: Option<usize>) -> Option<usize> {
-        let pick = self.balancer.pick(&self.endpoints, key, skip, now_ms())?;
-        if pick.panic {
+        let now = now_ms();
+        let pick = self.balancer.pick(&self.endpoints, key, skip, now)?;
+        // A retry that finds only ejected endpoints besides the one that just failed is panic
+        // mode only if that one is out too.
+        let all_out = pick.panic && skip.is_none_or(|s| !self.endpoints[s].health.available(now));
+        if all_out {
             if !self.panicking.swap(true, Ordering::Relaxed) {
                 tracing::warn!(group = %self.name, "every endpoint of the upstream group is ejected: trying them anyway");
             }
-        } else if self.panicking.load(Ordering::Relaxed) {
+        } else if !pick.panic && self.panicking.load(Ordering::Relaxed) {
             self.panicking.store(false, Ordering::Relaxed);
         }
         Some(pick.index)
@@ -132,8 +136,8 @@ impl Group {
                 Ok(resp) => {
                     if resp.status().is_server_error() {
                         self.failed(endpoint);
-                    } else {
-                        endpoint.health.succeeded();
+                    } else if endpoint.health.succeeded() {
+                        tracing::info!(group = %self.name, endpoint = %endpoint.origin, "upstream endpoint answers again");
                     }
                     return Ok(resp);
                 }

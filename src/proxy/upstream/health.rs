@@ -71,14 +71,13 @@ impl Health {
         InFlight(self)
     }
 
-    /// It answered (below 500): the failures in a row start over.
-    pub fn succeeded(&self) {
+    /// It answered (below 500): the failures in a row start over. True for the first answer
+    /// after an ejection (worth a log line).
+    pub fn succeeded(&self) -> bool {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        if self.out.load(Ordering::Relaxed) && self.out.swap(false, Ordering::Relaxed) {
-            tracing::info!("upstream endpoint answers again after its ejection");
-        }
+        self.out.load(Ordering::Relaxed) && self.out.swap(false, Ordering::Relaxed)
     }
 
     /// It failed at `now`. Returns the ejection's length when this failure ejects it.
@@ -144,12 +143,14 @@ mod tests {
         let h = Health::default();
         assert_eq!(h.failed(&POLICY, 10), None);
         assert_eq!(h.failed(&POLICY, 10), None);
-        h.succeeded();
+        assert!(!h.succeeded());
         assert_eq!(h.failed(&POLICY, 10), None);
         assert_eq!(h.failed(&POLICY, 10), None);
         assert_eq!(h.failed(&POLICY, 10), Some(Duration::from_millis(1000)));
         assert!(!h.available(10) && !h.available(1009) && h.available(1010));
         assert_eq!((h.ejections(), h.failures()), (1, 5));
+        assert!(h.succeeded(), "the first answer after an ejection is told apart");
+        assert!(!h.succeeded());
     }
 
     #[test]
