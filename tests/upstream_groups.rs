@@ -472,3 +472,26 @@ async fn a_post_is_retried_on_connect_failure_and_sent_once() {
     let e = endpoint(&gw, &dead).await;
     assert_eq!((e["requests"].as_u64(), e["failures"].as_u64()), (Some(3), Some(3)), "{e}");
 }
+
+/// An endpoint that takes connections but never answers: its 504 (the route's time-out) counts
+/// towards its ejection, and the next requests go to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_endpoint_is_ejected_by_its_time_outs() {
+    let hung = Instance::start(Duration::from_secs(30)).await;
+    let ok = Instance::start(Duration::ZERO).await;
+    let eject = "eject = { consecutive_failures = 1, base_secs = 60, max_secs = 60 }";
+    let mut text = group(&[hung.url(), ok.url()], eject);
+    text = text.replace("public = true", "public = true\nupstream_timeout_secs = 1");
+    let gw = Gw::start_text(&config(&text)).await;
+    let mut conn = gw.plain_conn().await;
+    let started = Instant::now();
+    assert_eq!(get(&mut conn, "/svc/x").await.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let mut conn = gw.plain_conn().await;
+    for _ in 0..4 {
+        assert_eq!(get(&mut conn, "/svc/x").await.status, 200);
+    }
+    assert_eq!((hung.requests(), ok.requests()), (1, 4));
+    let e = endpoint(&gw, &hung.url()).await;
+    assert_eq!((e["healthy"].as_bool(), e["failures"].as_u64()), (Some(false), Some(1)), "{e}");
+}

@@ -65,7 +65,7 @@ pub enum HashOn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EjectConfig {
-    /// Connect errors, resets or 5xx in a row that eject an endpoint.
+    /// Connect errors, resets, 5xx or time-outs in a row that eject an endpoint.
     pub consecutive_failures: u32,
     /// First ejection's length; each repeat doubles it.
     pub base_secs: u64,

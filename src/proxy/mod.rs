@@ -560,12 +560,16 @@ async fn send_upstream(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
     let result = match &route.upstream {
-        Upstream::Remote { pool, .. } => {
-            tokio::time::timeout(route.timeout, pool.send(req, &conn.watch)).await.map(|r| r.map_err(|e| (e, None)))
-        }
-        Upstream::Group(g) => tokio::time::timeout(route.timeout, g.send(req, out.hash_key, &conn.watch))
+        Upstream::Remote { pool, .. } => tokio::time::timeout(route.timeout, pool.send(req, &conn.watch))
             .await
-            .map(|r| r.map_err(|e| (e.error, Some(e.origin)))),
+            .map_err(|_| ())
+            .map(|r| r.map_err(|e| (e, None))),
+        // The group keeps the time itself: a time-out counts against the endpoint it waited on.
+        Upstream::Group(g) => match g.send(req, out.hash_key, &conn.watch, route.timeout).await {
+            Ok(resp) => Ok(Ok(resp)),
+            Err(upstream::group::GroupError { error: Some(e), origin }) => Ok(Err((e, Some(origin)))),
+            Err(upstream::group::GroupError { error: None, .. }) => Err(()),
+        },
         // Answered above.
         Upstream::Echo => return Err(Failure::Unforwardable),
     };

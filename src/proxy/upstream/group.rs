@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -62,8 +63,8 @@ pub struct Group {
 
 /// Why a group request failed, and at which endpoint.
 pub struct GroupError {
-    /// The last endpoint's error.
-    pub error: UpstreamError,
+    /// The last endpoint's error; None when the route's time ran out waiting for it.
+    pub error: Option<UpstreamError>,
     /// The endpoint it came from.
     pub origin: String,
 }
@@ -116,13 +117,16 @@ impl Group {
 
     /// Sends `req` to an endpoint; `key` is the caller's hash (`balance = "hash"`). A request
     /// whose connection failed before any byte was written is sent once more, to another endpoint.
-    /// Connect errors, resets and 5xx answers count towards the endpoint's ejection.
+    /// Connect errors, resets, 5xx answers and no answer head within `timeout` (the route's,
+    /// for both tries together) count towards the endpoint's ejection.
     pub async fn send(
         &self,
         req: Request<Incoming>,
         key: Option<u64>,
         watch: &Arc<ConnWatch>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, GroupError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         // Never empty: the config refuses a group without endpoints.
         let mut at = self.pick(key, None).unwrap_or(0);
         let mut req = self.endpoints[at].pool.wrap(req, watch);
@@ -130,8 +134,12 @@ impl Group {
         loop {
             let endpoint = &self.endpoints[at];
             let in_flight = endpoint.health.start();
-            let result = endpoint.pool.try_send(req, watch).await;
+            let result = tokio::time::timeout_at(deadline, endpoint.pool.try_send(req, watch)).await;
             drop(in_flight);
+            let Ok(result) = result else {
+                self.failed(endpoint);
+                return Err(GroupError { error: None, origin: endpoint.origin.clone() });
+            };
             match result {
                 Ok(resp) => {
                     if resp.status().is_server_error() {
@@ -145,7 +153,7 @@ impl Group {
                     self.failed(endpoint);
                     let next = if retried { None } else { unsent.zip(self.pick(key, Some(at))) };
                     let Some((unsent, next)) = next else {
-                        return Err(GroupError { error, origin: endpoint.origin.clone() });
+                        return Err(GroupError { error: Some(error), origin: endpoint.origin.clone() });
                     };
                     tracing::debug!(
                         group = %self.name,

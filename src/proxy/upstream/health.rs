@@ -36,7 +36,7 @@ pub struct Health {
     ejections: AtomicU64,
     /// Requests sent to it (retries included).
     requests: AtomicU64,
-    /// Connect errors, resets, timeouts and 5xx answers.
+    /// Connect errors, resets, time-outs and 5xx answers.
     failures: AtomicU64,
     /// Requests sent and not yet answered (head not yet received): `least_request` reads it.
     in_flight: AtomicU32,
