@@ -251,11 +251,11 @@ pub struct Metrics {
     log_dropped: Counter,
     /// 1 while a group's endpoint is in its set, 0 while ejected; set at scrape time.
     endpoint_healthy: Family<EndpointLabels, Gauge>,
-    /// Requests sent to a group's endpoint (retries included); brought up to date at scrape time.
+    /// Requests sent to a group's endpoint (retries included); set at scrape time.
     endpoint_requests: Family<EndpointLabels, Counter>,
-    /// Connect errors, resets and 5xx answers of a group's endpoint; brought up to date at scrape time.
+    /// Connect errors, resets, time-outs and 5xx answers of a group's endpoint; set at scrape time.
     endpoint_failures: Family<EndpointLabels, Counter>,
-    /// Times a group's endpoint was ejected; brought up to date at scrape time.
+    /// Times a group's endpoint was ejected; set at scrape time.
     endpoint_ejections: Family<EndpointLabels, Counter>,
     /// Held while the endpoint series are rebuilt at scrape time.
     endpoint_scrape: std::sync::Mutex<()>,
@@ -394,7 +394,7 @@ impl Metrics {
         let endpoint_failures = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "tokengate_upstream_endpoint_failures",
-            "Connect errors, resets and 5xx answers of an upstream group's endpoint",
+            "Connect errors, resets, time-outs and 5xx answers of an upstream group's endpoint",
             endpoint_failures.clone(),
         );
         let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
