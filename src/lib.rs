@@ -10,7 +10,8 @@
 //! - `proxy`: one request: normalize the path and pick the route (`proxy::routes`), answer a
 //!   browser's CORS preflight or add the route's CORS headers (`proxy::cors`), authorize
 //!   (`proxy::authz`, over `auth`), spend the caller's quota (`proxy::quota`), rewrite headers
-//!   (`proxy::headers`), forward through a per-upstream connection pool (`proxy::upstream`), log.
+//!   (`proxy::headers`), forward through a per-upstream connection pool (`proxy::upstream`), or
+//!   to an `[[upstreams]]` group's endpoint (balanced, ejected on failures: `upstream::group`), log.
 //!   What a client connection and the response bodies sent on it share (`ConnWatch`) lives in
 //!   `proxy::upstream::conn_watch`, below the gateway state that hands it to each request.
 //! - `auth`: the tokens themselves: strict JWT parsing and validation, minting, keys and JWKS,

@@ -1,5 +1,5 @@
-//! The admin listener: liveness, readiness, reload status, Prometheus metrics, and the
-//! operator's `POST /revoke` of a client's refresh-token families.
+//! The admin listener: liveness, readiness, reload status, Prometheus metrics, upstream groups'
+//! health (`/upstreams`), and the operator's `POST /revoke` of a client's refresh-token families.
 //!
 //! Reading endpoints are open (probes and scrapers carry no token). State-changing ones act on
 //! the whole fleet when the state is shared, and a sidecar's admin port is often reachable on the
@@ -217,6 +217,8 @@ enum Endpoint {
     State,
     /// `/issuers`: every trusted issuer, its kids, and for remote ones the fetch status.
     Issuers,
+    /// `/upstreams`: every `[[upstreams]]` group's endpoints, their health and counts.
+    Upstreams,
 }
 
 impl Endpoint {
@@ -229,6 +231,7 @@ impl Endpoint {
             "/metrics" => Some(Self::Metrics),
             "/state" => Some(Self::State),
             "/issuers" => Some(Self::Issuers),
+            "/upstreams" => Some(Self::Upstreams),
             _ => None,
         }
     }
@@ -270,6 +273,10 @@ fn respond<B>(state: &AdminState, current: &ArcSwap<Snapshot>, req: &Request<B>)
         Endpoint::Issuers => {
             let snap = current.load();
             with_body(StatusCode::OK, "application/json", issuers_json(&snap.trust, &snap.config).to_string())
+        }
+        Endpoint::Upstreams => {
+            let groups: Vec<serde_json::Value> = current.load().groups.iter().map(|g| g.status_json()).collect();
+            with_body(StatusCode::OK, "application/json", serde_json::json!({ "upstreams": groups }).to_string())
         }
     }
 }

@@ -33,6 +33,8 @@ mod tls;
 pub use tls::{ClientAuthMode, TlsCertificate, TlsConfig};
 mod tracing;
 pub use self::tracing::TracingConfig;
+mod upstreams;
+pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, UpstreamGroupConfig};
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +58,9 @@ pub struct Config {
     /// Path prefixes, the upstream each forwards to and the rules a request must pass.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Named groups of endpoints a route may forward to by name, balanced and health-checked.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamGroupConfig>,
     /// Log format and filter.
     #[serde(default)]
     pub log: LogConfig,
@@ -298,7 +303,8 @@ pub struct RouteConfig {
     /// Methods the route serves (written in any case, compared uppercased); empty: every method.
     #[serde(default)]
     pub methods: Vec<String>,
-    /// `http://` or `https://` base URL, or `echo` for the built-in demo upstream.
+    /// `http://` or `https://` base URL, `echo` for the built-in demo upstream, or the name of
+    /// an `[[upstreams]]` group.
     pub upstream: UpstreamTarget,
     /// Every one of these must be in the token's `scope` claim.
     #[serde(default)]
@@ -347,6 +353,8 @@ pub enum UpstreamTarget {
     Echo,
     /// `http://host[:port][/base]` or `https://...`: scheme and host checked, no query.
     Url(http::Uri),
+    /// The name of an `[[upstreams]]` group (letters, digits, `-`, `_`: never a URL).
+    Group(String),
 }
 
 impl std::str::FromStr for UpstreamTarget {
@@ -356,7 +364,12 @@ impl std::str::FromStr for UpstreamTarget {
         if s == "echo" {
             return Ok(UpstreamTarget::Echo);
         }
-        let bad = |why: &str| format!("upstream {s:?}: {why}; expected `echo` or an http:// or https:// URL");
+        if is_group_name(s) {
+            return Ok(UpstreamTarget::Group(s.to_owned()));
+        }
+        let bad = |why: &str| {
+            format!("upstream {s:?}: {why}; expected `echo`, an http:// or https:// URL, or an [[upstreams]] name")
+        };
         let uri: http::Uri = s.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
         match uri.scheme_str() {
             Some("http" | "https") => {}
@@ -518,7 +531,19 @@ impl Config {
             if let Some(l) = &r.rate_limit {
                 quota::check_route(&r.prefix, r.public, l)?;
             }
+            if let UpstreamTarget::Group(name) = &r.upstream {
+                if !self.upstreams.iter().any(|g| g.name == *name) {
+                    return bad(format!("route {:?}: upstream {name:?} is no [[upstreams]] name", r.prefix));
+                }
+                if r.upstream_ca.is_some() {
+                    return bad(format!(
+                        "route {:?}: upstream_ca is for a URL upstream, not the group {name:?} (its endpoints use webpki roots)",
+                        r.prefix
+                    ));
+                }
+            }
         }
+        upstreams::validate(&self.upstreams)?;
         // Two routes one request could reach alike are refused when the route table is built
         // (`proxy::routes::table`), which knows hosts, methods and placeholders.
         self.validate_mode()?;

@@ -79,7 +79,11 @@ pub async fn start_with_store(
     let _ = admin_state.store.set(store.clone());
     let _ = admin_state.scrape.set(Box::new({
         let current = current.clone();
-        move |m: &Metrics| crate::snapshot::observe_quotas(&current.load(), m)
+        move |m: &Metrics| {
+            let snap = current.load();
+            crate::snapshot::observe_quotas(&snap, m);
+            crate::snapshot::observe_upstreams(&snap, m);
+        }
     }));
     let hash_permits =
         Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get() * 2)));

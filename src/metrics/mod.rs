@@ -57,6 +57,15 @@ struct QuotaRouteLabels {
     route: String,
 }
 
+/// Labels of the per-endpoint series of `[[upstreams]]` groups.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    /// `[[upstreams]] name`.
+    group: String,
+    /// The endpoint's `scheme://host:port`.
+    endpoint: String,
+}
+
 /// Labels of `tokengate_limit_hits_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
@@ -240,6 +249,16 @@ pub struct Metrics {
     stream_age: Family<StreamLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Log lines the writer thread dropped (queue full); brought up to date at scrape time.
     log_dropped: Counter,
+    /// 1 while a group's endpoint is in its set, 0 while ejected; set at scrape time.
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    /// Requests sent to a group's endpoint (retries included); set at scrape time.
+    endpoint_requests: Family<EndpointLabels, Counter>,
+    /// Connect errors, resets, time-outs and 5xx answers of a group's endpoint; set at scrape time.
+    endpoint_failures: Family<EndpointLabels, Counter>,
+    /// Times a group's endpoint was ejected; set at scrape time.
+    endpoint_ejections: Family<EndpointLabels, Counter>,
+    /// Held while the endpoint series are rebuilt at scrape time.
+    endpoint_scrape: std::sync::Mutex<()>,
     /// Span export: spans dropped (queue full), spans exported, failed export requests.
     pub trace: ExportCounters,
     /// Refresh retries answered within `tokens.refresh_reuse_grace_secs` instead of revoking
@@ -369,6 +388,30 @@ impl Metrics {
             "Refresh tokens retried within tokens.refresh_reuse_grace_secs of their rotation: a fresh pair, the one issued before dead",
             refresh_reuse_grace.clone(),
         );
+        let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_healthy",
+            "1 while an upstream group's endpoint is in its set, 0 while ejected",
+            endpoint_healthy.clone(),
+        );
+        let endpoint_requests = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_requests",
+            "Requests sent to an upstream group's endpoint, retries included",
+            endpoint_requests.clone(),
+        );
+        let endpoint_failures = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_failures",
+            "Connect errors, resets, time-outs and 5xx answers of an upstream group's endpoint",
+            endpoint_failures.clone(),
+        );
+        let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_ejections",
+            "Times an upstream group's endpoint was ejected for failures in a row",
+            endpoint_ejections.clone(),
+        );
 
         Self {
             registry,
@@ -386,6 +429,11 @@ impl Metrics {
             stream_connected,
             stream_age,
             log_dropped,
+            endpoint_healthy,
+            endpoint_requests,
+            endpoint_failures,
+            endpoint_ejections,
+            endpoint_scrape: std::sync::Mutex::new(()),
             trace,
             refresh_reuse_grace,
             jwks,
@@ -500,6 +548,25 @@ impl Metrics {
         let labels = QuotaRouteLabels { route: route.to_owned() };
         self.quota_keys.get_or_create(&labels).set(keys as i64);
         self.quota_evicted.get_or_create(&labels).set(evicted.min(i64::MAX as u64) as i64);
+    }
+
+    /// Every upstream group's endpoints as of now, `(group, endpoint, healthy, [requests,
+    /// failures, ejections])`: the series of endpoints no longer configured go, and each counter
+    /// is set to its endpoint's running total (which a reload keeps while the endpoint stays);
+    /// called at scrape time.
+    pub fn observe_endpoints<'a>(&self, rows: impl IntoIterator<Item = (&'a str, &'a str, bool, [u64; 3])>) {
+        // One scrape at a time: two clearing and adding at once would add twice.
+        let _one = self.endpoint_scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        let families = [&self.endpoint_requests, &self.endpoint_failures, &self.endpoint_ejections];
+        self.endpoint_healthy.clear();
+        families.iter().for_each(|f| f.clear());
+        for (group, endpoint, healthy, totals) in rows {
+            let labels = EndpointLabels { group: group.to_owned(), endpoint: endpoint.to_owned() };
+            self.endpoint_healthy.get_or_create(&labels).set(i64::from(healthy));
+            for (family, total) in families.into_iter().zip(totals) {
+                family.get_or_create(&labels).inc_by(total);
+            }
+        }
     }
 
     /// Prometheus/OpenMetrics text exposition, ending with the `# EOF` marker.

@@ -30,7 +30,7 @@ use crate::proxy::failure::Failure;
 use crate::auth::bearer::Rejection;
 use crate::auth::jwt;
 use crate::auth::token_cache::Admitted;
-use crate::config::{ServerConfig, UpstreamTarget};
+use crate::config::{HashOn, ServerConfig, UpstreamTarget};
 use crate::gateway::{ClientCert, ConnInfo, Gateway};
 use crate::metrics::Limit;
 use crate::proxy::routes::{normalize_path, Lookup};
@@ -73,6 +73,8 @@ struct Outcome<'a> {
     trace: RequestTrace,
     /// The CORS headers the answer gets on its way out (the route's policy, or the server's).
     cors: Option<cors::Actual<'a>>,
+    /// The caller's key for an upstream group balanced by `hash` (None: no such group, or no key).
+    hash_key: Option<u64>,
 }
 
 /// Serves one request; never fails (every error becomes a response).
@@ -315,10 +317,29 @@ fn admit<'s>(
     if out.log {
         out.verified = verified.clone();
     }
+    if let Upstream::Group(g) = &route.upstream {
+        out.hash_key = g.hash_on.as_ref().and_then(|on| hash_key(on, conn, parts, verified.as_deref()));
+    }
     let target = upstream_target(route, found.matched_len, &parts.uri, rewritten.as_deref());
     rewrite_request_headers(snap, route, conn, parts, verified.as_deref());
     parts.uri = target.ok_or(Failure::Unforwardable)?;
     Ok(Next::Forward(route))
+}
+
+/// The caller's key for a group balanced by `hash`, from what `hash_on` names (before the headers
+/// are rewritten: a header is the client's own).
+fn hash_key(on: &HashOn, conn: &ConnInfo, parts: &http::request::Parts, admitted: Option<&Admitted>) -> Option<u64> {
+    use upstream::balance::hash_bytes;
+    let v = admitted.map(|a| &a.verified);
+    match on {
+        HashOn::Sub => v.and_then(|v| v.sub.as_deref()).map(|s| hash_bytes(s.as_bytes())),
+        HashOn::ClientId => v.and_then(|v| v.client_id.as_deref()).map(|s| hash_bytes(s.as_bytes())),
+        HashOn::Ip => Some(match conn.peer.ip() {
+            std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+        }),
+        HashOn::Header(name) => parts.headers.get(name.as_str()).map(|h| hash_bytes(h.as_bytes())),
+    }
 }
 
 /// A CORS preflight the gateway answers itself: the route serving the method it asks for (an
@@ -417,7 +438,7 @@ fn request_host(parts: &http::request::Parts) -> Option<&str> {
 fn upstream_target(route: &Route, matched: usize, uri: &Uri, rewritten: Option<&str>) -> Option<Uri> {
     let base = match &route.upstream {
         Upstream::Remote { base_path, .. } => base_path.as_str(),
-        Upstream::Echo => "",
+        Upstream::Echo | Upstream::Group(_) => "",
     };
     let path = rewritten.unwrap_or(uri.path());
     let path = match path.get(matched..) {
@@ -528,28 +549,38 @@ async fn send_upstream(
     body: Incoming,
     out: &mut Outcome<'_>,
 ) -> Result<Response<Body>, Failure> {
-    let pool = match &route.upstream {
-        Upstream::Echo => {
-            let resp = Box::pin(upstream::echo(Request::from_parts(parts, body))).await;
-            out.upstream_status = Some(resp.status().as_u16());
-            return Ok(own(resp));
-        }
-        Upstream::Remote { pool, .. } => pool,
-    };
+    if let Upstream::Echo = &route.upstream {
+        let resp = Box::pin(upstream::echo(Request::from_parts(parts, body))).await;
+        out.upstream_status = Some(resp.status().as_u16());
+        return Ok(own(resp));
+    }
     parts.version = Version::HTTP_11;
     let websocket = headers::is_websocket_upgrade(&parts.headers);
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let sent = Instant::now();
-    let result = tokio::time::timeout(route.timeout, pool.send(req, &conn.watch)).await;
+    let result = match &route.upstream {
+        Upstream::Remote { pool, .. } => tokio::time::timeout(route.timeout, pool.send(req, &conn.watch))
+            .await
+            .map_err(|_| ())
+            .map(|r| r.map_err(|e| (e, None))),
+        // The group keeps the time itself: a time-out counts against the endpoint it waited on.
+        Upstream::Group(g) => match g.send(req, out.hash_key, &conn.watch, route.timeout).await {
+            Ok(resp) => Ok(Ok(resp)),
+            Err(upstream::group::GroupError { error: Some(e), origin }) => Ok(Err((e, Some(origin)))),
+            Err(upstream::group::GroupError { error: None, .. }) => Err(()),
+        },
+        // Answered above.
+        Upstream::Echo => return Err(Failure::Unforwardable),
+    };
     gw.metrics.observe_upstream(&route.prefix, sent.elapsed().as_secs_f64());
     let mut resp = match result {
         Err(_) => return Err(Failure::UpstreamTimeout),
-        Ok(Err(e)) => {
+        Ok(Err((e, endpoint))) => {
             let os_error = os_error(&e);
             tracing::warn!(
                 route = %route.prefix,
-                upstream = upstream_address(snap, route).as_deref().unwrap_or("-"),
+                upstream = endpoint.or_else(|| upstream_address(snap, route)).as_deref().unwrap_or("-"),
                 os_error = os_error.map(tracing::field::display),
                 error = %upstream_reason(&e),
                 "upstream request failed"
@@ -582,7 +613,11 @@ async fn send_upstream(
 /// `host:port` of a route's upstream, for logs (the pool keeps its own copy private).
 fn upstream_address(snap: &Snapshot, route: &Route) -> Option<String> {
     let r = snap.config.routes.get(route.index)?;
-    let UpstreamTarget::Url(uri) = &r.upstream else { return None };
+    let uri = match &r.upstream {
+        UpstreamTarget::Url(uri) => uri,
+        UpstreamTarget::Group(name) => return Some(name.clone()),
+        UpstreamTarget::Echo => return None,
+    };
     let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
     Some(format!("{}:{port}", uri.host()?))
 }

@@ -23,6 +23,7 @@ use crate::config::{Config, IssuerConfig, KeySource, RequireTyp, UpstreamTarget}
 pub use crate::error::BuildError;
 use crate::proxy::cors::Cors;
 use crate::proxy::routes::{RouteSpec, RouteTable};
+use crate::proxy::upstream::group::{Endpoint, Group};
 use crate::proxy::upstream::{Pool, Pools};
 use crate::tls::sni::Certificates;
 
@@ -38,6 +39,8 @@ pub enum Upstream {
         /// Connections to this upstream, shared by the routes that name the same one.
         pool: Arc<Pool>,
     },
+    /// An `[[upstreams]]` group: balanced over its endpoints, with passive health and a retry.
+    Group(Arc<Group>),
 }
 
 /// One route, pre-computed for the hot path.
@@ -125,6 +128,8 @@ pub struct Snapshot {
     pub token_cache: crate::auth::token_cache::TokenCache,
     /// Upstream connection pools, one per distinct upstream; the next reload adopts them.
     pub pools: Pools,
+    /// The `[[upstreams]]` groups, in config order; the next reload adopts their endpoints' health.
+    pub groups: Vec<Arc<Group>>,
     /// Files and folders whose change triggers a reload.
     pub watched: Vec<PathBuf>,
     /// What this build created (first start) or would create (`tokengate check`), in words.
@@ -224,11 +229,12 @@ impl Snapshot {
         };
         let mut table = Vec::with_capacity(config.routes.len());
         let mut pools = Pools::default();
+        let groups = build_groups(&config, &mut pools, previous)?;
         for (index, r) in config.routes.iter().enumerate() {
             let (route, methods) = build_route(
                 &config,
                 (index, r),
-                &mut pools,
+                (&mut pools, &groups),
                 previous.map(|p| &p.pools),
                 previous.map(|p| &p.routes),
                 cors.as_ref(),
@@ -277,6 +283,7 @@ impl Snapshot {
             identity_headers,
             token_cache,
             pools,
+            groups,
             watched,
             first_start,
             warnings,
@@ -380,10 +387,40 @@ fn routes_claim_headers(config: &Config) -> Vec<HeaderName> {
     names
 }
 
+/// The `[[upstreams]]` groups: each endpoint's pool from `pools` (adopted like a route's), its
+/// health adopted from the previous generation's group of the same name when it was there.
+fn build_groups(
+    config: &Config,
+    pools: &mut Pools,
+    previous: Option<&Snapshot>,
+) -> Result<Vec<Arc<Group>>, BuildError> {
+    let mut groups = Vec::with_capacity(config.upstreams.len());
+    for g in &config.upstreams {
+        let bad = |m: String| BuildError::Invalid(format!("[[upstreams]] {:?}: {m}", g.name));
+        let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
+        let mut endpoints = Vec::with_capacity(g.endpoints.len());
+        for uri in g.endpoint_uris() {
+            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+                return Err(bad(format!("endpoints {uri}: no scheme or host")));
+            };
+            let origin = format!("{scheme}://{authority}");
+            let pool = pools.get(&config.server, scheme, authority, None, previous.map(|p| &p.pools))?;
+            let health = old.and_then(|o| o.health_of(&origin)).unwrap_or_default();
+            endpoints.push(Endpoint::new(origin, pool, health));
+        }
+        let hash_on = match g.balance {
+            crate::config::BalanceKind::Hash => Some(g.hash_on().map_err(bad)?),
+            _ => None,
+        };
+        groups.push(Arc::new(Group::new(g.name.clone(), endpoints, g.balance, hash_on, &g.eject)));
+    }
+    Ok(groups)
+}
+
 fn build_route(
     config: &Config,
     (index, r): (usize, &crate::config::RouteConfig),
-    pools: &mut Pools,
+    (pools, groups): (&mut Pools, &[Arc<Group>]),
     previous: Option<&Pools>,
     previous_routes: Option<&RouteTable<Arc<Route>>>,
     server_cors: Option<&Arc<Cors>>,
@@ -403,6 +440,11 @@ fn build_route(
             let pool = pools.get(&config.server, scheme, authority, ca.as_deref(), previous)?;
             Upstream::Remote { base_path: uri.path().trim_end_matches('/').to_owned(), pool }
         }
+        UpstreamTarget::Group(name) => match groups.iter().find(|g| g.name == *name) {
+            Some(g) => Upstream::Group(g.clone()),
+            // Checked when the config was parsed.
+            None => return Err(bad(format!("upstream {name:?} is no [[upstreams]] name"))),
+        },
     };
     let mut claims_to_headers = Vec::new();
     for (h, claim) in &r.claims_to_headers {
@@ -439,6 +481,16 @@ fn build_route(
 fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, BuildError> {
     let bad = |m: &str| BuildError::Invalid(format!("route {:?}: methods: {m:?} is not an HTTP method", r.prefix));
     r.methods.iter().map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad(m))).collect()
+}
+
+/// Each `[[upstreams]]` endpoint's health and totals, for `GET /metrics` (only those configured now).
+pub fn observe_upstreams(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
+    let rows = snap.groups.iter().flat_map(|g| {
+        g.observe().map(|(endpoint, healthy, requests, failures, ejections)| {
+            (g.name.as_str(), endpoint, healthy, [requests, failures, ejections])
+        })
+    });
+    metrics.observe_endpoints(rows);
 }
 
 /// Each limited route's quota state, for `GET /metrics`.

@@ -145,17 +145,35 @@ impl Pool {
         req: Request<Incoming>,
         watch: &Arc<ConnWatch>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut req = req.map(|b| RequestBody::new(b, self.limits.upload_idle, watch.clone()));
+        self.try_send(self.wrap(req, watch), watch).await.map_err(|(e, _)| e)
+    }
+
+    /// The request with its body watched for `request_body_idle_timeout_secs`, ready to send.
+    pub fn wrap(&self, req: Request<Incoming>, watch: &Arc<ConnWatch>) -> Request<RequestBody> {
+        req.map(|b| RequestBody::new(b, self.limits.upload_idle, watch.clone()))
+    }
+
+    /// Like [`Pool::send`], but a request that failed before any byte of it was written (no
+    /// connection could be opened, or a new one closed before it) comes back with the error, so
+    /// that it may be sent elsewhere whatever its method.
+    pub async fn try_send(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        watch: &Arc<ConnWatch>,
+    ) -> Result<Response<UpstreamBody>, (UpstreamError, Option<Request<RequestBody>>)> {
         loop {
             let (conn, pooled) = match self.checkout() {
                 Some(c) => (c, true),
                 // Boxed: connecting (TCP, TLS, handshake) is rare and its future is large.
-                None => (Box::pin(self.connect()).await?, false),
+                None => match Box::pin(self.connect()).await {
+                    Ok(c) => (c, false),
+                    Err(e) => return Err((e, Some(req))),
+                },
             };
             match conn {
                 Conn::H2(mut sender) => {
                     self.absolute(&mut req);
-                    let resp = sender.send_request(req).await?;
+                    let resp = sender.send_request(req).await.map_err(|e| (e.into(), None))?;
                     return Ok(resp.map(|inner| UpstreamBody::new(inner, None, &self.limits, watch)));
                 }
                 Conn::H1(mut sender) => {
@@ -164,7 +182,7 @@ impl Pool {
                         Ok(resp) => return Ok(self.attach(resp, sender, watch)),
                         Err(mut e) => match e.take_message() {
                             Some(unsent) if pooled => req = unsent,
-                            _ => return Err(e.into_error().into()),
+                            unsent => return Err((e.into_error().into(), unsent)),
                         },
                     }
                 }

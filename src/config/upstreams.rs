@@ -1,0 +1,192 @@
+//! `[[upstreams]]`: named groups of endpoints that routes name in `upstream` instead of a URL.
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamGroupConfig {
+    /// What routes write in `upstream`; letters, digits, `-` and `_` only, so it never reads as a URL.
+    pub name: String,
+    /// `http://host:port` or `https://host:port` of each instance; each gets its own pool.
+    pub endpoints: Vec<String>,
+    /// How a request picks its endpoint.
+    #[serde(default)]
+    pub balance: BalanceKind,
+    /// With `balance = "hash"`: what keeps a caller on one endpoint (`sub` when unset).
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// Passive health: when an endpoint that keeps failing is left out, and for how long.
+    #[serde(default)]
+    pub eject: EjectConfig,
+}
+
+/// `[[upstreams]] balance`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BalanceKind {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest requests waiting for their response head.
+    LeastRequest,
+    /// Consistent (rendezvous) hashing of `hash_on`: one caller, one endpoint.
+    Hash,
+}
+
+impl<'de> Deserialize<'de> for BalanceKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "round_robin" => Ok(BalanceKind::RoundRobin),
+            "least_request" => Ok(BalanceKind::LeastRequest),
+            "hash" => Ok(BalanceKind::Hash),
+            other => Err(serde::de::Error::custom(format!(
+                "balance {other:?} is not \"round_robin\", \"least_request\" or \"hash\""
+            ))),
+        }
+    }
+}
+
+/// `[[upstreams]] hash_on`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// The token's `sub`.
+    Sub,
+    /// The token's `client_id`.
+    ClientId,
+    /// The client's IP address.
+    Ip,
+    /// A request header's value (lowercase name).
+    Header(String),
+}
+
+/// `[[upstreams]] eject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EjectConfig {
+    /// Connect errors, resets, 5xx or time-outs in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// First ejection's length; each repeat doubles it.
+    pub base_secs: u64,
+    /// Longest ejection.
+    pub max_secs: u64,
+}
+
+impl Default for EjectConfig {
+    fn default() -> Self {
+        EjectConfig { consecutive_failures: 5, base_secs: 10, max_secs: 300 }
+    }
+}
+
+/// Whether `s` may name a group: never a URL, never `echo`.
+pub fn is_group_name(s: &str) -> bool {
+    !s.is_empty() && s != "echo" && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl UpstreamGroupConfig {
+    /// `hash_on`, parsed (`sub` when unset).
+    pub fn hash_on(&self) -> Result<HashOn, String> {
+        match self.hash_on.as_deref() {
+            None | Some("sub") => Ok(HashOn::Sub),
+            Some("client_id") => Ok(HashOn::ClientId),
+            Some("ip") => Ok(HashOn::Ip),
+            Some(h) => match h.strip_prefix("header:") {
+                Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+                    Ok(HashOn::Header(name.to_ascii_lowercase()))
+                }
+                _ => Err(format!("hash_on {h:?} is not \"sub\", \"client_id\", \"ip\" or \"header:<a header name>\"")),
+            },
+        }
+    }
+
+    /// The endpoints as URIs (checked by [`validate`]).
+    pub fn endpoint_uris(&self) -> Vec<http::Uri> {
+        self.endpoints.iter().filter_map(|e| e.parse().ok()).collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !is_group_name(&self.name) {
+            return Err(format!("name {:?} must be letters, digits, '-' or '_' (not a URL, not \"echo\")", self.name));
+        }
+        if self.endpoints.is_empty() {
+            return Err("endpoints must list at least one http:// or https:// URL".into());
+        }
+        for (n, e) in self.endpoints.iter().enumerate() {
+            let uri: http::Uri = e.parse().map_err(|_| format!("endpoints {e:?} is not a URL"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                return Err(format!("endpoints {e:?} must be http://host:port or https://host:port"));
+            }
+            if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+                return Err(format!("endpoints {e:?} must carry no path or query (a route's prefix is its path)"));
+            }
+            if self.endpoints[..n].iter().any(|o| o.trim_end_matches('/') == e.trim_end_matches('/')) {
+                return Err(format!("endpoints {e:?} is listed twice"));
+            }
+        }
+        if self.hash_on.is_some() && self.balance != BalanceKind::Hash {
+            return Err("hash_on is only read with balance = \"hash\"".into());
+        }
+        self.hash_on()?;
+        let e = &self.eject;
+        if e.consecutive_failures == 0 {
+            return Err("eject.consecutive_failures must be at least 1".into());
+        }
+        if e.base_secs == 0 {
+            return Err("eject.base_secs must be at least 1".into());
+        }
+        if e.max_secs < e.base_secs {
+            return Err("eject.max_secs must be at least eject.base_secs".into());
+        }
+        Ok(())
+    }
+}
+
+/// Every `[[upstreams]]` entry checked, names unique.
+pub fn validate(groups: &[UpstreamGroupConfig]) -> Result<(), ConfigError> {
+    for (n, g) in groups.iter().enumerate() {
+        let name = &g.name;
+        g.check().map_err(|m| ConfigError::Invalid(format!("[[upstreams]] {name:?}: {m}")))?;
+        if groups[..n].iter().any(|o| o.name == g.name) {
+            return Err(ConfigError::Invalid(format!("[[upstreams]] name {name:?} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(extra: &str) -> Result<(), String> {
+        let text = format!("name = \"orders\"\nendpoints = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n{extra}");
+        let g: UpstreamGroupConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        validate(&[g]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn names_never_read_as_urls() {
+        assert!(is_group_name("orders-v2_eu"));
+        for bad in ["", "echo", "http://x", "localhost:8080", "a b", "a/b"] {
+            assert!(!is_group_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        assert!(group("").is_ok());
+        assert!(group("balance = \"hash\"\nhash_on = \"header:X-Tenant\"").is_ok());
+        let cases = [
+            ("balance = \"hash\"\nhash_on = \"nope\"", "hash_on \"nope\""),
+            ("hash_on = \"sub\"", "hash_on is only read with balance = \"hash\""),
+            ("eject = { consecutive_failures = 0 }", "eject.consecutive_failures"),
+            ("eject = { base_secs = 20, max_secs = 10 }", "eject.max_secs"),
+        ];
+        for (extra, want) in cases {
+            let e = group(extra).unwrap_err();
+            assert!(e.contains("[[upstreams]] \"orders\"") && e.contains(want), "{extra}: {e}");
+        }
+        let g: UpstreamGroupConfig = toml::from_str("name = \"o\"\nendpoints = [\"http://a:1/base\"]").expect("parses");
+        assert!(validate(&[g]).unwrap_err().to_string().contains("endpoints \"http://a:1/base\" must carry no path"));
+    }
+}

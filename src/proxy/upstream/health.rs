@@ -1,0 +1,182 @@
+//! Passive health of one endpoint: failures in a row eject it for a while, doubling on repeat,
+//! and the counts `/upstreams` and `/metrics` show. Atomics only: every request touches it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// When ejection starts and how long it lasts, from `[[upstreams]] eject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectPolicy {
+    /// Failures in a row that eject.
+    pub failures: u32,
+    /// First ejection, in milliseconds.
+    pub base_ms: u64,
+    /// Longest ejection, in milliseconds.
+    pub max_ms: u64,
+}
+
+/// Milliseconds since the first call in this process: the ejection clock.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    // Starts at 1 so that 0 can mean "never ejected".
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// One endpoint's health and counts; kept across reloads while the endpoint stays in its group.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Failures since the last success.
+    consecutive: AtomicU32,
+    /// Out of the set until this [`now_ms`]; 0 when never ejected.
+    until: AtomicU64,
+    /// Ejections in a row without a calm `max_ms` between them: the doubling exponent.
+    streak: AtomicU32,
+    /// Ejections since the endpoint joined, for `/upstreams` and metrics.
+    ejections: AtomicU64,
+    /// Requests sent to it (retries included).
+    requests: AtomicU64,
+    /// Connect errors, resets, time-outs and 5xx answers.
+    failures: AtomicU64,
+    /// Requests sent and not yet answered (head not yet received): `least_request` reads it.
+    in_flight: AtomicU32,
+    /// Set while the endpoint is known to be out, so its return is logged once.
+    out: AtomicBool,
+}
+
+/// Counts one request in flight until dropped (answered, failed or cancelled).
+pub struct InFlight<'a>(&'a Health);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Health {
+    /// Whether the endpoint is in the set at `now` (not ejected, or its time is up).
+    pub fn available(&self, now: u64) -> bool {
+        self.until.load(Ordering::Relaxed) <= now
+    }
+
+    /// Requests waiting for their response head.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A request is sent: counted, and in flight until the guard drops.
+    pub fn start(&self) -> InFlight<'_> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// It answered (below 500): the failures in a row start over. True for the first answer
+    /// after an ejection (worth a log line).
+    pub fn succeeded(&self) -> bool {
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        self.out.load(Ordering::Relaxed) && self.out.swap(false, Ordering::Relaxed)
+    }
+
+    /// It failed at `now`. Returns the ejection's length when this failure ejects it.
+    pub fn failed(&self, policy: &EjectPolicy, now: u64) -> Option<Duration> {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let until = self.until.load(Ordering::Relaxed);
+        // Failures while out (tried in panic mode) count only once it is back.
+        if until > now {
+            return None;
+        }
+        let n = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < policy.failures {
+            return None;
+        }
+        // A calm max_ms since the last ejection ended forgives the earlier ones.
+        let streak = if until != 0 && now.saturating_sub(until) > policy.max_ms {
+            self.streak.store(0, Ordering::Relaxed);
+            0
+        } else {
+            self.streak.load(Ordering::Relaxed)
+        };
+        let length = policy.base_ms.saturating_mul(1u64 << streak.min(32)).min(policy.max_ms);
+        // One of the requests failing at once ejects; the others see it done.
+        if self.until.compare_exchange(until, now + length, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return None;
+        }
+        self.streak.store(streak + 1, Ordering::Relaxed);
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.out.store(true, Ordering::Relaxed);
+        Some(Duration::from_millis(length))
+    }
+
+    /// Ejections so far.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Failures so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds of ejection left at `now` (0 when in the set).
+    pub fn ejected_for_ms(&self, now: u64) -> u64 {
+        self.until.load(Ordering::Relaxed).saturating_sub(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: EjectPolicy = EjectPolicy { failures: 3, base_ms: 1000, max_ms: 5000 };
+
+    #[test]
+    fn failures_in_a_row_eject_and_a_success_starts_over() {
+        let h = Health::default();
+        assert_eq!(h.failed(&POLICY, 10), None);
+        assert_eq!(h.failed(&POLICY, 10), None);
+        assert!(!h.succeeded());
+        assert_eq!(h.failed(&POLICY, 10), None);
+        assert_eq!(h.failed(&POLICY, 10), None);
+        assert_eq!(h.failed(&POLICY, 10), Some(Duration::from_millis(1000)));
+        assert!(!h.available(10) && !h.available(1009) && h.available(1010));
+        assert_eq!((h.ejections(), h.failures()), (1, 5));
+        assert!(h.succeeded(), "the first answer after an ejection is told apart");
+        assert!(!h.succeeded());
+    }
+
+    #[test]
+    fn repeats_double_up_to_the_most_and_calm_forgives() {
+        let h = Health::default();
+        let mut now = 100;
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            let got = (0..3).find_map(|_| h.failed(&POLICY, now)).expect("ejected");
+            lengths.push(got.as_millis() as u64);
+            now += got.as_millis() as u64; // back at once, failing again
+        }
+        assert_eq!(lengths, [1000, 2000, 4000, 5000, 5000]);
+        // Back, then calm for longer than max: the next ejection is the first again.
+        now += 5001;
+        let got = (0..3).find_map(|_| h.failed(&POLICY, now)).expect("ejected");
+        assert_eq!(got, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn failures_while_ejected_do_not_extend_it() {
+        let h = Health::default();
+        (0..3).for_each(|_| {
+            let _ = h.failed(&POLICY, 0);
+        });
+        assert_eq!((0..10).find_map(|_| h.failed(&POLICY, 500)), None);
+        assert_eq!(h.ejected_for_ms(500), 500);
+    }
+}
