@@ -654,6 +654,10 @@ fn svc_token(secret: &str) -> http::Request<ReqBody> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_client_credentials_go_on_and_state_grants_answer_503() {
     let mut redis = RedisServer::start(true);
+    // Every write on disk before it is answered: with Debian's `appendfsync everysec`, the
+    // `kill -9` below may come within the second after the grant and lose its family, which is
+    // what persistence allows (docs/fleet.md) and not what this test is about.
+    assert!(redis.command("CONFIG SET appendfsync always").contains("OK"));
     let keys = tempfile::tempdir().unwrap();
     let svc = format!(
         "\n[[clients]]\nid = \"svc\"\nsecret_hash = \"{}\"\ngrants = [\"client_credentials\"]\nscopes = [\"read\"]\n",
