@@ -27,7 +27,7 @@ pub use dpop::{DpopConfig, DpopMode};
 mod quota;
 pub use quota::{default_burst, lease_size, ClientRateLimit, LimitKey, RouteRateLimit};
 mod state;
-pub use state::{redacted_url, StateBackend, StateConfig};
+pub use state::{redacted_url, split_host_port, StateBackend, StateConfig};
 mod tls;
 pub use tls::{ClientAuthMode, TlsCertificate, TlsConfig};
 mod tracing;

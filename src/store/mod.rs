@@ -82,6 +82,17 @@ pub enum StoreError {
     /// The Redis server did not answer within `state.timeout_ms`.
     #[error("state store (redis): no answer within {0} ms")]
     Timeout(u64),
+    /// The primary made the change but fewer replicas than `state.wait_replicas` confirmed it in
+    /// time: it could be lost with the primary, so it is not answered as done.
+    #[error("state store (redis): {op} confirmed by {acked} of the {wanted} replicas state.wait_replicas asks for")]
+    NotReplicated {
+        /// The store operation (as the metrics name it).
+        op: &'static str,
+        /// Replicas that confirmed it.
+        acked: u64,
+        /// `state.wait_replicas`.
+        wanted: u32,
+    },
 }
 
 /// A refresh-token family: every token issued from one grant by rotation.

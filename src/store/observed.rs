@@ -48,6 +48,9 @@ impl Observed {
         let start = Instant::now();
         let result = call(self.inner.as_ref());
         self.metrics.observe_store(op, start.elapsed().as_secs_f64(), result.is_ok());
+        if let Err(StoreError::NotReplicated { .. }) = &result {
+            self.metrics.observe_unreplicated(op);
+        }
         result
     }
 

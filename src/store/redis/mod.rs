@@ -30,15 +30,17 @@
 mod follow;
 mod keys;
 mod lockout;
+mod relay;
 mod request_path;
 mod scripts;
+mod sentinel;
 #[cfg(test)]
 mod tests;
 mod tls_relay;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, RedisError};
@@ -48,7 +50,7 @@ pub(crate) use crate::auth::unix_now as wall_now;
 
 use self::keys::{hex, Keys};
 use self::scripts::LOCK_CAS_TRIES;
-use self::tls_relay::TlsRelay;
+use self::relay::{Dial, Relay};
 use super::denylist::DenyList;
 use super::health::Health;
 use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
@@ -65,6 +67,11 @@ pub struct RedisOptions {
     pub ca: Option<std::path::PathBuf>,
     /// Bound on each store operation, and on each connection attempt.
     pub timeout: Duration,
+    /// `state.sentinels` and `state.sentinel_master`: find the primary through these instead of
+    /// `url`'s host (whose credentials and database still apply).
+    pub sentinels: Option<(Vec<String>, String)>,
+    /// `state.wait_replicas`: replicas that must confirm a change before it is answered.
+    pub wait_replicas: u32,
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -73,6 +80,8 @@ impl std::fmt::Debug for RedisOptions {
             .field("url", &crate::config::redacted_url(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
+            .field("sentinels", &self.sentinels)
+            .field("wait_replicas", &self.wait_replicas)
             .finish_non_exhaustive()
     }
 }
@@ -120,8 +129,10 @@ pub struct RedisStore {
     timeout: Duration,
     /// Reachability as the last call and the follower saw it.
     health: Arc<Health>,
-    /// For `rediss://`: the TLS relay redis-rs connects through, held as long as the store.
-    _relay: Option<TlsRelay>,
+    /// `state.wait_replicas`.
+    wait_replicas: u32,
+    /// For `rediss://` or sentinels: the relay redis-rs connects through, held as long as the store.
+    _relay: Option<Relay>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -186,7 +197,7 @@ impl RedisStore {
         let connected = match connected {
             Ok(Ok(Ok(c))) => Ok(c),
             // Over TLS the relay knows why; redis-rs saw only a closed connection.
-            Ok(Ok(Err(e))) => match relay.as_ref().and_then(TlsRelay::last_error) {
+            Ok(Ok(Err(e))) => match relay.as_ref().and_then(Relay::last_error) {
                 Some(why) => Err(format!("state.url: redis at {server}: {why}")),
                 None => Err(format!("state.url: redis at {server}: {e}")),
             },
@@ -207,7 +218,17 @@ impl RedisStore {
         health.stream_event();
         handle.spawn(follow::run(client, keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
         tracing::info!(server = %server, denied_jtis = denied.len(), "state store: redis");
-        Ok(RedisStore { rt: Some(rt), handle, conn, keys, denied, timeout: opts.timeout, health, _relay: relay })
+        Ok(RedisStore {
+            rt: Some(rt),
+            handle,
+            conn,
+            keys,
+            denied,
+            timeout: opts.timeout,
+            health,
+            wait_replicas: opts.wait_replicas,
+            _relay: relay,
+        })
     }
 
     /// Runs one operation on the store's runtime, failing with [`StoreError::Timeout`] past
@@ -215,6 +236,33 @@ impl RedisStore {
     /// run, which is why each one is a complete, consistent step.
     fn run<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         self.handle.block_on(bounded(self.timeout, &self.health, op))
+    }
+
+    /// After a change sent on `con` since `started`: with `state.wait_replicas`, WAIT until that
+    /// many replicas have it, within what is left of `state.timeout_ms`. WAIT covers every write
+    /// this connection sent before it, ours included. A WAIT cannot land on a reconnected
+    /// connection that never saw the write: a lost connection fails the WAIT itself, and a new one
+    /// (to a promoted replica) takes a failover, far longer than from the write's answer to here.
+    async fn replicated(&self, con: &mut ConnectionManager, op: &'static str, started: Instant) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        // A tenth of the bound kept for WAIT's answer: past it `run` would call it a timeout,
+        // losing the count.
+        let left = self.timeout.saturating_sub(started.elapsed());
+        let wait_ms = (left.as_millis() as u64 * 9 / 10).max(1);
+        let acked: u64 =
+            redis::cmd("WAIT").arg(self.wait_replicas).arg(wait_ms).query_async(con).await.map_err(redis_err)?;
+        if acked < u64::from(self.wait_replicas) {
+            tracing::warn!(
+                op,
+                acked,
+                wanted = self.wait_replicas,
+                "state store: a change not confirmed by state.wait_replicas replicas in time; answered 503, it may be lost with the primary"
+            );
+            return Err(StoreError::NotReplicated { op, acked, wanted: self.wait_replicas });
+        }
+        Ok(())
     }
 
     /// The family id and absolute expiry a token hash belongs to, if Redis knows it.
@@ -249,22 +297,34 @@ impl RedisStore {
     }
 }
 
-/// The redis-rs client for `state.url`: direct for `redis://`; for `rediss://`, through a
-/// [`TlsRelay`] on `handle` that verifies the server as every other TLS peer is verified.
-fn client_for(opts: &RedisOptions, handle: &tokio::runtime::Handle) -> Result<(Client, Option<TlsRelay>), StoreError> {
+/// The redis-rs client for `state.url`: direct for a plain `redis://` server; through a [`Relay`]
+/// on `handle` for `rediss://` (which verifies the server as every other TLS peer is verified) and
+/// for sentinels (which find the primary anew on every connection).
+fn client_for(opts: &RedisOptions, handle: &tokio::runtime::Handle) -> Result<(Client, Option<Relay>), StoreError> {
     let unavailable = |m: String| StoreError::Unavailable(format!("state.url: {m}"));
-    let Some(rest) = opts.url.strip_prefix("rediss://") else {
+    let tls = opts.url.strip_prefix("rediss://");
+    if tls.is_none() && opts.sentinels.is_none() {
         return Ok((Client::open(opts.url.as_str()).map_err(|e| unavailable(e.to_string()))?, None));
-    };
+    }
     // Read as a plain URL (redis-rs is built without TLS): credentials and database stay with
     // redis-rs, the host and port go to the relay.
-    let info = format!("redis://{rest}").into_connection_info().map_err(|e| unavailable(e.to_string()))?;
-    let ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
-        return Err(unavailable("a rediss:// URL names a host and port".into()));
+    let plain = tls.map_or_else(|| opts.url.clone(), |rest| format!("redis://{rest}"));
+    let info = plain.into_connection_info().map_err(|e| unavailable(e.to_string()))?;
+    let dial: Arc<dyn Dial> = match (&opts.sentinels, tls) {
+        (Some((sentinels, master)), _) => Arc::new(
+            sentinel::SentinelDial::new(sentinels, master, info.clone(), opts.timeout)
+                .map_err(StoreError::Unavailable)?,
+        ),
+        (None, _) => {
+            let ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
+                return Err(unavailable("a rediss:// URL names a host and port".into()));
+            };
+            let tls = crate::tls::client_config(opts.ca.as_deref(), "state.ca")
+                .map_err(|e| StoreError::Unavailable(format!("state.ca: {e}")))?;
+            Arc::new(tls_relay::TlsDial::new(&host, port, tls, opts.timeout).map_err(unavailable)?)
+        }
     };
-    let tls = crate::tls::client_config(opts.ca.as_deref(), "state.ca")
-        .map_err(|e| StoreError::Unavailable(format!("state.ca: {e}")))?;
-    let relay = TlsRelay::start(handle, &host, port, tls, opts.timeout).map_err(unavailable)?;
+    let relay = Relay::start(handle, dial).map_err(unavailable)?;
     let info = info.set_addr(ConnectionAddr::Unix(relay.socket().to_owned()));
     Ok((Client::open(info).map_err(|e| unavailable(e.to_string()))?, Some(relay)))
 }
@@ -361,6 +421,7 @@ impl Store for RedisStore {
             return Err(StoreError::Db("a family id must not contain braces".into()));
         }
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let now = family.last_used;
             if !self.register(&mut con, token, id, family.expires, now).await? {
@@ -397,7 +458,7 @@ impl Store for RedisStore {
                 let _: Result<i64, _> = con.del(self.keys.token(token)).await;
                 return Err(StoreError::Conflict("family id"));
             }
-            Ok(())
+            self.replicated(&mut con, "create_family", started).await
         })
     }
 
@@ -420,6 +481,7 @@ impl Store for RedisStore {
         now: u64,
     ) -> Result<Rotation, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let Some(link) = self.lookup(&mut con, presented).await? else {
                 return Ok(Rotation::Invalid);
@@ -442,6 +504,10 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
+            // A rotation, a graced retry and a reuse (which revoked the family) all changed it.
+            if out.first().is_some_and(|o| o != "invalid") {
+                self.replicated(&mut con, "rotate", started).await?;
+            }
             match out.first().map(String::as_str) {
                 Some(outcome @ ("rotated" | "retried")) if out.len() == 9 => {
                     let num = |i: usize| out[i].parse::<u64>().map_err(|_| bad_value("rotation result"));
@@ -485,6 +551,7 @@ impl Store for RedisStore {
 
     fn revoke_family(&self, presented: &TokenHash, client_id: Option<&str>) -> Result<bool, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let Some(link) = self.lookup(&mut con, presented).await? else {
                 return Ok(false);
@@ -498,12 +565,16 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
+            if done == 1 {
+                self.replicated(&mut con, "revoke_family", started).await?;
+            }
             Ok(done == 1)
         })
     }
 
     fn revoke_client(&self, client_id: &str, sub: Option<&str>) -> Result<usize, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let ids: Vec<String> = con.zrange(self.keys.client(client_id), 0, -1).await.map_err(redis_err)?;
             if ids.is_empty() {
@@ -527,12 +598,16 @@ impl Store for RedisStore {
                 let done: Vec<i64> = pipe.query_async(&mut con).await.map_err(redis_err)?;
                 revoked += done.iter().filter(|&&d| d == 1).count();
             }
+            if revoked > 0 {
+                self.replicated(&mut con, "revoke_client", started).await?;
+            }
             Ok(revoked)
         })
     }
 
     fn deny_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
         let exp = self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let exp: String = scripts::DENY
                 .key(self.keys.denied())
@@ -544,7 +619,13 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
-            follow::parse_exp(&exp).ok_or_else(|| bad_value("denial expiry"))
+            let exp = follow::parse_exp(&exp).ok_or_else(|| bad_value("denial expiry"))?;
+            // Held in memory here even if unconfirmed: the denial stands at this instance at least.
+            if let Err(e) = self.replicated(&mut con, "deny_jti", started).await {
+                self.denied.extend([(jti, exp)]);
+                return Err(e);
+            }
+            Ok(exp)
         })?;
         // At once here; the other instances learn it from the stream.
         self.denied.extend([(jti, exp)]);
@@ -557,6 +638,7 @@ impl Store for RedisStore {
 
     fn use_jti_once(&self, client_id: &str, jti: &str, exp: u64, now: u64) -> Result<bool, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let first: i64 = scripts::ONCE
                 .key(self.keys.assertion(client_id, jti))
@@ -567,6 +649,9 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
+            if first == 1 {
+                self.replicated(&mut con, "use_jti_once", started).await?;
+            }
             Ok(first == 1)
         })
     }

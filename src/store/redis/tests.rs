@@ -14,6 +14,8 @@ fn open(server: &RedisServer, prefix: &str, timeout_ms: u64) -> RedisStore {
         key_prefix: prefix.into(),
         ca: None,
         timeout: Duration::from_millis(timeout_ms),
+        sentinels: None,
+        wait_replicas: 0,
     })
     .unwrap()
 }
@@ -237,6 +239,8 @@ fn open_fails_clearly_and_never_shows_the_password() {
         key_prefix: "p:".into(),
         ca: None,
         timeout: Duration::from_millis(500),
+        sentinels: None,
+        wait_replicas: 0,
     })
     .unwrap_err()
     .to_string();
