@@ -127,8 +127,12 @@ impl StateConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         match (self.sentinels.is_empty(), self.sentinel_master.as_deref()) {
             (true, None) => return Ok(()),
-            (true, Some(_)) => return bad("state.sentinel_master: needs state.sentinels (the sentinels' host:port)".into()),
-            (false, None) => return bad("state.sentinels: needs state.sentinel_master (the name the sentinels monitor)".into()),
+            (true, Some(_)) => {
+                return bad("state.sentinel_master: needs state.sentinels (the sentinels' host:port)".into())
+            }
+            (false, None) => {
+                return bad("state.sentinels: needs state.sentinel_master (the name the sentinels monitor)".into())
+            }
             (false, Some("")) => return bad("state.sentinel_master: must not be empty".into()),
             (false, Some(_)) => {}
         }
@@ -186,8 +190,14 @@ mod tests {
             ("timeout_ms = 0", "state.timeout_ms"),
             ("backend = \"redis\"\nurl = \"redis://h\"\nsentinels = [\"h:1\"]", "state.sentinels"),
             ("backend = \"redis\"\nurl = \"redis://h\"\nsentinel_master = \"m\"", "state.sentinel_master"),
-            ("backend = \"redis\"\nurl = \"redis://h\"\nsentinels = [\"h\"]\nsentinel_master = \"m\"", "state.sentinels"),
-            ("backend = \"redis\"\nurl = \"rediss://h\"\nsentinels = [\"h:1\"]\nsentinel_master = \"m\"", "state.sentinels"),
+            (
+                "backend = \"redis\"\nurl = \"redis://h\"\nsentinels = [\"h\"]\nsentinel_master = \"m\"",
+                "state.sentinels",
+            ),
+            (
+                "backend = \"redis\"\nurl = \"rediss://h\"\nsentinels = [\"h:1\"]\nsentinel_master = \"m\"",
+                "state.sentinels",
+            ),
             ("wait_replicas = 1", "state.sentinels / state.sentinel_master / state.wait_replicas"),
         ];
         for (text, key) in cases {

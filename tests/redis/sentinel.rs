@@ -50,7 +50,9 @@ impl Sentineled {
             primary.port
         );
         let sentinels: Vec<_> = (0..3).map(|_| RedisServer::start_sentinel(&conf)).collect();
-        poll_until("both replicas in sync", 10, || primary.command("INFO replication").matches("state=online").count() == 2);
+        poll_until("both replicas in sync", 10, || {
+            primary.command("INFO replication").matches("state=online").count() == 2
+        });
         poll_until("the sentinels know the replicas and each other", 15, || {
             sentinels.iter().all(|s| {
                 let reply = command_at(s.port, &format!("SENTINEL master {MASTER}")).unwrap_or_default();
@@ -274,7 +276,8 @@ async fn sentinel_failover_mid_burst_with_wait_replicas_0_recovers_and_keeps_rev
 async fn wait_replicas_unmet_answers_503_and_is_counted_and_met_answers_200() {
     let redis = RedisServer::start(false);
     let keys = tempfile::tempdir().unwrap();
-    let text = config(&redis.url(), keys.path(), 10).replace("timeout_ms = 1000\n", "timeout_ms = 1000\nwait_replicas = 1\n");
+    let text =
+        config(&redis.url(), keys.path(), 10).replace("timeout_ms = 1000\n", "timeout_ms = 1000\nwait_replicas = 1\n");
     let g = instance(&text).await.expect("starts without a replica");
     // No replica: the family is made on the primary but not confirmed, so not answered.
     let r = g.post("/oauth2/token", PASSWORD).await;

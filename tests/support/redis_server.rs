@@ -97,8 +97,14 @@ impl RedisServer {
     }
 
     fn spawn_tls(dir: tempfile::TempDir) -> RedisServer {
-        let mut s =
-            RedisServer { child: None, port: free_port(), dir, aof: false, tls_port: Some(free_port()), args: Vec::new() };
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            aof: false,
+            tls_port: Some(free_port()),
+            args: Vec::new(),
+        };
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
         s
     }

@@ -49,8 +49,8 @@ use redis::{AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, RedisErro
 pub(crate) use crate::auth::unix_now as wall_now;
 
 use self::keys::{hex, Keys};
-use self::scripts::LOCK_CAS_TRIES;
 use self::relay::{Dial, Relay};
+use self::scripts::LOCK_CAS_TRIES;
 use super::denylist::DenyList;
 use super::health::Health;
 use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
@@ -243,7 +243,12 @@ impl RedisStore {
     /// this connection sent before it, ours included. A WAIT cannot land on a reconnected
     /// connection that never saw the write: a lost connection fails the WAIT itself, and a new one
     /// (to a promoted replica) takes a failover, far longer than from the write's answer to here.
-    async fn replicated(&self, con: &mut ConnectionManager, op: &'static str, started: Instant) -> Result<(), StoreError> {
+    async fn replicated(
+        &self,
+        con: &mut ConnectionManager,
+        op: &'static str,
+        started: Instant,
+    ) -> Result<(), StoreError> {
         if self.wait_replicas == 0 {
             return Ok(());
         }

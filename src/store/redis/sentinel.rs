@@ -42,7 +42,9 @@ impl SentinelDial {
     pub fn new(sentinels: &[String], master: &str, data: ConnectionInfo, timeout: Duration) -> Result<Self, String> {
         let sentinels = sentinels
             .iter()
-            .map(|s| crate::config::split_host_port(s).ok_or_else(|| format!("state.sentinels: {s:?} is not a host:port")))
+            .map(|s| {
+                crate::config::split_host_port(s).ok_or_else(|| format!("state.sentinels: {s:?} is not a host:port"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SentinelDial {
             sentinels,

@@ -49,7 +49,9 @@ impl Dial for TlsDial {
         match tokio::time::timeout(self.timeout, dial).await {
             Ok(Ok(s)) => Ok(Box::new(s)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("{}:{}: no TLS handshake within {} ms", self.host, self.port, self.timeout.as_millis())),
+            Err(_) => {
+                Err(format!("{}:{}: no TLS handshake within {} ms", self.host, self.port, self.timeout.as_millis()))
+            }
         }
     }
 }
