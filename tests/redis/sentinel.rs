@@ -293,3 +293,31 @@ async fn wait_replicas_unmet_answers_503_and_is_counted_and_met_answers_200() {
     assert_ne!(next, rt);
     assert_eq!(sample(&g.metrics().await, "tokengate_store_unreplicated_total{op=\"create_family\"}"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_that_names_a_replica_is_passed_over_for_one_that_names_the_primary() {
+    let primary = RedisServer::start(false);
+    let replica = RedisServer::start_with(&["--replicaof", &format!("127.0.0.1 {}", primary.port)]);
+    poll_until("the replica in sync", 10, || primary.command("INFO replication").contains("state=online"));
+    // A sentinel with a stale view (it names the replica; down-after long enough that it does
+    // nothing about it during the test), listed first, and one that names the primary.
+    let monitor = |port: u16| {
+        format!("sentinel monitor {MASTER} 127.0.0.1 {port} 1\nsentinel down-after-milliseconds {MASTER} 60000\n")
+    };
+    let stale = RedisServer::start_sentinel(&monitor(replica.port));
+    let fresh = RedisServer::start_sentinel(&monitor(primary.port));
+    let named = command_at(stale.port, &format!("SENTINEL get-master-addr-by-name {MASTER}")).unwrap();
+    assert!(named.contains(&format!("\r\n{}\r\n", replica.port)), "the first sentinel names the replica: {named:?}");
+
+    let keys = tempfile::tempdir().unwrap();
+    let state = format!(
+        "sentinels = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nsentinel_master = \"{MASTER}\"\n",
+        stale.port, fresh.port
+    );
+    let text = config("redis://tokengate-primary/0", keys.path(), 10)
+        .replace("timeout_ms = 1000\n", &format!("timeout_ms = 1000\n{state}"));
+    let g = instance(&text).await.expect("starts on the primary the second sentinel names");
+    // Writes work: they went to the primary, not to the read-only replica.
+    let rt = field(&g.post("/oauth2/token", PASSWORD).await, "refresh_token");
+    field(&g.post("/oauth2/token", &refresh_body(&rt)).await, "refresh_token");
+}
