@@ -27,10 +27,12 @@
 //! runtimes (one per core), whose I/O no other thread can drive. Never call a method other than
 //! [`Store::is_jti_denied`] from inside an async task.
 
+mod connect;
 mod follow;
 mod keys;
 mod lockout;
 mod relay;
+mod replication;
 mod request_path;
 mod scripts;
 mod sentinel;
@@ -43,13 +45,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, RedisError};
+use redis::{AsyncCommands, RedisError};
 
 /// Wall-clock Unix seconds, for what the trait is not told the time of (denials).
 pub(crate) use crate::auth::unix_now as wall_now;
 
 use self::keys::{hex, Keys};
-use self::relay::{Dial, Relay};
+use self::relay::Relay;
 use self::scripts::LOCK_CAS_TRIES;
 use super::denylist::DenyList;
 use super::health::Health;
@@ -165,7 +167,7 @@ impl RedisStore {
             .build()
             .map_err(StoreError::Io)?;
         let handle = rt.handle().clone();
-        let (client, relay) = match client_for(&opts, &handle) {
+        let (client, relay) = match connect::client_for(&opts, &handle) {
             Ok(c) => c,
             Err(e) => {
                 rt.shutdown_background();
@@ -238,38 +240,6 @@ impl RedisStore {
         self.handle.block_on(bounded(self.timeout, &self.health, op))
     }
 
-    /// After a change sent on `con` since `started`: with `state.wait_replicas`, WAIT until that
-    /// many replicas have it, within what is left of `state.timeout_ms`. WAIT covers every write
-    /// this connection sent before it, ours included. A WAIT cannot land on a reconnected
-    /// connection that never saw the write: a lost connection fails the WAIT itself, and a new one
-    /// (to a promoted replica) takes a failover, far longer than from the write's answer to here.
-    async fn replicated(
-        &self,
-        con: &mut ConnectionManager,
-        op: &'static str,
-        started: Instant,
-    ) -> Result<(), StoreError> {
-        if self.wait_replicas == 0 {
-            return Ok(());
-        }
-        // A tenth of the bound kept for WAIT's answer: past it `run` would call it a timeout,
-        // losing the count.
-        let left = self.timeout.saturating_sub(started.elapsed());
-        let wait_ms = (left.as_millis() as u64 * 9 / 10).max(1);
-        let acked: u64 =
-            redis::cmd("WAIT").arg(self.wait_replicas).arg(wait_ms).query_async(con).await.map_err(redis_err)?;
-        if acked < u64::from(self.wait_replicas) {
-            tracing::warn!(
-                op,
-                acked,
-                wanted = self.wait_replicas,
-                "state store: a change not confirmed by state.wait_replicas replicas in time; answered 503, it may be lost with the primary"
-            );
-            return Err(StoreError::NotReplicated { op, acked, wanted: self.wait_replicas });
-        }
-        Ok(())
-    }
-
     /// The family id and absolute expiry a token hash belongs to, if Redis knows it.
     async fn lookup(&self, con: &mut ConnectionManager, token: &TokenHash) -> Result<Option<Link>, StoreError> {
         let v: Option<String> = con.get(self.keys.token(token)).await.map_err(redis_err)?;
@@ -300,38 +270,6 @@ impl RedisStore {
             .map_err(redis_err)?;
         Ok(set.is_some())
     }
-}
-
-/// The redis-rs client for `state.url`: direct for a plain `redis://` server; through a [`Relay`]
-/// on `handle` for `rediss://` (which verifies the server as every other TLS peer is verified) and
-/// for sentinels (which find the primary anew on every connection).
-fn client_for(opts: &RedisOptions, handle: &tokio::runtime::Handle) -> Result<(Client, Option<Relay>), StoreError> {
-    let unavailable = |m: String| StoreError::Unavailable(format!("state.url: {m}"));
-    let tls = opts.url.strip_prefix("rediss://");
-    if tls.is_none() && opts.sentinels.is_none() {
-        return Ok((Client::open(opts.url.as_str()).map_err(|e| unavailable(e.to_string()))?, None));
-    }
-    // Read as a plain URL (redis-rs is built without TLS): credentials and database stay with
-    // redis-rs, the host and port go to the relay.
-    let plain = tls.map_or_else(|| opts.url.clone(), |rest| format!("redis://{rest}"));
-    let info = plain.into_connection_info().map_err(|e| unavailable(e.to_string()))?;
-    let dial: Arc<dyn Dial> = match (&opts.sentinels, tls) {
-        (Some((sentinels, master)), _) => Arc::new(
-            sentinel::SentinelDial::new(sentinels, master, info.clone(), opts.timeout)
-                .map_err(StoreError::Unavailable)?,
-        ),
-        (None, _) => {
-            let ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
-                return Err(unavailable("a rediss:// URL names a host and port".into()));
-            };
-            let tls = crate::tls::client_config(opts.ca.as_deref(), "state.ca")
-                .map_err(|e| StoreError::Unavailable(format!("state.ca: {e}")))?;
-            Arc::new(tls_relay::TlsDial::new(&host, port, tls, opts.timeout).map_err(unavailable)?)
-        }
-    };
-    let relay = Relay::start(handle, dial).map_err(unavailable)?;
-    let info = info.set_addr(ConnectionAddr::Unix(relay.socket().to_owned()));
-    Ok((Client::open(info).map_err(|e| unavailable(e.to_string()))?, Some(relay)))
 }
 
 /// `op` bounded by `timeout` (dropped at the deadline: a script already sent may still run), with
