@@ -2,12 +2,44 @@
 //! adds tokengate's own TLS or finds the primary through the sentinels.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::{Client, ConnectionAddr, IntoConnectionInfo};
 
 use super::relay::{Dial, Relay};
-use super::{sentinel, tls_relay, RedisOptions};
+use super::{sentinel, tls_relay};
 use crate::store::StoreError;
+
+/// How to reach the server; built from `[state]` by [`crate::store::open`].
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` URL, credentials included.
+    pub url: String,
+    /// Prepended to every key.
+    pub key_prefix: String,
+    /// `state.ca`: the PEM file trusted for `rediss://` (CAs, or the server's own certificate),
+    /// instead of the public roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// Bound on each store operation, and on each connection attempt.
+    pub timeout: Duration,
+    /// `state.sentinels` and `state.sentinel_master`: find the primary through these instead of
+    /// `url`'s host (whose credentials and database still apply).
+    pub sentinels: Option<(Vec<String>, String)>,
+    /// `state.wait_replicas`: replicas that must confirm a change before it is answered.
+    pub wait_replicas: u32,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &crate::config::redacted_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("sentinels", &self.sentinels)
+            .field("wait_replicas", &self.wait_replicas)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The redis-rs client for `state.url`: direct for a plain `redis://` server; through a [`Relay`]
 /// on `handle` for `rediss://` (which verifies the server as every other TLS peer is verified) and

@@ -50,43 +50,13 @@ use redis::{AsyncCommands, RedisError};
 /// Wall-clock Unix seconds, for what the trait is not told the time of (denials).
 pub(crate) use crate::auth::unix_now as wall_now;
 
+pub use self::connect::RedisOptions;
 use self::keys::{hex, Keys};
 use self::relay::Relay;
 use self::scripts::LOCK_CAS_TRIES;
 use super::denylist::DenyList;
 use super::health::Health;
 use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
-
-/// How to reach the server; built from `[state]` by [`crate::store::open`].
-#[derive(Clone)]
-pub struct RedisOptions {
-    /// `redis://` or `rediss://` URL, credentials included.
-    pub url: String,
-    /// Prepended to every key.
-    pub key_prefix: String,
-    /// `state.ca`: the PEM file trusted for `rediss://` (CAs, or the server's own certificate),
-    /// instead of the public roots.
-    pub ca: Option<std::path::PathBuf>,
-    /// Bound on each store operation, and on each connection attempt.
-    pub timeout: Duration,
-    /// `state.sentinels` and `state.sentinel_master`: find the primary through these instead of
-    /// `url`'s host (whose credentials and database still apply).
-    pub sentinels: Option<(Vec<String>, String)>,
-    /// `state.wait_replicas`: replicas that must confirm a change before it is answered.
-    pub wait_replicas: u32,
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOptions")
-            .field("url", &crate::config::redacted_url(&self.url))
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .field("sentinels", &self.sentinels)
-            .field("wait_replicas", &self.wait_replicas)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Denials the stream keeps (approximately); older ones are still in the denied set, which a
 /// reconnecting instance reads whole.
