@@ -20,6 +20,11 @@
 //! - `{denylist}:jtis` (sorted set jti -> exp) and `{denylist}:stream`: denied access-token jtis
 //!   and the stream every instance follows ([`follow`]).
 //!
+//! # Failover and replication
+//! With `state.sentinels`, every connection finds the primary anew ([`sentinel`]), so the
+//! reconnection after a failover reaches the promoted replica; with `state.wait_replicas`, each
+//! grant or revocation waits for that many replicas ([`replication`]) before it is answered.
+//!
 //! # Blocking
 //! The trait is synchronous and called from blocking threads; the store owns a one-thread tokio
 //! runtime that drives its connections, and each call waits on it with `Handle::block_on`,
@@ -168,7 +173,7 @@ impl RedisStore {
         });
         let connected = match connected {
             Ok(Ok(Ok(c))) => Ok(c),
-            // Over TLS the relay knows why; redis-rs saw only a closed connection.
+            // Through a relay (TLS, sentinels) the relay knows why; redis-rs saw only a closed connection.
             Ok(Ok(Err(e))) => match relay.as_ref().and_then(Relay::last_error) {
                 Some(why) => Err(format!("state.url: redis at {server}: {why}")),
                 None => Err(format!("state.url: redis at {server}: {e}")),
