@@ -31,6 +31,8 @@ use tokengate::keys::Alg;
 
 use redis_server::free_port;
 
+mod key_news;
+
 const SECRET: &str = "app-Secret-1";
 
 fn state(redis: &RedisServer) -> String {
@@ -82,6 +84,12 @@ default_scopes = ["read"]
 /// A validating sidecar: no key, trusting only the central (`source`: `jwks_uri = ...` or
 /// `discovery = true`), its keys folder `keys` (empty).
 fn sidecar_config(issuer: &str, source: &str, keys: &Path, redis: &RedisServer) -> String {
+    sidecar_with(issuer, source, keys, "jwks_refetch_min_secs = 1\n", &state(redis))
+}
+
+/// [`sidecar_config`] with the issuer's `jwks_*` settings `tuning` and the `[state]` table
+/// `state` (empty: its own embedded store, sharing nothing).
+fn sidecar_with(issuer: &str, source: &str, keys: &Path, tuning: &str, state: &str) -> String {
     format!(
         r#"
 [server]
@@ -105,10 +113,8 @@ issuer = "{issuer}"
 {source}
 algorithms = ["ES256"]
 require_typ = true
-jwks_refetch_min_secs = 1
-{API}{state}"#,
+{tuning}{API}{state}"#,
         keys = keys.display(),
-        state = state(redis),
     )
 }
 
