@@ -143,19 +143,27 @@ async fn a_key_added_or_pulled_at_the_central_reaches_both_sidecars_within_a_sec
     let before = [counts(&a, &fleet.issuer).await, counts(&b, &fleet.issuer).await];
     let mut sidecars = [("A", Conn::plain(a.plain).await), ("B", Conn::plain(b.plain).await)];
     let (mut rotations, mut pulls) = (Vec::new(), Vec::new());
+    // The same from the file change, the central's reload (200 ms debounce) included.
+    let (mut rotation_files, mut pull_files) = (Vec::new(), Vec::new());
     const ROUNDS: usize = 20;
     for i in 0..ROUNDS {
         let kid = format!("r{i}");
+        let written = Instant::now();
         let token = fleet.add_key(&kid);
         let at = fleet.published(&kid, true).await;
         rotations.push(until_all(&mut sidecars, &token, 200, at, BOUND).await);
+        rotation_files.push(written.elapsed());
         // Cached at both now: the pull must reach past the verified-token cache.
+        let written = Instant::now();
         fleet.remove_key(&kid);
         let at = fleet.published(&kid, false).await;
         pulls.push(until_all(&mut sidecars, &token, 401, at, BOUND).await);
+        pull_files.push(written.elapsed());
     }
-    report("rotation (a new key at the central -> accepted at both sidecars)", &mut rotations);
-    report("key pull (a key removed at the central -> its cached token refused at both sidecars)", &mut pulls);
+    report("rotation (the central publishes a new key -> accepted at both sidecars)", &mut rotations);
+    report("key pull (the central stops publishing a key -> its cached token refused at both)", &mut pulls);
+    report("rotation from the key file written", &mut rotation_files);
+    report("key pull from the key file removed", &mut pull_files);
 
     // One fetch per announcement, none of them rate-limited away.
     for (name, gw, before) in [("A", &a, before[0]), ("B", &b, before[1])] {
