@@ -98,7 +98,12 @@ pub fn start(
 
 /// Sends the latest news until shutdown; retries while the store refuses, unless newer news
 /// replaces it.
-async fn send(store: Arc<dyn Store>, mut rx: watch::Receiver<Pending>, metrics: JwksMetrics, mut stop: watch::Receiver<bool>) {
+async fn send(
+    store: Arc<dyn Store>,
+    mut rx: watch::Receiver<Pending>,
+    metrics: JwksMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let pending = rx.borrow_and_update().clone();
         if let Some((news, only_if_new)) = pending {

@@ -39,7 +39,6 @@ pub use self::observed::Observed;
 pub use self::redb::RedbStore;
 pub use self::redis::{RedisOptions, RedisStore};
 
-
 /// SHA-256 of an opaque refresh token: the store never sees the token itself.
 pub type TokenHash = [u8; 32];
 

@@ -62,8 +62,10 @@ impl Fleet {
         let state = redis.map(state).unwrap_or_default();
         let gw = Gw::start_text(&sidecar_with(&self.issuer, &source, keys.path(), "", &state)).await;
         self._folders.push(keys);
-        eventually(10, "sidecar /readyz 200 after its first fetch", || async { gw.admin_get("/readyz").await.0 == 200 })
-            .await;
+        eventually(10, "sidecar /readyz 200 after its first fetch", || async {
+            gw.admin_get("/readyz").await.0 == 200
+        })
+        .await;
         gw
     }
 
@@ -201,8 +203,11 @@ async fn without_the_shared_redis_a_sidecar_keeps_its_schedule() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        metric(&alone, &format!("tokengate_jwks_refetches_total{{issuer=\"{}\",outcome=\"rate_limited\"}}", fleet.issuer))
-            .await
+        metric(
+            &alone,
+            &format!("tokengate_jwks_refetches_total{{issuer=\"{}\",outcome=\"rate_limited\"}}", fleet.issuer)
+        )
+        .await
             > 0,
         "the sidecar alone refused the new kid by its rate limit"
     );

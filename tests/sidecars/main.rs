@@ -6,11 +6,15 @@
 //! unknown-`kid` refetch (time printed); a token signed by a key the central never published
 //! refused; the central down and the sidecars still validating with their last good keys.
 //!
+//! Key changes announced through the Redis, timed with default sidecar settings, are in
+//! [`key_news`].
+//!
 //! Sidecar A takes the central's keys from `jwks_uri`, sidecar B by `discovery = true`: the
 //! central's issuer is its plain listener's URL (`http://127.0.0.1:<port>`, a port picked free
 //! before it starts), so `{issuer}/.well-known/oauth-authorization-server` is its metadata. Both
-//! sidecars set `jwks_refetch_min_secs = 1`: the default 10 s would make a rotation right after
-//! a refetch wait up to 10 s; 1 s still bounds a forged-kid storm to one fetch a second.
+//! sidecars set `jwks_refetch_min_secs = 1`, so that the forged `kid`s of step 4 really refetch
+//! a second after the rotation's fetch (and are refused all the same); rotations themselves no
+//! longer need it, being announced.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -210,7 +210,17 @@ impl RedisStore {
         health.stream_event();
         handle.spawn(follow::run(client.clone(), keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
         tracing::info!(server = %server, denied_jtis = denied.len(), "state store: redis");
-        Ok(RedisStore { rt: Some(rt), handle, conn, client, keys, denied, timeout: opts.timeout, health, _relay: relay })
+        Ok(RedisStore {
+            rt: Some(rt),
+            handle,
+            conn,
+            client,
+            keys,
+            denied,
+            timeout: opts.timeout,
+            health,
+            _relay: relay,
+        })
     }
 
     /// Runs one operation on the store's runtime, failing with [`StoreError::Timeout`] past
