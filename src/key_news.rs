@@ -104,7 +104,7 @@ async fn send(
     metrics: JwksMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
+    'news: loop {
         let pending = rx.borrow_and_update().clone();
         if let Some((news, only_if_new)) = pending {
             let mut retry = Duration::from_millis(100);
@@ -125,7 +125,11 @@ async fn send(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(retry) => {}
-                    _ = rx.changed() => break,
+                    // Newer news replaces this one, and is sent at once.
+                    changed = rx.changed() => match changed {
+                        Ok(()) => continue 'news,
+                        Err(_) => return,
+                    },
                     _ = crate::signals::stopped(&mut stop) => return,
                 }
                 retry = (retry * 2).min(MAX_RETRY);
