@@ -55,7 +55,10 @@ pub async fn reload_now(config_path: &Path, gw: &Gateway, started: &Config) -> R
             gw.metrics.declare_routes(new.config.routes.iter().map(|r| r.prefix.as_str()));
             // New or changed remote issuers start fetching; kept ones already run.
             new.trust.remotes().for_each(|r| r.start(&gw.metrics.jwks));
-            gw.current.store(Arc::new(new));
+            // After the swap: an instance that refetches at once must find the new keys served.
+            let new = Arc::new(new);
+            gw.current.store(new.clone());
+            gw.key_news.published(&new);
             gw.admin.reload_succeeded(restart_required);
             tracing::info!(generation = gw.admin.reload_status().generation, "configuration reloaded");
             Ok(())

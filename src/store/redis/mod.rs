@@ -32,6 +32,7 @@
 //! runtimes (one per core), whose I/O no other thread can drive. Never call a method other than
 //! [`Store::is_jti_denied`] from inside an async task.
 
+mod announce;
 mod connect;
 mod follow;
 mod keys;
@@ -98,6 +99,8 @@ pub struct RedisStore {
     handle: tokio::runtime::Handle,
     /// Multiplexed, reconnecting connection for every operation but the stream's blocking read.
     conn: ConnectionManager,
+    /// For the connections that cannot be shared: the key announcements' subscription.
+    client: Client,
     /// Key names.
     keys: Arc<Keys>,
     /// Denied jtis in memory, for the proxy; fed by `deny_jti` and the stream follower.
@@ -193,12 +196,13 @@ impl RedisStore {
         };
         let health = Arc::new(Health::default());
         health.stream_event();
-        handle.spawn(follow::run(client, keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
+        handle.spawn(follow::run(client.clone(), keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
         tracing::info!(server = %server, denied_jtis = denied.len(), "state store: redis");
         Ok(RedisStore {
             rt: Some(rt),
             handle,
             conn,
+            client,
             keys,
             denied,
             timeout: opts.timeout,
@@ -580,6 +584,15 @@ impl Store for RedisStore {
 
     fn take_quota(&self, key: String, ask: crate::quota::Ask) -> Option<super::QuotaCall> {
         Some(self.quota_call(key, ask))
+    }
+
+    fn announce_keys(&self, news: &super::KeyNews, only_if_new: bool) -> Option<super::AnnounceCall> {
+        Some(self.announce_call(news, only_if_new))
+    }
+
+    fn follow_key_announcements(&self, on: super::KeyEventHandler) -> bool {
+        self.follow_announcements(on);
+        true
     }
 
     fn record_failure(&self, key: &str, now: u64, policy: &LockoutPolicy) -> Result<LockState, StoreError> {
