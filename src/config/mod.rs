@@ -36,7 +36,7 @@ mod routes;
 use routes::yes;
 pub use routes::{RouteConfig, UpstreamTarget};
 mod upstreams;
-pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, UpstreamGroupConfig};
+pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, UpstreamGroupConfig, UpstreamProtocol};
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -438,6 +438,7 @@ impl Config {
                     ));
                 }
             }
+            r.check_upstream_protocol().map_err(|m| ConfigError::Invalid(format!("route {:?}: {m}", r.prefix)))?;
         }
         upstreams::validate(&self.upstreams)?;
         // Two routes one request could reach alike are refused when the route table is built

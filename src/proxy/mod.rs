@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod cors;
 pub mod failure;
+pub mod grpc;
 
 pub use failure::rejection_reasons;
 pub mod headers;
@@ -87,6 +88,8 @@ pub async fn handle(
     let start = Instant::now();
     let snap = gw.current.load_full();
     let method = req.method().clone();
+    // Read before the request moves on: a refused gRPC call is answered in gRPC's terms.
+    let grpc = grpc::is_grpc(req.headers());
     let trace = gw.telemetry.start(req.headers(), snap.config.server.trust_forwarded);
     let mut outcome =
         Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), trace, ..Default::default() };
@@ -102,7 +105,8 @@ pub async fn handle(
             if let Some(key) = failure.rate_limited_key() {
                 gw.metrics.record_rate_limited(outcome.route.unwrap_or("none"), key);
             }
-            own(failure.response(outcome.scope_text, &snap))
+            let resp = failure.response(outcome.scope_text, &snap);
+            own(if grpc { grpc::answer(resp).await } else { resp })
         }
     };
     if let Some(cors) = outcome.cors {
