@@ -24,6 +24,8 @@ def unary(request, context):
         "echo": request.decode(),
         "metadata": metadata(context),
         "time_remaining": context.time_remaining(),
+        # The gateway's side of the connection: one peer for many calls means one multiplexed connection.
+        "peer": context.peer(),
     }
     return json.dumps(reply).encode()
 
