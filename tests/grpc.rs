@@ -86,8 +86,12 @@ async fn server_streaming_passes_every_message_and_the_trailers() {
     for tls in [true, false] {
         let out = grpc(&gw, tls, "Stream", json!({ "request": "5", "stream": true, "token": token })).await;
         assert_eq!(out["code"], "OK", "tls={tls}: {out}");
-        let parts: Vec<Value> =
-            out["responses"].as_array().unwrap().iter().map(|r| serde_json::from_str(r.as_str().unwrap()).unwrap()).collect();
+        let parts: Vec<Value> = out["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(r.as_str().unwrap()).unwrap())
+            .collect();
         assert_eq!(parts, (0..5).map(|i| json!({ "part": i })).collect::<Vec<_>>());
         assert_eq!(out["trailing_metadata"]["x-trailer"], "streamed 5", "{out}");
     }

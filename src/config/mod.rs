@@ -498,6 +498,22 @@ mod tests {
     const CENTRAL: &str = "\n[[issuers]]\nissuer = \"https://central.example\"\njwks_uri = \"https://central.example/.well-known/jwks.json\"\n";
 
     #[test]
+    fn upstream_protocol_fits_the_upstream() {
+        let r = |upstream: &str, p: &str| {
+            format!("[[routes]]\nprefix = \"/g\"\nupstream = \"{upstream}\"\nupstream_protocol = \"{p}\"\n")
+        };
+        assert!(validated(&r("http://127.0.0.1:50051", "h2c")).is_ok());
+        assert!(validated(&r("https://svc.example", "auto")).is_ok());
+        assert!(validated(&r("https://svc.example", "http1")).is_ok());
+        let e = validated(&r("https://svc.example", "h2c")).unwrap_err();
+        assert!(e.starts_with("route \"/g\": upstream_protocol = \"h2c\" is HTTP/2 over plain TCP"), "{e}");
+        let e = validated(&r("http://127.0.0.1:1", "auto")).unwrap_err();
+        assert!(e.contains("upstream_protocol = \"auto\" picks the version by ALPN, which needs TLS"), "{e}");
+        let e = validated(&r("echo", "h2c")).unwrap_err();
+        assert!(e.contains("upstream_protocol is for a URL upstream, not echo"), "{e}");
+    }
+
+    #[test]
     fn issue_tokens_defaults_to_true() {
         assert!(validated("").unwrap().tokens.issue_tokens);
     }
