@@ -165,6 +165,9 @@ async fn a_missing_scope_is_permission_denied() {
     let out = grpc(&gw, false, "Unary", json!({ "request": "x", "token": token })).await;
     assert_eq!(out["code"], "PERMISSION_DENIED", "{out}");
     assert_eq!(out["details"], "requires scope: orders.read", "{out}");
+    // Sent as HTTP 200, counted as the refusal it is.
+    let refused = metric(&gw, r#"tokengate_requests_total{route="/test.Echo",status="403"}"#).await;
+    assert_eq!(refused, 1);
     let www = out["trailing_metadata"]["www-authenticate"].as_str().unwrap_or_default();
     assert!(www.contains("error=\"insufficient_scope\""), "{out}");
 }

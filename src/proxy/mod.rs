@@ -93,6 +93,8 @@ pub async fn handle(
     let trace = gw.telemetry.start(req.headers(), snap.config.server.trust_forwarded);
     let mut outcome =
         Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), trace, ..Default::default() };
+    // A refused gRPC call goes out as HTTP 200; metrics, log and trace count it by its refusal.
+    let mut refused = None;
     let mut resp = match route_request(&gw, &snap, &mut conn, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(failure) => {
@@ -106,13 +108,18 @@ pub async fn handle(
                 gw.metrics.record_rate_limited(outcome.route.unwrap_or("none"), key);
             }
             let resp = failure.response(outcome.scope_text, &snap);
-            own(if grpc { grpc::answer(resp).await } else { resp })
+            if grpc {
+                refused = Some(resp.status());
+                own(grpc::answer(resp).await)
+            } else {
+                own(resp)
+            }
         }
     };
     if let Some(cors) = outcome.cors {
         cors.apply(resp.headers_mut());
     }
-    let status = resp.status().as_u16();
+    let status = refused.unwrap_or(resp.status()).as_u16();
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
     outcome.trace.finish(&method, route, status);
