@@ -187,10 +187,8 @@ impl Pool {
                         // The shared connection closed under us before the stream was opened:
                         // nothing was sent, so a fresh connection may carry it.
                         Err(mut e) => match e.take_message() {
-                            Some(unsent) if pooled && sender.is_closed() => {
-                                self.forget_closed_h2();
-                                req = unsent;
-                            }
+                            // (`checkout` drops the closed connection and dials anew.)
+                            Some(unsent) if pooled && sender.is_closed() => req = unsent,
                             unsent => return Err((e.into_error().into(), unsent)),
                         },
                     }
@@ -232,14 +230,6 @@ impl Pool {
             }
         }
         None
-    }
-
-    /// Drops the shared h2 connection once closed (a new one opened since stays).
-    fn forget_closed_h2(&self) {
-        let mut h2 = self.h2.lock().unwrap_or_else(PoisonError::into_inner);
-        if h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
-            *h2 = None;
-        }
     }
 
     async fn connect(&self) -> Result<Conn, UpstreamError> {
