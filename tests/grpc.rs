@@ -7,6 +7,8 @@
 mod common;
 #[path = "support/grpc_stack.rs"]
 mod grpc_stack;
+#[path = "support/test_ca.rs"]
+mod test_ca;
 
 use std::collections::HashSet;
 
@@ -196,4 +198,28 @@ async fn a_url_route_speaks_h2c_with_upstream_protocol() {
     let out = grpc(&gw, true, "Unary", json!({ "request": "direct" })).await;
     assert_eq!(out["code"], "OK", "{out}");
     assert_eq!(answer(&out)["echo"], "direct");
+}
+
+/// An `https://` upstream: unset (`auto`) gets h2 by ALPN, so gRPC over TLS passes; `http1` offers
+/// only HTTP/1.1, which a gRPC server refuses, so the call fails as UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_gets_h2_by_alpn_unless_http1() {
+    let ca = test_ca::TestCa::new("grpc test CA");
+    let (cert, key) = ca.server_cert(&["127.0.0.1"]);
+    let files = tempfile::tempdir().expect("tempdir");
+    let (cert_file, key_file) = (files.path().join("server.crt"), files.path().join("server.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let server = GrpcServer::start_tls(&cert_file, &key_file);
+    for (protocol, code) in
+        [("", "OK"), ("upstream_protocol = \"auto\"", "OK"), ("upstream_protocol = \"http1\"", "UNAVAILABLE")]
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("grpc-ca.pem"), &ca.pem).unwrap();
+        let url = format!("https://127.0.0.1:{}", server.port);
+        let rest = route("/test.Echo", &url, &format!("public = true\nupstream_ca = \"grpc-ca.pem\"\n{protocol}"));
+        let gw = Gw::start_in(dir, &Config::new().rest(&rest).text()).await;
+        let out = grpc(&gw, false, "Unary", json!({ "request": "tls" })).await;
+        assert_eq!(out["code"], code, "{protocol}: {out}");
+    }
 }

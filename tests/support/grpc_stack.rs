@@ -37,9 +37,21 @@ pub struct GrpcServer {
 }
 
 impl GrpcServer {
+    /// In plaintext: h2c.
     pub fn start() -> GrpcServer {
+        GrpcServer::spawn(&[])
+    }
+
+    /// Over TLS with the certificate and key in these PEM files (h2 by ALPN, as gRPC requires).
+    #[allow(dead_code)]
+    pub fn start_tls(cert: &Path, key: &Path) -> GrpcServer {
+        GrpcServer::spawn(&[cert, key])
+    }
+
+    fn spawn(args: &[&Path]) -> GrpcServer {
         let mut child = Command::new(python())
             .arg(dir().join("server.py"))
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,7 +1,8 @@
 """The gRPC service behind the gateway in tests/grpc.rs: grpcio's own server, speaking h2c.
 
 Generic handlers with raw-bytes messages (no protobuf codegen): each answer is JSON the test
-reads. Prints its port on the first line of stdout, then serves until killed.
+reads. Prints its port on the first line of stdout, then serves until killed. With a certificate
+and key file as arguments it serves over TLS (h2 by ALPN) instead.
 """
 import json
 import sys
@@ -46,7 +47,12 @@ HANDLERS = {
 def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", HANDLERS),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if len(sys.argv) == 3:
+        with open(sys.argv[1], "rb") as cert, open(sys.argv[2], "rb") as key:
+            creds = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        port = server.add_secure_port("127.0.0.1:0", creds)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
     server.wait_for_termination()
