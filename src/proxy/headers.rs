@@ -54,7 +54,8 @@ fn tokens_of<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iter
 
 /// Removes hop-by-hop headers. A WebSocket upgrade keeps `Connection: upgrade` + `Upgrade`.
 /// `TE` keeps its `trailers` token, alone: it says the client takes trailers, which the gateway
-/// passes through, and gRPC servers want it (h2 allows no other `TE`).
+/// passes through, and gRPC servers want it (h2 allows no other `TE`); the pool sends it to h2
+/// upstreams only.
 ///
 /// A message with `Transfer-Encoding` is framed by it, never by `Content-Length` (RFC 9112
 /// section 6.3), so when both came, `Content-Length` goes too: hyper reads such a body chunked,

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, HOST, TE};
+use http::header::{HeaderValue, HOST, TE};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -195,11 +195,9 @@ impl Pool {
                 }
                 Conn::H1(mut sender) => {
                     req.headers_mut().insert(HOST, self.host.clone());
-                    if req.headers().contains_key(TE) {
-                        // `TE: trailers` (all that survives `strip_hop_by_hop`) is hop-by-hop in
-                        // HTTP/1.1, so it is named in `Connection` (RFC 9110 section 10.1.4).
-                        req.headers_mut().append(CONNECTION, HeaderValue::from_static("te"));
-                    }
+                    // `TE: trailers` (all that `strip_hop_by_hop` keeps) is for h2 upstreams,
+                    // gRPC's; HTTP/1.1 ones get no hop-by-hop header of the client's.
+                    req.headers_mut().remove(TE);
                     match sender.try_send_request(req).await {
                         Ok(resp) => return Ok(self.attach(resp, sender, watch)),
                         Err(mut e) => match e.take_message() {
