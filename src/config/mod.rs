@@ -36,7 +36,7 @@ mod routes;
 use routes::yes;
 pub use routes::{RouteConfig, UpstreamTarget};
 mod upstreams;
-pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, UpstreamGroupConfig};
+pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, UpstreamGroupConfig, UpstreamProtocol};
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -438,6 +438,7 @@ impl Config {
                     ));
                 }
             }
+            r.check_upstream_protocol().map_err(|m| ConfigError::Invalid(format!("route {:?}: {m}", r.prefix)))?;
         }
         upstreams::validate(&self.upstreams)?;
         // Two routes one request could reach alike are refused when the route table is built
@@ -495,6 +496,22 @@ mod tests {
     }
 
     const CENTRAL: &str = "\n[[issuers]]\nissuer = \"https://central.example\"\njwks_uri = \"https://central.example/.well-known/jwks.json\"\n";
+
+    #[test]
+    fn upstream_protocol_fits_the_upstream() {
+        let r = |upstream: &str, p: &str| {
+            format!("[[routes]]\nprefix = \"/g\"\nupstream = \"{upstream}\"\nupstream_protocol = \"{p}\"\n")
+        };
+        assert!(validated(&r("http://127.0.0.1:50051", "h2c")).is_ok());
+        assert!(validated(&r("https://svc.example", "auto")).is_ok());
+        assert!(validated(&r("https://svc.example", "http1")).is_ok());
+        let e = validated(&r("https://svc.example", "h2c")).unwrap_err();
+        assert!(e.starts_with("route \"/g\": upstream_protocol = \"h2c\" is HTTP/2 over plain TCP"), "{e}");
+        let e = validated(&r("http://127.0.0.1:1", "auto")).unwrap_err();
+        assert!(e.contains("upstream_protocol = \"auto\" picks the version by ALPN, which needs TLS"), "{e}");
+        let e = validated(&r("echo", "h2c")).unwrap_err();
+        assert!(e.contains("upstream_protocol is for a URL upstream, not echo"), "{e}");
+    }
 
     #[test]
     fn issue_tokens_defaults_to_true() {

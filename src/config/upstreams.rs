@@ -21,6 +21,56 @@ pub struct UpstreamGroupConfig {
     /// Passive health: when an endpoint that keeps failing is left out, and for how long.
     #[serde(default)]
     pub eject: EjectConfig,
+    /// The HTTP version spoken to the endpoints: unset, HTTP/1.1 to `http://` and ALPN to `https://`.
+    #[serde(default)]
+    pub protocol: Option<UpstreamProtocol>,
+}
+
+/// `[[upstreams]] protocol` (and `[[routes]] upstream_protocol`): how the gateway talks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 only, also over TLS (ALPN offers only `http/1.1`).
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (`http://`): what cluster-internal gRPC speaks.
+    H2c,
+    /// ALPN over TLS (`https://`): h2 when the upstream offers it, else HTTP/1.1.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// What an upstream with `scheme` speaks when `set` (the key) is unset: HTTP/1.1 in plain,
+    /// ALPN over TLS, as before the key existed.
+    pub fn resolve(set: Option<UpstreamProtocol>, scheme: &str) -> UpstreamProtocol {
+        match set {
+            Some(p) => p,
+            None if scheme == "https" => UpstreamProtocol::Auto,
+            None => UpstreamProtocol::Http1,
+        }
+    }
+
+    /// Refuses what cannot work: h2c needs plain TCP, ALPN needs TLS. `key` names the key.
+    pub fn check(self, key: &str, url: &str, scheme: &str) -> Result<(), String> {
+        match (self, scheme) {
+            (UpstreamProtocol::H2c, "https") => Err(format!(
+                "{key} = \"h2c\" is HTTP/2 over plain TCP, but {url:?} is https://; use \"auto\" (h2 by ALPN) for TLS"
+            )),
+            (UpstreamProtocol::Auto, "http") => Err(format!(
+                "{key} = \"auto\" picks the version by ALPN, which needs TLS, but {url:?} is http://; use \"h2c\" or \"http1\""
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "http1" => Ok(UpstreamProtocol::Http1),
+            "h2c" => Ok(UpstreamProtocol::H2c),
+            "auto" => Ok(UpstreamProtocol::Auto),
+            other => Err(serde::de::Error::custom(format!("protocol {other:?} is not \"http1\", \"h2c\" or \"auto\""))),
+        }
+    }
 }
 
 /// `[[upstreams]] balance`.
@@ -120,6 +170,9 @@ impl UpstreamGroupConfig {
             if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
                 return Err(format!("endpoints {e:?} must carry no path or query (a route's prefix is its path)"));
             }
+            if let Some(p) = self.protocol {
+                p.check("protocol", e, uri.scheme_str().unwrap_or_default())?;
+            }
             if self.endpoints[..n].iter().any(|o| o.trim_end_matches('/') == e.trim_end_matches('/')) {
                 return Err(format!("endpoints {e:?} is listed twice"));
             }
@@ -181,6 +234,7 @@ mod tests {
             ("hash_on = \"sub\"", "hash_on is only read with balance = \"hash\""),
             ("eject = { consecutive_failures = 0 }", "eject.consecutive_failures"),
             ("eject = { base_secs = 20, max_secs = 10 }", "eject.max_secs"),
+            ("protocol = \"auto\"", "protocol = \"auto\" picks the version by ALPN, which needs TLS"),
         ];
         for (extra, want) in cases {
             let e = group(extra).unwrap_err();
@@ -188,5 +242,19 @@ mod tests {
         }
         let g: UpstreamGroupConfig = toml::from_str("name = \"o\"\nendpoints = [\"http://a:1/base\"]").expect("parses");
         assert!(validate(&[g]).unwrap_err().to_string().contains("endpoints \"http://a:1/base\" must carry no path"));
+    }
+
+    #[test]
+    fn protocol_fits_the_scheme() {
+        assert!(group("protocol = \"h2c\"").is_ok());
+        assert!(group("protocol = \"http1\"").is_ok());
+        let g: UpstreamGroupConfig =
+            toml::from_str("name = \"o\"\nendpoints = [\"https://a:1\"]\nprotocol = \"h2c\"").expect("parses");
+        let e = validate(&[g]).unwrap_err().to_string();
+        assert!(e.contains("protocol = \"h2c\" is HTTP/2 over plain TCP, but \"https://a:1\" is https://"), "{e}");
+        let e = toml::from_str::<UpstreamGroupConfig>("name = \"o\"\nendpoints = []\nprotocol = \"h3\"").unwrap_err();
+        assert!(e.to_string().contains("protocol \"h3\" is not \"http1\", \"h2c\" or \"auto\""), "{e}");
+        assert_eq!(UpstreamProtocol::resolve(None, "https"), UpstreamProtocol::Auto);
+        assert_eq!(UpstreamProtocol::resolve(None, "http"), UpstreamProtocol::Http1);
     }
 }

@@ -404,7 +404,7 @@ fn build_groups(
                 return Err(bad(format!("endpoints {uri}: no scheme or host")));
             };
             let origin = format!("{scheme}://{authority}");
-            let pool = pools.get(&config.server, scheme, authority, None, previous.map(|p| &p.pools))?;
+            let pool = pools.get(&config.server, (scheme, authority), None, g.protocol, previous.map(|p| &p.pools))?;
             let health = old.and_then(|o| o.health_of(&origin)).unwrap_or_default();
             endpoints.push(Endpoint::new(origin, pool, health));
         }
@@ -437,7 +437,7 @@ fn build_route(
                 return Err(bad(format!("upstream {uri}: no scheme or host")));
             };
             let ca = r.upstream_ca.as_ref().map(|ca| config.resolve(ca));
-            let pool = pools.get(&config.server, scheme, authority, ca.as_deref(), previous)?;
+            let pool = pools.get(&config.server, (scheme, authority), ca.as_deref(), r.upstream_protocol, previous)?;
             Upstream::Remote { base_path: uri.path().trim_end_matches('/').to_owned(), pool }
         }
         UpstreamTarget::Group(name) => match groups.iter().find(|g| g.name == *name) {

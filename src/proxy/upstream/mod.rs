@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, UpstreamProtocol};
 use crate::tls::{client_config, TlsError};
 
 pub use idle::BodyError;
@@ -30,18 +30,20 @@ pub use pool::{Connector, ExchangeLimits, Pool, UpstreamBody};
 
 /// The connector of every pool: TCP with TCP_NODELAY, keep-alive probes and the connect timeout;
 /// TLS for `https://` upstreams, trusting webpki roots or, when given, only the CAs in `ca`, and
-/// offering h2 and HTTP/1.1 by ALPN.
-pub fn connector(server: &ServerConfig, ca: Option<&Path>) -> Result<Connector, TlsError> {
+/// offering h2 and HTTP/1.1 by ALPN (only HTTP/1.1 with `protocol = "http1"`). An h2c pool
+/// dials plain TCP and speaks h2 on it without asking (see [`pool`]).
+pub fn connector(server: &ServerConfig, ca: Option<&Path>, protocol: UpstreamProtocol) -> Result<Connector, TlsError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(server.upstream_connect_timeout_secs)));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client_config(ca, "upstream_ca")?)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http))
+    let builder =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(ca, "upstream_ca")?).https_or_http();
+    Ok(match protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamProtocol::H2c | UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+    })
 }
 
 /// The `echo` upstream: answers JSON with the method, path and headers it received, and the
@@ -94,6 +96,8 @@ struct PoolKey {
     timeouts: (u64, u64),
     /// `[server]` response head caps and body idle timeouts.
     limits: ExchangeLimits,
+    /// The HTTP version spoken: an h2c pool and an HTTP/1.1 one to one origin are two pools.
+    protocol: UpstreamProtocol,
 }
 
 /// The pools of one snapshot, one per distinct upstream. A reload adopts the previous snapshot's
@@ -105,16 +109,18 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// The pool for `scheme://authority` (trusting `ca` for https), shared with other routes of
-    /// this snapshot, adopted from `previous` when it had the same, or else new.
+    /// The pool for `scheme://authority` (trusting `ca` for https) speaking `protocol` (unset:
+    /// by the scheme), shared with other routes of this snapshot, adopted from `previous` when
+    /// it had the same, or else new.
     pub fn get(
         &mut self,
         server: &ServerConfig,
-        scheme: &Scheme,
-        authority: &Authority,
+        (scheme, authority): (&Scheme, &Authority),
         ca: Option<&Path>,
+        protocol: Option<UpstreamProtocol>,
         previous: Option<&Pools>,
     ) -> Result<Arc<Pool>, TlsError> {
+        let protocol = UpstreamProtocol::resolve(protocol, scheme.as_str());
         let ca_bytes = match ca {
             Some(p) => Some((
                 p.to_owned(),
@@ -127,6 +133,7 @@ impl Pools {
             ca: ca_bytes,
             timeouts: (server.upstream_connect_timeout_secs, server.upstream_idle_timeout_secs),
             limits: ExchangeLimits::from(server),
+            protocol,
         };
         if let Some((_, pool)) = self.by_key.iter().find(|(k, _)| *k == key) {
             return Ok(pool.clone());
@@ -136,10 +143,16 @@ impl Pools {
             Some(pool) => pool,
             None => {
                 let idle = Duration::from_secs(server.upstream_idle_timeout_secs);
-                let connector = connector(server, ca)?;
-                let pool =
-                    Pool::new(scheme.clone(), authority.clone(), connector, MAX_IDLE_PER_UPSTREAM, idle, key.limits)
-                        .map_err(|e| TlsError::File { path: key.origin.clone(), msg: e.to_string() })?;
+                let connector = connector(server, ca, protocol)?;
+                let pool = Pool::new(
+                    (scheme.clone(), authority.clone()),
+                    connector,
+                    protocol,
+                    MAX_IDLE_PER_UPSTREAM,
+                    idle,
+                    key.limits,
+                )
+                .map_err(|e| TlsError::File { path: key.origin.clone(), msg: e.to_string() })?;
                 Arc::new(pool)
             }
         };
