@@ -1,14 +1,18 @@
 //! Talking to upstreams: connection pools ([`pool`]), idle timeouts of the bodies forwarded both
 //! ways ([`idle`]), the per-connection state those bodies share with the client connection
-//! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]) and
-//! passive health ([`health`]), and the built-in `echo` demo service.
+//! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]),
+//! health ([`health`], probed by [`probe`]) and endpoint sets ([`endpoints`]) that follow their
+//! host names' addresses ([`dns`]), and the built-in `echo` demo service.
 
 pub mod balance;
 pub mod conn_watch;
+pub mod dns;
+pub mod endpoints;
 pub mod group;
 pub mod health;
 pub mod idle;
 pub mod pool;
+pub mod probe;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,9 +34,9 @@ pub use pool::{Connector, ExchangeLimits, Pool, UpstreamBody};
 
 /// The connector of every pool: TCP with TCP_NODELAY, keep-alive probes and the connect timeout;
 /// TLS for `https://` upstreams, trusting webpki roots or, when given, only the CAs in `ca`, and
-/// offering h2 and HTTP/1.1 by ALPN.
-pub fn connector(server: &ServerConfig, ca: Option<&Path>) -> Result<Connector, TlsError> {
-    let mut http = HttpConnector::new();
+/// offering h2 and HTTP/1.1 by ALPN; host names resolved by `lookup`.
+pub fn connector(server: &ServerConfig, ca: Option<&Path>, lookup: dns::Lookup) -> Result<Connector, TlsError> {
+    let mut http = HttpConnector::new_with_resolver(lookup);
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(server.upstream_connect_timeout_secs)));
@@ -94,6 +98,8 @@ struct PoolKey {
     timeouts: (u64, u64),
     /// `[server]` response head caps and body idle timeouts.
     limits: ExchangeLimits,
+    /// `[server] resolvers`: who resolves the host name.
+    resolvers: Vec<std::net::SocketAddr>,
 }
 
 /// The pools of one snapshot, one per distinct upstream. A reload adopts the previous snapshot's
@@ -102,9 +108,16 @@ struct PoolKey {
 pub struct Pools {
     /// Every pool built (or adopted) so far, with its key.
     by_key: Vec<(PoolKey, Arc<Pool>)>,
+    /// The resolver of `[server] resolvers`; None: the system's `getaddrinfo`.
+    resolver: Option<Arc<hickory_resolver::TokioResolver>>,
 }
 
 impl Pools {
+    /// No pools yet; new ones resolve host names with `resolver` (None: the system's).
+    pub fn new(resolver: Option<Arc<hickory_resolver::TokioResolver>>) -> Pools {
+        Pools { by_key: Vec::new(), resolver }
+    }
+
     /// The pool for `scheme://authority` (trusting `ca` for https), shared with other routes of
     /// this snapshot, adopted from `previous` when it had the same, or else new.
     pub fn get(
@@ -127,6 +140,7 @@ impl Pools {
             ca: ca_bytes,
             timeouts: (server.upstream_connect_timeout_secs, server.upstream_idle_timeout_secs),
             limits: ExchangeLimits::from(server),
+            resolvers: server.resolvers.clone(),
         };
         if let Some((_, pool)) = self.by_key.iter().find(|(k, _)| *k == key) {
             return Ok(pool.clone());
@@ -136,7 +150,7 @@ impl Pools {
             Some(pool) => pool,
             None => {
                 let idle = Duration::from_secs(server.upstream_idle_timeout_secs);
-                let connector = connector(server, ca)?;
+                let connector = connector(server, ca, dns::Lookup::for_server(self.resolver.as_ref()))?;
                 let pool =
                     Pool::new(scheme.clone(), authority.clone(), connector, MAX_IDLE_PER_UPSTREAM, idle, key.limits)
                         .map_err(|e| TlsError::File { path: key.origin.clone(), msg: e.to_string() })?;
