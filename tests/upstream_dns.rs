@@ -33,15 +33,18 @@ async fn two_instances() -> (Instance, Instance) {
     panic!("no port free on both 127.0.0.1 and 127.0.0.2");
 }
 
-/// A gateway whose group `svc` is `http://orders.test:<port>`, looked up at `dns`.
-async fn gateway(dns: &DnsServer, port: u16, refresh_secs: u64) -> Gw {
+/// A config whose group `svc` is `http://orders.test:<port>`, looked up at `dns`.
+fn config(dns: &DnsServer, port: u16, refresh_secs: u64) -> Config {
     let rest = format!(
         "\n[[upstreams]]\nname = \"svc\"\nendpoints = [\"http://orders.test:{port}\"]\ndns_refresh_secs = \
          {refresh_secs}\n{}",
         route("/svc", "svc", "public = true")
     );
-    let config = Config::new().server(&format!("resolvers = [\"{}\"]", dns.addr)).rest(&rest);
-    Gw::start_config(&config).await
+    Config::new().server(&format!("resolvers = [\"{}\"]", dns.addr)).rest(&rest)
+}
+
+async fn gateway(dns: &DnsServer, port: u16, refresh_secs: u64) -> Gw {
+    Gw::start_config(&config(dns, port, refresh_secs)).await
 }
 
 /// The `svc` group's endpoints as `/upstreams` lists them.
@@ -109,6 +112,7 @@ async fn a_changed_answer_is_used_within_dns_refresh_secs_and_a_failed_lookup_ke
     assert_eq!(a.requests(), requests_at_a, "nothing went back to the old address");
 }
 
+/// Two addresses are two endpoints; a reload that keeps the group keeps them, with their pools.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_addresses_are_two_endpoints_balanced_round_robin() {
     let (a, b) = two_instances().await;
@@ -131,4 +135,16 @@ async fn two_addresses_are_two_endpoints_balanced_round_robin() {
         let series = format!("tokengate_upstream_endpoint_healthy{{group=\"svc\",endpoint=\"{}\"}}", inst.url());
         assert_eq!(sample(&metrics, &series), 1, "{metrics}");
     }
+    assert_eq!((a.conns(), b.conns()), (1, 1));
+
+    let g0 = gw.wait_watcher_ready().await;
+    let text = config(&dns, a.addr.port(), 30).rest(&route("/other", "echo", "public = true")).text();
+    replace_file(&gw.config, text.as_bytes());
+    gw.wait_generation_above(g0, 10).await;
+    assert_eq!(addresses(&gw).await, ["127.0.0.1", "127.0.0.2"], "the resolved set is kept");
+    for _ in 0..4 {
+        served_by(&mut conn).await;
+    }
+    assert_eq!((a.requests() - before_a, b.requests() - before_b), (12, 12));
+    assert_eq!((a.conns(), b.conns()), (1, 1), "the addresses' pools were adopted");
 }

@@ -1,22 +1,17 @@
 //! `[[upstreams]]` groups over the wire: balancing, passive health (ejection, return, panic
 //! mode), the retry of a request whose connection failed, reloads that keep pools and health,
-//! and the config's refusals. The endpoints are small servers this file starts and kills.
+//! and the config's refusals. The endpoints are [`Instance`] stubs (tests/common/instance.rs)
+//! this file starts and kills.
 
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 /// A group named `svc` over `endpoints` with extra keys, and a public route `/svc` to it.
 fn group(endpoints: &[String], extra: &str) -> String {

@@ -218,3 +218,45 @@ impl EndpointSet {
         self.current.store(Arc::new(next.into()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME: &str = "http://orders.test:8080";
+
+    fn origins(set: &EndpointSet) -> Vec<String> {
+        set.load().iter().map(|e| e.origin.clone()).collect()
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 1, 0, last])
+    }
+
+    #[test]
+    fn a_name_becomes_its_addresses_keeping_those_that_stay_and_a_reload_keeps_them() {
+        let text = format!("name = \"o\"\nendpoints = [\"http://10.0.0.9:80\", \"{NAME}\", \"http://10.0.0.8:80\"]");
+        let g: UpstreamGroupConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(EndpointSet::names(&g), [(Arc::from(NAME), "orders.test".to_owned())]);
+        let server = ServerConfig::default();
+        let mut pools = Pools::new(None);
+        let set = EndpointSet::build(&g, &server, &mut pools, None, None).expect("builds");
+        assert_eq!(origins(&set), ["http://10.0.0.9:80", NAME, "http://10.0.0.8:80"], "unresolved: dialled by name");
+
+        let name: Arc<str> = NAME.into();
+        set.resolved("o", &name, &[ip(1), ip(2)]);
+        assert_eq!(origins(&set), ["http://10.0.0.9:80", "http://10.1.0.1:8080", "http://10.1.0.2:8080", "http://10.0.0.8:80"]);
+        let stays = set.load()[2].clone();
+        assert_eq!((stays.address, &*stays.configured), (Some(ip(2)), NAME));
+
+        set.resolved("o", &name, &[ip(2), ip(3)]);
+        let now = set.load();
+        assert_eq!(origins(&set), ["http://10.0.0.9:80", "http://10.1.0.2:8080", "http://10.1.0.3:8080", "http://10.0.0.8:80"]);
+        assert!(Arc::ptr_eq(&now[1].pool, &stays.pool) && Arc::ptr_eq(&now[1].health, &stays.health));
+
+        let next = EndpointSet::build(&g, &server, &mut Pools::new(None), Some(&pools), Some(&set)).expect("builds");
+        assert_eq!(origins(&next), origins(&set), "a reload keeps the resolved set");
+        let kept = next.load();
+        assert!(kept.iter().zip(now.iter()).all(|(a, b)| Arc::ptr_eq(&a.pool, &b.pool) && Arc::ptr_eq(&a.health, &b.health)));
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, USER_AGENT};
+use http::header::{HOST, USER_AGENT};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::Empty;
@@ -72,8 +72,10 @@ pub async fn probe(pool: &Pool, path: PathAndQuery, timeout: Duration) -> Probe 
     }
 }
 
-/// Connects, sends the `GET` and waits for the answer head; the connection closes with the
-/// future (no task outlives a probe that timed out). None when it failed before an answer.
+/// Connects, sends the `GET` and waits for the answer head; the connection is driven here and
+/// closes when this returns (no task outlives a probe, one that timed out included). The request
+/// is polled first: the connection's driver ending as the answer arrives must not hide it.
+/// None when it failed before an answer.
 async fn exchange(pool: &Pool, path: PathAndQuery) -> Option<StatusCode> {
     let (connector, origin, host) = pool.dial();
     let io = connector.clone().call(origin.clone()).await.ok()?;
@@ -89,15 +91,16 @@ async fn exchange(pool: &Pool, path: PathAndQuery) -> Option<StatusCode> {
         let req = request(Uri::from_parts(parts).ok()?);
         let (mut sender, conn) = http2::handshake(TokioExecutor::new(), io).await.ok()?;
         tokio::select! {
+            biased;
             resp = sender.send_request(req) => resp.ok().map(|r| r.status()),
             _ = conn => None,
         }
     } else {
         let mut req = request(Uri::from(path));
         req.headers_mut().insert(HOST, host.clone());
-        req.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         let (mut sender, conn) = http1::handshake(io).await.ok()?;
         tokio::select! {
+            biased;
             resp = sender.send_request(req) => resp.ok().map(|r| r.status()),
             _ = conn => None,
         }
