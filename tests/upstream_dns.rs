@@ -1,8 +1,9 @@
 //! Endpoints given by host name, over the wire: a DNS server this file starts on loopback
 //! (tests/support/dns_server.rs, set as `[server] resolvers`) answers for `orders.test`, and the
 //! endpoints behind it are stubs bound to 127.0.0.1 and 127.0.0.2 on one port. A changed answer
-//! moves the traffic within `dns_refresh_secs`; a failing or stopped DNS server keeps the last
-//! address in use; two addresses are two endpoints, balanced round robin.
+//! moves the traffic within `dns_refresh_secs` (or within the record's TTL when that is shorter);
+//! a failing or stopped DNS server keeps the last address in use; two addresses are two
+//! endpoints, balanced round robin, and a reload keeps them.
 
 mod common;
 #[path = "support/dns_server.rs"]
@@ -72,11 +73,17 @@ async fn a_changed_answer_is_used_within_dns_refresh_secs_and_a_failed_lookup_ke
     let (a, b) = two_instances().await;
     let dns = DnsServer::start().await;
     dns.set("orders.test", &[LOCAL1]);
+    // A TTL far longer than dns_refresh_secs: the refresh decides, no cached answer hides the change.
+    dns.set_ttl(300);
     let refresh = 2;
     let gw = gateway(&dns, a.addr.port(), refresh).await;
     poll_until(10, "orders.test resolved to 127.0.0.1", || async {
         let now = addresses(&gw).await;
-        if now == ["127.0.0.1"] { Ok(()) } else { Err(format!("{now:?}")) }
+        if now == ["127.0.0.1"] {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
     })
     .await;
     let listed = &endpoints(&gw).await[0];
@@ -91,10 +98,17 @@ async fn a_changed_answer_is_used_within_dns_refresh_secs_and_a_failed_lookup_ke
     poll_until(refresh + 3, "requests served by 127.0.0.2", || async {
         let mut conn = gw.plain_conn().await;
         let by = served_by(&mut conn).await;
-        if by == b.addr.to_string() { Ok(()) } else { Err(by) }
+        if by == b.addr.to_string() {
+            Ok(())
+        } else {
+            Err(by)
+        }
     })
     .await;
-    eprintln!("new address in use {:.2}s after the answer changed (dns_refresh_secs = {refresh})", changed.elapsed().as_secs_f64());
+    eprintln!(
+        "new address in use {:.2}s after the answer changed (dns_refresh_secs = {refresh})",
+        changed.elapsed().as_secs_f64()
+    );
     assert_eq!(addresses(&gw).await, ["127.0.0.2"], "127.0.0.1 left the set");
     let requests_at_a = a.requests();
 
@@ -112,6 +126,40 @@ async fn a_changed_answer_is_used_within_dns_refresh_secs_and_a_failed_lookup_ke
     assert_eq!(a.requests(), requests_at_a, "nothing went back to the old address");
 }
 
+/// A TTL shorter than `dns_refresh_secs` decides when the name is asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_ttl_is_asked_again_before_dns_refresh_secs() {
+    let (a, b) = two_instances().await;
+    let dns = DnsServer::start().await;
+    dns.set("orders.test", &[LOCAL1]);
+    dns.set_ttl(1);
+    let gw = gateway(&dns, a.addr.port(), 60).await;
+    poll_until(10, "orders.test resolved to 127.0.0.1", || async {
+        let now = addresses(&gw).await;
+        if now == ["127.0.0.1"] {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await;
+    dns.set("orders.test", &[LOCAL2]);
+    let changed = Instant::now();
+    poll_until(5, "requests served by 127.0.0.2 within a few TTLs", || async {
+        let by = served_by(&mut gw.plain_conn().await).await;
+        if by == b.addr.to_string() {
+            Ok(())
+        } else {
+            Err(by)
+        }
+    })
+    .await;
+    eprintln!(
+        "new address in use {:.2}s after the answer changed (TTL 1 s, dns_refresh_secs = 60)",
+        changed.elapsed().as_secs_f64()
+    );
+}
+
 /// Two addresses are two endpoints; a reload that keeps the group keeps them, with their pools.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_addresses_are_two_endpoints_balanced_round_robin() {
@@ -121,7 +169,11 @@ async fn two_addresses_are_two_endpoints_balanced_round_robin() {
     let gw = gateway(&dns, a.addr.port(), 30).await;
     poll_until(10, "orders.test resolved to both addresses", || async {
         let now = addresses(&gw).await;
-        if now == ["127.0.0.1", "127.0.0.2"] { Ok(()) } else { Err(format!("{now:?}")) }
+        if now == ["127.0.0.1", "127.0.0.2"] {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
     })
     .await;
     let (before_a, before_b) = (a.requests(), b.requests());

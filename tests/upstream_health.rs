@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const CHECK: &str = "health_check = { path = \"/healthz\", interval_secs = 1, timeout_ms = 500, healthy = 2, unhealthy = 2 }";
+const CHECK: &str =
+    "health_check = { path = \"/healthz\", interval_secs = 1, timeout_ms = 500, healthy = 2, unhealthy = 2 }";
 
 /// A group `svc` over `endpoints` with active health checks, and a public route `/svc` to it.
 fn config(endpoints: &[String]) -> String {
     let list: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
-    let rest =
-        format!("\n[[upstreams]]\nname = \"svc\"\nendpoints = [{}]\n{CHECK}\n{}", list.join(", "), route("/svc", "svc", "public = true"));
+    let rest = format!(
+        "\n[[upstreams]]\nname = \"svc\"\nendpoints = [{}]\n{CHECK}\n{}",
+        list.join(", "),
+        route("/svc", "svc", "public = true")
+    );
     Config::new().rest(&rest).text()
 }
 
@@ -35,7 +39,11 @@ async fn until_state(gw: &Gw, url: &str, state: &str, secs: u64) -> Duration {
     let start = Instant::now();
     poll_until(secs, &format!("{url} health_check {state}"), || async {
         let e = endpoint(gw, url).await;
-        if e["health_check"] == state { Ok(()) } else { Err(e.to_string()) }
+        if e["health_check"] == state {
+            Ok(())
+        } else {
+            Err(e.to_string())
+        }
     })
     .await;
     start.elapsed()

@@ -418,13 +418,8 @@ fn build_groups(
     for g in &config.upstreams {
         let bad = |m: String| BuildError::Invalid(format!("[[upstreams]] {:?}: {m}", g.name));
         let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
-        let endpoints = EndpointSet::build(
-            g,
-            &config.server,
-            pools,
-            previous.map(|p| &p.pools),
-            old.map(|o| &o.endpoints),
-        )?;
+        let endpoints =
+            EndpointSet::build(g, &config.server, pools, previous.map(|p| &p.pools), old.map(|o| &o.endpoints))?;
         let hash_on = match g.balance {
             crate::config::BalanceKind::Hash => Some(g.hash_on().map_err(bad)?),
             _ => None,
@@ -505,9 +500,9 @@ fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, Bu
 pub fn observe_upstreams(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
     let observed: Vec<(&str, Vec<(String, bool, [u64; 3])>)> =
         snap.groups.iter().map(|g| (g.name.as_str(), g.observe())).collect();
-    let rows = observed
-        .iter()
-        .flat_map(|(group, endpoints)| endpoints.iter().map(|(e, healthy, totals)| (*group, e.as_str(), *healthy, *totals)));
+    let rows = observed.iter().flat_map(|(group, endpoints)| {
+        endpoints.iter().map(|(e, healthy, totals)| (*group, e.as_str(), *healthy, *totals))
+    });
     metrics.observe_endpoints(rows);
 }
 

@@ -40,7 +40,8 @@ impl Instance {
         let (requests, conns) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (healthy, probes) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicUsize::new(0)));
         let probe_headers = Arc::new(Mutex::new(HeaderMap::new()));
-        let (r, c, h, p, ph) = (requests.clone(), conns.clone(), healthy.clone(), probes.clone(), probe_headers.clone());
+        let (r, c, h, p, ph) =
+            (requests.clone(), conns.clone(), healthy.clone(), probes.clone(), probe_headers.clone());
         let task = tokio::spawn(async move {
             // Dropped with this task when killed: every connection task is aborted with it.
             let mut open = tokio::task::JoinSet::new();
@@ -57,7 +58,11 @@ impl Instance {
                         } else {
                             p.fetch_add(1, Ordering::SeqCst);
                             *ph.lock().unwrap() = req.headers().clone();
-                            if h.load(Ordering::SeqCst) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+                            if h.load(Ordering::SeqCst) {
+                                StatusCode::OK
+                            } else {
+                                StatusCode::SERVICE_UNAVAILABLE
+                            }
                         };
                         async move {
                             if !delay.is_zero() && !probe {

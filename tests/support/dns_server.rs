@@ -1,12 +1,12 @@
 //! A small authoritative DNS server for the tests, on a free loopback UDP port: it answers the A
-//! queries of names the test sets (and changes while the gateway runs), with a TTL of one second,
+//! queries of names the test sets (and changes while the gateway runs), with a TTL the test sets,
 //! and can be told to fail (SERVFAIL) or be stopped (the port closes). Messages are parsed and
 //! written with hickory-proto, the resolver's own wire types; only the answering is written here.
 //! UDP only: the answers are small, so a resolver never needs its TCP fallback.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
@@ -14,9 +14,6 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
-
-/// The TTL of every answer, in seconds.
-pub const TTL: u32 = 1;
 
 /// A running server; stopped when dropped.
 pub struct DnsServer {
@@ -28,6 +25,8 @@ pub struct DnsServer {
     failing: Arc<AtomicBool>,
     /// Queries answered so far.
     queries: Arc<AtomicUsize>,
+    /// The TTL of every answer, in seconds.
+    ttl: Arc<AtomicU32>,
     /// The serving task.
     task: JoinHandle<()>,
 }
@@ -40,20 +39,26 @@ impl DnsServer {
         let records = Arc::new(Mutex::new(HashMap::new()));
         let failing = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicUsize::new(0));
-        let (r, f, q) = (records.clone(), failing.clone(), queries.clone());
+        let ttl = Arc::new(AtomicU32::new(1));
+        let (r, f, q, t) = (records.clone(), failing.clone(), queries.clone(), ttl.clone());
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
                 let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
                 let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
-                let answer = answer(&query, &r.lock().unwrap(), f.load(Ordering::SeqCst));
+                let answer = answer(&query, &r.lock().unwrap(), f.load(Ordering::SeqCst), t.load(Ordering::SeqCst));
                 q.fetch_add(1, Ordering::SeqCst);
                 if let Ok(bytes) = answer.to_vec() {
                     let _ = socket.send_to(&bytes, from).await;
                 }
             }
         });
-        DnsServer { addr, records, failing, queries, task }
+        DnsServer { addr, records, failing, queries, ttl, task }
+    }
+
+    /// Answers carry this TTL from now on (1 s at start).
+    pub fn set_ttl(&self, secs: u32) {
+        self.ttl.store(secs, Ordering::SeqCst);
     }
 
     /// `name` answers `ips` from now on.
@@ -85,7 +90,7 @@ impl Drop for DnsServer {
 
 /// The response to `query`: its A records when the name is known, an empty answer for other
 /// types of a known name, NXDOMAIN for unknown names, SERVFAIL when `failing`.
-fn answer(query: &Message, records: &HashMap<String, Vec<Ipv4Addr>>, failing: bool) -> Message {
+fn answer(query: &Message, records: &HashMap<String, Vec<Ipv4Addr>>, failing: bool, ttl: u32) -> Message {
     let mut resp = Message::response(query.metadata.id, query.metadata.op_code);
     resp.metadata.message_type = MessageType::Response;
     resp.metadata.authoritative = true;
@@ -100,7 +105,7 @@ fn answer(query: &Message, records: &HashMap<String, Vec<Ipv4Addr>>, failing: bo
         match records.get(&name) {
             Some(ips) if q.query_type() == RecordType::A => {
                 for ip in ips {
-                    resp.answers.push(Record::from_rdata(q.name().clone(), TTL, RData::A(A(*ip))));
+                    resp.answers.push(Record::from_rdata(q.name().clone(), ttl, RData::A(A(*ip))));
                 }
             }
             Some(_) => {}

@@ -115,13 +115,23 @@ pub fn resolver(servers: &[SocketAddr]) -> Result<TokioResolver, DnsError> {
         b.options_mut().attempts = 2;
         b
     };
+    let mut builder = builder;
+    // No answer cache: a name is asked again every `dns_refresh_secs` even when its TTL is longer,
+    // and the refresh loop keeps the last answer itself.
+    builder.options_mut().cache_size = 0;
     builder.build().map_err(|e| DnsError::System(e.to_string()))
 }
 
 /// Looks `host` (the host name of `origin`, an endpoint of `group`) up until the group is gone:
 /// every `every`, or at the answer's TTL when shorter (at least [`MIN_REFRESH`]). A changed
 /// answer replaces the name's endpoints; a failed lookup keeps them, logged once per outage.
-pub async fn refresh(group: Weak<Group>, origin: Arc<str>, host: String, resolver: Arc<TokioResolver>, every: Duration) {
+pub async fn refresh(
+    group: Weak<Group>,
+    origin: Arc<str>,
+    host: String,
+    resolver: Arc<TokioResolver>,
+    every: Duration,
+) {
     let mut failing = false;
     loop {
         let wait = match resolver.lookup_ip(host.as_str()).await {

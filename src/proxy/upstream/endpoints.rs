@@ -132,9 +132,7 @@ impl EndpointSet {
             let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else { continue };
             let configured: Arc<str> = format!("{scheme}://{authority}").into();
             let adopted: Vec<&Endpoint> = match (&old_set, ip_literal(authority)) {
-                (Some(set), None) => {
-                    set.iter().filter(|e| e.configured == configured && e.address.is_some()).collect()
-                }
+                (Some(set), None) => set.iter().filter(|e| e.configured == configured && e.address.is_some()).collect(),
                 _ => Vec::new(),
             };
             if adopted.is_empty() {
@@ -170,7 +168,9 @@ impl EndpointSet {
             .iter()
             .filter_map(|uri| {
                 let (scheme, authority) = (uri.scheme()?, uri.authority()?);
-                ip_literal(authority).is_none().then(|| (format!("{scheme}://{authority}").into(), authority.host().to_owned()))
+                ip_literal(authority)
+                    .is_none()
+                    .then(|| (format!("{scheme}://{authority}").into(), authority.host().to_owned()))
             })
             .collect()
     }
@@ -202,8 +202,14 @@ impl EndpointSet {
         if fresh.is_empty() {
             return;
         }
-        let added: Vec<&str> = fresh.iter().filter(|f| !now.iter().any(|e| e.origin == f.origin)).map(|e| e.origin.as_str()).collect();
-        let gone: Vec<&str> = now.iter().filter(mine).filter(|e| !fresh.iter().any(|f| f.origin == e.origin)).map(|e| e.origin.as_str()).collect();
+        let added: Vec<&str> =
+            fresh.iter().filter(|f| !now.iter().any(|e| e.origin == f.origin)).map(|e| e.origin.as_str()).collect();
+        let gone: Vec<&str> = now
+            .iter()
+            .filter(mine)
+            .filter(|e| !fresh.iter().any(|f| f.origin == e.origin))
+            .map(|e| e.origin.as_str())
+            .collect();
         tracing::info!(%group, endpoint = %configured, added = ?added, removed = ?gone, "upstream host name resolved to new addresses");
         // The name's endpoints take the place of its first one: the order of the others stays.
         let mut next = Vec::with_capacity(now.len() - had.len() + fresh.len());
@@ -245,18 +251,27 @@ mod tests {
 
         let name: Arc<str> = NAME.into();
         set.resolved("o", &name, &[ip(1), ip(2)]);
-        assert_eq!(origins(&set), ["http://10.0.0.9:80", "http://10.1.0.1:8080", "http://10.1.0.2:8080", "http://10.0.0.8:80"]);
+        assert_eq!(
+            origins(&set),
+            ["http://10.0.0.9:80", "http://10.1.0.1:8080", "http://10.1.0.2:8080", "http://10.0.0.8:80"]
+        );
         let stays = set.load()[2].clone();
         assert_eq!((stays.address, &*stays.configured), (Some(ip(2)), NAME));
 
         set.resolved("o", &name, &[ip(2), ip(3)]);
         let now = set.load();
-        assert_eq!(origins(&set), ["http://10.0.0.9:80", "http://10.1.0.2:8080", "http://10.1.0.3:8080", "http://10.0.0.8:80"]);
+        assert_eq!(
+            origins(&set),
+            ["http://10.0.0.9:80", "http://10.1.0.2:8080", "http://10.1.0.3:8080", "http://10.0.0.8:80"]
+        );
         assert!(Arc::ptr_eq(&now[1].pool, &stays.pool) && Arc::ptr_eq(&now[1].health, &stays.health));
 
         let next = EndpointSet::build(&g, &server, &mut Pools::new(None), Some(&pools), Some(&set)).expect("builds");
         assert_eq!(origins(&next), origins(&set), "a reload keeps the resolved set");
         let kept = next.load();
-        assert!(kept.iter().zip(now.iter()).all(|(a, b)| Arc::ptr_eq(&a.pool, &b.pool) && Arc::ptr_eq(&a.health, &b.health)));
+        assert!(kept
+            .iter()
+            .zip(now.iter())
+            .all(|(a, b)| Arc::ptr_eq(&a.pool, &b.pool) && Arc::ptr_eq(&a.health, &b.health)));
     }
 }
