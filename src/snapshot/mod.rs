@@ -498,7 +498,7 @@ fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, Bu
 
 /// Each `[[upstreams]]` endpoint's health and totals, for `GET /metrics` (only those configured now).
 pub fn observe_upstreams(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
-    let observed: Vec<(&str, Vec<(String, bool, [u64; 3])>)> =
+    let observed: Vec<(&str, Vec<crate::proxy::upstream::group::EndpointRow>)> =
         snap.groups.iter().map(|g| (g.name.as_str(), g.observe())).collect();
     let rows = observed.iter().flat_map(|(group, endpoints)| {
         endpoints.iter().map(|(e, healthy, totals)| (*group, e.as_str(), *healthy, *totals))

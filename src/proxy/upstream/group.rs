@@ -73,6 +73,9 @@ impl Drop for Group {
     }
 }
 
+/// One endpoint for the metrics: `(origin, healthy, [requests, failures, ejections])`.
+pub type EndpointRow = (String, bool, [u64; 3]);
+
 /// Why a group request failed, and at which endpoint.
 pub struct GroupError {
     /// The last endpoint's error; None when the route's time ran out waiting for it.
@@ -245,8 +248,8 @@ impl Group {
         serde_json::json!({ "name": self.name, "endpoints": endpoints })
     }
 
-    /// Each endpoint as `(origin, healthy, [requests, failures, ejections])`, for the metrics.
-    pub fn observe(&self) -> Vec<(String, bool, [u64; 3])> {
+    /// Each endpoint's row of the metrics.
+    pub fn observe(&self) -> Vec<EndpointRow> {
         let now = now_ms();
         let set = self.endpoints.load();
         set.iter()
