@@ -260,3 +260,34 @@ impl Group {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::proxy::upstream::Pools;
+
+    /// A reload that drops a group stops its lookups and probes at once (no leaked tasks).
+    #[tokio::test]
+    async fn dropping_a_group_stops_its_tasks() {
+        let text = "name = \"o\"\nendpoints = [\"http://orders.test:8080\"]\nhealth_check = {}";
+        let g: UpstreamGroupConfig = toml::from_str(text).expect("parses");
+        let set = EndpointSet::build(&g, &ServerConfig::default(), &mut Pools::new(None), None, None).expect("builds");
+        // A DNS server that never answers: the lookup task waits in its query.
+        let resolver =
+            Arc::new(super::super::dns::resolver(&["127.0.0.1:9".parse().expect("addr")]).expect("resolver"));
+        let background = Background::of(&g, Some(&resolver));
+        let group = Arc::new(Group::new("o".into(), set, (g.balance, None), &g.eject, background));
+        group.start();
+        let handles: Vec<AbortHandle> = group.tasks.lock().expect("tasks").clone();
+        assert_eq!(handles.len(), 2, "one lookup, one prober");
+        drop(group);
+        for _ in 0..50 {
+            if handles.iter().all(AbortHandle::is_finished) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the group's tasks outlived it");
+    }
+}
