@@ -397,7 +397,7 @@ fn upstream_resolver(config: &Config) -> Option<Arc<hickory_resolver::TokioResol
     if config.server.resolvers.is_empty() && !named {
         return None;
     }
-    match crate::proxy::upstream::dns::resolver(&config.server.resolvers) {
+    match crate::proxy::upstream::lookup::resolver(&config.server.resolvers) {
         Ok(r) => Some(Arc::new(r)),
         Err(error) => {
             tracing::warn!(%error, "upstream host names are looked up at each connect, not re-resolved");
@@ -419,7 +419,7 @@ fn build_groups(
         let bad = |m: String| BuildError::Invalid(format!("[[upstreams]] {:?}: {m}", g.name));
         let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
         let endpoints =
-            EndpointSet::build(g, &config.server, pools, previous.map(|p| &p.pools), old.map(|o| &o.endpoints))?;
+            EndpointSet::build(g, &config.server, pools, previous.map(|p| &p.pools), old.map(|o| &*o.endpoints))?;
         let hash_on = match g.balance {
             crate::config::BalanceKind::Hash => Some(g.hash_on().map_err(bad)?),
             _ => None,

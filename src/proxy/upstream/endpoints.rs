@@ -9,8 +9,8 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use super::balance::{hash_bytes, Slot};
-use super::dns::Lookup;
 use super::health::Health;
+use super::lookup::Lookup;
 use super::pool::{ExchangeLimits, Pool};
 use super::{connector, Pools, MAX_IDLE_PER_UPSTREAM};
 use crate::config::{ServerConfig, UpstreamGroupConfig};

@@ -27,7 +27,7 @@ pub struct Group {
     pub name: String,
     /// Its endpoints, in config order (a host name's addresses in its place), swapped as
     /// lookups answer; a request reads it once.
-    pub endpoints: EndpointSet,
+    pub endpoints: Arc<EndpointSet>,
     /// Picks the endpoint of each request.
     balancer: Balancer,
     /// With `balance = "hash"`: what the caller's key is made of.
@@ -100,7 +100,7 @@ impl Group {
         };
         Group {
             name,
-            endpoints,
+            endpoints: Arc::new(endpoints),
             balancer: Balancer::new(kind),
             hash_on,
             policy,
@@ -121,7 +121,7 @@ impl Group {
         if let Some(resolver) = &b.resolver {
             for (configured, host) in &b.names {
                 let task = super::dns::refresh(
-                    Arc::downgrade(self),
+                    (self.name.as_str().into(), Arc::downgrade(&self.endpoints)),
                     configured.clone(),
                     host.clone(),
                     resolver.clone(),
@@ -131,7 +131,13 @@ impl Group {
             }
         }
         if let Some(check) = &b.health_check {
-            tasks.push(tokio::spawn(super::probe::run(Arc::downgrade(self), check.clone())).abort_handle());
+            tasks.push(
+                tokio::spawn(super::probe::run(
+                    (self.name.as_str().into(), Arc::downgrade(&self.endpoints)),
+                    check.clone(),
+                ))
+                .abort_handle(),
+            );
         }
     }
 
@@ -275,7 +281,7 @@ mod tests {
         let set = EndpointSet::build(&g, &ServerConfig::default(), &mut Pools::new(None), None, None).expect("builds");
         // A DNS server that never answers: the lookup task waits in its query.
         let resolver =
-            Arc::new(super::super::dns::resolver(&["127.0.0.1:9".parse().expect("addr")]).expect("resolver"));
+            Arc::new(super::super::lookup::resolver(&["127.0.0.1:9".parse().expect("addr")]).expect("resolver"));
         let background = Background::of(&g, Some(&resolver));
         let group = Arc::new(Group::new("o".into(), set, (g.balance, None), &g.eject, background));
         group.start();

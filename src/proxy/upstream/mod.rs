@@ -2,7 +2,7 @@
 //! ways ([`idle`]), the per-connection state those bodies share with the client connection
 //! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]),
 //! health ([`health`], probed by [`probe`]) and endpoint sets ([`endpoints`]) that follow their
-//! host names' addresses ([`dns`]), and the built-in `echo` demo service.
+//! host names' addresses ([`dns`], resolved as [`lookup`] says), and the built-in `echo` demo service.
 
 pub mod balance;
 pub mod conn_watch;
@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod group;
 pub mod health;
 pub mod idle;
+pub mod lookup;
 pub mod pool;
 pub mod probe;
 
@@ -35,7 +36,7 @@ pub use pool::{Connector, ExchangeLimits, Pool, UpstreamBody};
 /// The connector of every pool: TCP with TCP_NODELAY, keep-alive probes and the connect timeout;
 /// TLS for `https://` upstreams, trusting webpki roots or, when given, only the CAs in `ca`, and
 /// offering h2 and HTTP/1.1 by ALPN; host names resolved by `lookup`.
-pub fn connector(server: &ServerConfig, ca: Option<&Path>, lookup: dns::Lookup) -> Result<Connector, TlsError> {
+pub fn connector(server: &ServerConfig, ca: Option<&Path>, lookup: lookup::Lookup) -> Result<Connector, TlsError> {
     let mut http = HttpConnector::new_with_resolver(lookup);
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -150,7 +151,7 @@ impl Pools {
             Some(pool) => pool,
             None => {
                 let idle = Duration::from_secs(server.upstream_idle_timeout_secs);
-                let connector = connector(server, ca, dns::Lookup::for_server(self.resolver.as_ref()))?;
+                let connector = connector(server, ca, lookup::Lookup::for_server(self.resolver.as_ref()))?;
                 let pool =
                     Pool::new(scheme.clone(), authority.clone(), connector, MAX_IDLE_PER_UPSTREAM, idle, key.limits)
                         .map_err(|e| TlsError::File { path: key.origin.clone(), msg: e.to_string() })?;

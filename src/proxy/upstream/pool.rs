@@ -30,8 +30,8 @@ use super::idle::{BodyError, IdleTimer, RequestBody};
 use crate::metrics::Limit;
 
 /// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY;
-/// host names resolved as [`Lookup`](super::dns::Lookup) says.
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<super::dns::Lookup>>;
+/// host names resolved as [`Lookup`](super::lookup::Lookup) says.
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<super::lookup::Lookup>>;
 
 /// Why a request could not be sent upstream (answered 502).
 #[derive(Debug, thiserror::Error)]

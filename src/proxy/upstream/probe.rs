@@ -3,7 +3,7 @@
 //! address, TLS trust and `Host`), and [`Health::probed`](super::health::Health::probed) counts
 //! the passes and failures in a row. A probe carries no client's header: never a credential.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tower_service::Service;
 
-use super::group::Group;
+use super::endpoints::EndpointSet;
 use super::health::{now_ms, Probe};
 use super::pool::Pool;
 use crate::config::HealthCheckConfig;
@@ -26,8 +26,8 @@ use crate::config::HealthCheckConfig;
 /// The `User-Agent` of probes, so that upstream logs tell them from clients.
 const PROBE_AGENT: HeaderValue = HeaderValue::from_static("tokengate-health-check");
 
-/// Probes `group`'s endpoints as `check` says until the group is gone.
-pub async fn run(group: Weak<Group>, check: HealthCheckConfig) {
+/// Probes the endpoints of `group` (`set`) as `check` says until the group is gone.
+pub async fn run((name, set): (Arc<str>, Weak<EndpointSet>), check: HealthCheckConfig) {
     // Checked when the config was parsed.
     let path: PathAndQuery = check.path.parse().unwrap_or_else(|_| PathAndQuery::from_static("/"));
     let timeout = Duration::from_millis(check.timeout_ms);
@@ -35,7 +35,7 @@ pub async fn run(group: Weak<Group>, check: HealthCheckConfig) {
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some((name, set)) = group.upgrade().map(|g| (g.name.clone(), g.endpoints.load())) else { return };
+        let Some(set) = set.upgrade().map(|s| s.load()) else { return };
         // All at once: one endpoint that times out delays none of the others' verdicts.
         let mut probes = JoinSet::new();
         for (at, e) in set.iter().enumerate() {
