@@ -36,7 +36,9 @@ mod routes;
 use routes::yes;
 pub use routes::{RouteConfig, UpstreamTarget};
 mod upstreams;
-pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, UpstreamGroupConfig, UpstreamProtocol};
+pub use upstreams::{
+    is_group_name, BalanceKind, EjectConfig, HashOn, HealthCheckConfig, UpstreamGroupConfig, UpstreamProtocol,
+};
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +152,9 @@ pub struct ServerConfig {
     pub send_idle_timeout_secs: u64,
     /// The CORS policy of every route without its own, and of answers no route made (404, 405).
     pub cors: Option<CorsConfig>,
+    /// DNS servers (`ip:port`, UDP and TCP) for every upstream host name, instead of the
+    /// system's (`/etc/resolv.conf`): tests and clusters with their own DNS. Empty: the system's.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// `server.runtime`.
@@ -198,6 +203,7 @@ impl Default for ServerConfig {
             upstream_max_headers: 100,
             upstream_body_idle_timeout_secs: 60,
             request_body_idle_timeout_secs: 60,
+            resolvers: Vec::new(),
             send_idle_timeout_secs: 60,
             cors: None,
         }

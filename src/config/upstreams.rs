@@ -24,6 +24,39 @@ pub struct UpstreamGroupConfig {
     /// The HTTP version spoken to the endpoints: unset, HTTP/1.1 to `http://` and ALPN to `https://`.
     #[serde(default)]
     pub protocol: Option<UpstreamProtocol>,
+    /// How often an endpoint's host name is looked up again (sooner when its record's TTL is
+    /// shorter): every address it has is an endpoint.
+    #[serde(default = "default_dns_refresh_secs")]
+    pub dns_refresh_secs: u64,
+    /// Active health: probes that take an endpoint out while they fail and back once they pass.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+fn default_dns_refresh_secs() -> u64 {
+    30
+}
+
+/// `[[upstreams]] health_check`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path of the `GET` each probe sends (with the endpoint's own `Host`).
+    pub path: String,
+    /// Time between two probes of an endpoint.
+    pub interval_secs: u64,
+    /// Time a probe gets to connect and receive its answer head.
+    pub timeout_ms: u64,
+    /// Passing probes in a row that bring a down endpoint back.
+    pub healthy: u32,
+    /// Failing probes in a row that take an endpoint out.
+    pub unhealthy: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig { path: "/healthz".into(), interval_secs: 5, timeout_ms: 1000, healthy: 2, unhealthy: 3 }
+    }
 }
 
 /// `[[upstreams]] protocol` (and `[[routes]] upstream_protocol`): how the gateway talks to an upstream.
@@ -191,6 +224,23 @@ impl UpstreamGroupConfig {
         if e.max_secs < e.base_secs {
             return Err("eject.max_secs must be at least eject.base_secs".into());
         }
+        if self.dns_refresh_secs == 0 {
+            return Err("dns_refresh_secs must be at least 1".into());
+        }
+        if let Some(h) = &self.health_check {
+            if !h.path.starts_with('/') || h.path.parse::<http::uri::PathAndQuery>().is_err() {
+                return Err(format!("health_check.path {:?} must be a path starting with '/'", h.path));
+            }
+            if h.interval_secs == 0 {
+                return Err("health_check.interval_secs must be at least 1".into());
+            }
+            if h.timeout_ms == 0 {
+                return Err("health_check.timeout_ms must be at least 1".into());
+            }
+            if h.healthy == 0 || h.unhealthy == 0 {
+                return Err("health_check.healthy and health_check.unhealthy must be at least 1".into());
+            }
+        }
         Ok(())
     }
 }
@@ -235,6 +285,10 @@ mod tests {
             ("eject = { consecutive_failures = 0 }", "eject.consecutive_failures"),
             ("eject = { base_secs = 20, max_secs = 10 }", "eject.max_secs"),
             ("protocol = \"auto\"", "protocol = \"auto\" picks the version by ALPN, which needs TLS"),
+            ("dns_refresh_secs = 0", "dns_refresh_secs"),
+            ("health_check = { path = \"healthz\" }", "health_check.path \"healthz\""),
+            ("health_check = { interval_secs = 0 }", "health_check.interval_secs"),
+            ("health_check = { unhealthy = 0 }", "health_check.unhealthy"),
         ];
         for (extra, want) in cases {
             let e = group(extra).unwrap_err();

@@ -149,6 +149,7 @@ pub async fn start_with_store(
     }));
     let remotes: Vec<_> = current.load().trust.remotes().cloned().collect();
     remotes.iter().for_each(|r| r.start(&gateway.metrics.jwks));
+    current.load().groups.iter().for_each(crate::proxy::upstream::group::Group::start);
     let gw = &gateway;
     crate::key_news::start(&gw.store, &gw.current, &gw.key_news, &gw.metrics.jwks, shutdown_rx.clone());
     tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx.clone())));

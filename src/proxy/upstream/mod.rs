@@ -1,14 +1,19 @@
 //! Talking to upstreams: connection pools ([`pool`]), idle timeouts of the bodies forwarded both
 //! ways ([`idle`]), the per-connection state those bodies share with the client connection
-//! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]) and
-//! passive health ([`health`]), and the built-in `echo` demo service.
+//! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]),
+//! health ([`health`], probed by [`probe`]) and endpoint sets ([`endpoints`]) that follow their
+//! host names' addresses ([`dns`], resolved as [`lookup`] says), and the built-in `echo` demo service.
 
 pub mod balance;
 pub mod conn_watch;
+pub mod dns;
+pub mod endpoints;
 pub mod group;
 pub mod health;
 pub mod idle;
+pub mod lookup;
 pub mod pool;
+pub mod probe;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,10 +35,16 @@ pub use pool::{Connector, ExchangeLimits, Pool, UpstreamBody};
 
 /// The connector of every pool: TCP with TCP_NODELAY, keep-alive probes and the connect timeout;
 /// TLS for `https://` upstreams, trusting webpki roots or, when given, only the CAs in `ca`, and
-/// offering h2 and HTTP/1.1 by ALPN (only HTTP/1.1 with `protocol = "http1"`). An h2c pool
-/// dials plain TCP and speaks h2 on it without asking (see [`pool`]).
-pub fn connector(server: &ServerConfig, ca: Option<&Path>, protocol: UpstreamProtocol) -> Result<Connector, TlsError> {
-    let mut http = HttpConnector::new();
+/// offering h2 and HTTP/1.1 by ALPN (only HTTP/1.1 with `protocol = "http1"`); host names
+/// resolved by `lookup`. An h2c pool dials plain TCP and speaks h2 on it without asking (see
+/// [`pool`]).
+pub fn connector(
+    server: &ServerConfig,
+    ca: Option<&Path>,
+    protocol: UpstreamProtocol,
+    lookup: lookup::Lookup,
+) -> Result<Connector, TlsError> {
+    let mut http = HttpConnector::new_with_resolver(lookup);
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(server.upstream_connect_timeout_secs)));
@@ -98,6 +109,8 @@ struct PoolKey {
     limits: ExchangeLimits,
     /// The HTTP version spoken: an h2c pool and an HTTP/1.1 one to one origin are two pools.
     protocol: UpstreamProtocol,
+    /// `[server] resolvers`: who resolves the host name.
+    resolvers: Vec<std::net::SocketAddr>,
 }
 
 /// The pools of one snapshot, one per distinct upstream. A reload adopts the previous snapshot's
@@ -106,9 +119,16 @@ struct PoolKey {
 pub struct Pools {
     /// Every pool built (or adopted) so far, with its key.
     by_key: Vec<(PoolKey, Arc<Pool>)>,
+    /// The resolver of `[server] resolvers`; None: the system's `getaddrinfo`.
+    resolver: Option<Arc<hickory_resolver::TokioResolver>>,
 }
 
 impl Pools {
+    /// No pools yet; new ones resolve host names with `resolver` (None: the system's).
+    pub fn new(resolver: Option<Arc<hickory_resolver::TokioResolver>>) -> Pools {
+        Pools { by_key: Vec::new(), resolver }
+    }
+
     /// The pool for `scheme://authority` (trusting `ca` for https) speaking `protocol` (unset:
     /// by the scheme), shared with other routes of this snapshot, adopted from `previous` when
     /// it had the same, or else new.
@@ -134,6 +154,7 @@ impl Pools {
             timeouts: (server.upstream_connect_timeout_secs, server.upstream_idle_timeout_secs),
             limits: ExchangeLimits::from(server),
             protocol,
+            resolvers: server.resolvers.clone(),
         };
         if let Some((_, pool)) = self.by_key.iter().find(|(k, _)| *k == key) {
             return Ok(pool.clone());
@@ -143,7 +164,7 @@ impl Pools {
             Some(pool) => pool,
             None => {
                 let idle = Duration::from_secs(server.upstream_idle_timeout_secs);
-                let connector = connector(server, ca, protocol)?;
+                let connector = connector(server, ca, protocol, lookup::Lookup::for_server(self.resolver.as_ref()))?;
                 let pool = Pool::new(
                     (scheme.clone(), authority.clone()),
                     connector,

@@ -31,8 +31,9 @@ use super::idle::{BodyError, IdleTimer, RequestBody};
 use crate::config::UpstreamProtocol;
 use crate::metrics::Limit;
 
-/// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY.
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY;
+/// host names resolved as [`Lookup`](super::lookup::Lookup) says.
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<super::lookup::Lookup>>;
 
 /// Why a request could not be sent upstream (answered 502).
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +156,12 @@ impl Pool {
         watch: &Arc<ConnWatch>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.try_send(self.wrap(req, watch), watch).await.map_err(|(e, _)| e)
+    }
+
+    /// What a health probe needs to open a connection of its own: the connector, the URI it
+    /// dials and the `Host` header.
+    pub(super) fn dial(&self) -> (&Connector, &Uri, &HeaderValue) {
+        (&self.connector, &self.origin, &self.host)
     }
 
     /// The request with its body watched for `request_body_idle_timeout_secs`, ready to send.
