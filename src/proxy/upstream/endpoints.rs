@@ -13,7 +13,7 @@ use super::health::Health;
 use super::lookup::Lookup;
 use super::pool::{ExchangeLimits, Pool};
 use super::{connector, Pools, MAX_IDLE_PER_UPSTREAM};
-use crate::config::{ServerConfig, UpstreamGroupConfig};
+use crate::config::{ServerConfig, UpstreamGroupConfig, UpstreamProtocol};
 use crate::tls::TlsError;
 
 /// One endpoint of a group.

@@ -100,7 +100,7 @@ pub struct RedisStore {
     /// Multiplexed, reconnecting connection for every operation but the stream's blocking read.
     conn: ConnectionManager,
     /// For the connections that cannot be shared: the key announcements' subscription.
-    client: Client,
+    client: redis::Client,
     /// Key names.
     keys: Arc<Keys>,
     /// Denied jtis in memory, for the proxy; fed by `deny_jti` and the stream follower.
