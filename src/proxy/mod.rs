@@ -115,19 +115,19 @@ pub async fn handle(
     if outcome.log {
         let v = outcome.verified.as_deref().map(|a| &a.verified);
         let trace_id = outcome.trace.trace_id_hex();
-        tracing::info!(
-            target: "access",
-            %method,
-            path = outcome.path.as_deref().unwrap_or("-"),
+        let line = crate::logging::access::AccessLine {
+            method: method.as_str(),
+            path: outcome.path.as_deref().unwrap_or("-"),
             status,
-            latency_us = start.elapsed().as_micros() as u64,
+            latency_us: start.elapsed().as_micros() as u64,
             route,
-            sub = v.and_then(|v| v.sub.as_deref()).unwrap_or("-"),
-            client_id = v.and_then(|v| v.client_id.as_deref()).unwrap_or("-"),
-            upstream_status = outcome.upstream_status.unwrap_or(0),
+            sub: v.and_then(|v| v.sub.as_deref()).unwrap_or("-"),
+            client_id: v.and_then(|v| v.client_id.as_deref()).unwrap_or("-"),
+            upstream_status: outcome.upstream_status.unwrap_or(0),
             // Hex digits only: always UTF-8.
-            trace_id = std::str::from_utf8(&trace_id).unwrap_or("-"),
-        );
+            trace_id: std::str::from_utf8(&trace_id).unwrap_or("-"),
+        };
+        crate::logging::access::log(&line);
     }
     Ok(resp)
 }
