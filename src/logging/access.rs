@@ -215,8 +215,10 @@ impl Sink {
 fn json_line(buf: &mut Vec<u8>, l: &AccessLine<'_>) {
     buf.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(buf);
-    buf.extend_from_slice(b"\",\"level\":\"INFO\",\"method\":");
-    json_str(buf, l.method);
+    // A method is an HTTP token and a trace id hex (or `-`): neither ever needs escaping.
+    buf.extend_from_slice(b"\",\"level\":\"INFO\",\"method\":\"");
+    buf.extend_from_slice(l.method.as_bytes());
+    buf.push(b'"');
     buf.extend_from_slice(b",\"path\":");
     json_str(buf, l.path);
     buf.extend_from_slice(b",\"status\":");
@@ -231,9 +233,9 @@ fn json_line(buf: &mut Vec<u8>, l: &AccessLine<'_>) {
     json_str(buf, l.client_id);
     buf.extend_from_slice(b",\"upstream_status\":");
     buf.extend_from_slice(itoa::Buffer::new().format(l.upstream_status).as_bytes());
-    buf.extend_from_slice(b",\"trace_id\":");
-    json_str(buf, l.trace_id);
-    buf.extend_from_slice(b",\"target\":\"access\"}\n");
+    buf.extend_from_slice(b",\"trace_id\":\"");
+    buf.extend_from_slice(l.trace_id.as_bytes());
+    buf.extend_from_slice(b"\",\"target\":\"access\"}\n");
 }
 
 /// The compact text line of `tracing-subscriber` for the same event:
