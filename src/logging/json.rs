@@ -102,14 +102,14 @@ fn quoted(line: &mut String, args: fmt::Arguments<'_>) {
 }
 
 /// `s` as a JSON string.
-fn string(line: &mut String, s: &str) {
+pub(super) fn string(line: &mut String, s: &str) {
     line.push('"');
     escape_into(line, s);
     line.push('"');
 }
 
 /// Whether `b` must be escaped inside a JSON string (DEL too, for terminals reading the log).
-fn needs_escape(b: u8) -> bool {
+pub(super) fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 

@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+pub mod access;
 mod json;
 
 /// Why the log could not be set up.
@@ -32,6 +33,9 @@ pub enum LogError {
 
 /// Keeps the writer thread; dropping it writes out every queued line (at most about a second).
 pub struct LogGuard {
+    /// Has the access-log flusher write out every worker's buffer (first: its lines then reach
+    /// the buffer before the final flush).
+    access: Option<access::Stop>,
     /// Drains the queue into the buffer on drop (taken first, so the buffer is flushed after).
     worker: Option<WorkerGuard>,
     /// The buffer, flushed last.
@@ -40,6 +44,7 @@ pub struct LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
+        drop(self.access.take());
         drop(self.worker.take());
         let _ = self.buffer.flush_now();
     }
@@ -85,6 +90,13 @@ impl TimedBuffer {
     }
 }
 
+impl TimedBuffer {
+    /// Writes the buffer out now (the access flusher's last drain at shutdown).
+    fn flush_inner(&self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).flush()
+    }
+}
+
 impl Write for TimedBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).write(buf)
@@ -102,7 +114,7 @@ static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Log lines dropped so far because the writer fell behind (0 before [`init`]).
 pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64) + access::dropped_lines()
 }
 
 /// Bytes gathered before a write to the destination.
@@ -137,5 +149,8 @@ pub fn init(cfg: &LogConfig, base_dir: &Path) -> Result<LogGuard, LogError> {
         LogFormat::Json => builder.event_format(json::JsonLine).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
-    Ok(LogGuard { worker: Some(guard), buffer })
+    // With colours the access line keeps going through `tracing`'s formatter (a terminal is
+    // not where throughput matters); otherwise it takes its own path.
+    let access = if ansi { None } else { access::install(cfg.format, cfg.queue_lines, buffer.clone()) };
+    Ok(LogGuard { access, worker: Some(guard), buffer })
 }

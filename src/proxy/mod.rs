@@ -61,7 +61,7 @@ struct Outcome<'a> {
     /// The matched route's scopes, for a 403's challenge.
     scope_text: &'a str,
     /// The normalized path: a refused path is never logged raw.
-    path: Option<String>,
+    path: Option<LoggedPath>,
     verified: Option<Arc<Admitted>>,
     upstream_status: Option<u16>,
     /// The DPoP proof id still to be checked against the shared replay store.
@@ -77,6 +77,28 @@ struct Outcome<'a> {
     cors: Option<cors::Actual<'a>>,
     /// The caller's key for an upstream group balanced by `hash` (None: no such group, or no key).
     hash_key: Option<u64>,
+}
+
+/// The path the access log shows: the one sent when it was already canonical (a reference count,
+/// not a copy), else the canonical one.
+enum LoggedPath {
+    /// The request's own path (and query, which is not logged).
+    Sent(http::uri::PathAndQuery),
+    /// The path as normalized.
+    Canonical(String),
+}
+
+impl LoggedPath {
+    fn sent(uri: &http::Uri) -> Option<LoggedPath> {
+        uri.path_and_query().map(|p| LoggedPath::Sent(p.clone()))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            LoggedPath::Sent(p) => p.path(),
+            LoggedPath::Canonical(p) => p,
+        }
+    }
 }
 
 /// Serves one request; never fails (every error becomes a response).
@@ -126,19 +148,19 @@ pub async fn handle(
     if outcome.log {
         let v = outcome.verified.as_deref().map(|a| &a.verified);
         let trace_id = outcome.trace.trace_id_hex();
-        tracing::info!(
-            target: "access",
-            %method,
-            path = outcome.path.as_deref().unwrap_or("-"),
+        let line = crate::logging::access::AccessLine {
+            method: method.as_str(),
+            path: outcome.path.as_ref().map_or("-", LoggedPath::as_str),
             status,
-            latency_us = start.elapsed().as_micros() as u64,
+            latency_us: start.elapsed().as_micros() as u64,
             route,
-            sub = v.and_then(|v| v.sub.as_deref()).unwrap_or("-"),
-            client_id = v.and_then(|v| v.client_id.as_deref()).unwrap_or("-"),
-            upstream_status = outcome.upstream_status.unwrap_or(0),
+            sub: v.and_then(|v| v.sub.as_deref()).unwrap_or("-"),
+            client_id: v.and_then(|v| v.client_id.as_deref()).unwrap_or("-"),
+            upstream_status: outcome.upstream_status.unwrap_or(0),
             // Hex digits only: always UTF-8.
-            trace_id = std::str::from_utf8(&trace_id).unwrap_or("-"),
-        );
+            trace_id: std::str::from_utf8(&trace_id).unwrap_or("-"),
+        };
+        crate::logging::access::log(&line);
     }
     Ok(resp)
 }
@@ -273,7 +295,7 @@ fn admit<'s>(
         out.route = Some("oauth");
         if out.log {
             // An exact path: nothing to normalize.
-            out.path = Some(parts.uri.path().to_owned());
+            out.path = LoggedPath::sent(&parts.uri);
         }
         return Ok(Next::TokenEndpoint);
     }
@@ -285,10 +307,13 @@ fn admit<'s>(
         Ok(Cow::Owned(p)) => Some(p),
         Err(e) => return Err(Failure::BadPath(e.to_string())),
     };
-    let path = rewritten.as_deref().unwrap_or(parts.uri.path());
     if out.log {
-        out.path = Some(path.to_owned());
+        out.path = match &rewritten {
+            Some(p) => Some(LoggedPath::Canonical(p.clone())),
+            None => LoggedPath::sent(&parts.uri),
+        };
     }
+    let path = rewritten.as_deref().unwrap_or(parts.uri.path());
     if let Some((route, answer)) = preflight(snap, parts, path) {
         (out.route, out.cors) = (Some(route.prefix.as_str()), None);
         return Ok(Next::Preflight(answer));
