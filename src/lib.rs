@@ -50,7 +50,8 @@
 //! - [`commands`]: `check`, `keygen`, `mint`, `hash-secret`, `add-client`.
 //! - `telemetry`: distributed tracing: W3C `traceparent` in and out, spans exported over OTLP/HTTP
 //!   by a batch thread behind a bounded queue (off the request path).
-//! - [`logging`]: the log, written by its own thread behind a bounded queue (off the request path).
+//! - [`logging`]: the log, written by its own threads off the request path (access lines through
+//!   per-worker buffers, everything else behind a bounded queue).
 //! - [`tls`] (certificate material; the listener's certificates by server name in `tls::sni`;
 //!   client certificates for mutual TLS in `tls::client_cert`), `reason` (file errors in words), `respond`, [`signals`]: small shared pieces.
 //!
