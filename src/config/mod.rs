@@ -36,7 +36,7 @@ mod routes;
 use routes::yes;
 pub use routes::{RouteConfig, UpstreamTarget};
 mod upstreams;
-pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, UpstreamGroupConfig};
+pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, RetryBudgetConfig, UpstreamGroupConfig};
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -433,7 +433,7 @@ impl Config {
                 }
                 if r.upstream_ca.is_some() {
                     return bad(format!(
-                        "route {:?}: upstream_ca is for a URL upstream, not the group {name:?} (its endpoints use webpki roots)",
+                        "route {:?}: upstream_ca is for a URL upstream, not the group {name:?} (set the group's ca)",
                         r.prefix
                     ));
                 }

@@ -399,12 +399,13 @@ fn build_groups(
         let bad = |m: String| BuildError::Invalid(format!("[[upstreams]] {:?}: {m}", g.name));
         let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
         let mut endpoints = Vec::with_capacity(g.endpoints.len());
+        let ca = g.ca.as_ref().map(|ca| config.resolve(ca));
         for uri in g.endpoint_uris() {
             let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
                 return Err(bad(format!("endpoints {uri}: no scheme or host")));
             };
             let origin = format!("{scheme}://{authority}");
-            let pool = pools.get(&config.server, scheme, authority, None, previous.map(|p| &p.pools))?;
+            let pool = pools.get(&config.server, scheme, authority, ca.as_deref(), previous.map(|p| &p.pools))?;
             let health = old.and_then(|o| o.health_of(&origin)).unwrap_or_default();
             endpoints.push(Endpoint::new(origin, pool, health));
         }
@@ -412,7 +413,8 @@ fn build_groups(
             crate::config::BalanceKind::Hash => Some(g.hash_on().map_err(bad)?),
             _ => None,
         };
-        groups.push(Arc::new(Group::new(g.name.clone(), endpoints, g.balance, hash_on, &g.eject)));
+        let retry = crate::proxy::upstream::retry::RetryPolicy::new(g);
+        groups.push(Arc::new(Group::new(g.name.clone(), endpoints, g.balance, hash_on, &g.eject, retry)));
     }
     Ok(groups)
 }
@@ -486,9 +488,7 @@ fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, Bu
 /// Each `[[upstreams]]` endpoint's health and totals, for `GET /metrics` (only those configured now).
 pub fn observe_upstreams(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
     let rows = snap.groups.iter().flat_map(|g| {
-        g.observe().map(|(endpoint, healthy, requests, failures, ejections)| {
-            (g.name.as_str(), endpoint, healthy, [requests, failures, ejections])
-        })
+        g.observe().map(|(endpoint, healthy, totals)| (g.name.as_str(), endpoint, healthy, totals))
     });
     metrics.observe_endpoints(rows);
 }

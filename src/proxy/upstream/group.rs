@@ -1,6 +1,5 @@
 //! A named group of endpoints (`[[upstreams]]`): one pool and one health record per endpoint,
-//! a balancer, and the one retry a request gets when its connection failed before any byte of it
-//! was written (nothing reached the endpoint, so no method can take effect twice).
+//! a balancer, and retries on another endpoint without double effects ([`super::retry`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use super::balance::{hash_bytes, Balancer, Slot};
 use super::conn_watch::ConnWatch;
 use super::health::{now_ms, EjectPolicy, Health};
 use super::pool::{Pool, UpstreamBody, UpstreamError};
+use super::retry::{reset_before_head, Budget, Replay, RetryPolicy};
 use crate::config::{BalanceKind, EjectConfig, HashOn};
 
 /// One endpoint of a group.
@@ -59,6 +59,10 @@ pub struct Group {
     policy: EjectPolicy,
     /// Set while every endpoint is ejected, so panic mode is logged once, not per request.
     panicking: AtomicBool,
+    /// `retries`, `retry_buffer_bytes` and `retry_budget`.
+    retry: RetryPolicy,
+    /// Retries spent over the last second (a reload starts it afresh: it is a rate, not a count).
+    budget: Budget,
 }
 
 /// Why a group request failed, and at which endpoint.
@@ -77,6 +81,7 @@ impl Group {
         kind: BalanceKind,
         hash_on: Option<HashOn>,
         eject: &EjectConfig,
+        retry: RetryPolicy,
     ) -> Group {
         let policy = EjectPolicy {
             failures: eject.consecutive_failures,
@@ -90,6 +95,8 @@ impl Group {
             hash_on,
             policy,
             panicking: AtomicBool::new(false),
+            retry,
+            budget: Budget::default(),
         }
     }
 
@@ -115,10 +122,12 @@ impl Group {
         Some(pick.index)
     }
 
-    /// Sends `req` to an endpoint; `key` is the caller's hash (`balance = "hash"`). A request
-    /// whose connection failed before any byte was written is sent once more, to another endpoint.
-    /// Connect errors, resets, 5xx answers and no answer head within `timeout` (the route's,
-    /// for both tries together) count towards the endpoint's ejection.
+    /// Sends `req` to an endpoint; `key` is the caller's hash (`balance = "hash"`). Up to
+    /// `retries` times, a request that failed is sent again to another endpoint: whatever its
+    /// method when its connection failed before any byte was written, within the retry budget
+    /// when it was written, then reset before the answer's head came, and it may be sent twice
+    /// ([`Replay`]). Connect errors, resets, 5xx answers and no answer head within `timeout` (the
+    /// route's, for all tries together) count towards the endpoint's ejection.
     pub async fn send(
         &self,
         req: Request<Incoming>,
@@ -129,8 +138,12 @@ impl Group {
         let deadline = tokio::time::Instant::now() + timeout;
         // Never empty: the config refuses a group without endpoints.
         let mut at = self.pick(key, None).unwrap_or(0);
+        let (req, replay) = match self.endpoints.len() {
+            1 => (req.map(Into::into), None),
+            _ => Replay::prepare(req, &self.retry),
+        };
         let mut req = self.endpoints[at].pool.wrap(req, watch);
-        let mut retried = false;
+        let mut left = self.retry.retries;
         loop {
             let endpoint = &self.endpoints[at];
             let in_flight = endpoint.health.start();
@@ -140,7 +153,7 @@ impl Group {
                 self.failed(endpoint);
                 return Err(GroupError { error: None, origin: endpoint.origin.clone() });
             };
-            match result {
+            let (error, unsent) = match result {
                 Ok(resp) => {
                     if resp.status().is_server_error() {
                         self.failed(endpoint);
@@ -149,23 +162,44 @@ impl Group {
                     }
                     return Ok(resp);
                 }
-                Err((error, unsent)) => {
-                    self.failed(endpoint);
-                    let next = if retried { None } else { unsent.zip(self.pick(key, Some(at))) };
-                    let Some((unsent, next)) = next else {
-                        return Err(GroupError { error: Some(error), origin: endpoint.origin.clone() });
-                    };
-                    tracing::debug!(
-                        group = %self.name,
-                        endpoint = %endpoint.origin,
-                        retry_on = %self.endpoints[next].origin,
-                        %error,
-                        "upstream endpoint unreachable; request sent to another"
-                    );
-                    (req, at, retried) = (unsent, next, true);
+                Err(failed) => failed,
+            };
+            self.failed(endpoint);
+            let next = if left == 0 { None } else { self.pick(key, Some(at)) };
+            let again = match (next, unsent) {
+                (None, _) => None,
+                // Nothing reached the endpoint: any method may go elsewhere, and the load it
+                // adds is one try of a request no endpoint has seen, so no budget is spent.
+                (Some(next), Some(unsent)) => {
+                    endpoint.health.retry(true);
+                    Some((next, unsent))
                 }
-            }
+                (Some(next), None) => match replay.as_ref().filter(|_| reset_before_head(&error)) {
+                    Some(replay) => replay.request().and_then(|r| {
+                        let allowed = self.budget.withdraw(&self.retry, self.first_tries(), now_ms());
+                        endpoint.health.retry(allowed);
+                        allowed.then(|| (next, self.endpoints[next].pool.wrap(r, watch)))
+                    }),
+                    None => None,
+                },
+            };
+            let Some((next, again)) = again else {
+                return Err(GroupError { error: Some(error), origin: endpoint.origin.clone() });
+            };
+            tracing::debug!(
+                group = %self.name,
+                endpoint = %endpoint.origin,
+                retry_on = %self.endpoints[next].origin,
+                %error,
+                "upstream request failed; sent to another endpoint"
+            );
+            (req, at, left) = (again, next, left - 1);
         }
+    }
+
+    /// Requests sent to the group's endpoints, retries not counted: what the budget is a share of.
+    fn first_tries(&self) -> u64 {
+        self.endpoints.iter().map(|e| e.health.requests().saturating_sub(e.health.retries().0)).sum()
     }
 
     fn failed(&self, endpoint: &Endpoint) {
@@ -195,18 +229,22 @@ impl Group {
                     "in_flight": h.in_flight(),
                     "requests": h.requests(),
                     "failures": h.failures(),
+                    "retries": h.retries().0,
+                    "retry_budget_exhausted": h.retries().1,
                 })
             })
             .collect();
         serde_json::json!({ "name": self.name, "endpoints": endpoints })
     }
 
-    /// Each endpoint as `(origin, healthy, requests, failures, ejections)`, for the metrics.
-    pub fn observe(&self) -> impl Iterator<Item = (&str, bool, u64, u64, u64)> + '_ {
+    /// Each endpoint as `(origin, healthy, [requests, failures, ejections, retries, retries the
+    /// budget refused])`, for the metrics.
+    pub fn observe(&self) -> impl Iterator<Item = (&str, bool, [u64; 5])> + '_ {
         let now = now_ms();
         self.endpoints.iter().map(move |e| {
             let h = &e.health;
-            (e.origin.as_str(), h.available(now), h.requests(), h.failures(), h.ejections())
+            let (retries, refused) = h.retries();
+            (e.origin.as_str(), h.available(now), [h.requests(), h.failures(), h.ejections(), retries, refused])
         })
     }
 }
