@@ -5,11 +5,15 @@ Every request is appended to the record file *before* it is answered (`GET <path
 `POST <body>`), so a POST that reached this process is on record even when its answer was lost:
 the test proves from these files that no POST was received twice. Standard library only.
 
+A GET with `?delay_ms=N` is recorded at once and answered N ms later.
+
 usage: upstream_endpoint.py PORT RECORD_FILE   (PORT 0: any; the port is printed once bound)
 """
 
 import os
 import sys
+import time
+from urllib.parse import parse_qs, urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -31,6 +35,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path != "/healthz":
             self.record("GET " + self.path)
+        # ?delay_ms=N: answer late, so that a kill finds GETs in flight.
+        delay = parse_qs(urlsplit(self.path).query).get("delay_ms", ["0"])[0]
+        time.sleep(int(delay) / 1000)
         self.answer(b"ok")
 
     def do_POST(self):
