@@ -160,6 +160,7 @@ async fn a_sigkilled_endpoint_process_fails_no_get_and_sends_no_post_twice() {
     let restarted = Instant::now();
     eventually(10, "endpoint 1 back and serving", || async { served(3) > 0 }).await;
     let to_readmit = restarted.elapsed();
+    let out_for = killed.elapsed() - to_eject;
     stop.store(true, Ordering::SeqCst);
     for task in load {
         task.await.expect("client task");
@@ -177,7 +178,8 @@ async fn a_sigkilled_endpoint_process_fails_no_get_and_sends_no_post_twice() {
     let status = endpoint_status(&gw, &urls[1]).await;
     eprintln!(
         "kill test (processes): {get_ok} GETs ok, {get_failed} failed; {} POSTs ok, {} failed; ejected {to_eject:?} \
-         after the SIGKILL; serving again {to_readmit:?} after the restart (base_secs = 2); endpoint 1: {status}",
+         after the SIGKILL; serving again {to_readmit:?} after the restart, {out_for:?} after its ejection \
+         (base_secs = 2); endpoint 1: {status}",
         post_ok.len(),
         post_failed.len()
     );
