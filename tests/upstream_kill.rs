@@ -66,7 +66,10 @@ impl Drop for Endpoint {
 
 /// The lines every record file holds.
 fn records(files: &[PathBuf]) -> Vec<String> {
-    files.iter().flat_map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>()).collect()
+    files
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
 }
 
 async fn endpoint_status(gw: &Gw, url: &str) -> Value {
@@ -114,7 +117,9 @@ async fn a_sigkilled_endpoint_process_fails_no_get_and_sends_no_post_twice() {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let r = conn.send(req("GET", &format!("/svc/get/{client}/{n}?delay_ms={GET_DELAY_MS}"), &[], empty())).await;
+                let r = conn
+                    .send(req("GET", &format!("/svc/get/{client}/{n}?delay_ms={GET_DELAY_MS}"), &[], empty()))
+                    .await;
                 if r.status == 200 {
                     tally.get_ok.fetch_add(1, Ordering::SeqCst);
                 } else {

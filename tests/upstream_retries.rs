@@ -15,8 +15,8 @@ use common::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// An endpoint that reads each request whole (head and `content-length` body), then closes the
@@ -98,13 +98,21 @@ async fn a_reset_is_retried_only_for_idempotent_methods_with_a_kept_body() {
 
     let body = vec![b'p'; 1000];
     let r = conn.send(req("PUT", "/svc/c", &[], full(body.clone()))).await;
-    assert_eq!((r.status.as_u16(), dropped.load(Ordering::SeqCst)), (200, 3), "a PUT whose body was kept is sent again");
+    assert_eq!(
+        (r.status.as_u16(), dropped.load(Ordering::SeqCst)),
+        (200, 3),
+        "a PUT whose body was kept is sent again"
+    );
     let put = ok.last();
     assert_eq!((put.method.as_str(), put.body_len, put.body_sha256), ("PUT", 1000, sha256(&body)), "body intact");
     filler(&mut conn).await;
 
     let r = conn.send(req("PUT", "/svc/d", &[], full(vec![b'q'; 2000]))).await;
-    assert_eq!((r.status.as_u16(), dropped.load(Ordering::SeqCst)), (502, 4), "a body past retry_buffer_bytes is not kept");
+    assert_eq!(
+        (r.status.as_u16(), dropped.load(Ordering::SeqCst)),
+        (502, 4),
+        "a body past retry_buffer_bytes is not kept"
+    );
     assert!(ok.seen().iter().all(|s| s.uri != "/svc/d"));
 
     let metrics = gw.metrics().await;

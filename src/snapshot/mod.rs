@@ -487,9 +487,10 @@ fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, Bu
 
 /// Each `[[upstreams]]` endpoint's health and totals, for `GET /metrics` (only those configured now).
 pub fn observe_upstreams(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
-    let rows = snap.groups.iter().flat_map(|g| {
-        g.observe().map(|(endpoint, healthy, totals)| (g.name.as_str(), endpoint, healthy, totals))
-    });
+    let rows = snap
+        .groups
+        .iter()
+        .flat_map(|g| g.observe().map(|(endpoint, healthy, totals)| (g.name.as_str(), endpoint, healthy, totals)));
     metrics.observe_endpoints(rows);
 }
 

@@ -8,10 +8,10 @@
 //! (`retry_buffer_bytes`). The head is copied before sending (hyper consumes the request); a GET
 //! without a body keeps only that copy (a header map, its values shared), nothing for the body.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::pin::Pin;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
@@ -181,8 +181,7 @@ impl Tee {
     /// The whole body as recorded, if it was sent to its end and kept.
     fn replay(&self) -> Option<Source> {
         let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        (s.whole && !s.lost)
-            .then(|| Source::Replay { chunks: s.chunks.clone().into_iter(), left: s.len as u64 })
+        (s.whole && !s.lost).then(|| Source::Replay { chunks: s.chunks.clone().into_iter(), left: s.len as u64 })
     }
 }
 
