@@ -12,7 +12,8 @@ use super::balance::{hash_bytes, Balancer, Slot};
 use super::conn_watch::ConnWatch;
 use super::health::{now_ms, EjectPolicy, Health};
 use super::pool::{Pool, UpstreamBody, UpstreamError};
-use super::retry::{reset_before_head, Budget, Replay, RetryPolicy};
+use super::replay::Replay;
+use super::retry::{reset_before_head, Budget, RetryPolicy};
 use crate::config::{BalanceKind, EjectConfig, HashOn};
 
 /// One endpoint of a group.
@@ -138,9 +139,9 @@ impl Group {
         let deadline = tokio::time::Instant::now() + timeout;
         // Never empty: the config refuses a group without endpoints.
         let mut at = self.pick(key, None).unwrap_or(0);
-        let (req, replay) = match self.endpoints.len() {
-            1 => (req.map(Into::into), None),
-            _ => Replay::prepare(req, &self.retry),
+        let (req, replay) = match (self.endpoints.len(), self.retry.retries) {
+            (1, _) | (_, 0) => (req.map(Into::into), None),
+            _ => Replay::prepare(req, self.retry.buffer_bytes),
         };
         let mut req = self.endpoints[at].pool.wrap(req, watch);
         let mut left = self.retry.retries;

@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::conn_watch::ConnWatch;
-use super::retry::Source;
+use super::replay::Source;
 use crate::metrics::Limit;
 
 /// Why a body forwarded through the proxy ended early.

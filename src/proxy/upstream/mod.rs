@@ -1,7 +1,7 @@
 //! Talking to upstreams: connection pools ([`pool`]), idle timeouts of the bodies forwarded both
 //! ways ([`idle`]), the per-connection state those bodies share with the client connection
 //! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]),
-//! passive health ([`health`]) and retries ([`retry`]), and the built-in `echo` demo service.
+//! passive health ([`health`]) and retries ([`retry`], [`replay`]), and the built-in `echo` demo service.
 
 pub mod balance;
 pub mod conn_watch;
@@ -9,6 +9,7 @@ pub mod group;
 pub mod health;
 pub mod idle;
 pub mod pool;
+pub mod replay;
 pub mod retry;
 
 use std::path::Path;

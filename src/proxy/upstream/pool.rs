@@ -27,7 +27,7 @@ use tower_service::Service;
 
 use super::conn_watch::ConnWatch;
 use super::idle::{BodyError, IdleTimer, RequestBody};
-use super::retry::Source;
+use super::replay::Source;
 use crate::metrics::Limit;
 
 /// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY.
