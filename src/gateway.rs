@@ -33,6 +33,8 @@ pub struct Gateway {
     pub dpop_replay: crate::auth::dpop::replay::ReplayMemory,
     /// Trace context propagation and span export (`[tracing]`, fixed at start).
     pub telemetry: crate::telemetry::Telemetry,
+    /// The key set this process publishes, announced to the fleet on the shared store.
+    pub key_news: crate::key_news::Announcer,
 }
 
 /// Facts about the client connection a request arrived on; cloned for each of its requests.

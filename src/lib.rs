@@ -38,6 +38,8 @@
 //! - [`snapshot`]: everything reloadable (config, keys, issuers, routes, tables, certificate) as one
 //!   immutable value; `snapshot::reload` rebuilds and swaps it atomically on file changes and
 //!   SIGHUP, keeping the old one when the new one is bad.
+//! - `key_news`: key changes reach the fleet at once: an issuing gateway announces its key set
+//!   on the shared store, trusting ones refetch it (through `store` and `auth::remote`).
 //! - `gateway`: process-wide state (the snapshot cell, store, metrics, limiters) that both paths
 //!   receive; `error`: the errors of building a snapshot and starting.
 //! - `admin`: health, readiness, reload status, Prometheus metrics, operator revocation (its
@@ -66,6 +68,7 @@ pub mod commands;
 pub mod config;
 mod error;
 mod gateway;
+mod key_news;
 pub mod listener;
 pub mod logging;
 mod metrics;

@@ -1,86 +1,17 @@
 //! `[[upstreams]]` groups over the wire: balancing, passive health (ejection, return, panic
 //! mode), the retry of a request whose connection failed, reloads that keep pools and health,
-//! and the config's refusals. The endpoints are small servers this file starts and kills.
+//! and the config's refusals. The endpoints are [`Instance`] stubs (tests/common/instance.rs)
+//! this file starts and kills.
 
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-
-/// An endpoint that answers 200 (after `delay`) with its port in `x-instance`, counts requests
-/// and connections, and can be killed: listener and every connection closed at once.
-struct Instance {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    conns: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Instance {
-    async fn start(delay: Duration) -> Instance {
-        Instance::start_on("127.0.0.1:0".parse().unwrap(), delay).await
-    }
-
-    async fn start_on(addr: SocketAddr, delay: Duration) -> Instance {
-        let listener = TcpListener::bind(addr).await.expect("bind endpoint");
-        let addr = listener.local_addr().unwrap();
-        let (requests, conns) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (r, c) = (requests.clone(), conns.clone());
-        let task = tokio::spawn(async move {
-            // Dropped with this task when killed: every connection task is aborted with it.
-            let mut open = tokio::task::JoinSet::new();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                c.fetch_add(1, Ordering::SeqCst);
-                let r = r.clone();
-                open.spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
-                        r.fetch_add(1, Ordering::SeqCst);
-                        async move {
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            let mut resp = Response::new(full("ok"));
-                            resp.headers_mut().insert("x-instance", addr.port().to_string().parse().unwrap());
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-                });
-            }
-        });
-        Instance { addr, requests, conns, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    fn conns(&self) -> usize {
-        self.conns.load(Ordering::SeqCst)
-    }
-
-    /// SIGKILL-like: the port closes and every open connection is dropped.
-    async fn kill(&self) {
-        self.task.abort();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A group named `svc` over `endpoints` with extra keys, and a public route `/svc` to it.
 fn group(endpoints: &[String], extra: &str) -> String {

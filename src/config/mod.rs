@@ -27,7 +27,7 @@ pub use dpop::{DpopConfig, DpopMode};
 mod quota;
 pub use quota::{default_burst, lease_size, ClientRateLimit, LimitKey, RouteRateLimit};
 mod state;
-pub use state::{redacted_url, StateBackend, StateConfig};
+pub use state::{redacted_url, split_host_port, StateBackend, StateConfig};
 mod tls;
 pub use tls::{ClientAuthMode, TlsCertificate, TlsConfig};
 mod tracing;
@@ -36,7 +36,10 @@ mod routes;
 use routes::yes;
 pub use routes::{RouteConfig, UpstreamTarget};
 mod upstreams;
-pub use upstreams::{is_group_name, BalanceKind, EjectConfig, HashOn, RetryBudgetConfig, UpstreamGroupConfig};
+pub use upstreams::{
+    is_group_name, BalanceKind, EjectConfig, HashOn, HealthCheckConfig, RetryBudgetConfig, UpstreamGroupConfig,
+    UpstreamProtocol,
+};
 
 /// The whole `gateway.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +153,9 @@ pub struct ServerConfig {
     pub send_idle_timeout_secs: u64,
     /// The CORS policy of every route without its own, and of answers no route made (404, 405).
     pub cors: Option<CorsConfig>,
+    /// DNS servers (`ip:port`, UDP and TCP) for every upstream host name, instead of the
+    /// system's (`/etc/resolv.conf`): tests and clusters with their own DNS. Empty: the system's.
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// `server.runtime`.
@@ -198,6 +204,7 @@ impl Default for ServerConfig {
             upstream_max_headers: 100,
             upstream_body_idle_timeout_secs: 60,
             request_body_idle_timeout_secs: 60,
+            resolvers: Vec::new(),
             send_idle_timeout_secs: 60,
             cors: None,
         }
@@ -438,6 +445,7 @@ impl Config {
                     ));
                 }
             }
+            r.check_upstream_protocol().map_err(|m| ConfigError::Invalid(format!("route {:?}: {m}", r.prefix)))?;
         }
         upstreams::validate(&self.upstreams)?;
         // Two routes one request could reach alike are refused when the route table is built
@@ -495,6 +503,22 @@ mod tests {
     }
 
     const CENTRAL: &str = "\n[[issuers]]\nissuer = \"https://central.example\"\njwks_uri = \"https://central.example/.well-known/jwks.json\"\n";
+
+    #[test]
+    fn upstream_protocol_fits_the_upstream() {
+        let r = |upstream: &str, p: &str| {
+            format!("[[routes]]\nprefix = \"/g\"\nupstream = \"{upstream}\"\nupstream_protocol = \"{p}\"\n")
+        };
+        assert!(validated(&r("http://127.0.0.1:50051", "h2c")).is_ok());
+        assert!(validated(&r("https://svc.example", "auto")).is_ok());
+        assert!(validated(&r("https://svc.example", "http1")).is_ok());
+        let e = validated(&r("https://svc.example", "h2c")).unwrap_err();
+        assert!(e.starts_with("route \"/g\": upstream_protocol = \"h2c\" is HTTP/2 over plain TCP"), "{e}");
+        let e = validated(&r("http://127.0.0.1:1", "auto")).unwrap_err();
+        assert!(e.contains("upstream_protocol = \"auto\" picks the version by ALPN, which needs TLS"), "{e}");
+        let e = validated(&r("echo", "h2c")).unwrap_err();
+        assert!(e.contains("upstream_protocol is for a URL upstream, not echo"), "{e}");
+    }
 
     #[test]
     fn issue_tokens_defaults_to_true() {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::cors::CorsConfig;
 use super::dpop::DpopMode;
 use super::quota::RouteRateLimit;
-use super::upstreams::is_group_name;
+use super::upstreams::{is_group_name, UpstreamProtocol};
 
 /// `[[routes]]`
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +53,10 @@ pub struct RouteConfig {
     /// PEM file of CA certificates trusted for an `https://` upstream instead of webpki roots.
     #[serde(default)]
     pub upstream_ca: Option<PathBuf>,
+    /// The HTTP version spoken to a URL upstream (`h2c` for plaintext gRPC); a group has its own
+    /// `protocol`. Unset: HTTP/1.1 to `http://`, ALPN to `https://`.
+    #[serde(default)]
+    pub upstream_protocol: Option<UpstreamProtocol>,
     /// Per-route override of `server.upstream_timeout_secs`.
     #[serde(default)]
     pub upstream_timeout_secs: Option<u64>,
@@ -66,6 +70,22 @@ pub struct RouteConfig {
     /// Which browser origins may call this route (replaces `server.cors`), answered by the gateway.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+}
+
+impl RouteConfig {
+    /// `upstream_protocol` fits the upstream: only a URL takes it, h2c only `http://`, auto only `https://`.
+    pub fn check_upstream_protocol(&self) -> Result<(), String> {
+        let Some(p) = self.upstream_protocol else { return Ok(()) };
+        match &self.upstream {
+            UpstreamTarget::Url(uri) => {
+                p.check("upstream_protocol", &uri.to_string(), uri.scheme_str().unwrap_or_default())
+            }
+            UpstreamTarget::Group(name) => {
+                Err(format!("upstream_protocol is for a URL upstream; the group {name:?} sets its own `protocol`"))
+            }
+            UpstreamTarget::Echo => Err("upstream_protocol is for a URL upstream, not echo".into()),
+        }
+    }
 }
 
 /// `[[routes]] upstream`: the built-in echo service, or a base URL, told apart once at parse time.

@@ -23,6 +23,16 @@ pub struct UpstreamGroupConfig {
     /// Passive health: when an endpoint that keeps failing is left out, and for how long.
     #[serde(default)]
     pub eject: EjectConfig,
+    /// The HTTP version spoken to the endpoints: unset, HTTP/1.1 to `http://` and ALPN to `https://`.
+    #[serde(default)]
+    pub protocol: Option<UpstreamProtocol>,
+    /// How often an endpoint's host name is looked up again (sooner when its record's TTL is
+    /// shorter): every address it has is an endpoint.
+    #[serde(default = "default_dns_refresh_secs")]
+    pub dns_refresh_secs: u64,
+    /// Active health: probes that take an endpoint out while they fail and back once they pass.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
     /// Tries after the first on another endpoint (0: none): after a connect failure whatever the
     /// method, after a reset only for idempotent methods with a body kept whole.
     #[serde(default = "default_retries")]
@@ -37,6 +47,10 @@ pub struct UpstreamGroupConfig {
     /// CA file (PEM) that `https://` endpoints are verified against instead of the webpki roots.
     #[serde(default)]
     pub ca: Option<std::path::PathBuf>,
+}
+
+fn default_dns_refresh_secs() -> u64 {
+    30
 }
 
 fn default_retries() -> u32 {
@@ -61,6 +75,75 @@ pub struct RetryBudgetConfig {
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
         RetryBudgetConfig { ratio: 0.2, min_retries_per_sec: 10 }
+    }
+}
+
+/// `[[upstreams]] health_check`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path of the `GET` each probe sends (with the endpoint's own `Host`).
+    pub path: String,
+    /// Time between two probes of an endpoint.
+    pub interval_secs: u64,
+    /// Time a probe gets to connect and receive its answer head.
+    pub timeout_ms: u64,
+    /// Passing probes in a row that bring a down endpoint back.
+    pub healthy: u32,
+    /// Failing probes in a row that take an endpoint out.
+    pub unhealthy: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig { path: "/healthz".into(), interval_secs: 5, timeout_ms: 1000, healthy: 2, unhealthy: 3 }
+    }
+}
+
+/// `[[upstreams]] protocol` (and `[[routes]] upstream_protocol`): how the gateway talks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 only, also over TLS (ALPN offers only `http/1.1`).
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (`http://`): what cluster-internal gRPC speaks.
+    H2c,
+    /// ALPN over TLS (`https://`): h2 when the upstream offers it, else HTTP/1.1.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// What an upstream with `scheme` speaks when `set` (the key) is unset: HTTP/1.1 in plain,
+    /// ALPN over TLS, as before the key existed.
+    pub fn resolve(set: Option<UpstreamProtocol>, scheme: &str) -> UpstreamProtocol {
+        match set {
+            Some(p) => p,
+            None if scheme == "https" => UpstreamProtocol::Auto,
+            None => UpstreamProtocol::Http1,
+        }
+    }
+
+    /// Refuses what cannot work: h2c needs plain TCP, ALPN needs TLS. `key` names the key.
+    pub fn check(self, key: &str, url: &str, scheme: &str) -> Result<(), String> {
+        match (self, scheme) {
+            (UpstreamProtocol::H2c, "https") => Err(format!(
+                "{key} = \"h2c\" is HTTP/2 over plain TCP, but {url:?} is https://; use \"auto\" (h2 by ALPN) for TLS"
+            )),
+            (UpstreamProtocol::Auto, "http") => Err(format!(
+                "{key} = \"auto\" picks the version by ALPN, which needs TLS, but {url:?} is http://; use \"h2c\" or \"http1\""
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "http1" => Ok(UpstreamProtocol::Http1),
+            "h2c" => Ok(UpstreamProtocol::H2c),
+            "auto" => Ok(UpstreamProtocol::Auto),
+            other => Err(serde::de::Error::custom(format!("protocol {other:?} is not \"http1\", \"h2c\" or \"auto\""))),
+        }
     }
 }
 
@@ -176,6 +259,9 @@ impl UpstreamGroupConfig {
             if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
                 return Err(format!("endpoints {e:?} must carry no path or query (a route's prefix is its path)"));
             }
+            if let Some(p) = self.protocol {
+                p.check("protocol", e, uri.scheme_str().unwrap_or_default())?;
+            }
             if self.endpoints[..n].iter().any(|o| o.trim_end_matches('/') == e.trim_end_matches('/')) {
                 return Err(format!("endpoints {e:?} is listed twice"));
             }
@@ -200,6 +286,23 @@ impl UpstreamGroupConfig {
         }
         if self.retries > 10 {
             return Err("retries must be at most 10".into());
+        }
+        if self.dns_refresh_secs == 0 {
+            return Err("dns_refresh_secs must be at least 1".into());
+        }
+        if let Some(h) = &self.health_check {
+            if !h.path.starts_with('/') || h.path.parse::<http::uri::PathAndQuery>().is_err() {
+                return Err(format!("health_check.path {:?} must be a path starting with '/'", h.path));
+            }
+            if h.interval_secs == 0 {
+                return Err("health_check.interval_secs must be at least 1".into());
+            }
+            if h.timeout_ms == 0 {
+                return Err("health_check.timeout_ms must be at least 1".into());
+            }
+            if h.healthy == 0 || h.unhealthy == 0 {
+                return Err("health_check.healthy and health_check.unhealthy must be at least 1".into());
+            }
         }
         Ok(())
     }
@@ -249,6 +352,11 @@ mod tests {
             ("balance = \"hash\"\nhash_on = \"a..b\"", "hash_on: claim a..b has an empty segment"),
             ("retry_budget = { ratio = 1.5 }", "retry_budget.ratio"),
             ("retries = 11", "retries must be at most 10"),
+            ("protocol = \"auto\"", "protocol = \"auto\" picks the version by ALPN, which needs TLS"),
+            ("dns_refresh_secs = 0", "dns_refresh_secs"),
+            ("health_check = { path = \"healthz\" }", "health_check.path \"healthz\""),
+            ("health_check = { interval_secs = 0 }", "health_check.interval_secs"),
+            ("health_check = { unhealthy = 0 }", "health_check.unhealthy"),
         ];
         for (extra, want) in cases {
             let e = group(extra).unwrap_err();
@@ -256,5 +364,19 @@ mod tests {
         }
         let g: UpstreamGroupConfig = toml::from_str("name = \"o\"\nendpoints = [\"http://a:1/base\"]").expect("parses");
         assert!(validate(&[g]).unwrap_err().to_string().contains("endpoints \"http://a:1/base\" must carry no path"));
+    }
+
+    #[test]
+    fn protocol_fits_the_scheme() {
+        assert!(group("protocol = \"h2c\"").is_ok());
+        assert!(group("protocol = \"http1\"").is_ok());
+        let g: UpstreamGroupConfig =
+            toml::from_str("name = \"o\"\nendpoints = [\"https://a:1\"]\nprotocol = \"h2c\"").expect("parses");
+        let e = validate(&[g]).unwrap_err().to_string();
+        assert!(e.contains("protocol = \"h2c\" is HTTP/2 over plain TCP, but \"https://a:1\" is https://"), "{e}");
+        let e = toml::from_str::<UpstreamGroupConfig>("name = \"o\"\nendpoints = []\nprotocol = \"h3\"").unwrap_err();
+        assert!(e.to_string().contains("protocol \"h3\" is not \"http1\", \"h2c\" or \"auto\""), "{e}");
+        assert_eq!(UpstreamProtocol::resolve(None, "https"), UpstreamProtocol::Auto);
+        assert_eq!(UpstreamProtocol::resolve(None, "http"), UpstreamProtocol::Http1);
     }
 }

@@ -102,6 +102,7 @@ pub async fn start_with_store(
         ip_limits,
         dpop_replay: crate::auth::dpop::replay::ReplayMemory::new(),
         telemetry,
+        key_news: Default::default(),
     });
 
     // Per-core: every extra runtime binds the same addresses with SO_REUSEPORT, and the kernel
@@ -148,6 +149,9 @@ pub async fn start_with_store(
     }));
     let remotes: Vec<_> = current.load().trust.remotes().cloned().collect();
     remotes.iter().for_each(|r| r.start(&gateway.metrics.jwks));
+    current.load().groups.iter().for_each(crate::proxy::upstream::group::Group::start);
+    let gw = &gateway;
+    crate::key_news::start(&gw.store, &gw.current, &gw.key_news, &gw.metrics.jwks, shutdown_rx.clone());
     tasks.push(tokio::spawn(crate::snapshot::reload::run(config_path, gateway.clone(), shutdown_rx.clone())));
     if remotes.is_empty() {
         admin_state.set_ready(true);

@@ -26,8 +26,17 @@ struct FetchLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefetchLabels {
     issuer: String,
-    /// `triggered` (an unknown kid started a fetch) or `rate_limited` (too soon after the last).
+    /// `triggered` (an unknown kid started a fetch), `rate_limited` (too soon after the last), or
+    /// `announced` (the issuer announced a new key set).
     outcome: &'static str,
+}
+
+/// Labels of `tokengate_key_announcements_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnnouncementLabels {
+    /// `sent`, `send_failed` (retried), `received` (a trusted issuer's: refetched) or `ignored`
+    /// (an issuer not trusted by URL here, or our own).
+    event: &'static str,
 }
 
 /// The remote key sets' series; cloning shares them (the families are reference-counted).
@@ -39,8 +48,11 @@ pub struct JwksMetrics {
     last_success: Family<IssuerLabels, Gauge>,
     /// Keys (distinct kids) held now; 0 means every token of that issuer is refused.
     keys: Family<IssuerLabels, Gauge>,
-    /// Unknown-kid refetches, triggered or refused by `jwks_refetch_min_secs`.
+    /// Refetches out of schedule: an unknown kid's, triggered or refused by
+    /// `jwks_refetch_min_secs`, or an announcement's.
     refetches: Family<RefetchLabels, Counter>,
+    /// Key announcements on the shared store, sent and received.
+    announcements: Family<AnnouncementLabels, Counter>,
 }
 
 impl JwksMetrics {
@@ -63,9 +75,18 @@ impl JwksMetrics {
         );
         registry.register(
             "tokengate_jwks_refetches",
-            "Unknown-kid refetches by issuer: triggered, or refused as too soon after the last fetch",
+            "Refetches out of schedule by issuer: an unknown kid's (triggered, or rate_limited as too soon after \
+             the last fetch), or a key announcement's (announced)",
             self.refetches.clone(),
         );
+        registry.register(
+            "tokengate_key_announcements",
+            "Key set announcements on the shared state store: sent, send_failed, received, ignored",
+            self.announcements.clone(),
+        );
+        for event in ["sent", "send_failed", "received", "ignored"] {
+            let _ = self.announcements.get_or_create(&AnnouncementLabels { event });
+        }
     }
 
     /// Lists an issuer's series at zero, so dashboards and alerts see it before anything happens.
@@ -74,7 +95,7 @@ impl JwksMetrics {
         for result in ["ok", "error"] {
             let _ = self.fetches.get_or_create(&FetchLabels { issuer: issuer.clone(), result });
         }
-        for outcome in ["triggered", "rate_limited"] {
+        for outcome in ["triggered", "rate_limited", "announced"] {
             let _ = self.refetches.get_or_create(&RefetchLabels { issuer: issuer.clone(), outcome });
         }
         let _ = self.last_success.get_or_create(&IssuerLabels { issuer: issuer.clone() });
@@ -90,6 +111,16 @@ impl JwksMetrics {
             self.last_success.get_or_create(&labels).set(now_unix as i64);
         }
         self.keys.get_or_create(&labels).set(keys as i64);
+    }
+
+    /// An announcement started a refetch.
+    pub fn refetch_announced(&self, issuer: &str) {
+        self.refetches.get_or_create(&RefetchLabels { issuer: issuer.to_owned(), outcome: "announced" }).inc();
+    }
+
+    /// A key announcement was sent, failed to be sent, or received (`event`, as labelled).
+    pub fn announcement(&self, event: &'static str) {
+        self.announcements.get_or_create(&AnnouncementLabels { event }).inc();
     }
 
     /// An unknown kid asked for a refetch; `triggered` false when rate-limited.

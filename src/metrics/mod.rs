@@ -243,6 +243,8 @@ pub struct Metrics {
     store_duration: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
     /// State-store calls that failed, by operation.
     store_errors: Family<StoreOpLabels, Counter>,
+    /// State changes made on the primary but not confirmed by `state.wait_replicas` replicas.
+    store_unreplicated: Family<StoreOpLabels, Counter>,
     /// 1 while the denylist follower holds its stream connection, else 0; set at scrape time.
     stream_connected: Family<StreamLabels, Gauge>,
     /// Seconds since the denylist follower last heard from the stream; set at scrape time.
@@ -348,6 +350,12 @@ impl Metrics {
             "State-store calls that failed, by operation",
             store_errors.clone(),
         );
+        let store_unreplicated = Family::<StoreOpLabels, Counter>::default();
+        registry.register(
+            "tokengate_store_unreplicated",
+            "State changes answered 503 because fewer replicas than state.wait_replicas confirmed them",
+            store_unreplicated.clone(),
+        );
         let stream_connected = Family::<StreamLabels, Gauge>::default();
         registry.register(
             "tokengate_denylist_stream_connected",
@@ -442,6 +450,7 @@ impl Metrics {
             routes: RwLock::new(HashMap::default()),
             store_duration,
             store_errors,
+            store_unreplicated,
             stream_connected,
             stream_age,
             log_dropped,
@@ -540,6 +549,11 @@ impl Metrics {
             let _ = self.store_duration.get_or_create_owned(&StoreOpLabels { op });
             let _ = self.store_errors.get_or_create_owned(&StoreOpLabels { op });
         }
+    }
+
+    /// A state change the primary made that too few replicas confirmed (answered 503).
+    pub fn observe_unreplicated(&self, op: &'static str) {
+        self.store_unreplicated.get_or_create(&StoreOpLabels { op }).inc();
     }
 
     /// One state-store call: how long it took and whether it failed.

@@ -53,6 +53,9 @@ fn tokens_of<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> impl Iter
 }
 
 /// Removes hop-by-hop headers. A WebSocket upgrade keeps `Connection: upgrade` + `Upgrade`.
+/// `TE` keeps its `trailers` token, alone: it says the client takes trailers, which the gateway
+/// passes through, and gRPC servers want it (h2 allows no other `TE`); the pool sends it to h2
+/// upstreams only.
 ///
 /// A message with `Transfer-Encoding` is framed by it, never by `Content-Length` (RFC 9112
 /// section 6.3), so when both came, `Content-Length` goes too: hyper reads such a body chunked,
@@ -67,8 +70,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let connection = headers.get_all(header::CONNECTION);
     let named = connection.iter().next().is_some();
     let mut doomed: Vec<HeaderName> = Vec::new();
-    let (mut chunked, mut length) = (false, false);
+    let (mut chunked, mut length, mut te) = (false, false, false);
     for name in headers.keys() {
+        te |= *name == header::TE;
         chunked |= *name == header::TRANSFER_ENCODING;
         length |= *name == header::CONTENT_LENGTH;
         let fixed = HOP_BY_HOP.contains(&name)
@@ -89,8 +93,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if chunked && length {
         doomed.push(header::CONTENT_LENGTH);
     }
+    let trailers = te && tokens_of(headers.get_all(header::TE)).any(|t| t.eq_ignore_ascii_case("trailers"));
     for name in doomed {
         headers.remove(name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -350,7 +358,7 @@ mod tests {
             ("connection", "close"),
             ("x-secret-hop", "1"),
             ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("trailer", "x"),
             ("transfer-encoding", "chunked"),
             ("proxy-authorization", "Basic x"),
@@ -361,6 +369,17 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn te_keeps_only_trailers() {
+        for (sent, kept) in [("trailers", Some("trailers")), ("gzip;q=0.5, Trailers", Some("trailers")), ("gzip", None)]
+        {
+            let mut h = map(&[("te", sent), ("connection", "TE")]);
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.get("te").map(|v| v.to_str().unwrap()), kept, "{sent}");
+            assert!(h.get("connection").is_none());
+        }
     }
 
     #[test]

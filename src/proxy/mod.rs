@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod cors;
 pub mod failure;
+pub mod grpc;
 
 pub use failure::rejection_reasons;
 pub mod headers;
@@ -87,9 +88,13 @@ pub async fn handle(
     let start = Instant::now();
     let snap = gw.current.load_full();
     let method = req.method().clone();
+    // Read before the request moves on: a refused gRPC call is answered in gRPC's terms.
+    let grpc = grpc::is_grpc(req.headers());
     let trace = gw.telemetry.start(req.headers(), snap.config.server.trust_forwarded);
     let mut outcome =
         Outcome { log: tracing::enabled!(target: "access", tracing::Level::INFO), trace, ..Default::default() };
+    // A refused gRPC call goes out as HTTP 200; metrics, log and trace count it by its refusal.
+    let mut refused = None;
     let mut resp = match route_request(&gw, &snap, &mut conn, req, &mut outcome).await {
         Ok(resp) => resp,
         Err(failure) => {
@@ -102,13 +107,19 @@ pub async fn handle(
             if let Some(key) = failure.rate_limited_key() {
                 gw.metrics.record_rate_limited(outcome.route.unwrap_or("none"), key);
             }
-            own(failure.response(outcome.scope_text, &snap))
+            let resp = failure.response(outcome.scope_text, &snap);
+            if grpc {
+                refused = Some(resp.status());
+                own(grpc::answer(resp).await)
+            } else {
+                own(resp)
+            }
         }
     };
     if let Some(cors) = outcome.cors {
         cors.apply(resp.headers_mut());
     }
-    let status = resp.status().as_u16();
+    let status = refused.unwrap_or(resp.status()).as_u16();
     let route = outcome.route.unwrap_or("none");
     gw.metrics.record_request(route, status);
     outcome.trace.finish(&method, route, status);

@@ -23,7 +23,8 @@ use crate::config::{Config, IssuerConfig, KeySource, RequireTyp, UpstreamTarget}
 pub use crate::error::BuildError;
 use crate::proxy::cors::Cors;
 use crate::proxy::routes::{RouteSpec, RouteTable};
-use crate::proxy::upstream::group::{Endpoint, Group};
+use crate::proxy::upstream::endpoints::EndpointSet;
+use crate::proxy::upstream::group::{Background, Group};
 use crate::proxy::upstream::{Pool, Pools};
 use crate::tls::sni::Certificates;
 
@@ -228,8 +229,9 @@ impl Snapshot {
             None => None,
         };
         let mut table = Vec::with_capacity(config.routes.len());
-        let mut pools = Pools::default();
-        let groups = build_groups(&config, &mut pools, previous)?;
+        let resolver = upstream_resolver(&config);
+        let mut pools = Pools::new(resolver.clone().filter(|_| !config.server.resolvers.is_empty()));
+        let groups = build_groups(&config, &mut pools, previous, resolver.as_ref())?;
         for (index, r) in config.routes.iter().enumerate() {
             let (route, methods) = build_route(
                 &config,
@@ -387,34 +389,52 @@ fn routes_claim_headers(config: &Config) -> Vec<HeaderName> {
     names
 }
 
+/// The resolver of upstream host names, when one is needed: `[server] resolvers` are set, or a
+/// group names an endpoint by host name (re-resolved in the background). Without one (the system's
+/// configuration unreadable), names are resolved by `getaddrinfo` at each connect, as routes' are.
+fn upstream_resolver(config: &Config) -> Option<Arc<hickory_resolver::TokioResolver>> {
+    let named = config.upstreams.iter().any(|g| !EndpointSet::names(g).is_empty());
+    if config.server.resolvers.is_empty() && !named {
+        return None;
+    }
+    match crate::proxy::upstream::lookup::resolver(&config.server.resolvers) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(error) => {
+            tracing::warn!(%error, "upstream host names are looked up at each connect, not re-resolved");
+            None
+        }
+    }
+}
+
 /// The `[[upstreams]]` groups: each endpoint's pool from `pools` (adopted like a route's), its
-/// health adopted from the previous generation's group of the same name when it was there.
+/// health and resolved addresses adopted from the previous generation's group of the same name.
 fn build_groups(
     config: &Config,
     pools: &mut Pools,
     previous: Option<&Snapshot>,
+    resolver: Option<&Arc<hickory_resolver::TokioResolver>>,
 ) -> Result<Vec<Arc<Group>>, BuildError> {
     let mut groups = Vec::with_capacity(config.upstreams.len());
     for g in &config.upstreams {
         let bad = |m: String| BuildError::Invalid(format!("[[upstreams]] {:?}: {m}", g.name));
         let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
-        let mut endpoints = Vec::with_capacity(g.endpoints.len());
         let ca = g.ca.as_ref().map(|ca| config.resolve(ca));
-        for uri in g.endpoint_uris() {
-            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-                return Err(bad(format!("endpoints {uri}: no scheme or host")));
-            };
-            let origin = format!("{scheme}://{authority}");
-            let pool = pools.get(&config.server, scheme, authority, ca.as_deref(), previous.map(|p| &p.pools))?;
-            let health = old.and_then(|o| o.health_of(&origin)).unwrap_or_default();
-            endpoints.push(Endpoint::new(origin, pool, health));
-        }
+        let endpoints = EndpointSet::build(
+            g,
+            &config.server,
+            pools,
+            previous.map(|p| &p.pools),
+            old.map(|o| &*o.endpoints),
+            ca.as_deref(),
+        )?;
         let hash_on = match g.balance {
             crate::config::BalanceKind::Hash => Some(g.hash_on().map_err(bad)?),
             _ => None,
         };
+        let background = Background::of(g, resolver);
         let retry = crate::proxy::upstream::retry::RetryPolicy::new(g);
-        groups.push(Arc::new(Group::new(g.name.clone(), endpoints, g.balance, hash_on, &g.eject, retry)));
+        let group = Group::new(g.name.clone(), endpoints, (g.balance, hash_on), &g.eject, (background, retry));
+        groups.push(Arc::new(group));
     }
     Ok(groups)
 }
@@ -439,7 +459,7 @@ fn build_route(
                 return Err(bad(format!("upstream {uri}: no scheme or host")));
             };
             let ca = r.upstream_ca.as_ref().map(|ca| config.resolve(ca));
-            let pool = pools.get(&config.server, scheme, authority, ca.as_deref(), previous)?;
+            let pool = pools.get(&config.server, (scheme, authority), ca.as_deref(), r.upstream_protocol, previous)?;
             Upstream::Remote { base_path: uri.path().trim_end_matches('/').to_owned(), pool }
         }
         UpstreamTarget::Group(name) => match groups.iter().find(|g| g.name == *name) {
@@ -487,10 +507,11 @@ fn route_methods(r: &crate::config::RouteConfig) -> Result<Vec<http::Method>, Bu
 
 /// Each `[[upstreams]]` endpoint's health and totals, for `GET /metrics` (only those configured now).
 pub fn observe_upstreams(snap: &Snapshot, metrics: &crate::metrics::Metrics) {
-    let rows = snap
-        .groups
-        .iter()
-        .flat_map(|g| g.observe().map(|(endpoint, healthy, totals)| (g.name.as_str(), endpoint, healthy, totals)));
+    let observed: Vec<(&str, Vec<crate::proxy::upstream::group::EndpointRow>)> =
+        snap.groups.iter().map(|g| (g.name.as_str(), g.observe())).collect();
+    let rows = observed.iter().flat_map(|(group, endpoints)| {
+        endpoints.iter().map(|(e, healthy, totals)| (*group, e.as_str(), *healthy, *totals))
+    });
     metrics.observe_endpoints(rows);
 }
 

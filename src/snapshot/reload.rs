@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::proxy::upstream::group::Group;
 use crate::snapshot::{BuildMode, Snapshot};
 
 /// Quiet time after the last relevant event before reloading: editors and `kubectl` write in
@@ -55,7 +56,12 @@ pub async fn reload_now(config_path: &Path, gw: &Gateway, started: &Config) -> R
             gw.metrics.declare_routes(new.config.routes.iter().map(|r| r.prefix.as_str()));
             // New or changed remote issuers start fetching; kept ones already run.
             new.trust.remotes().for_each(|r| r.start(&gw.metrics.jwks));
-            gw.current.store(Arc::new(new));
+            // Resolving and probing start with the generation that serves (the old one's stop with it).
+            new.groups.iter().for_each(Group::start);
+            // After the swap: an instance that refetches at once must find the new keys served.
+            let new = Arc::new(new);
+            gw.current.store(new.clone());
+            gw.key_news.published(&new);
             gw.admin.reload_succeeded(restart_required);
             tracing::info!(generation = gw.admin.reload_status().generation, "configuration reloaded");
             Ok(())

@@ -19,6 +19,12 @@ pub fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             key_prefix: state.key_prefix.clone(),
             ca: state.ca.as_ref().map(|ca| config.resolve(ca)),
             timeout: std::time::Duration::from_millis(state.timeout_ms),
+            sentinels: state
+                .sentinel_master
+                .clone()
+                .filter(|_| !state.sentinels.is_empty())
+                .map(|m| (state.sentinels.clone(), m)),
+            wait_replicas: state.wait_replicas,
         })?),
     })
 }

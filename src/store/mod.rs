@@ -82,6 +82,17 @@ pub enum StoreError {
     /// The Redis server did not answer within `state.timeout_ms`.
     #[error("state store (redis): no answer within {0} ms")]
     Timeout(u64),
+    /// The primary made the change but fewer replicas than `state.wait_replicas` confirmed it in
+    /// time: it could be lost with the primary, so it is not answered as done.
+    #[error("state store (redis): {op} confirmed by {acked} of the {wanted} replicas state.wait_replicas asks for")]
+    NotReplicated {
+        /// The store operation (as the metrics name it).
+        op: &'static str,
+        /// Replicas that confirmed it.
+        acked: u64,
+        /// `state.wait_replicas`.
+        wanted: u32,
+    },
 }
 
 /// A refresh-token family: every token issued from one grant by rotation.
@@ -283,6 +294,34 @@ pub type ProofCheck = std::pin::Pin<Box<dyn std::future::Future<Output = Result<
 pub type QuotaCall =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::quota::Grant, StoreError>> + Send>>;
 
+/// The answer of [`Store::announce_keys`], on its way: Ok(true) when it was published.
+pub type AnnounceCall = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StoreError>> + Send>>;
+
+/// What a key announcement says (see [`Store::announce_keys`]): public facts only, never a key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyNews {
+    /// The `iss` whose published key set changed.
+    pub iss: String,
+    /// Every kid it publishes now, sorted.
+    pub kids: Vec<String>,
+    /// A digest of its published JWKS: tells apart two sets of the same kids (a key replaced
+    /// under its kid), and lets a restarted issuer skip an announcement nothing changed.
+    pub version: String,
+}
+
+/// What the follower of key announcements hands the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// An issuer announced a new key set just now.
+    Announced(KeyNews),
+    /// The follower (re)subscribed: the latest announcement of every issuer, since anything
+    /// published while it was away was missed.
+    Resync(Vec<KeyNews>),
+}
+
+/// Receives [`KeyEvent`]s on the store's own runtime; must not block.
+pub type KeyEventHandler = std::sync::Arc<dyn Fn(KeyEvent) + Send + Sync>;
+
 pub trait Store: Send + Sync + 'static {
     /// Whether the backend answered its last call; no I/O. An embedded one always does.
     fn available(&self) -> bool {
@@ -395,5 +434,21 @@ pub trait Store: Send + Sync + 'static {
     /// the grant, None when the store is not shared (the caller's own table is then the count).
     fn take_quota(&self, _key: String, _ask: crate::quota::Ask) -> Option<QuotaCall> {
         None
+    }
+
+    /// Tells every instance sharing this store that an issuer's published key set changed
+    /// (`news`), so that those trusting it by URL refetch it at once: Some(future) giving
+    /// Ok(true) when published; with `only_if_new`, nothing is published when the store already
+    /// holds this very version (a restart that changed nothing). None when the store is not
+    /// shared: there is no one to tell.
+    fn announce_keys(&self, _news: &KeyNews, _only_if_new: bool) -> Option<AnnounceCall> {
+        None
+    }
+
+    /// Starts following key announcements, handing each to `on` (and a [`KeyEvent::Resync`]
+    /// on every (re)subscription) until the store is dropped. False when the store is not
+    /// shared: no announcement can come.
+    fn follow_key_announcements(&self, _on: KeyEventHandler) -> bool {
+        false
     }
 }

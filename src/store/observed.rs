@@ -9,7 +9,7 @@ use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError
 use crate::metrics::Metrics;
 
 /// Every timed operation, as the metric's `op` label.
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 14] = [
     "create_family",
     "rotate",
     "current_family",
@@ -23,6 +23,7 @@ pub const OPS: [&str; 13] = [
     "purge_expired",
     "remember_proof",
     "take_quota",
+    "announce_keys",
 ];
 
 /// A store whose calls feed the metrics.
@@ -48,6 +49,9 @@ impl Observed {
         let start = Instant::now();
         let result = call(self.inner.as_ref());
         self.metrics.observe_store(op, start.elapsed().as_secs_f64(), result.is_ok());
+        if let Err(StoreError::NotReplicated { .. }) = &result {
+            self.metrics.observe_unreplicated(op);
+        }
         result
     }
 
@@ -147,5 +151,13 @@ impl Store for Observed {
 
     fn take_quota(&self, key: String, ask: crate::quota::Ask) -> Option<super::QuotaCall> {
         Some(self.timed_async("take_quota", self.inner.take_quota(key, ask)?))
+    }
+
+    fn announce_keys(&self, news: &super::KeyNews, only_if_new: bool) -> Option<super::AnnounceCall> {
+        Some(self.timed_async("announce_keys", self.inner.announce_keys(news, only_if_new)?))
+    }
+
+    fn follow_key_announcements(&self, on: super::KeyEventHandler) -> bool {
+        self.inner.follow_key_announcements(on)
     }
 }

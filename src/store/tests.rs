@@ -50,6 +50,8 @@ fn redis_store(server: &RedisServer, prefix: &str) -> RedisStore {
         key_prefix: prefix.into(),
         ca: None,
         timeout: std::time::Duration::from_secs(2),
+        sentinels: None,
+        wait_replicas: 0,
     })
     .unwrap()
 }

@@ -1,12 +1,14 @@
 //! The one fixture module of the over-the-wire tests, included by every test target: the
 //! `gateway.toml` skeleton ([`Config`]) and a gateway in a temp dir ([`Gw`]), HTTPS (h1/h2),
-//! plain and raw-TCP clients ([`client`]), a recording upstream ([`upstream`]), token forging and
+//! plain and raw-TCP clients ([`client`]), a recording upstream ([`upstream`]), a group endpoint
+//! with a switchable `/healthz` ([`instance`]), token forging and
 //! minting ([`tokens`]), the demo client and user tables ([`tables`]), bounded polling
 //! ([`poll`]) and the admin metrics ([`metrics`]).
 #![allow(dead_code)]
 
 pub mod binary;
 pub mod client;
+pub mod instance;
 pub mod metrics;
 pub mod poll;
 pub mod tables;
@@ -17,6 +19,8 @@ pub mod upstream;
 pub use binary::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use instance::*;
 #[allow(unused_imports)]
 pub use metrics::*;
 #[allow(unused_imports)]

@@ -19,6 +19,7 @@ mod redis_server;
 
 mod dpop;
 mod quota;
+mod sentinel;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

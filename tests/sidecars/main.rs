@@ -6,11 +6,15 @@
 //! unknown-`kid` refetch (time printed); a token signed by a key the central never published
 //! refused; the central down and the sidecars still validating with their last good keys.
 //!
+//! Key changes announced through the Redis, timed with default sidecar settings, are in
+//! [`key_news`].
+//!
 //! Sidecar A takes the central's keys from `jwks_uri`, sidecar B by `discovery = true`: the
 //! central's issuer is its plain listener's URL (`http://127.0.0.1:<port>`, a port picked free
 //! before it starts), so `{issuer}/.well-known/oauth-authorization-server` is its metadata. Both
-//! sidecars set `jwks_refetch_min_secs = 1`: the default 10 s would make a rotation right after
-//! a refetch wait up to 10 s; 1 s still bounds a forged-kid storm to one fetch a second.
+//! sidecars set `jwks_refetch_min_secs = 1`, so that the forged `kid`s of step 4 really refetch
+//! a second after the rotation's fetch (and are refused all the same); rotations themselves no
+//! longer need it, being announced.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -30,6 +34,8 @@ use tokengate::commands::{mint, MintRequest};
 use tokengate::keys::Alg;
 
 use redis_server::free_port;
+
+mod key_news;
 
 const SECRET: &str = "app-Secret-1";
 
@@ -82,6 +88,12 @@ default_scopes = ["read"]
 /// A validating sidecar: no key, trusting only the central (`source`: `jwks_uri = ...` or
 /// `discovery = true`), its keys folder `keys` (empty).
 fn sidecar_config(issuer: &str, source: &str, keys: &Path, redis: &RedisServer) -> String {
+    sidecar_with(issuer, source, keys, "jwks_refetch_min_secs = 1\n", &state(redis))
+}
+
+/// [`sidecar_config`] with the issuer's `jwks_*` settings `tuning` and the `[state]` table
+/// `state` (empty: its own embedded store, sharing nothing).
+fn sidecar_with(issuer: &str, source: &str, keys: &Path, tuning: &str, state: &str) -> String {
     format!(
         r#"
 [server]
@@ -105,10 +117,8 @@ issuer = "{issuer}"
 {source}
 algorithms = ["ES256"]
 require_typ = true
-jwks_refetch_min_secs = 1
-{API}{state}"#,
+{tuning}{API}{state}"#,
         keys = keys.display(),
-        state = state(redis),
     )
 }
 

@@ -28,6 +28,8 @@ pub struct RedisServer {
     aof: bool,
     /// With TLS: the TLS port (the plain `port` stays open for the harness's own commands).
     pub tls_port: Option<u16>,
+    /// More command-line options (e.g. `--replicaof`), given on every start.
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -35,17 +37,45 @@ impl RedisServer {
     /// default), RDB snapshots are always off.
     pub fn start(aof: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir for redis-server");
-        let mut s = RedisServer { child: None, port: free_port(), dir, aof, tls_port: None };
+        let mut s = RedisServer { child: None, port: free_port(), dir, aof, tls_port: None, args: Vec::new() };
+        s.start_here();
+        s
+    }
+
+    /// A server (no AOF) with more command-line options, e.g. `["--replicaof", "127.0.0.1 6379"]`.
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis-server");
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut s = RedisServer { child: None, port: free_port(), dir, aof: false, tls_port: None, args };
+        s.start_here();
+        s
+    }
+
+    /// A Sentinel (`redis-server <conf> --sentinel`, which Debian's redis-server package runs
+    /// without the redis-sentinel package) whose config file starts as `conf`; it rewrites that
+    /// file as it learns.
+    pub fn start_sentinel(conf: &str) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir for redis-sentinel");
+        let file = dir.path().join("sentinel.conf");
+        std::fs::write(&file, conf).expect("write sentinel.conf");
+        let args = vec![path_str(&file).to_owned(), "--sentinel".to_owned()];
+        let mut s = RedisServer { child: None, port: free_port(), dir, aof: false, tls_port: None, args };
+        s.start_here();
+        s
+    }
+
+    /// Spawns on `port`, or on another free port when that one was taken meanwhile.
+    fn start_here(&mut self) {
+        let s = self;
         // Another process may take the port between free_port and the bind: then another port.
         for _ in 0..5 {
             match s.spawn() {
-                Ok(()) => return s,
+                Ok(()) => return,
                 Err(e) => eprintln!("{e}; trying another port"),
             }
             s.port = free_port();
         }
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
-        s
     }
 
     /// A server that also listens with TLS on another port, with a certificate for `localhost`
@@ -67,7 +97,14 @@ impl RedisServer {
     }
 
     fn spawn_tls(dir: tempfile::TempDir) -> RedisServer {
-        let mut s = RedisServer { child: None, port: free_port(), dir, aof: false, tls_port: Some(free_port()) };
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            aof: false,
+            tls_port: Some(free_port()),
+            args: Vec::new(),
+        };
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
         s
     }
@@ -135,9 +172,16 @@ impl RedisServer {
             .collect(),
             None => Vec::new(),
         };
+        // A config file (a sentinel's) must come first.
+        let (first, more) = match self.args.first() {
+            Some(a) if a.ends_with(".conf") => self.args.split_at(2),
+            _ => self.args.split_at(0),
+        };
         let child = Command::new("redis-server")
+            .args(first)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof])
             .args(&tls)
+            .args(more)
             .args(["--dir", path_str(self.dir.path()), "--daemonize", "no", "--loglevel", "warning"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -186,6 +230,12 @@ fn write_tls_files(dir: &Path) {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
+}
+
+/// One inline command to the server on `port` of 127.0.0.1, on a fresh connection; the first
+/// reply chunk.
+pub fn command_at(port: u16, line: &str) -> std::io::Result<String> {
+    command(([127, 0, 0, 1], port).into(), line)
 }
 
 /// One inline command on a fresh connection; the first reply chunk.

@@ -250,6 +250,30 @@ impl RemoteKeys {
         matches!(tokio::time::timeout(self.spec.unknown_kid_wait, done.changed()).await, Ok(Ok(())))
     }
 
+    /// Called when the issuer announced a new key set on the shared store: fetches at once,
+    /// whatever `jwks_refetch_min_secs` says (the announcement came through the store every
+    /// instance trusts, not from a token anyone can forge). Announcements during a fetch are
+    /// coalesced into one more fetch after it, since that fetch may have read the old set; a
+    /// token with an unknown kid meanwhile waits for this fetch instead of being refused.
+    pub fn refetch_announced(&self) {
+        if !self.started.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(m) = self.metrics.get() {
+            m.refetch_announced(&self.spec.issuer);
+        }
+        let mut st = self.status();
+        st.in_flight = true;
+        st.last_attempt = Some(Instant::now());
+        // A stored permit when the task is fetching: it fetches again right after.
+        self.wake.notify_one();
+    }
+
+    /// The kids held now, sorted: compared with an announcement to see whether it was missed.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys.load().kids().into_iter().map(str::to_owned).collect()
+    }
+
     /// One fetch, applied: swaps in a changed key set, or on failure keeps the last good one
     /// until it is older than `jwks_max_stale_secs`. Returns the wait before the next fetch.
     async fn fetch_and_apply(&self) -> Duration {

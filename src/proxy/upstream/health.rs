@@ -1,7 +1,10 @@
-//! Passive health of one endpoint: failures in a row eject it for a while, doubling on repeat,
-//! and the counts `/upstreams` and `/metrics` show. Atomics only: every request touches it.
+//! Health of one endpoint. Passive: failures in a row eject it for a while, doubling on repeat.
+//! Active: `health_check` probes failing in a row take it down until probes pass again in a row.
+//! It is in the balance set only while both allow it (not ejected, or the ejection is over, and
+//! not down), so an ejected endpoint whose time is up but whose probes still fail stays out.
+//! Plus the counts `/upstreams` and `/metrics` show. Atomics only: every request touches it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -46,6 +49,59 @@ pub struct Health {
     retries: AtomicU64,
     /// Requests that failed here and were not retried because the group's retry budget was spent.
     budget_exhausted: AtomicU64,
+    /// Set while active probes say it is down: out of the set until they pass again.
+    down: AtomicBool,
+    /// Probes passed (above 0) or failed (below 0) in a row.
+    probe_streak: AtomicI32,
+    /// The last probe's outcome, as [`Probe::code`]; 0 before the first.
+    last_probe: AtomicU32,
+    /// When the last probe ended ([`now_ms`]); 0 before the first.
+    last_probe_at: AtomicU64,
+}
+
+/// What one active probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered with this status (a pass when 2xx or 3xx).
+    Status(u16),
+    /// No connection, or it closed before answering.
+    Unreachable,
+    /// No answer head within `timeout_ms`.
+    TimedOut,
+}
+
+impl Probe {
+    /// Whether it counts as a pass.
+    pub fn passed(self) -> bool {
+        matches!(self, Probe::Status(s) if (200..400).contains(&s))
+    }
+
+    /// As stored in [`Health`]: the status, or 1 and 2 for the failures without one.
+    fn code(self) -> u32 {
+        match self {
+            Probe::Status(s) => u32::from(s),
+            Probe::Unreachable => 1,
+            Probe::TimedOut => 2,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<Probe> {
+        match code {
+            0 => None,
+            1 => Some(Probe::Unreachable),
+            2 => Some(Probe::TimedOut),
+            s => Some(Probe::Status(s as u16)),
+        }
+    }
+
+    /// In words for `/upstreams`: the status, `unreachable` or `timed out`.
+    pub fn describe(self) -> String {
+        match self {
+            Probe::Status(s) => s.to_string(),
+            Probe::Unreachable => "unreachable".into(),
+            Probe::TimedOut => "timed out".into(),
+        }
+    }
 }
 
 /// Counts one request in flight until dropped (answered, failed or cancelled).
@@ -58,9 +114,46 @@ impl Drop for InFlight<'_> {
 }
 
 impl Health {
-    /// Whether the endpoint is in the set at `now` (not ejected, or its time is up).
+    /// Whether the endpoint is in the set at `now`: not ejected (or its time is up) and not down.
     pub fn available(&self, now: u64) -> bool {
-        self.until.load(Ordering::Relaxed) <= now
+        self.until.load(Ordering::Relaxed) <= now && !self.down.load(Ordering::Relaxed)
+    }
+
+    /// Whether active probes say it is down.
+    pub fn down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// A probe ended at `now` with `probe`: `unhealthy` failures in a row take the endpoint down,
+    /// `healthy` passes in a row bring it back. Returns the new state (true: up) when it changed.
+    pub fn probed(&self, probe: Probe, now: u64, healthy: u32, unhealthy: u32) -> Option<bool> {
+        self.last_probe.store(probe.code(), Ordering::Relaxed);
+        self.last_probe_at.store(now, Ordering::Relaxed);
+        let before = self.probe_streak.load(Ordering::Relaxed);
+        let streak = match (probe.passed(), before) {
+            (true, n) if n > 0 => n.saturating_add(1),
+            (true, _) => 1,
+            (false, n) if n < 0 => n.saturating_sub(1),
+            (false, _) => -1,
+        };
+        self.probe_streak.store(streak, Ordering::Relaxed);
+        let down = self.down.load(Ordering::Relaxed);
+        let limit = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        if down && streak >= limit(healthy) {
+            self.down.store(false, Ordering::Relaxed);
+            return Some(true);
+        }
+        if !down && streak <= -limit(unhealthy) {
+            self.down.store(true, Ordering::Relaxed);
+            return Some(false);
+        }
+        None
+    }
+
+    /// The last probe's outcome and how long ago it ended at `now`, in milliseconds.
+    pub fn last_probe(&self, now: u64) -> Option<(Probe, u64)> {
+        let probe = Probe::from_code(self.last_probe.load(Ordering::Relaxed))?;
+        Some((probe, now.saturating_sub(self.last_probe_at.load(Ordering::Relaxed))))
     }
 
     /// Requests waiting for their response head.
@@ -184,6 +277,40 @@ mod tests {
         now += 5001;
         let got = (0..3).find_map(|_| h.failed(&POLICY, now)).expect("ejected");
         assert_eq!(got, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn probes_take_down_and_bring_back_in_a_row() {
+        let h = Health::default();
+        let (ok, bad) = (Probe::Status(200), Probe::Status(503));
+        assert_eq!(h.probed(bad, 1, 2, 3), None);
+        assert_eq!(h.probed(bad, 2, 2, 3), None);
+        assert_eq!(h.probed(ok, 3, 2, 3), None, "a pass starts the failures over");
+        assert_eq!(h.probed(bad, 4, 2, 3), None);
+        assert_eq!(h.probed(Probe::TimedOut, 5, 2, 3), None);
+        assert_eq!(h.probed(Probe::Unreachable, 6, 2, 3), Some(false));
+        assert!(!h.available(6) && h.down());
+        assert_eq!(h.probed(bad, 7, 2, 3), None, "already down");
+        assert_eq!(h.probed(ok, 8, 2, 3), None);
+        assert_eq!(h.probed(ok, 9, 2, 3), Some(true));
+        assert!(h.available(9));
+        assert_eq!(h.last_probe(10), Some((ok, 1)));
+    }
+
+    #[test]
+    fn an_ejection_over_does_not_bring_back_a_down_endpoint() {
+        let h = Health::default();
+        (0..3).for_each(|_| {
+            let _ = h.failed(&POLICY, 0);
+        });
+        (0..3).for_each(|n| {
+            let _ = h.probed(Probe::Unreachable, n, 2, 3);
+        });
+        assert!(!h.available(5000), "ejection over, probes still failing: out");
+        (0..2).for_each(|n| {
+            let _ = h.probed(Probe::Status(204), n, 2, 3);
+        });
+        assert!(h.available(5000));
     }
 
     #[test]

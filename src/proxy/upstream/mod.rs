@@ -1,14 +1,20 @@
 //! Talking to upstreams: connection pools ([`pool`]), idle timeouts of the bodies forwarded both
 //! ways ([`idle`]), the per-connection state those bodies share with the client connection
 //! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]),
-//! passive health ([`health`]) and retries ([`retry`], [`replay`]), and the built-in `echo` demo service.
+//! health ([`health`], probed by [`probe`]) and endpoint sets ([`endpoints`]) that follow their
+//! host names' addresses ([`dns`], resolved as [`lookup`] says), retries ([`retry`], [`replay`]), and the
+//! built-in `echo` demo service.
 
 pub mod balance;
 pub mod conn_watch;
+pub mod dns;
+pub mod endpoints;
 pub mod group;
 pub mod health;
 pub mod idle;
+pub mod lookup;
 pub mod pool;
+pub mod probe;
 pub mod replay;
 pub mod retry;
 
@@ -24,7 +30,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, UpstreamProtocol};
 use crate::tls::{client_config, TlsError};
 
 pub use idle::BodyError;
@@ -32,18 +38,26 @@ pub use pool::{Connector, ExchangeLimits, Pool, UpstreamBody};
 
 /// The connector of every pool: TCP with TCP_NODELAY, keep-alive probes and the connect timeout;
 /// TLS for `https://` upstreams, trusting webpki roots or, when given, only the CAs in `ca`, and
-/// offering h2 and HTTP/1.1 by ALPN.
-pub fn connector(server: &ServerConfig, ca: Option<&Path>) -> Result<Connector, TlsError> {
-    let mut http = HttpConnector::new();
+/// offering h2 and HTTP/1.1 by ALPN (only HTTP/1.1 with `protocol = "http1"`); host names
+/// resolved by `lookup`. An h2c pool dials plain TCP and speaks h2 on it without asking (see
+/// [`pool`]).
+pub fn connector(
+    server: &ServerConfig,
+    ca: Option<&Path>,
+    protocol: UpstreamProtocol,
+    lookup: lookup::Lookup,
+) -> Result<Connector, TlsError> {
+    let mut http = HttpConnector::new_with_resolver(lookup);
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(server.upstream_connect_timeout_secs)));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client_config(ca, "upstream_ca")?)
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http))
+    let builder =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(ca, "upstream_ca")?).https_or_http();
+    Ok(match protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamProtocol::H2c | UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+    })
 }
 
 /// The `echo` upstream: answers JSON with the method, path and headers it received, and the
@@ -96,6 +110,10 @@ struct PoolKey {
     timeouts: (u64, u64),
     /// `[server]` response head caps and body idle timeouts.
     limits: ExchangeLimits,
+    /// The HTTP version spoken: an h2c pool and an HTTP/1.1 one to one origin are two pools.
+    protocol: UpstreamProtocol,
+    /// `[server] resolvers`: who resolves the host name.
+    resolvers: Vec<std::net::SocketAddr>,
 }
 
 /// The pools of one snapshot, one per distinct upstream. A reload adopts the previous snapshot's
@@ -104,19 +122,28 @@ struct PoolKey {
 pub struct Pools {
     /// Every pool built (or adopted) so far, with its key.
     by_key: Vec<(PoolKey, Arc<Pool>)>,
+    /// The resolver of `[server] resolvers`; None: the system's `getaddrinfo`.
+    resolver: Option<Arc<hickory_resolver::TokioResolver>>,
 }
 
 impl Pools {
-    /// The pool for `scheme://authority` (trusting `ca` for https), shared with other routes of
-    /// this snapshot, adopted from `previous` when it had the same, or else new.
+    /// No pools yet; new ones resolve host names with `resolver` (None: the system's).
+    pub fn new(resolver: Option<Arc<hickory_resolver::TokioResolver>>) -> Pools {
+        Pools { by_key: Vec::new(), resolver }
+    }
+
+    /// The pool for `scheme://authority` (trusting `ca` for https) speaking `protocol` (unset:
+    /// by the scheme), shared with other routes of this snapshot, adopted from `previous` when
+    /// it had the same, or else new.
     pub fn get(
         &mut self,
         server: &ServerConfig,
-        scheme: &Scheme,
-        authority: &Authority,
+        (scheme, authority): (&Scheme, &Authority),
         ca: Option<&Path>,
+        protocol: Option<UpstreamProtocol>,
         previous: Option<&Pools>,
     ) -> Result<Arc<Pool>, TlsError> {
+        let protocol = UpstreamProtocol::resolve(protocol, scheme.as_str());
         let ca_bytes = match ca {
             Some(p) => Some((
                 p.to_owned(),
@@ -129,6 +156,8 @@ impl Pools {
             ca: ca_bytes,
             timeouts: (server.upstream_connect_timeout_secs, server.upstream_idle_timeout_secs),
             limits: ExchangeLimits::from(server),
+            protocol,
+            resolvers: server.resolvers.clone(),
         };
         if let Some((_, pool)) = self.by_key.iter().find(|(k, _)| *k == key) {
             return Ok(pool.clone());
@@ -138,10 +167,16 @@ impl Pools {
             Some(pool) => pool,
             None => {
                 let idle = Duration::from_secs(server.upstream_idle_timeout_secs);
-                let connector = connector(server, ca)?;
-                let pool =
-                    Pool::new(scheme.clone(), authority.clone(), connector, MAX_IDLE_PER_UPSTREAM, idle, key.limits)
-                        .map_err(|e| TlsError::File { path: key.origin.clone(), msg: e.to_string() })?;
+                let connector = connector(server, ca, protocol, lookup::Lookup::for_server(self.resolver.as_ref()))?;
+                let pool = Pool::new(
+                    (scheme.clone(), authority.clone()),
+                    connector,
+                    protocol,
+                    MAX_IDLE_PER_UPSTREAM,
+                    idle,
+                    key.limits,
+                )
+                .map_err(|e| TlsError::File { path: key.origin.clone(), msg: e.to_string() })?;
                 Arc::new(pool)
             }
         };

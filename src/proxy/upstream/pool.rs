@@ -1,5 +1,6 @@
 //! Pooled connections to one upstream: HTTP/1.1 connections reused one request at a time, most
-//! recently used first, or one shared h2 connection when a TLS upstream negotiated h2.
+//! recently used first, or one shared h2 connection (multiplexed: every request a stream on it)
+//! when a TLS upstream negotiated h2 or the pool speaks h2c (HTTP/2 with prior knowledge).
 //!
 //! Why not hyper-util's legacy client: on the proxy path it cost about 11,600 instructions per
 //! request (callgrind), a fifth of the gateway's whole budget, mostly in its generic pool (a task
@@ -15,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderValue, HOST, TE};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -28,10 +29,12 @@ use tower_service::Service;
 use super::conn_watch::ConnWatch;
 use super::idle::{BodyError, IdleTimer, RequestBody};
 use super::replay::Source;
+use crate::config::UpstreamProtocol;
 use crate::metrics::Limit;
 
-/// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY.
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// Opens TCP connections (with TLS for `https://`), with the connect timeout and TCP_NODELAY;
+/// host names resolved as [`Lookup`](super::lookup::Lookup) says.
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector<super::lookup::Lookup>>;
 
 /// Why a request could not be sent upstream (answered 502).
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,11 @@ pub struct Pool {
     idle: Mutex<VecDeque<Idle>>,
     /// The h2 connection, when the upstream negotiated h2: every request shares it.
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// How the connections speak: h2c dials h2 without asking; the others go by ALPN.
+    protocol: UpstreamProtocol,
+    /// Held while an h2c connection is being opened, so a burst of first requests opens one
+    /// connection and shares it instead of each opening its own.
+    dialing: tokio::sync::Mutex<()>,
     /// Idle connections beyond this many are closed instead of kept.
     max_idle: usize,
     /// Idle connections older than this are closed (before the upstream's own keep-alive ends).
@@ -111,11 +119,11 @@ enum Conn {
 }
 
 impl Pool {
-    /// A pool for `scheme://authority`; nothing is connected until the first request.
+    /// A pool for `scheme://authority` speaking `protocol`; nothing is connected until the first request.
     pub fn new(
-        scheme: Scheme,
-        authority: Authority,
+        (scheme, authority): (Scheme, Authority),
         connector: Connector,
+        protocol: UpstreamProtocol,
         max_idle: usize,
         idle_timeout: Duration,
         limits: ExchangeLimits,
@@ -130,6 +138,8 @@ impl Pool {
             connector,
             idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
+            protocol,
+            dialing: tokio::sync::Mutex::new(()),
             max_idle,
             idle_timeout,
             reaper: AtomicBool::new(false),
@@ -147,6 +157,12 @@ impl Pool {
         watch: &Arc<ConnWatch>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.try_send(self.wrap(req, watch), watch).await.map_err(|(e, _)| e)
+    }
+
+    /// What a health probe needs to open a connection of its own: the connector, the URI it
+    /// dials and the `Host` header.
+    pub(super) fn dial(&self) -> (&Connector, &Uri, &HeaderValue) {
+        (&self.connector, &self.origin, &self.host)
     }
 
     /// The request with its body watched for `request_body_idle_timeout_secs`, ready to send.
@@ -174,11 +190,22 @@ impl Pool {
             match conn {
                 Conn::H2(mut sender) => {
                     self.absolute(&mut req);
-                    let resp = sender.send_request(req).await.map_err(|e| (e.into(), None))?;
-                    return Ok(resp.map(|inner| UpstreamBody::new(inner, None, &self.limits, watch)));
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => return Ok(resp.map(|inner| UpstreamBody::new(inner, None, &self.limits, watch))),
+                        // The shared connection closed under us before the stream was opened:
+                        // nothing was sent, so a fresh connection may carry it.
+                        Err(mut e) => match e.take_message() {
+                            // (`checkout` drops the closed connection and dials anew.)
+                            Some(unsent) if pooled && sender.is_closed() => req = unsent,
+                            unsent => return Err((e.into_error().into(), unsent)),
+                        },
+                    }
                 }
                 Conn::H1(mut sender) => {
                     req.headers_mut().insert(HOST, self.host.clone());
+                    // `TE: trailers` (all that `strip_hop_by_hop` keeps) is for h2 upstreams,
+                    // gRPC's; HTTP/1.1 ones get no hop-by-hop header of the client's.
+                    req.headers_mut().remove(TE);
                     match sender.try_send_request(req).await {
                         Ok(resp) => return Ok(self.attach(resp, sender, watch)),
                         Err(mut e) => match e.take_message() {
@@ -212,8 +239,19 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let _dialing = match self.protocol {
+            UpstreamProtocol::H2c => {
+                let guard = self.dialing.lock().await;
+                // Another request may have opened the connection while this one waited.
+                if let Some(conn) = self.checkout() {
+                    return Ok(conn);
+                }
+                Some(guard)
+            }
+            UpstreamProtocol::Http1 | UpstreamProtocol::Auto => None,
+        };
         let io = self.connector.clone().call(self.origin.clone()).await.map_err(UpstreamError::Connect)?;
-        if io.connected().is_negotiated_h2() {
+        if self.protocol == UpstreamProtocol::H2c || io.connected().is_negotiated_h2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(self.limits.head_bytes.min(u32::MAX as usize) as u32)

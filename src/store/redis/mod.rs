@@ -20,6 +20,11 @@
 //! - `{denylist}:jtis` (sorted set jti -> exp) and `{denylist}:stream`: denied access-token jtis
 //!   and the stream every instance follows ([`follow`]).
 //!
+//! # Failover and replication
+//! With `state.sentinels`, every connection finds the primary anew ([`sentinel`]), so the
+//! reconnection after a failover reaches the promoted replica; with `state.wait_replicas`, each
+//! grant or revocation waits for that many replicas ([`replication`]) before it is answered.
+//!
 //! # Blocking
 //! The trait is synchronous and called from blocking threads; the store owns a one-thread tokio
 //! runtime that drives its connections, and each call waits on it with `Handle::block_on`,
@@ -27,55 +32,37 @@
 //! runtimes (one per core), whose I/O no other thread can drive. Never call a method other than
 //! [`Store::is_jti_denied`] from inside an async task.
 
+mod announce;
+mod connect;
 mod follow;
 mod keys;
 mod lockout;
+mod relay;
+mod replication;
 mod request_path;
 mod scripts;
+mod sentinel;
 #[cfg(test)]
 mod tests;
 mod tls_relay;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, RedisError};
+use redis::{AsyncCommands, RedisError};
 
 /// Wall-clock Unix seconds, for what the trait is not told the time of (denials).
 pub(crate) use crate::auth::unix_now as wall_now;
 
+pub use self::connect::RedisOptions;
 use self::keys::{hex, Keys};
+use self::relay::Relay;
 use self::scripts::LOCK_CAS_TRIES;
-use self::tls_relay::TlsRelay;
 use super::denylist::DenyList;
 use super::health::Health;
 use super::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, StoreStatus, TokenHash};
-
-/// How to reach the server; built from `[state]` by [`crate::store::open`].
-#[derive(Clone)]
-pub struct RedisOptions {
-    /// `redis://` or `rediss://` URL, credentials included.
-    pub url: String,
-    /// Prepended to every key.
-    pub key_prefix: String,
-    /// `state.ca`: the PEM file trusted for `rediss://` (CAs, or the server's own certificate),
-    /// instead of the public roots.
-    pub ca: Option<std::path::PathBuf>,
-    /// Bound on each store operation, and on each connection attempt.
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOptions")
-            .field("url", &crate::config::redacted_url(&self.url))
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Denials the stream keeps (approximately); older ones are still in the denied set, which a
 /// reconnecting instance reads whole.
@@ -112,6 +99,8 @@ pub struct RedisStore {
     handle: tokio::runtime::Handle,
     /// Multiplexed, reconnecting connection for every operation but the stream's blocking read.
     conn: ConnectionManager,
+    /// For the connections that cannot be shared: the key announcements' subscription.
+    client: redis::Client,
     /// Key names.
     keys: Arc<Keys>,
     /// Denied jtis in memory, for the proxy; fed by `deny_jti` and the stream follower.
@@ -120,8 +109,10 @@ pub struct RedisStore {
     timeout: Duration,
     /// Reachability as the last call and the follower saw it.
     health: Arc<Health>,
-    /// For `rediss://`: the TLS relay redis-rs connects through, held as long as the store.
-    _relay: Option<TlsRelay>,
+    /// `state.wait_replicas`.
+    wait_replicas: u32,
+    /// For `rediss://` or sentinels: the relay redis-rs connects through, held as long as the store.
+    _relay: Option<Relay>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -154,7 +145,7 @@ impl RedisStore {
             .build()
             .map_err(StoreError::Io)?;
         let handle = rt.handle().clone();
-        let (client, relay) = match client_for(&opts, &handle) {
+        let (client, relay) = match connect::client_for(&opts, &handle) {
             Ok(c) => c,
             Err(e) => {
                 rt.shutdown_background();
@@ -185,8 +176,8 @@ impl RedisStore {
         });
         let connected = match connected {
             Ok(Ok(Ok(c))) => Ok(c),
-            // Over TLS the relay knows why; redis-rs saw only a closed connection.
-            Ok(Ok(Err(e))) => match relay.as_ref().and_then(TlsRelay::last_error) {
+            // Through a relay (TLS, sentinels) the relay knows why; redis-rs saw only a closed connection.
+            Ok(Ok(Err(e))) => match relay.as_ref().and_then(Relay::last_error) {
                 Some(why) => Err(format!("state.url: redis at {server}: {why}")),
                 None => Err(format!("state.url: redis at {server}: {e}")),
             },
@@ -205,9 +196,20 @@ impl RedisStore {
         };
         let health = Arc::new(Health::default());
         health.stream_event();
-        handle.spawn(follow::run(client, keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
+        handle.spawn(follow::run(client.clone(), keys.clone(), denied.clone(), last, opts.timeout, health.clone()));
         tracing::info!(server = %server, denied_jtis = denied.len(), "state store: redis");
-        Ok(RedisStore { rt: Some(rt), handle, conn, keys, denied, timeout: opts.timeout, health, _relay: relay })
+        Ok(RedisStore {
+            rt: Some(rt),
+            handle,
+            conn,
+            client,
+            keys,
+            denied,
+            timeout: opts.timeout,
+            health,
+            wait_replicas: opts.wait_replicas,
+            _relay: relay,
+        })
     }
 
     /// Runs one operation on the store's runtime, failing with [`StoreError::Timeout`] past
@@ -247,26 +249,6 @@ impl RedisStore {
             .map_err(redis_err)?;
         Ok(set.is_some())
     }
-}
-
-/// The redis-rs client for `state.url`: direct for `redis://`; for `rediss://`, through a
-/// [`TlsRelay`] on `handle` that verifies the server as every other TLS peer is verified.
-fn client_for(opts: &RedisOptions, handle: &tokio::runtime::Handle) -> Result<(Client, Option<TlsRelay>), StoreError> {
-    let unavailable = |m: String| StoreError::Unavailable(format!("state.url: {m}"));
-    let Some(rest) = opts.url.strip_prefix("rediss://") else {
-        return Ok((Client::open(opts.url.as_str()).map_err(|e| unavailable(e.to_string()))?, None));
-    };
-    // Read as a plain URL (redis-rs is built without TLS): credentials and database stay with
-    // redis-rs, the host and port go to the relay.
-    let info = format!("redis://{rest}").into_connection_info().map_err(|e| unavailable(e.to_string()))?;
-    let ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
-        return Err(unavailable("a rediss:// URL names a host and port".into()));
-    };
-    let tls = crate::tls::client_config(opts.ca.as_deref(), "state.ca")
-        .map_err(|e| StoreError::Unavailable(format!("state.ca: {e}")))?;
-    let relay = TlsRelay::start(handle, &host, port, tls, opts.timeout).map_err(unavailable)?;
-    let info = info.set_addr(ConnectionAddr::Unix(relay.socket().to_owned()));
-    Ok((Client::open(info).map_err(|e| unavailable(e.to_string()))?, Some(relay)))
 }
 
 /// `op` bounded by `timeout` (dropped at the deadline: a script already sent may still run), with
@@ -361,6 +343,7 @@ impl Store for RedisStore {
             return Err(StoreError::Db("a family id must not contain braces".into()));
         }
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let now = family.last_used;
             if !self.register(&mut con, token, id, family.expires, now).await? {
@@ -397,7 +380,7 @@ impl Store for RedisStore {
                 let _: Result<i64, _> = con.del(self.keys.token(token)).await;
                 return Err(StoreError::Conflict("family id"));
             }
-            Ok(())
+            self.replicated(&mut con, "create_family", started).await
         })
     }
 
@@ -420,6 +403,7 @@ impl Store for RedisStore {
         now: u64,
     ) -> Result<Rotation, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let Some(link) = self.lookup(&mut con, presented).await? else {
                 return Ok(Rotation::Invalid);
@@ -442,6 +426,10 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
+            // A rotation, a graced retry and a reuse (which revoked the family) all changed it.
+            if out.first().is_some_and(|o| o != "invalid") {
+                self.replicated(&mut con, "rotate", started).await?;
+            }
             match out.first().map(String::as_str) {
                 Some(outcome @ ("rotated" | "retried")) if out.len() == 9 => {
                     let num = |i: usize| out[i].parse::<u64>().map_err(|_| bad_value("rotation result"));
@@ -485,6 +473,7 @@ impl Store for RedisStore {
 
     fn revoke_family(&self, presented: &TokenHash, client_id: Option<&str>) -> Result<bool, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let Some(link) = self.lookup(&mut con, presented).await? else {
                 return Ok(false);
@@ -498,12 +487,16 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
+            if done == 1 {
+                self.replicated(&mut con, "revoke_family", started).await?;
+            }
             Ok(done == 1)
         })
     }
 
     fn revoke_client(&self, client_id: &str, sub: Option<&str>) -> Result<usize, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let ids: Vec<String> = con.zrange(self.keys.client(client_id), 0, -1).await.map_err(redis_err)?;
             if ids.is_empty() {
@@ -527,12 +520,16 @@ impl Store for RedisStore {
                 let done: Vec<i64> = pipe.query_async(&mut con).await.map_err(redis_err)?;
                 revoked += done.iter().filter(|&&d| d == 1).count();
             }
+            if revoked > 0 {
+                self.replicated(&mut con, "revoke_client", started).await?;
+            }
             Ok(revoked)
         })
     }
 
     fn deny_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
         let exp = self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let exp: String = scripts::DENY
                 .key(self.keys.denied())
@@ -544,7 +541,13 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
-            follow::parse_exp(&exp).ok_or_else(|| bad_value("denial expiry"))
+            let exp = follow::parse_exp(&exp).ok_or_else(|| bad_value("denial expiry"))?;
+            // Held in memory here even if unconfirmed: the denial stands at this instance at least.
+            if let Err(e) = self.replicated(&mut con, "deny_jti", started).await {
+                self.denied.extend([(jti, exp)]);
+                return Err(e);
+            }
+            Ok(exp)
         })?;
         // At once here; the other instances learn it from the stream.
         self.denied.extend([(jti, exp)]);
@@ -557,6 +560,7 @@ impl Store for RedisStore {
 
     fn use_jti_once(&self, client_id: &str, jti: &str, exp: u64, now: u64) -> Result<bool, StoreError> {
         self.run(async {
+            let started = Instant::now();
             let mut con = self.conn.clone();
             let first: i64 = scripts::ONCE
                 .key(self.keys.assertion(client_id, jti))
@@ -567,6 +571,9 @@ impl Store for RedisStore {
                 .invoke_async(&mut con)
                 .await
                 .map_err(redis_err)?;
+            if first == 1 {
+                self.replicated(&mut con, "use_jti_once", started).await?;
+            }
             Ok(first == 1)
         })
     }
@@ -577,6 +584,15 @@ impl Store for RedisStore {
 
     fn take_quota(&self, key: String, ask: crate::quota::Ask) -> Option<super::QuotaCall> {
         Some(self.quota_call(key, ask))
+    }
+
+    fn announce_keys(&self, news: &super::KeyNews, only_if_new: bool) -> Option<super::AnnounceCall> {
+        Some(self.announce_call(news, only_if_new))
+    }
+
+    fn follow_key_announcements(&self, on: super::KeyEventHandler) -> bool {
+        self.follow_announcements(on);
+        true
     }
 
     fn record_failure(&self, key: &str, now: u64, policy: &LockoutPolicy) -> Result<LockState, StoreError> {

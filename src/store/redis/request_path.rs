@@ -15,7 +15,7 @@ impl RedisStore {
     /// A call for an async caller: sent on the caller's runtime (the connection manager's own
     /// task does the I/O, so no blocking thread waits), bounded by `state.timeout_ms`, with its
     /// reachability recorded like [`RedisStore::run`]'s.
-    fn on_caller<T: Send + 'static>(
+    pub(super) fn on_caller<T: Send + 'static>(
         &self,
         call: impl Future<Output = Result<T, RedisError>> + Send + 'static,
     ) -> Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>> {

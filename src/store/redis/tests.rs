@@ -14,6 +14,8 @@ fn open(server: &RedisServer, prefix: &str, timeout_ms: u64) -> RedisStore {
         key_prefix: prefix.into(),
         ca: None,
         timeout: Duration::from_millis(timeout_ms),
+        sentinels: None,
+        wait_replicas: 0,
     })
     .unwrap()
 }
@@ -237,6 +239,8 @@ fn open_fails_clearly_and_never_shows_the_password() {
         key_prefix: "p:".into(),
         ca: None,
         timeout: Duration::from_millis(500),
+        sentinels: None,
+        wait_replicas: 0,
     })
     .unwrap_err()
     .to_string();
@@ -279,4 +283,35 @@ fn a_shared_quota_grants_allowances_from_one_bucket_on_the_servers_clock() {
 
 fn s_take_other(s: &RedisStore, ask: crate::quota::Ask) -> crate::quota::Grant {
     s.run(s.take_quota("4:/api:client_id:other".into(), ask).unwrap()).unwrap()
+}
+
+#[test]
+fn key_announcements_reach_followers_and_a_returning_follower_finds_the_latest() {
+    use crate::store::{KeyEvent, KeyNews};
+    let mut server = RedisServer::start(true);
+    // The latest word must survive the kill below.
+    assert!(server.command("CONFIG SET appendfsync always").contains("OK"));
+    let (central, sidecar) = (open(&server, "ka:", 1000), open(&server, "ka:", 1000));
+    let other_fleet = open(&server, "other:", 1000);
+    let (tx, rx) = std::sync::mpsc::channel();
+    assert!(sidecar.follow_key_announcements(Arc::new(move |e| drop(tx.send(e)))));
+    let (tx_other, rx_other) = std::sync::mpsc::channel();
+    assert!(other_fleet.follow_key_announcements(Arc::new(move |e| drop(tx_other.send(e)))));
+    let next = |rx: &std::sync::mpsc::Receiver<KeyEvent>| rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(next(&rx), KeyEvent::Resync(Vec::new()), "subscribed, nothing announced yet");
+    assert_eq!(next(&rx_other), KeyEvent::Resync(Vec::new()));
+
+    let news = KeyNews { iss: "https://central".into(), kids: vec!["k1".into(), "k2".into()], version: "v2".into() };
+    let send = |n: &KeyNews, only_if_new| central.handle.block_on(central.announce_keys(n, only_if_new).unwrap());
+    assert!(send(&news, true).unwrap(), "a first announcement is published");
+    assert_eq!(next(&rx), KeyEvent::Announced(news.clone()));
+    assert!(!send(&news, true).unwrap(), "a restart with the same set announces nothing");
+    assert!(send(&news, false).unwrap(), "a reload always announces");
+    assert_eq!(next(&rx), KeyEvent::Announced(news.clone()));
+    assert!(rx.try_recv().is_err(), "one event per announcement");
+    assert!(rx_other.recv_timeout(Duration::from_millis(200)).is_err(), "another key_prefix hears nothing");
+
+    // Redis restarted: the follower subscribes again and is handed what it may have missed.
+    server.restart();
+    assert_eq!(next(&rx), KeyEvent::Resync(vec![news]));
 }
