@@ -100,9 +100,10 @@ async fn a_sigkilled_endpoint_process_fails_no_get_and_sends_no_post_twice() {
     let mut eps: Vec<Endpoint> = files[..3].iter().map(|f| Endpoint::start(0, f)).collect();
     let urls: Vec<String> = eps.iter().map(Endpoint::url).collect();
     let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
-    // Passive health only for now; an active check is one more line here:
-    // health_check = { path = "/healthz", interval_secs = 1, timeout_ms = 500, healthy = 1, unhealthy = 2 }
-    let health = "eject = { consecutive_failures = 3, base_secs = 2, max_secs = 10 }";
+    // Passive health (ejection after 3 failures for 2 s) and active probes every second: the
+    // restarted endpoint is back once both agree.
+    let health = "eject = { consecutive_failures = 3, base_secs = 2, max_secs = 10 }\n\
+                  health_check = { path = \"/healthz\", interval_secs = 1, timeout_ms = 500, healthy = 1, unhealthy = 2 }";
     let group = format!("\n[[upstreams]]\nname = \"svc\"\nendpoints = [{}]\n{health}\n", list.join(", "));
     let text = Config::new().rest(&format!("{group}{}", route("/svc", "svc", "public = true"))).text();
     let gw = Arc::new(Gw::start_text(&text).await);
@@ -202,6 +203,7 @@ async fn a_sigkilled_endpoint_process_fails_no_get_and_sends_no_post_twice() {
     assert!(post_failed.len() <= CLIENTS, "{} POSTs failed: {post_failed:?}", post_failed.len());
     assert!(status["ejections"].as_u64() >= Some(1), "{status}");
     assert_eq!(status["healthy"], true, "{status}");
+    assert_eq!(status["health_check"], "up", "its probes pass again: {status}");
     assert!(to_eject < Duration::from_secs(2), "{to_eject:?}");
     assert!(get_ok > 50 && post_ok.len() > 50, "steady load: {get_ok} GETs, {} POSTs", post_ok.len());
 }
