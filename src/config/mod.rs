@@ -37,7 +37,8 @@ use routes::yes;
 pub use routes::{RouteConfig, UpstreamTarget};
 mod upstreams;
 pub use upstreams::{
-    is_group_name, BalanceKind, EjectConfig, HashOn, HealthCheckConfig, UpstreamGroupConfig, UpstreamProtocol,
+    is_group_name, BalanceKind, EjectConfig, HashOn, HealthCheckConfig, RetryBudgetConfig, UpstreamGroupConfig,
+    UpstreamProtocol,
 };
 
 /// The whole `gateway.toml`.
@@ -439,7 +440,7 @@ impl Config {
                 }
                 if r.upstream_ca.is_some() {
                     return bad(format!(
-                        "route {:?}: upstream_ca is for a URL upstream, not the group {name:?} (its endpoints use webpki roots)",
+                        "route {:?}: upstream_ca is for a URL upstream, not the group {name:?} (set the group's ca)",
                         r.prefix
                     ));
                 }

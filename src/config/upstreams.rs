@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use crate::auth::claims::{ClaimPath, ClaimPathConfig};
 
 /// One `[[upstreams]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -15,9 +16,10 @@ pub struct UpstreamGroupConfig {
     /// How a request picks its endpoint.
     #[serde(default)]
     pub balance: BalanceKind,
-    /// With `balance = "hash"`: what keeps a caller on one endpoint (`sub` when unset).
+    /// With `balance = "hash"`: what keeps a caller on one endpoint (`sub` when unset); a
+    /// keyword, `header:X`, or a claim path (dotted, or an array of segments).
     #[serde(default)]
-    pub hash_on: Option<String>,
+    pub hash_on: Option<ClaimPathConfig>,
     /// Passive health: when an endpoint that keeps failing is left out, and for how long.
     #[serde(default)]
     pub eject: EjectConfig,
@@ -31,10 +33,49 @@ pub struct UpstreamGroupConfig {
     /// Active health: probes that take an endpoint out while they fail and back once they pass.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Tries after the first on another endpoint (0: none): after a connect failure whatever the
+    /// method, after a reset only for idempotent methods with a body kept whole.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Request bodies up to this many bytes are kept while sent, so that an idempotent request
+    /// reset before its answer can be sent again; a longer body is not retried after a reset.
+    #[serde(default = "default_retry_buffer_bytes")]
+    pub retry_buffer_bytes: usize,
+    /// How many retries the group may add to its load.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// CA file (PEM) that `https://` endpoints are verified against instead of the webpki roots.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 fn default_dns_refresh_secs() -> u64 {
     30
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+fn default_retry_buffer_bytes() -> usize {
+    64 * 1024
+}
+
+/// `[[upstreams]] retry_budget`: retries allowed per second are `min_retries_per_sec` plus
+/// `ratio` times the requests of the last second (Finagle's and Linkerd's budget).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetConfig {
+    /// Retries as a share of requests: 0.2 lets a failing group grow its load by a fifth at most.
+    pub ratio: f64,
+    /// Retries allowed whatever the traffic, so a quiet group still retries its few failures.
+    pub min_retries_per_sec: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig { ratio: 0.2, min_retries_per_sec: 10 }
+    }
 }
 
 /// `[[upstreams]] health_check`.
@@ -142,6 +183,8 @@ pub enum HashOn {
     Ip,
     /// A request header's value (lowercase name).
     Header(String),
+    /// A claim of the token, at this path.
+    Claim(ClaimPath),
 }
 
 /// `[[upstreams]] eject`.
@@ -170,16 +213,29 @@ pub fn is_group_name(s: &str) -> bool {
 impl UpstreamGroupConfig {
     /// `hash_on`, parsed (`sub` when unset).
     pub fn hash_on(&self) -> Result<HashOn, String> {
-        match self.hash_on.as_deref() {
-            None | Some("sub") => Ok(HashOn::Sub),
-            Some("client_id") => Ok(HashOn::ClientId),
-            Some("ip") => Ok(HashOn::Ip),
-            Some(h) => match h.strip_prefix("header:") {
-                Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
-                    Ok(HashOn::Header(name.to_ascii_lowercase()))
-                }
-                _ => Err(format!("hash_on {h:?} is not \"sub\", \"client_id\", \"ip\" or \"header:<a header name>\"")),
+        let path = match &self.hash_on {
+            None => return Ok(HashOn::Sub),
+            Some(ClaimPathConfig::Dotted(h)) => match h.as_str() {
+                "sub" => return Ok(HashOn::Sub),
+                "client_id" => return Ok(HashOn::ClientId),
+                "ip" => return Ok(HashOn::Ip),
+                _ => match h.strip_prefix("header:") {
+                    Some(name) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+                        return Ok(HashOn::Header(name.to_ascii_lowercase()))
+                    }
+                    Some(_) => return Err(format!("hash_on {h:?} does not name a header after \"header:\"")),
+                    None => self.hash_on.as_ref(),
+                },
             },
+            Some(ClaimPathConfig::Segments(_)) => self.hash_on.as_ref(),
+        };
+        let path = path.map(ClaimPathConfig::compile).transpose();
+        match path {
+            Ok(Some(p)) => Ok(HashOn::Claim(p)),
+            Ok(None) => Ok(HashOn::Sub),
+            Err(e) => Err(format!(
+                "hash_on: {e} (want \"sub\", \"client_id\", \"ip\", \"header:<a header name>\" or a claim path)"
+            )),
         }
     }
 
@@ -223,6 +279,13 @@ impl UpstreamGroupConfig {
         }
         if e.max_secs < e.base_secs {
             return Err("eject.max_secs must be at least eject.base_secs".into());
+        }
+        let b = &self.retry_budget;
+        if !(0.0..=1.0).contains(&b.ratio) {
+            return Err("retry_budget.ratio must be between 0 and 1".into());
+        }
+        if self.retries > 10 {
+            return Err("retries must be at most 10".into());
         }
         if self.dns_refresh_secs == 0 {
             return Err("dns_refresh_secs must be at least 1".into());
@@ -279,11 +342,16 @@ mod tests {
     fn refusals_name_the_key() {
         assert!(group("").is_ok());
         assert!(group("balance = \"hash\"\nhash_on = \"header:X-Tenant\"").is_ok());
+        assert!(group("balance = \"hash\"\nhash_on = \"realm.tenant\"").is_ok());
+        assert!(group("balance = \"hash\"\nhash_on = [\"https://example.com/tenant\"]").is_ok());
         let cases = [
-            ("balance = \"hash\"\nhash_on = \"nope\"", "hash_on \"nope\""),
             ("hash_on = \"sub\"", "hash_on is only read with balance = \"hash\""),
             ("eject = { consecutive_failures = 0 }", "eject.consecutive_failures"),
             ("eject = { base_secs = 20, max_secs = 10 }", "eject.max_secs"),
+            ("balance = \"hash\"\nhash_on = \"header:\"", "hash_on \"header:\" does not name a header"),
+            ("balance = \"hash\"\nhash_on = \"a..b\"", "hash_on: claim a..b has an empty segment"),
+            ("retry_budget = { ratio = 1.5 }", "retry_budget.ratio"),
+            ("retries = 11", "retries must be at most 10"),
             ("protocol = \"auto\"", "protocol = \"auto\" picks the version by ALPN, which needs TLS"),
             ("dns_refresh_secs = 0", "dns_refresh_secs"),
             ("health_check = { path = \"healthz\" }", "health_check.path \"healthz\""),

@@ -259,6 +259,10 @@ pub struct Metrics {
     endpoint_failures: Family<EndpointLabels, Counter>,
     /// Times a group's endpoint was ejected; set at scrape time.
     endpoint_ejections: Family<EndpointLabels, Counter>,
+    /// Requests retried elsewhere after failing at a group's endpoint; set at scrape time.
+    endpoint_retries: Family<EndpointLabels, Counter>,
+    /// Failures at a group's endpoint not retried because the group's retry budget was spent.
+    endpoint_budget_exhausted: Family<EndpointLabels, Counter>,
     /// Held while the endpoint series are rebuilt at scrape time.
     endpoint_scrape: std::sync::Mutex<()>,
     /// Span export: spans dropped (queue full), spans exported, failed export requests.
@@ -420,6 +424,18 @@ impl Metrics {
             "Times an upstream group's endpoint was ejected for failures in a row",
             endpoint_ejections.clone(),
         );
+        let endpoint_retries = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_retries",
+            "Requests retried on another endpoint after failing at this one",
+            endpoint_retries.clone(),
+        );
+        let endpoint_budget_exhausted = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "tokengate_upstream_endpoint_retry_budget_exhausted",
+            "Requests that failed at this endpoint and were not retried: the group's retry budget was spent",
+            endpoint_budget_exhausted.clone(),
+        );
 
         Self {
             registry,
@@ -442,6 +458,8 @@ impl Metrics {
             endpoint_requests,
             endpoint_failures,
             endpoint_ejections,
+            endpoint_retries,
+            endpoint_budget_exhausted,
             endpoint_scrape: std::sync::Mutex::new(()),
             trace,
             refresh_reuse_grace,
@@ -565,13 +583,19 @@ impl Metrics {
     }
 
     /// Every upstream group's endpoints as of now, `(group, endpoint, healthy, [requests,
-    /// failures, ejections])`: the series of endpoints no longer configured go, and each counter
+    /// failures, ejections, retries, retries the budget refused])`: the series of endpoints no longer configured go, and each counter
     /// is set to its endpoint's running total (which a reload keeps while the endpoint stays);
     /// called at scrape time.
-    pub fn observe_endpoints<'a>(&self, rows: impl IntoIterator<Item = (&'a str, &'a str, bool, [u64; 3])>) {
+    pub fn observe_endpoints<'a>(&self, rows: impl IntoIterator<Item = (&'a str, &'a str, bool, [u64; 5])>) {
         // One scrape at a time: two clearing and adding at once would add twice.
         let _one = self.endpoint_scrape.lock().unwrap_or_else(PoisonError::into_inner);
-        let families = [&self.endpoint_requests, &self.endpoint_failures, &self.endpoint_ejections];
+        let families = [
+            &self.endpoint_requests,
+            &self.endpoint_failures,
+            &self.endpoint_ejections,
+            &self.endpoint_retries,
+            &self.endpoint_budget_exhausted,
+        ];
         self.endpoint_healthy.clear();
         families.iter().for_each(|f| f.clear());
         for (group, endpoint, healthy, totals) in rows {

@@ -376,6 +376,10 @@ fn hash_key(on: &HashOn, conn: &ConnInfo, parts: &http::request::Parts, admitted
             std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
         }),
         HashOn::Header(name) => parts.headers.get(name.as_str()).map(|h| hash_bytes(h.as_bytes())),
+        HashOn::Claim(path) => match path.lookup(admitted?.claims()?)? {
+            serde_json::Value::String(s) => Some(hash_bytes(s.as_bytes())),
+            other => Some(hash_bytes(other.to_string().as_bytes())),
+        },
     }
 }
 

@@ -418,14 +418,23 @@ fn build_groups(
     for g in &config.upstreams {
         let bad = |m: String| BuildError::Invalid(format!("[[upstreams]] {:?}: {m}", g.name));
         let old = previous.and_then(|p| p.groups.iter().find(|o| o.name == g.name));
-        let endpoints =
-            EndpointSet::build(g, &config.server, pools, previous.map(|p| &p.pools), old.map(|o| &*o.endpoints))?;
+        let ca = g.ca.as_ref().map(|ca| config.resolve(ca));
+        let endpoints = EndpointSet::build(
+            g,
+            &config.server,
+            pools,
+            previous.map(|p| &p.pools),
+            old.map(|o| &*o.endpoints),
+            ca.as_deref(),
+        )?;
         let hash_on = match g.balance {
             crate::config::BalanceKind::Hash => Some(g.hash_on().map_err(bad)?),
             _ => None,
         };
         let background = Background::of(g, resolver);
-        groups.push(Arc::new(Group::new(g.name.clone(), endpoints, (g.balance, hash_on), &g.eject, background)));
+        let retry = crate::proxy::upstream::retry::RetryPolicy::new(g);
+        let group = Group::new(g.name.clone(), endpoints, (g.balance, hash_on), &g.eject, (background, retry));
+        groups.push(Arc::new(group));
     }
     Ok(groups)
 }

@@ -65,13 +65,16 @@ struct PoolMaker {
     server: ServerConfig,
     /// The group's `protocol` (unset: by each endpoint's scheme).
     protocol: Option<UpstreamProtocol>,
+    /// The group's `ca`, resolved against the config's folder: what `https://` endpoints are verified against.
+    ca: Option<std::path::PathBuf>,
 }
 
 impl PoolMaker {
     /// What makes a pool of one generation reusable in the next.
-    fn settings(&self) -> (u64, u64, ExchangeLimits, Option<UpstreamProtocol>) {
+    fn settings(&self) -> (u64, u64, ExchangeLimits, Option<UpstreamProtocol>, Option<&std::path::Path>) {
         let s = &self.server;
-        (s.upstream_connect_timeout_secs, s.upstream_idle_timeout_secs, ExchangeLimits::from(s), self.protocol)
+        let limits = ExchangeLimits::from(s);
+        (s.upstream_connect_timeout_secs, s.upstream_idle_timeout_secs, limits, self.protocol, self.ca.as_deref())
     }
 
     /// A pool for `configured`'s URI (its host name stays the `Host` and TLS server name)
@@ -83,7 +86,7 @@ impl PoolMaker {
             return Err(bad("no scheme or host".into()));
         };
         let protocol = UpstreamProtocol::resolve(self.protocol, scheme.as_str());
-        let connector = connector(&self.server, None, protocol, Lookup::Pinned(ip))?;
+        let connector = connector(&self.server, self.ca.as_deref(), protocol, Lookup::Pinned(ip))?;
         let idle = std::time::Duration::from_secs(self.server.upstream_idle_timeout_secs);
         let limits = ExchangeLimits::from(&self.server);
         let pool = Pool::new((scheme, authority), connector, protocol, MAX_IDLE_PER_UPSTREAM, idle, limits)
@@ -126,8 +129,9 @@ impl EndpointSet {
         pools: &mut Pools,
         previous: Option<&Pools>,
         old: Option<&EndpointSet>,
+        ca: Option<&std::path::Path>,
     ) -> Result<EndpointSet, TlsError> {
-        let maker = PoolMaker { server: server.clone(), protocol: g.protocol };
+        let maker = PoolMaker { server: server.clone(), protocol: g.protocol, ca: ca.map(Into::into) };
         let old_set = old.map(|o| o.current.load_full());
         let same_settings = old.is_some_and(|o| o.maker.settings() == maker.settings());
         let mut endpoints = Vec::with_capacity(g.endpoints.len());
@@ -139,7 +143,7 @@ impl EndpointSet {
                 _ => Vec::new(),
             };
             if adopted.is_empty() {
-                let pool = pools.get(server, (scheme, authority), None, g.protocol, previous)?;
+                let pool = pools.get(server, (scheme, authority), ca, g.protocol, previous)?;
                 let health = old_set
                     .as_ref()
                     .and_then(|s| s.iter().find(|e| e.origin == *configured))
@@ -249,7 +253,7 @@ mod tests {
         assert_eq!(EndpointSet::names(&g), [(Arc::from(NAME), "orders.test".to_owned())]);
         let server = ServerConfig::default();
         let mut pools = Pools::new(None);
-        let set = EndpointSet::build(&g, &server, &mut pools, None, None).expect("builds");
+        let set = EndpointSet::build(&g, &server, &mut pools, None, None, None).expect("builds");
         assert_eq!(origins(&set), ["http://10.0.0.9:80", NAME, "http://10.0.0.8:80"], "unresolved: dialled by name");
 
         let name: Arc<str> = NAME.into();
@@ -269,7 +273,8 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&now[1].pool, &stays.pool) && Arc::ptr_eq(&now[1].health, &stays.health));
 
-        let next = EndpointSet::build(&g, &server, &mut Pools::new(None), Some(&pools), Some(&set)).expect("builds");
+        let next =
+            EndpointSet::build(&g, &server, &mut Pools::new(None), Some(&pools), Some(&set), None).expect("builds");
         assert_eq!(origins(&next), origins(&set), "a reload keeps the resolved set");
         let kept = next.load();
         assert!(kept

@@ -1,7 +1,6 @@
 //! A named group of endpoints (`[[upstreams]]`): one pool and one health record per endpoint (a
 //! set that follows the addresses of host names), a balancer, the background tasks that resolve
-//! and probe, and the one retry a request gets when its connection failed before any byte of it
-//! was written (nothing reached the endpoint, so no method can take effect twice).
+//! and probe, and retries on another endpoint without double effects ([`super::retry`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +18,8 @@ pub use super::endpoints::Endpoint;
 use super::endpoints::EndpointSet;
 use super::health::{now_ms, EjectPolicy};
 use super::pool::{UpstreamBody, UpstreamError};
+use super::replay::Replay;
+use super::retry::{reset_before_head, Budget, RetryPolicy};
 use crate::config::{BalanceKind, EjectConfig, HashOn, HealthCheckConfig, UpstreamGroupConfig};
 
 /// A group as the snapshot holds it.
@@ -41,6 +42,10 @@ pub struct Group {
     /// The running background tasks, aborted when the group is dropped (a reload removed or
     /// replaced it), so none outlives its group.
     tasks: Mutex<Vec<AbortHandle>>,
+    /// `retries`, `retry_buffer_bytes` and `retry_budget`.
+    retry: RetryPolicy,
+    /// Retries spent over the last second (a reload starts it afresh: it is a rate, not a count).
+    budget: Budget,
 }
 
 /// The work a group's tasks do once [`Group::start`] runs them.
@@ -73,8 +78,14 @@ impl Drop for Group {
     }
 }
 
-/// One endpoint for the metrics: `(origin, healthy, [requests, failures, ejections])`.
-pub type EndpointRow = (String, bool, [u64; 3]);
+/// One endpoint for the metrics: `(origin, healthy, [requests, failures, ejections, retries,
+/// retries the budget refused])`.
+pub type EndpointRow = (String, bool, [u64; 5]);
+
+/// Requests sent to `endpoints`, retries not counted: what the retry budget is a share of.
+fn first_tries(endpoints: &[Endpoint]) -> u64 {
+    endpoints.iter().map(|e| e.health.requests().saturating_sub(e.health.retries().0)).sum()
+}
 
 /// Why a group request failed, and at which endpoint.
 pub struct GroupError {
@@ -91,7 +102,7 @@ impl Group {
         endpoints: EndpointSet,
         (kind, hash_on): (BalanceKind, Option<HashOn>),
         eject: &EjectConfig,
-        background: Background,
+        (background, retry): (Background, RetryPolicy),
     ) -> Group {
         let policy = EjectPolicy {
             failures: eject.consecutive_failures,
@@ -107,6 +118,8 @@ impl Group {
             panicking: AtomicBool::new(false),
             background,
             tasks: Mutex::new(Vec::new()),
+            retry,
+            budget: Budget::default(),
         }
     }
 
@@ -158,10 +171,12 @@ impl Group {
         Some(pick.index)
     }
 
-    /// Sends `req` to an endpoint; `key` is the caller's hash (`balance = "hash"`). A request
-    /// whose connection failed before any byte was written is sent once more, to another endpoint.
-    /// Connect errors, resets, 5xx answers and no answer head within `timeout` (the route's,
-    /// for both tries together) count towards the endpoint's ejection.
+    /// Sends `req` to an endpoint; `key` is the caller's hash (`balance = "hash"`). Up to
+    /// `retries` times, a request that failed is sent again to another endpoint: whatever its
+    /// method when its connection failed before any byte was written, within the retry budget
+    /// when it was written, then reset before the answer's head came, and it may be sent twice
+    /// ([`Replay`]). Connect errors, resets, 5xx answers and no answer head within `timeout` (the
+    /// route's, for all tries together) count towards the endpoint's ejection.
     pub async fn send(
         &self,
         req: Request<Incoming>,
@@ -173,8 +188,12 @@ impl Group {
         // Never empty: the config refuses a group without endpoints.
         let endpoints = self.endpoints.load();
         let mut at = self.pick(&endpoints, key, None).unwrap_or(0);
+        let (req, replay) = match (endpoints.len(), self.retry.retries) {
+            (1, _) | (_, 0) => (req.map(Into::into), None),
+            _ => Replay::prepare(req, self.retry.buffer_bytes),
+        };
         let mut req = endpoints[at].pool.wrap(req, watch);
-        let mut retried = false;
+        let mut left = self.retry.retries;
         loop {
             let endpoint = &endpoints[at];
             let in_flight = endpoint.health.start();
@@ -184,7 +203,7 @@ impl Group {
                 self.failed(endpoint);
                 return Err(GroupError { error: None, origin: endpoint.origin.clone() });
             };
-            match result {
+            let (error, unsent) = match result {
                 Ok(resp) => {
                     if resp.status().is_server_error() {
                         self.failed(endpoint);
@@ -193,22 +212,38 @@ impl Group {
                     }
                     return Ok(resp);
                 }
-                Err((error, unsent)) => {
-                    self.failed(endpoint);
-                    let next = if retried { None } else { unsent.zip(self.pick(&endpoints, key, Some(at))) };
-                    let Some((unsent, next)) = next else {
-                        return Err(GroupError { error: Some(error), origin: endpoint.origin.clone() });
-                    };
-                    tracing::debug!(
-                        group = %self.name,
-                        endpoint = %endpoint.origin,
-                        retry_on = %endpoints[next].origin,
-                        %error,
-                        "upstream endpoint unreachable; request sent to another"
-                    );
-                    (req, at, retried) = (unsent, next, true);
+                Err(failed) => failed,
+            };
+            self.failed(endpoint);
+            let next = if left == 0 { None } else { self.pick(&endpoints, key, Some(at)) };
+            let again = match (next, unsent) {
+                (None, _) => None,
+                // Nothing reached the endpoint: any method may go elsewhere, and the load it
+                // adds is one try of a request no endpoint has seen, so no budget is spent.
+                (Some(next), Some(unsent)) => {
+                    endpoint.health.retry(true);
+                    Some((next, unsent))
                 }
-            }
+                (Some(next), None) => match replay.as_ref().filter(|_| reset_before_head(&error)) {
+                    Some(replay) => replay.request().and_then(|r| {
+                        let allowed = self.budget.withdraw(&self.retry, first_tries(&endpoints), now_ms());
+                        endpoint.health.retry(allowed);
+                        allowed.then(|| (next, endpoints[next].pool.wrap(r, watch)))
+                    }),
+                    None => None,
+                },
+            };
+            let Some((next, again)) = again else {
+                return Err(GroupError { error: Some(error), origin: endpoint.origin.clone() });
+            };
+            tracing::debug!(
+                group = %self.name,
+                endpoint = %endpoint.origin,
+                retry_on = %endpoints[next].origin,
+                %error,
+                "upstream request failed; sent to another endpoint"
+            );
+            (req, at, left) = (again, next, left - 1);
         }
     }
 
@@ -248,6 +283,8 @@ impl Group {
                     "in_flight": h.in_flight(),
                     "requests": h.requests(),
                     "failures": h.failures(),
+                    "retries": h.retries().0,
+                    "retry_budget_exhausted": h.retries().1,
                 })
             })
             .collect();
@@ -261,7 +298,8 @@ impl Group {
         set.iter()
             .map(|e| {
                 let h = &e.health;
-                (e.origin.clone(), h.available(now), [h.requests(), h.failures(), h.ejections()])
+                let (retries, refused) = h.retries();
+                (e.origin.clone(), h.available(now), [h.requests(), h.failures(), h.ejections(), retries, refused])
             })
             .collect()
     }
@@ -278,12 +316,14 @@ mod tests {
     async fn dropping_a_group_stops_its_tasks() {
         let text = "name = \"o\"\nendpoints = [\"http://orders.test:8080\"]\nhealth_check = {}";
         let g: UpstreamGroupConfig = toml::from_str(text).expect("parses");
-        let set = EndpointSet::build(&g, &ServerConfig::default(), &mut Pools::new(None), None, None).expect("builds");
+        let set =
+            EndpointSet::build(&g, &ServerConfig::default(), &mut Pools::new(None), None, None, None).expect("builds");
         // A DNS server that never answers: the lookup task waits in its query.
         let resolver =
             Arc::new(super::super::lookup::resolver(&["127.0.0.1:9".parse().expect("addr")]).expect("resolver"));
         let background = Background::of(&g, Some(&resolver));
-        let group = Arc::new(Group::new("o".into(), set, (g.balance, None), &g.eject, background));
+        let retry = super::super::retry::RetryPolicy::new(&g);
+        let group = Arc::new(Group::new("o".into(), set, (g.balance, None), &g.eject, (background, retry)));
         group.start();
         let handles: Vec<AbortHandle> = group.tasks.lock().expect("tasks").clone();
         assert_eq!(handles.len(), 2, "one lookup, one prober");

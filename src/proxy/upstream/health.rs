@@ -45,6 +45,10 @@ pub struct Health {
     in_flight: AtomicU32,
     /// Set while the endpoint is known to be out, so its return is logged once.
     out: AtomicBool,
+    /// Requests that failed here and were sent to another endpoint.
+    retries: AtomicU64,
+    /// Requests that failed here and were not retried because the group's retry budget was spent.
+    budget_exhausted: AtomicU64,
     /// Set while active probes say it is down: out of the set until they pass again.
     down: AtomicBool,
     /// Probes passed (above 0) or failed (below 0) in a row.
@@ -202,6 +206,18 @@ impl Health {
         self.ejections.fetch_add(1, Ordering::Relaxed);
         self.out.store(true, Ordering::Relaxed);
         Some(Duration::from_millis(length))
+    }
+
+    /// A request that failed here is retried elsewhere (`budget`: it was within the budget, or
+    /// else refused by it).
+    pub fn retry(&self, budget: bool) {
+        let counter = if budget { &self.retries } else { &self.budget_exhausted };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests retried after failing here, and ones the retry budget refused.
+    pub fn retries(&self) -> (u64, u64) {
+        (self.retries.load(Ordering::Relaxed), self.budget_exhausted.load(Ordering::Relaxed))
     }
 
     /// Ejections so far.

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::conn_watch::ConnWatch;
+use super::replay::Source;
 use crate::metrics::Limit;
 
 /// Why a body forwarded through the proxy ended early.
@@ -120,8 +120,8 @@ impl IdleTimer {
 /// A client's request body on its way upstream, cut when the client stalls mid-upload. (hyper's
 /// client wants an `Unpin` body, so the timer is boxed, made only if the client ever makes it wait.)
 pub struct RequestBody {
-    /// The body as hyper reads it from the client.
-    inner: Incoming,
+    /// The body as hyper reads it from the client (kept for a retry), or a kept copy sent again.
+    inner: Source,
     /// `request_body_idle_timeout_secs`.
     limit: Duration,
     /// The timer, from the first wait on.
@@ -131,9 +131,9 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    /// Wraps the client's body with `limit` of allowed silence.
-    pub fn new(inner: Incoming, limit: Duration, watch: Arc<ConnWatch>) -> Self {
-        RequestBody { inner, limit, idle: None, watch }
+    /// Wraps the client's body (or a kept copy) with `limit` of allowed silence.
+    pub fn new(inner: impl Into<Source>, limit: Duration, watch: Arc<ConnWatch>) -> Self {
+        RequestBody { inner: inner.into(), limit, idle: None, watch }
     }
 }
 

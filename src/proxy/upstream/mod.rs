@@ -2,7 +2,8 @@
 //! ways ([`idle`]), the per-connection state those bodies share with the client connection
 //! ([`conn_watch`]), named groups of endpoints ([`group`]) with their balancers ([`balance`]),
 //! health ([`health`], probed by [`probe`]) and endpoint sets ([`endpoints`]) that follow their
-//! host names' addresses ([`dns`], resolved as [`lookup`] says), and the built-in `echo` demo service.
+//! host names' addresses ([`dns`], resolved as [`lookup`] says), retries ([`retry`], [`replay`]), and the
+//! built-in `echo` demo service.
 
 pub mod balance;
 pub mod conn_watch;
@@ -14,6 +15,8 @@ pub mod idle;
 pub mod lookup;
 pub mod pool;
 pub mod probe;
+pub mod replay;
+pub mod retry;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -28,6 +28,7 @@ use tower_service::Service;
 
 use super::conn_watch::ConnWatch;
 use super::idle::{BodyError, IdleTimer, RequestBody};
+use super::replay::Source;
 use crate::config::UpstreamProtocol;
 use crate::metrics::Limit;
 
@@ -165,7 +166,7 @@ impl Pool {
     }
 
     /// The request with its body watched for `request_body_idle_timeout_secs`, ready to send.
-    pub fn wrap(&self, req: Request<Incoming>, watch: &Arc<ConnWatch>) -> Request<RequestBody> {
+    pub fn wrap(&self, req: Request<impl Into<Source>>, watch: &Arc<ConnWatch>) -> Request<RequestBody> {
         req.map(|b| RequestBody::new(b, self.limits.upload_idle, watch.clone()))
     }
 
