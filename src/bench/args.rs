@@ -372,7 +372,9 @@ impl BenchArgs {
         };
         match (&self.plot, self.plot_scale) {
             (None, Some(_)) => bail!("--plot-scale is the latency axis of --plot: give --plot FILE.svg"),
-            (Some(p), _) if p.file_name().is_none() => bail!("--plot {}: want a file name, e.g. latency.svg", p.display()),
+            (Some(p), _) if p.file_name().is_none() => {
+                bail!("--plot {}: want a file name, e.g. latency.svg", p.display())
+            }
             _ => {}
         }
         let mut headers = Vec::new();

@@ -93,9 +93,18 @@ pub struct Answer {
 
 /// The request as bytes on the wire: request line, `Host`, the given headers, then the body
 /// (with its `Content-Length` when not empty, or when the method sends one).
-pub fn encode(method: &Method, target: &str, host: &HeaderValue, headers: &[(HeaderName, HeaderValue)], body: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(64 + target.len() + body.len() + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>());
-    let line: [&[u8]; 6] = [method.as_str().as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\nhost: ", host.as_bytes(), b"\r\n"];
+pub fn encode(
+    method: &Method,
+    target: &str,
+    host: &HeaderValue,
+    headers: &[(HeaderName, HeaderValue)],
+    body: &[u8],
+) -> Bytes {
+    let mut b = BytesMut::with_capacity(
+        64 + target.len() + body.len() + headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>(),
+    );
+    let line: [&[u8]; 6] =
+        [method.as_str().as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\nhost: ", host.as_bytes(), b"\r\n"];
     for part in line {
         b.put_slice(part);
     }

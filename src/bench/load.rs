@@ -50,14 +50,7 @@ pub fn histogram() -> Histogram<u64> {
 
 impl ConnStats {
     pub(super) fn new() -> ConnStats {
-        ConnStats {
-            hist: histogram(),
-            status: Vec::new(),
-            errors: [0; 4],
-            reconnects: 0,
-            unsent: 0,
-            first_error: None,
-        }
+        ConnStats { hist: histogram(), status: Vec::new(), errors: [0; 4], reconnects: 0, unsent: 0, first_error: None }
     }
 
     fn count_status(&mut self, status: u16) {

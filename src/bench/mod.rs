@@ -55,7 +55,10 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
             if plan.json {
                 match r.as_slice() {
                     [one] => println!("{}", one.to_json()),
-                    many => println!("{}", serde_json::json!({ "runs": many.iter().map(Report::to_json).collect::<Vec<_>>() })),
+                    many => println!(
+                        "{}",
+                        serde_json::json!({ "runs": many.iter().map(Report::to_json).collect::<Vec<_>>() })
+                    ),
                 }
             } else {
                 let texts: Vec<String> = r.iter().map(Report::to_text).collect();

@@ -86,7 +86,9 @@ fn latency_label(us: f64) -> String {
         let s = format!("{v:.3}");
         format!("{}{unit}", s.trim_end_matches('0').trim_end_matches('.'))
     };
-    if us < 1_000.0 {
+    if us == 0.0 {
+        "0".into()
+    } else if us < 1_000.0 {
         trim(us, "µs")
     } else if us < 1_000_000.0 {
         trim(us / 1e3, "ms")
@@ -110,11 +112,9 @@ impl YAxis {
     fn new(scale: PlotScale, min: f64, max: f64) -> YAxis {
         match scale {
             PlotScale::Log => {
-                let lo = 10f64.powf(min.max(1.0).log10().floor());
-                let mut hi = 10f64.powf(max.max(1.0).log10().ceil());
-                if hi <= lo {
-                    hi = lo * 10.0;
-                }
+                // 1, 2 or 5 times a power of ten on both ends: no empty decade above the maximum.
+                let lo = nice_floor(min.max(1.0));
+                let hi = nice_step(max.max(lo * 2.0));
                 YAxis { scale, lo, hi }
             }
             PlotScale::Linear => YAxis { scale, lo: 0.0, hi: nice_step(max.max(1.0) / 6.0) * 6.0 },
@@ -132,16 +132,17 @@ impl YAxis {
     fn ticks(&self) -> Vec<(f64, bool)> {
         match self.scale {
             PlotScale::Log => {
-                let decades = (self.hi / self.lo).log10().round() as i32;
-                // Label 1-2-5 within few decades; only the decades when many (lines stay).
-                let labelled: &[f64] = if decades <= 3 { &[1.0, 2.0, 5.0] } else { &[1.0] };
+                // Label 1-2-5 within few decades, only the decades over more (the lines stay),
+                // and always both ends.
+                let labelled: &[u32] = if self.hi / self.lo <= 1000.0 { &[1, 2, 5] } else { &[1] };
                 let mut out = Vec::new();
-                let mut d = self.lo;
-                while d < self.hi * 1.001 {
-                    for m in 1..10 {
-                        let v = d * m as f64;
-                        if v <= self.hi * 1.001 {
-                            out.push((v, labelled.contains(&(m as f64))));
+                let mut d = 10f64.powf(self.lo.log10().floor());
+                while d <= self.hi {
+                    for m in 1..10u32 {
+                        let v = d * f64::from(m);
+                        if v >= self.lo * 0.999 && v <= self.hi * 1.001 {
+                            let end = v <= self.lo * 1.001 || v >= self.hi * 0.999;
+                            out.push((v, end || labelled.contains(&m)));
                         }
                     }
                     d *= 10.0;
@@ -156,6 +157,12 @@ impl YAxis {
     }
 }
 
+/// 1, 2 or 5 times a power of ten, at most `v`.
+fn nice_floor(v: f64) -> f64 {
+    let p = 10f64.powf(v.log10().floor());
+    [5.0, 2.0, 1.0].into_iter().map(|m| m * p).find(|x| *x <= v * 1.000_001).unwrap_or(p)
+}
+
 /// 1, 2 or 5 times a power of ten, at least `raw`.
 fn nice_step(raw: f64) -> f64 {
     let p = 10f64.powf(raw.log10().floor());
@@ -165,10 +172,12 @@ fn nice_step(raw: f64) -> f64 {
 /// The chart as SVG text: `subtitle` says how the load was made.
 pub fn svg(subtitle: &str, curves: &[Curve], scale: PlotScale) -> String {
     let all = || curves.iter().flat_map(|c| c.points.iter());
-    let decades = all().map(|p| p.0).fold(2.0f64, f64::max).ceil().min(9.0) as u32;
+    // The last decade is drawn only when the curves reach a quarter into it (their ends are
+    // clamped to the axis otherwise).
+    let decades = (all().map(|p| p.0).fold(2.0f64, f64::max) - 0.25).ceil().clamp(2.0, 9.0) as u32;
     let (min, max) = all().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let y = YAxis::new(scale, if min.is_finite() { min } else { 1.0 }, max);
-    let x_px = |x: f64| L + x / decades as f64 * (R - L);
+    let x_px = |x: f64| L + x.min(decades as f64) / decades as f64 * (R - L);
     let mut o = String::with_capacity(16 * 1024);
     let _ = writeln!(
         o,
@@ -180,7 +189,12 @@ pub fn svg(subtitle: &str, curves: &[Curve], scale: PlotScale) -> String {
         r##"<text class="title" x="{}" y="28" text-anchor="middle" font-size="18" font-weight="bold">tokengate bench: latency by percentile</text>"##,
         W / 2.0
     );
-    let _ = writeln!(o, r##"<text class="subtitle" x="{}" y="50" text-anchor="middle" fill="#444">{}</text>"##, W / 2.0, escape(subtitle));
+    let _ = writeln!(
+        o,
+        r##"<text class="subtitle" x="{}" y="50" text-anchor="middle" fill="#444">{}</text>"##,
+        W / 2.0,
+        escape(subtitle)
+    );
     // Grid and ticks.
     let _ = writeln!(o, r##"<g class="grid" stroke="#ddd" stroke-width="1">"##);
     for d in 0..=decades {
@@ -204,7 +218,12 @@ pub fn svg(subtitle: &str, curves: &[Curve], scale: PlotScale) -> String {
     }
     let _ = writeln!(o, "</g>");
     let _ = writeln!(o, r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##, R - L, B - T);
-    let _ = writeln!(o, r##"<text class="x-title" x="{}" y="{}" text-anchor="middle">percentile (log scale of 1/(1-p))</text>"##, (L + R) / 2.0, H - 22.0);
+    let _ = writeln!(
+        o,
+        r##"<text class="x-title" x="{}" y="{}" text-anchor="middle">percentile (log scale of 1/(1-p))</text>"##,
+        (L + R) / 2.0,
+        H - 22.0
+    );
     let y_title = match scale {
         PlotScale::Log => "latency (log scale)",
         PlotScale::Linear => "latency",

@@ -182,8 +182,7 @@ fn h2_issue_and_token_endpoint_modes() {
          -c 2 -d 0.3 --warmup 0"
     )));
     only_200(&r);
-    let r =
-        run(&plan(&format!("--issue http://{addr}/token --client-id a --client-secret b -c 1 -d 0.3 --warmup 0")));
+    let r = run(&plan(&format!("--issue http://{addr}/token --client-id a --client-secret b -c 1 -d 0.3 --warmup 0")));
     only_200(&r);
     assert!(r.to_text().starts_with(&format!("POST http://{addr}/token")), "{}", r.to_text());
 }
@@ -191,9 +190,8 @@ fn h2_issue_and_token_endpoint_modes() {
 #[test]
 fn refresh_mode_logs_in_once_per_connection_then_rotates() {
     let (_rt, addr) = server();
-    let r = run(&plan(&format!(
-        "--issue http://{addr}/rotate --username u --password p --refresh -c 3 -d 0.3 --warmup 0"
-    )));
+    let r =
+        run(&plan(&format!("--issue http://{addr}/rotate --username u --password p --refresh -c 3 -d 0.3 --warmup 0")));
     // Every counted request was a refresh with the token of the answer before it: a spent token
     // would have been answered 400.
     only_200(&r);
@@ -244,14 +242,17 @@ fn compare_reports_both_medians_and_the_ratio() {
     for r in c.a.iter().chain(&c.b) {
         only_200(r);
     }
-    assert!(c.a.iter().all(|r| r.url == format!("http://{a}/")) && c.b.iter().all(|r| r.url == format!("http://{b}/slow")));
+    assert!(
+        c.a.iter().all(|r| r.url == format!("http://{a}/")) && c.b.iter().all(|r| r.url == format!("http://{b}/slow"))
+    );
     let j = c.to_json();
     let cmp = &j["compare"];
     let (ra, rb) = (cmp["a"]["rps_median"].as_f64().unwrap(), cmp["b"]["rps_median"].as_f64().unwrap());
     // 2 connections, each waiting >= 2 ms for B: at most ~1000 req/s; A answers at once.
     assert!(rb > 0.0 && rb < 1100.0 && ra > 2.0 * rb, "A {ra}, B {rb}");
     let ratio = &cmp["ratio_b_over_a"];
-    let (med, min, max) = (ratio["median"].as_f64().unwrap(), ratio["min"].as_f64().unwrap(), ratio["max"].as_f64().unwrap());
+    let (med, min, max) =
+        (ratio["median"].as_f64().unwrap(), ratio["min"].as_f64().unwrap(), ratio["max"].as_f64().unwrap());
     assert!(min <= med && med <= max && max < 0.5, "{ratio}");
     assert!(cmp["b"]["latency_us"]["p50"].as_u64().unwrap() >= 2000, "{cmp}");
     let text = c.to_text();
@@ -276,7 +277,10 @@ fn plot_draws_one_curve_per_url() {
 
     // Several targets in one --compare chart: A and B.
     let svg2 = dir.path().join("cmp.svg");
-    main(args(&format!("--compare {ua} {ub} --rounds 1 --no-token -c 1 -d 0.2 --warmup 0 --plot {} --plot-scale linear", svg2.display())))
-        .unwrap();
+    main(args(&format!(
+        "--compare {ua} {ub} --rounds 1 --no-token -c 1 -d 0.2 --warmup 0 --plot {} --plot-scale linear",
+        svg2.display()
+    )))
+    .unwrap();
     super::plot::tests::check(&std::fs::read_to_string(&svg2).unwrap(), &[&format!("A {ua}"), &format!("B {ub}")]);
 }
