@@ -4,11 +4,13 @@
 # User-space instructions only: the kernel's share of a request (about half of its CPU time on
 # loopback) is not counted.
 #
-#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-q local|shared|lease10] [-t RATIO] [-n] [-S] [-o OUT]
+#   benches/profile.sh [-s SECS] [-a RS256|ES256] [-u] [-l] [-g] [-q local|shared|lease10] [-t RATIO] [-n] [-S] [-o OUT]
 #
 #   -s  seconds of measured load (default 10; callgrind slows the gateway ~50x)
 #   -a  token algorithm (default RS256)     -u  a distinct token per request, verified-token cache off
 #   -l  access log on (level info, json, to a file; its writer thread is counted too)
+#   -g  the route's upstream is a group of three endpoints (127.0.0.1, .2 and .3, round robin)
+#       instead of one URL: what balancing costs per request
 #   -q  a per-caller quota on the route that never triggers (100000/s, one caller): `local`
 #       counts in memory; `shared` counts on a Redis started here (redis-server) with the default
 #       allowance, `lease10` with `lease = 10` (Redis's own instructions are not counted)
@@ -25,9 +27,9 @@
 # counts while wrk (-t1 -c16) sends requests with the minted tokens, and prints the count per
 # request. TOKENGATE=path profiles another build. Needs valgrind, nginx, wrk.
 set -euo pipefail
-secs=10 alg=RS256 unique=0 out= log=0 nginx=0 sys=0 quota= ratio=
-while getopts s:a:ulq:t:nSo:h o; do
-  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; q) quota=$OPTARG ;; t) ratio=$OPTARG ;; n) nginx=1 ;; S) sys=1 ;; o) out=$OPTARG ;;
+secs=10 alg=RS256 unique=0 out= log=0 nginx=0 sys=0 quota= ratio= group=0
+while getopts s:a:ulgq:t:nSo:h o; do
+  case $o in s) secs=$OPTARG ;; a) alg=$OPTARG ;; u) unique=1 ;; l) log=1 ;; g) group=1 ;; q) quota=$OPTARG ;; t) ratio=$OPTARG ;; n) nginx=1 ;; S) sys=1 ;; o) out=$OPTARG ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;; esac
 done
 for t in valgrind callgrind_annotate callgrind_control nginx wrk; do
@@ -65,7 +67,7 @@ http {
 }
 NGX
 }
-nginx_conf nginx "" "server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 \"ok\n\"; } }"
+nginx_conf nginx "" "server { listen 127.0.0.1:$port; listen 127.0.0.2:$port; listen 127.0.0.3:$port; location / { default_type text/plain; return 200 \"ok\n\"; } }"
 state='path = ":memory:"' limit=
 case $quota in
   '') ;;
@@ -109,9 +111,10 @@ $state
 [log]
 $([ "$log" = 1 ] && printf 'level = "info"\nformat = "json"\nfile = "%s/access.log"' "$dir" || echo 'level = "warn"')
 $tracing
+$([ "$group" = 1 ] && printf '[[upstreams]]\nname = "three"\nendpoints = ["http://127.0.0.1:%s", "http://127.0.0.2:%s", "http://127.0.0.3:%s"]' $port $port $port)
 [[routes]]
 prefix = "/"
-upstream = "http://127.0.0.1:$port"
+upstream = "$([ "$group" = 1 ] && echo three || echo "http://127.0.0.1:$port")"
 $limit
 TOML
 "$tg" check --config "$dir/gateway.toml" >/dev/null
