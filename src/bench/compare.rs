@@ -24,6 +24,7 @@ pub struct Comparison {
 
 /// One target's figures over all rounds.
 struct Side {
+    /// The target, as given.
     url: String,
     /// req/s of each round.
     rps: Vec<f64>,

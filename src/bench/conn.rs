@@ -20,7 +20,9 @@ use super::args::Plan;
 pub struct Connector {
     /// Built once: roots or `--cacert` or no verification, ALPN for the protocol.
     tls: Arc<rustls::ClientConfig>,
+    /// HTTP/2 instead of HTTP/1.1.
     h2: bool,
+    /// Connect and TLS handshake timeout (and each request's, through its endpoints).
     timeout: Duration,
 }
 
@@ -28,6 +30,7 @@ pub struct Connector {
 pub struct Endpoint {
     /// Where to connect (brackets of an IPv6 literal removed).
     host: String,
+    /// The port to connect to (the scheme's default when the URL has none).
     port: u16,
     /// The `Host` header of HTTP/1.1 requests.
     authority: HeaderValue,
@@ -35,6 +38,7 @@ pub struct Endpoint {
     uri: Uri,
     /// https: the TLS settings and the name the certificate must carry.
     tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    /// Hand requests to hyper's h2 client rather than write them as HTTP/1.1 bytes.
     h2: bool,
     /// Connect timeout, and the time a request gets to be answered in full.
     pub timeout: Duration,

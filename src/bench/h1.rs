@@ -47,7 +47,9 @@ const BUF: usize = 16 * 1024;
 
 /// The byte stream under a connection: plain TCP or TLS.
 pub enum Io {
+    /// http:// targets.
     Tcp(TcpStream),
+    /// https:// targets (boxed: the TLS state is large and the enum is moved into the connection).
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -84,6 +86,7 @@ impl AsyncWrite for Io {
 /// What an exchange returns.
 #[derive(Debug)]
 pub struct Answer {
+    /// The final status (after any `1xx`), counted by code in the report.
     pub status: u16,
     /// The server said `Connection: close` (or ended the body by closing): open a new connection.
     pub close: bool,
@@ -126,11 +129,14 @@ pub fn encode(
 
 /// One HTTP/1.1 connection with at most one request in flight.
 pub struct H1Conn {
+    /// The socket, owned by the connection's task: nothing else touches it.
     io: Io,
     /// Bytes read and not yet consumed are `buf[start..end]`; kept across requests so that a
     /// connection allocates once.
     buf: Vec<u8>,
+    /// First unconsumed byte of `buf`.
     start: usize,
+    /// End of the bytes read into `buf`.
     end: usize,
 }
 

@@ -122,11 +122,15 @@ impl Payload {
 
 /// Everything the connection tasks of one target share (read-only, except the progress counters).
 pub struct Shared {
+    /// The target.
     pub ep: Endpoint,
+    /// What the requests carry.
     pub payload: Payload,
     /// HTTP/1.1: every request variant as bytes, encoded once before the run (empty for h2).
     pub h1_requests: Vec<Bytes>,
+    /// `-c`: the open-loop schedule deals each request to one of them.
     pub connections: usize,
+    /// `--rate`: open loop at this many requests/s in total.
     pub rate: Option<f64>,
     /// Load starts (the open-loop schedule's origin).
     pub start: Instant,

@@ -103,8 +103,11 @@ fn escape(s: &str) -> String {
 
 /// The y axis: value -> pixel, and its ticks (value, labelled).
 struct YAxis {
+    /// Log or linear.
     scale: PlotScale,
+    /// The bottom of the axis in µs (0 when linear).
     lo: f64,
+    /// The top of the axis in µs.
     hi: f64,
 }
 

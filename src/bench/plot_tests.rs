@@ -94,7 +94,10 @@ fn two_curves_overlaid_with_labelled_axes() {
     // 10,000 samples resolve 1 - p down to 1e-4: 99.99% is the last percentile drawn.
     assert_eq!(chart.x_ticks, ["0%", "90%", "99%", "99.9%", "99.99%"]);
     // The y axis runs from 100 µs (A's minimum) to 50 ms (B's maximum), both ends labelled.
-    assert_eq!((chart.y_ticks.first().map(String::as_str), chart.y_ticks.last().map(String::as_str)), (Some("100µs"), Some("50ms")));
+    assert_eq!(
+        (chart.y_ticks.first().map(String::as_str), chart.y_ticks.last().map(String::as_str)),
+        (Some("100µs"), Some("50ms"))
+    );
     // B lies above A everywhere (smaller y is higher), and its tail jumps at 99%.
     let (pa, pb) = (&chart.curves[0].1, &chart.curves[1].1);
     assert!(pb.first().unwrap().1 < pa.first().unwrap().1 && pb.last().unwrap().1 < pa.last().unwrap().1);
