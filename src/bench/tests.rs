@@ -62,8 +62,8 @@ fn rotate(form: &[u8]) -> (u16, String) {
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/slow" {
-        // A target that costs 2 ms more per request than the others (what --compare must show).
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // A target that costs 10 ms more per request than the others (what --compare must show).
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         return Ok(Response::new(Full::new(Bytes::from_static(b"slow\n"))));
     }
     if req.uri().path() == "/rotate" {
@@ -231,7 +231,7 @@ fn tls_with_http1_and_h2() {
     assert!(r.first_error.as_deref().is_some_and(|e| e.contains("certificate")), "{:?}", r.first_error);
 }
 
-/// A and B: the same server, B's path 2 ms slower per request.
+/// A and B: the same server, B's path 10 ms slower per request.
 #[test]
 fn compare_reports_both_medians_and_the_ratio() {
     let (_rt_a, a) = server();
@@ -248,13 +248,13 @@ fn compare_reports_both_medians_and_the_ratio() {
     let j = c.to_json();
     let cmp = &j["compare"];
     let (ra, rb) = (cmp["a"]["rps_median"].as_f64().unwrap(), cmp["b"]["rps_median"].as_f64().unwrap());
-    // 2 connections, each waiting >= 2 ms for B: at most ~1000 req/s; A answers at once.
-    assert!(rb > 0.0 && rb < 1100.0 && ra > 2.0 * rb, "A {ra}, B {rb}");
+    // 2 connections, each waiting >= 10 ms for B: at most 200 req/s; A answers at once.
+    assert!(rb > 0.0 && rb <= 200.0 && ra > 2.0 * rb, "A {ra}, B {rb}");
     let ratio = &cmp["ratio_b_over_a"];
     let (med, min, max) =
         (ratio["median"].as_f64().unwrap(), ratio["min"].as_f64().unwrap(), ratio["max"].as_f64().unwrap());
     assert!(min <= med && med <= max && max < 0.5, "{ratio}");
-    assert!(cmp["b"]["latency_us"]["p50"].as_u64().unwrap() >= 2000, "{cmp}");
+    assert!(cmp["b"]["latency_us"]["p50"].as_u64().unwrap() >= 10_000, "{cmp}");
     let text = c.to_text();
     assert!(text.contains("compare: 3 rounds of A then B") && text.contains("B/A 0."), "{text}");
 }
@@ -271,9 +271,8 @@ fn plot_draws_one_curve_per_url() {
         .unwrap();
     let chart = super::plot::tests::check(&std::fs::read_to_string(&svg).unwrap(), &[&ua, &ub]);
     assert!(chart.titles[1].contains("2 connections") && chart.titles[1].contains("closed loop"), "{:?}", chart.titles);
-    // B's curve lies above A's (2 ms more): at the median, its pixel row is higher (smaller y).
-    let mid = |pts: &[(f64, f64)]| pts[pts.len() / 2].1;
-    assert!(mid(&chart.curves[1].1) < mid(&chart.curves[0].1), "{:?}", chart.curves);
+    // B's curve starts above A's (10 ms more for every answer): a higher pixel row, a smaller y.
+    assert!(chart.curves[1].1[0].1 < chart.curves[0].1[0].1, "{:?}", chart.curves);
 
     // Several targets in one --compare chart: A and B.
     let svg2 = dir.path().join("cmp.svg");
