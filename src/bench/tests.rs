@@ -236,7 +236,13 @@ fn tls_with_http1_and_h2() {
 fn compare_reports_both_medians_and_the_ratio() {
     let (_rt_a, a) = server();
     let (_rt_b, b) = server();
-    let p = plan(&format!("--compare http://{a}/ http://{b}/slow --no-token --rounds 3 -c 2 -d 0.3 --warmup 0 --json"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t");
+    std::fs::write(&file, TOKENS[0]).unwrap();
+    let p = plan(&format!(
+        "--compare http://{a}/ http://{b}/slow --token-file {} --rounds 3 -c 2 -d 0.3 --warmup 0 --json",
+        file.display()
+    ));
     let Outcome::Compare(c) = execute(&p).unwrap() else { panic!("a comparison expected") };
     assert_eq!((c.a.len(), c.b.len()), (3, 3), "three rounds of each");
     for r in c.a.iter().chain(&c.b) {
