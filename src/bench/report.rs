@@ -211,7 +211,7 @@ mod tests {
         for l in lat {
             hist.record(*l).unwrap();
         }
-        ConnStats { hist, status: codes.iter().copied().collect(), errors, reconnects: 1, unsent: 0, first_error: None }
+        ConnStats { hist, status: codes.to_vec(), errors, reconnects: 1, unsent: 0, first_error: None }
     }
 
     #[test]
