@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use http::uri::{Scheme, Uri};
 
+use super::plot::PlotScale;
 use crate::config::RsaAlg;
 
 /// Command-line arguments of `tokengate bench`.
@@ -15,9 +16,25 @@ use crate::config::RsaAlg;
 /// is open-loop; see [`Plan::rate`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Target URL (http:// or https://); the path and query are sent as given.
-    #[arg(long, required_unless_present_any = ["print_tokens", "issue"])]
-    pub url: Option<String>,
+    /// Target URL (http:// or https://); the path and query are sent as given. Repeat it to
+    /// measure several targets one after another: a report each, and a curve each with --plot.
+    #[arg(long, required_unless_present_any = ["print_tokens", "issue", "compare"])]
+    pub url: Vec<String>,
+    /// What B costs over A (e.g. a gateway over going direct): --rounds rounds of A then B, each
+    /// run -d seconds after --warmup; prints each one's median req/s, p50 and p99, and B/A with its
+    /// range over the rounds.
+    #[arg(long, num_args = 2, value_names = ["URL_A", "URL_B"], conflicts_with_all = ["url", "issue"])]
+    pub compare: Vec<String>,
+    /// Rounds of --compare, each running A then B [default: 5].
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Write the latency distribution of the run as an SVG chart (HDR percentile curve, one curve
+    /// per target).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// The latency axis of --plot [default: log].
+    #[arg(long, value_enum)]
+    pub plot_scale: Option<PlotScale>,
     /// Skip certificate verification of an https target.
     #[arg(long, conflicts_with = "cacert")]
     pub insecure: bool,
@@ -175,8 +192,14 @@ pub enum Mode {
 /// Validated, ready-to-run settings.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The URL every request goes to.
-    pub url: Uri,
+    /// The URLs measured, one after another (with `compare_rounds`: A and B, interleaved).
+    pub targets: Vec<Uri>,
+    /// `--compare`: the rounds of A then B.
+    pub compare_rounds: Option<u32>,
+    /// Where to draw the latency chart.
+    pub plot: Option<PathBuf>,
+    /// Its latency axis.
+    pub plot_scale: PlotScale,
     /// Verify nothing about the server certificate.
     pub insecure: bool,
     /// Extra CA file.
@@ -275,7 +298,7 @@ impl BenchArgs {
                 form.append_pair("scope", s);
             }
             let refresh = self.refresh;
-            return self.finish(url, Mode::Issue(IssueSpec { basic, body: form.finish(), refresh }));
+            return self.finish(vec![url], Mode::Issue(IssueSpec { basic, body: form.finish(), refresh }));
         } else {
             if self.username.is_some() {
                 bail!("--username/--password are for --issue");
@@ -323,16 +346,36 @@ impl BenchArgs {
                 TokenSource::None
             }
         };
-        let url = match &self.url {
-            Some(u) => parse_url("--url", u)?,
-            None => Uri::from_static("http://127.0.0.1/"), // only with --print-tokens
-        };
-        self.finish(url, Mode::Validate(source))
+        let mut urls = Vec::with_capacity(self.url.len().max(2));
+        for u in &self.url {
+            urls.push(parse_url("--url", u)?);
+        }
+        for u in &self.compare {
+            urls.push(parse_url("--compare", u)?);
+        }
+        if urls.is_empty() {
+            urls.push(Uri::from_static("http://127.0.0.1/")); // only with --print-tokens
+        }
+        self.finish(urls, Mode::Validate(source))
     }
 
-    fn finish(&self, url: Uri, mode: Mode) -> anyhow::Result<Plan> {
-        if url.scheme() != Some(&Scheme::HTTPS) && (self.insecure || self.cacert.is_some()) {
+    fn finish(&self, targets: Vec<Uri>, mode: Mode) -> anyhow::Result<Plan> {
+        let https = targets.iter().any(|u| u.scheme() == Some(&Scheme::HTTPS));
+        if !https && (self.insecure || self.cacert.is_some()) {
             bail!("--insecure and --cacert apply to https:// targets only");
+        }
+        let compare_rounds = match (self.compare.is_empty(), self.rounds) {
+            (true, Some(_)) => bail!("--rounds counts the rounds of --compare: give --compare URL_A URL_B"),
+            (true, None) => None,
+            (false, Some(n)) if !(1..=1000).contains(&n) => bail!("--rounds must be between 1 and 1000"),
+            (false, n) => Some(n.unwrap_or(5)),
+        };
+        match (&self.plot, self.plot_scale) {
+            (None, Some(_)) => bail!("--plot-scale is the latency axis of --plot: give --plot FILE.svg"),
+            (Some(p), _) if p.file_name().is_none() => {
+                bail!("--plot {}: want a file name, e.g. latency.svg", p.display())
+            }
+            _ => {}
         }
         let mut headers = Vec::new();
         for h in &self.headers {
@@ -344,7 +387,10 @@ impl BenchArgs {
             headers.push((name, value));
         }
         Ok(Plan {
-            url,
+            targets,
+            compare_rounds,
+            plot: self.plot.clone(),
+            plot_scale: self.plot_scale.unwrap_or(PlotScale::Log),
             insecure: self.insecure,
             cacert: self.cacert.clone(),
             h2: self.h2,

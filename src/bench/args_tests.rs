@@ -24,7 +24,8 @@ fn defaults() {
     assert_eq!((p.connections, p.threads, p.h2, p.rate), (64, 1, false, None));
     assert_eq!((p.duration, p.warmup), (Duration::from_secs(10), Duration::from_secs(1)));
     assert_eq!(p.mode, Mode::Validate(TokenSource::None));
-    assert_eq!(p.url.path(), "/x");
+    assert_eq!(p.targets.iter().map(|u| u.path()).collect::<Vec<_>>(), ["/x"]);
+    assert_eq!((p.compare_rounds, p.plot, p.plot_scale), (None, None, PlotScale::Log));
 }
 
 #[test]
@@ -89,4 +90,40 @@ fn issue_mode_builds_the_form_and_basic_auth() {
         "--refresh needs a login"
     );
     assert!(parse("--url http://h/ --no-token --username u").is_err(), "--username needs --password");
+}
+
+#[test]
+fn several_urls_compare_and_plot() {
+    let p = plan("--url http://a/ --url https://b/x --no-token --plot out.svg --plot-scale linear").unwrap();
+    let urls: Vec<String> = p.targets.iter().map(ToString::to_string).collect();
+    assert_eq!(urls, ["http://a/", "https://b/x"]);
+    assert_eq!((p.plot.as_deref(), p.plot_scale), (Some(std::path::Path::new("out.svg")), PlotScale::Linear));
+
+    let p = plan("--compare http://a/ http://b/ --no-token").unwrap();
+    assert_eq!((p.targets.len(), p.compare_rounds), (2, Some(5)), "5 rounds by default");
+    assert_eq!(plan("--compare http://a/ http://b/ --no-token --rounds 2").unwrap().compare_rounds, Some(2));
+    // --insecure is fine when either side is https.
+    assert!(plan("--compare http://a/ https://b/ --no-token --insecure").is_ok());
+
+    for (args, want) in [
+        ("--compare http://a/ --no-token", "2 values"),
+        ("--compare http://a/ http://b/ http://c/ --no-token", "unexpected argument"),
+        ("--compare http://a/ http://b/ --url http://c/ --no-token", "cannot be used with"),
+        ("--compare http://a/ http://b/ --issue http://t/ --client-id a --client-secret b", "cannot be used with"),
+        ("--plot-scale cubic --url http://a/ --no-token --plot x.svg", "invalid value"),
+    ] {
+        let e = parse(args).err().unwrap_or_else(|| panic!("{args} parsed"));
+        assert!(e.contains(want), "{args}: {e}");
+    }
+    for (args, want) in [
+        ("--compare http://a/ ftp://b/ --no-token", "--compare: \"ftp://b/\" must start with http"),
+        ("--compare http://a/ http://b/ --no-token --rounds 0", "--rounds must be between 1 and 1000"),
+        ("--url http://a/ --no-token --rounds 3", "--rounds counts the rounds of --compare"),
+        ("--url http://a/ --no-token --plot-scale linear", "--plot-scale is the latency axis of --plot"),
+        ("--url http://a/ --no-token --plot /", "--plot /: want a file name"),
+        ("--url http://a/ --url ftp://b/ --no-token", "--url: \"ftp://b/\""),
+    ] {
+        let e = plan(args).unwrap_err();
+        assert!(e.contains(want), "{args}: {e}");
+    }
 }

@@ -1,36 +1,44 @@
 //! Opening connections: TCP with TCP_NODELAY, optional TLS (rustls; webpki roots, a CA file, or
-//! no verification), then an HTTP/1.1 or h2 client handshake whose driver runs as its own task.
+//! no verification), then our own HTTP/1.1 exchange ([`super::h1`]) or hyper's h2 client.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use http::header::HOST;
-use http::{HeaderValue, Method, Request, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use super::h1::{H1Conn, Io};
 
 use super::args::Plan;
 
 /// What makes connections: TLS settings and protocol, shared by every URL of a run.
 #[derive(Clone)]
 pub struct Connector {
+    /// Built once: roots or `--cacert` or no verification, ALPN for the protocol.
     tls: Arc<rustls::ClientConfig>,
+    /// HTTP/2 instead of HTTP/1.1.
     h2: bool,
+    /// Connect and TLS handshake timeout (and each request's, through its endpoints).
     timeout: Duration,
 }
 
 /// One URL, ready to connect to and build requests for.
 pub struct Endpoint {
+    /// Where to connect (brackets of an IPv6 literal removed).
     host: String,
+    /// The port to connect to (the scheme's default when the URL has none).
     port: u16,
+    /// The `Host` header of HTTP/1.1 requests.
     authority: HeaderValue,
+    /// HTTP/1.1: the origin-form target; h2: the absolute URI (for `:scheme` and `:authority`).
     uri: Uri,
+    /// https: the TLS settings and the name the certificate must carry.
     tls: Option<(tokio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    /// Hand requests to hyper's h2 client rather than write them as HTTP/1.1 bytes.
     h2: bool,
     /// Connect timeout, and the time a request gets to be answered in full.
     pub timeout: Duration,
@@ -38,27 +46,10 @@ pub struct Endpoint {
 
 /// A client handle on one open connection.
 pub enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    /// Our own HTTP/1.1 exchange in the connection's task (see [`super::h1`]).
+    H1(H1Conn),
+    /// hyper's h2 client; its connection driver runs as its own task.
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
-impl Sender {
-    /// Waits until the connection can take a request (fails when it has closed).
-    pub async fn ready(&mut self) -> hyper::Result<()> {
-        match self {
-            Sender::H1(s) => s.ready().await,
-            Sender::H2(s) => s.ready().await,
-        }
-    }
-
-    /// Sends one request and returns the response head.
-    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> hyper::Result<http::Response<Incoming>> {
-        self.ready().await?;
-        match self {
-            Sender::H1(s) => s.send_request(req).await,
-            Sender::H2(s) => s.send_request(req).await,
-        }
-    }
 }
 
 impl Connector {
@@ -114,14 +105,14 @@ impl Connector {
 }
 
 impl Endpoint {
-    /// Opens a connection (TCP_NODELAY, TLS when https) and starts its driver task.
+    /// Opens a connection (TCP_NODELAY, TLS when https); h2 starts its driver task.
     pub async fn connect(&self) -> anyhow::Result<Sender> {
         let tcp = tokio::time::timeout(self.timeout, TcpStream::connect((self.host.as_str(), self.port)))
             .await
             .context("connect timed out")??;
         tcp.set_nodelay(true)?;
-        match &self.tls {
-            None => handshake(tcp, self.h2).await,
+        let io = match &self.tls {
+            None => Io::Tcp(tcp),
             Some((connector, name)) => {
                 let tls = tokio::time::timeout(self.timeout, connector.connect(name.clone(), tcp))
                     .await
@@ -129,36 +120,33 @@ impl Endpoint {
                 if self.h2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
                     bail!("the server did not agree to h2 over ALPN");
                 }
-                handshake(tls, self.h2).await
+                Io::Tls(Box::new(tls))
             }
+        };
+        if !self.h2 {
+            return Ok(Sender::H1(H1Conn::new(io)));
         }
+        let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
+        tokio::spawn(conn);
+        Ok(Sender::H2(s))
     }
 
-    /// A request builder for this endpoint's URL.
+    /// Whether requests go out as h2 (built with [`Endpoint::request`]) rather than as bytes
+    /// from [`Endpoint::encode`].
+    pub fn is_h2(&self) -> bool {
+        self.h2
+    }
+
+    /// An h2 request builder for this endpoint's URL.
     pub fn request(&self, method: Method) -> http::request::Builder {
-        let b = Request::builder().method(method).uri(self.uri.clone());
-        if self.h2 {
-            b
-        } else {
-            b.header(HOST, self.authority.clone())
-        }
+        Request::builder().method(method).uri(self.uri.clone())
     }
-}
 
-async fn handshake<IO>(io: IO, h2: bool) -> anyhow::Result<Sender>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(io);
-    Ok(if h2 {
-        let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(conn);
-        Sender::H2(s)
-    } else {
-        let (s, conn) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(conn);
-        Sender::H1(s)
-    })
+    /// The bytes of an HTTP/1.1 request to this endpoint's URL.
+    pub fn encode(&self, method: &Method, headers: &[(HeaderName, HeaderValue)], body: &[u8]) -> Bytes {
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        super::h1::encode(method, target, &self.authority, headers, body)
+    }
 }
 
 /// Accepts any certificate (for `--insecure`), still checking handshake signatures.

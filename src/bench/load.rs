@@ -1,23 +1,23 @@
 //! The per-connection request loop, its statistics and the open-loop schedule.
 //!
-//! Each connection is one task that owns its TCP (or TLS) stream, one hyper HTTP/1.1 or h2
-//! client handle and its own statistics (an HDR histogram, status and error counts): nothing on
+//! Each connection is one task that owns its TCP (or TLS) stream, our HTTP/1.1 exchange or a
+//! hyper h2 client handle, and its own statistics (an HDR histogram, status and error counts): nothing on
 //! the hot path is shared except two relaxed atomic counters for the progress line. On any error
 //! the connection is dropped and a new one opened.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Method, Request};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 
 use super::conn::{Endpoint, Sender};
+use super::h1::Answer;
 
 /// Error kinds, in report order.
 pub const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "io", "no_access_token"];
@@ -30,8 +30,9 @@ const NO_TOKEN: usize = 3;
 pub struct ConnStats {
     /// Latency in microseconds of every counted response.
     pub hist: Histogram<u64>,
-    /// Responses by status code.
-    pub status: HashMap<u16, u64>,
+    /// Responses by status code: a short list searched in order (one or two codes in a run;
+    /// cheaper per request than hashing).
+    pub status: Vec<(u16, u64)>,
     /// Errors by kind, indexed like [`ERROR_KINDS`].
     pub errors: [u64; ERROR_KINDS.len()],
     /// New connections opened after the first one.
@@ -48,19 +49,20 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 impl ConnStats {
-    fn new() -> ConnStats {
-        ConnStats {
-            hist: histogram(),
-            status: HashMap::new(),
-            errors: [0; 4],
-            reconnects: 0,
-            unsent: 0,
-            first_error: None,
+    pub(super) fn new() -> ConnStats {
+        ConnStats { hist: histogram(), status: Vec::new(), errors: [0; 4], reconnects: 0, unsent: 0, first_error: None }
+    }
+
+    fn count_status(&mut self, status: u16) {
+        match self.status.iter_mut().find(|(c, _)| *c == status) {
+            Some((_, n)) => *n += 1,
+            None => self.status.push((status, 1)),
         }
     }
 }
 
 /// The token request of issuance mode.
+#[derive(Clone)]
 pub struct IssueRequest {
     /// `Authorization: Basic ...`, when a client id was given.
     pub basic: Option<HeaderValue>,
@@ -70,15 +72,65 @@ pub struct IssueRequest {
     pub refresh: bool,
 }
 
-/// Everything the connection tasks share (read-only, except the progress counters).
-pub struct Shared {
-    pub ep: Endpoint,
+/// What every request of a run carries, whatever the target: decided once per run (tokens are
+/// minted or fetched once, even when several targets are measured).
+#[derive(Clone)]
+pub struct Payload {
     /// `Bearer ...` values to cycle through (empty: no Authorization header).
     pub bearer: Vec<HeaderValue>,
     /// Issuance mode: what each token request sends.
     pub issue: Option<IssueRequest>,
+    /// `-H` headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Payload {
+    /// How many different requests cycle (one per bearer token).
+    fn variants(&self) -> usize {
+        if self.issue.is_some() {
+            1
+        } else {
+            self.bearer.len().max(1)
+        }
+    }
+
+    /// Method, headers and body of variant `idx`; `refresh` is the connection's last refresh token.
+    fn parts(&self, idx: usize, refresh: Option<&str>) -> (Method, Vec<(HeaderName, HeaderValue)>, Bytes) {
+        let mut headers = self.headers.clone();
+        let Some(issue) = &self.issue else {
+            if let Some(b) = self.bearer.get(idx) {
+                headers.push((AUTHORIZATION, b.clone()));
+            }
+            return (Method::GET, headers, Bytes::new());
+        };
+        headers.push((CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded")));
+        if let Some(v) = &issue.basic {
+            headers.push((AUTHORIZATION, v.clone()));
+        }
+        let body = match refresh {
+            Some(rt) => Bytes::from(
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", rt)
+                    .finish(),
+            ),
+            None => issue.body.clone(),
+        };
+        (Method::POST, headers, body)
+    }
+}
+
+/// Everything the connection tasks of one target share (read-only, except the progress counters).
+pub struct Shared {
+    /// The target.
+    pub ep: Endpoint,
+    /// What the requests carry.
+    pub payload: Payload,
+    /// HTTP/1.1: every request variant as bytes, encoded once before the run (empty for h2).
+    pub h1_requests: Vec<Bytes>,
+    /// `-c`: the open-loop schedule deals each request to one of them.
     pub connections: usize,
+    /// `--rate`: open loop at this many requests/s in total.
     pub rate: Option<f64>,
     /// Load starts (the open-loop schedule's origin).
     pub start: Instant,
@@ -90,6 +142,35 @@ pub struct Shared {
     pub done: AtomicU64,
     /// Errors so far (progress line only).
     pub failed: AtomicU64,
+}
+
+impl Shared {
+    /// The shared state of a run of `payload` against `ep`, starting now.
+    pub fn new(ep: Endpoint, payload: Payload, plan: &super::args::Plan) -> Shared {
+        let h1_requests = if ep.is_h2() {
+            Vec::new()
+        } else {
+            (0..payload.variants())
+                .map(|i| {
+                    let (m, h, b) = payload.parts(i, None);
+                    ep.encode(&m, &h, &b)
+                })
+                .collect()
+        };
+        let start = Instant::now();
+        Shared {
+            ep,
+            payload,
+            h1_requests,
+            connections: plan.connections,
+            rate: plan.rate,
+            start,
+            measure_from: start + plan.warmup,
+            end: start + plan.warmup + plan.duration,
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
 }
 
 /// When request `i` of connection `k` is due, after the start of an open-loop run: the run's
@@ -109,37 +190,6 @@ pub fn due_before(t: Duration, k: usize, conns: usize, rate: f64) -> u64 {
     }
 }
 
-impl Shared {
-    /// Request `seq` of connection `k`; `refresh` is the connection's last refresh token.
-    fn build(&self, seq: u64, k: usize, refresh: Option<&str>) -> anyhow::Result<Request<Full<Bytes>>> {
-        let (method, body) = match (&self.issue, refresh) {
-            (Some(_), Some(rt)) => {
-                let form = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", rt)
-                    .finish();
-                (Method::POST, Full::new(Bytes::from(form)))
-            }
-            (Some(issue), None) => (Method::POST, Full::new(issue.body.clone())),
-            (None, _) => (Method::GET, Full::new(Bytes::new())),
-        };
-        let mut b = self.ep.request(method);
-        for (n, v) in &self.headers {
-            b = b.header(n, v.clone());
-        }
-        if let Some(issue) = &self.issue {
-            b = b.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-            if let Some(v) = &issue.basic {
-                b = b.header(AUTHORIZATION, v.clone());
-            }
-        } else if !self.bearer.is_empty() {
-            let idx = (seq as usize).wrapping_add(k) % self.bearer.len();
-            b = b.header(AUTHORIZATION, self.bearer[idx].clone());
-        }
-        Ok(b.body(body)?)
-    }
-}
-
 /// One connection's loop until `shared.end`; returns its statistics.
 pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
     let s = &*shared;
@@ -147,7 +197,7 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
     let mut seq: u64 = 0;
     let mut sender: Option<Sender> = None;
     let mut opened = 0u64;
-    let refreshing = s.issue.as_ref().is_some_and(|i| i.refresh);
+    let refreshing = s.payload.issue.as_ref().is_some_and(|i| i.refresh);
     // Refresh mode: the token the next request presents (None: log in first, uncounted).
     let mut refresh_token: Option<String> = None;
     loop {
@@ -163,8 +213,7 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
             }
             None => Instant::now(),
         };
-        let now = Instant::now();
-        if now >= s.end {
+        if (s.rate.is_some() && Instant::now() >= s.end) || due >= s.end {
             if let Some(rate) = s.rate {
                 st.unsent = due_before(s.end - s.start, k, s.connections, rate).saturating_sub(seq);
             }
@@ -189,19 +238,15 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
                 }
             },
         };
-        if conn.ready().await.is_err() {
-            sender = None; // closed between requests (idle timeout, `Connection: close`)
-            continue;
-        }
-        let req = match s.build(seq, k, refresh_token.as_deref()) {
-            Ok(r) => r,
-            Err(_) => {
-                fail(s, &mut st, counted, IO);
-                break;
+        if let Sender::H2(h2) = conn {
+            if h2.ready().await.is_err() {
+                sender = None; // closed between requests (GOAWAY, idle timeout)
+                continue;
             }
-        };
+        }
+        let idx = (seq as usize).wrapping_add(k) % s.payload.variants();
         seq += 1;
-        let outcome = tokio::time::timeout(s.ep.timeout, exchange(conn, req, s.issue.is_some())).await;
+        let outcome = tokio::time::timeout(s.ep.timeout, exchange(s, conn, idx, refresh_token.as_deref())).await;
         let elapsed = due.elapsed();
         match outcome {
             Err(_) => {
@@ -213,7 +258,14 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
                 fail(s, &mut st, counted, IO);
                 sender = None;
             }
-            Ok(Ok((status, close, token_ok, next_refresh))) => {
+            Ok(Ok(answer)) => {
+                let (token_ok, next_refresh) = match &answer.body {
+                    Some(body) => (
+                        answer.status != 200 || super::tokens::access_token(body).is_some(),
+                        super::tokens::refresh_token(body),
+                    ),
+                    None => (true, None),
+                };
                 if refreshing {
                     // A failed refresh logs in again rather than repeating a spent token.
                     refresh_token = next_refresh;
@@ -221,12 +273,12 @@ pub async fn run_connection(shared: Arc<Shared>, k: usize) -> ConnStats {
                 s.done.fetch_add(1, Relaxed);
                 if counted {
                     st.hist.saturating_record((elapsed.as_micros() as u64).max(1));
-                    *st.status.entry(status).or_default() += 1;
+                    st.count_status(answer.status);
                     if !token_ok {
                         st.errors[NO_TOKEN] += 1;
                     }
                 }
-                if close {
+                if answer.close {
                     sender = None;
                 }
             }
@@ -243,26 +295,35 @@ fn fail(s: &Shared, st: &mut ConnStats, counted: bool, kind: usize) {
     }
 }
 
-/// Sends `req` and reads the whole answer: (status, connection closing, issuance success, the
-/// answer's refresh token).
-async fn exchange(
-    conn: &mut Sender,
-    req: Request<Full<Bytes>>,
-    issue: bool,
-) -> anyhow::Result<(u16, bool, bool, Option<String>)> {
-    let resp = conn.send(req).await?;
-    let status = resp.status().as_u16();
-    let close = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    let mut body = resp.into_body();
-    if issue {
-        let bytes = body.collect().await?.to_bytes();
-        let ok = status != 200 || super::tokens::access_token(&bytes).is_some();
-        return Ok((status, close, ok, super::tokens::refresh_token(&bytes)));
+/// Sends request variant `idx` (or a refresh grant presenting `refresh`) and reads the whole
+/// answer; the body is kept in issuance mode only.
+async fn exchange(s: &Shared, conn: &mut Sender, idx: usize, refresh: Option<&str>) -> anyhow::Result<Answer> {
+    let keep = s.payload.issue.is_some();
+    match conn {
+        Sender::H1(c) => Ok(match refresh {
+            None => c.exchange(&s.h1_requests[idx], keep).await?,
+            Some(_) => {
+                let (m, h, b) = s.payload.parts(idx, refresh);
+                c.exchange(&s.ep.encode(&m, &h, &b), keep).await?
+            }
+        }),
+        Sender::H2(h2) => {
+            let (method, headers, body) = s.payload.parts(idx, refresh);
+            let mut req = s.ep.request(method).body(Full::new(body))?;
+            req.headers_mut().extend(headers);
+            let resp = h2.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            if keep {
+                let bytes = body.collect().await?.to_bytes();
+                return Ok(Answer { status, close: false, body: Some(bytes.to_vec()) });
+            }
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            Ok(Answer { status, close: false, body: None })
+        }
     }
-    while let Some(frame) = body.frame().await {
-        frame?;
-    }
-    Ok((status, close, true, None))
 }
 
 #[cfg(test)]

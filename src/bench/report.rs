@@ -28,6 +28,8 @@ pub struct Report {
     pub reconnects: u64,
     /// Open loop: due requests never sent.
     pub unsent: u64,
+    /// The target (a curve's name in the chart, a side of a comparison).
+    pub url: String,
     /// One line describing the target and the load shape.
     pub label: String,
     /// The first error any connection saw.
@@ -36,7 +38,7 @@ pub struct Report {
 
 impl Report {
     /// Merges the connections' statistics.
-    pub fn merge(stats: Vec<ConnStats>, duration: Duration, label: String) -> Report {
+    pub fn merge(stats: Vec<ConnStats>, duration: Duration, url: String, label: String) -> Report {
         let mut r = Report {
             requests: 0,
             duration,
@@ -45,6 +47,7 @@ impl Report {
             errors: ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
             reconnects: 0,
             unsent: 0,
+            url,
             label,
             first_error: None,
         };
@@ -82,7 +85,8 @@ impl Report {
         self.status.iter().filter(|(c, _)| !(200..300).contains(*c)).map(|(_, n)| n).sum()
     }
 
-    fn q(&self, quantile: f64) -> u64 {
+    /// The latency at `quantile` (0..=1) in microseconds; 0 without any response.
+    pub fn q(&self, quantile: f64) -> u64 {
         if self.hist.is_empty() {
             0
         } else {
@@ -99,6 +103,7 @@ impl Report {
         let mean = if self.hist.is_empty() { 0.0 } else { self.hist.mean() };
         json!({
             "target": self.label,
+            "url": self.url,
             "requests": self.requests,
             "duration_secs": self.duration.as_secs_f64(),
             "rps": self.rps(),
@@ -206,14 +211,14 @@ mod tests {
         for l in lat {
             hist.record(*l).unwrap();
         }
-        ConnStats { hist, status: codes.iter().copied().collect(), errors, reconnects: 1, unsent: 0, first_error: None }
+        ConnStats { hist, status: codes.to_vec(), errors, reconnects: 1, unsent: 0, first_error: None }
     }
 
     #[test]
     fn merged_report_json_shape() {
         let a = stats(&[100, 200, 300], &[(200, 3)], [1, 0, 2, 0]);
         let b = stats(&[1000], &[(200, 1), (401, 2)], [0, 1, 0, 0]);
-        let r = Report::merge(vec![a, b], Duration::from_secs(2), "t".into());
+        let r = Report::merge(vec![a, b], Duration::from_secs(2), "u".into(), "t".into());
         let j = r.to_json();
         assert_eq!(j["requests"], 6);
         assert_eq!(j["duration_secs"], 2.0);
@@ -239,7 +244,7 @@ mod tests {
 
     #[test]
     fn empty_report_has_zeroes_not_panics() {
-        let r = Report::merge(vec![], Duration::ZERO, "t".into());
+        let r = Report::merge(vec![], Duration::ZERO, "u".into(), "t".into());
         let j = r.to_json();
         assert_eq!((j["requests"].as_u64(), j["rps"].as_f64()), (Some(0), Some(0.0)));
         assert_eq!(j["latency_us"]["max"], 0);

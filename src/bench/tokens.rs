@@ -5,10 +5,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http::HeaderValue;
-use http_body_util::BodyExt;
 
 use super::args::{MintSpec, TokenSource};
-use super::conn::Connector;
+use super::conn::{Connector, Sender};
 use crate::auth::jwt::{self, ACCESS_TOKEN_TYP};
 use crate::auth::keys::SigningKey;
 
@@ -86,20 +85,21 @@ pub async fn load(source: &TokenSource, connector: &Connector) -> anyhow::Result
             }
             let auth = super::args::basic(client_id, client_secret);
             let ep = connector.http1().for_url(url.clone())?;
-            let mut sender = ep.connect().await.with_context(|| format!("connecting to {url}"))?;
-            let req = ep
-                .request(http::Method::POST)
-                .header(http::header::AUTHORIZATION, HeaderValue::from_str(&auth)?)
-                .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(http_body_util::Full::new(Bytes::from(form.finish())))?;
-            let resp = tokio::time::timeout(ep.timeout, sender.send(req))
+            let Sender::H1(mut conn) = ep.connect().await.with_context(|| format!("connecting to {url}"))? else {
+                bail!("the token endpoint is asked over HTTP/1.1");
+            };
+            let headers = [
+                (http::header::AUTHORIZATION, HeaderValue::from_str(&auth)?),
+                (http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded")),
+            ];
+            let req = ep.encode(&http::Method::POST, &headers, form.finish().as_bytes());
+            let answer = tokio::time::timeout(ep.timeout, conn.exchange(&req, true))
                 .await
                 .context("token endpoint timed out")?
                 .with_context(|| format!("token request to {url}"))?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await?.to_bytes();
+            let (status, body) = (answer.status, answer.body.unwrap_or_default());
             match access_token(&body) {
-                Some(t) if status == http::StatusCode::OK => Ok(vec![t]),
+                Some(t) if status == 200 => Ok(vec![t]),
                 _ => bail!("token endpoint {url} answered {status} without an access_token"),
             }
         }
