@@ -6,8 +6,17 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use http::uri::{Scheme, Uri};
 
-use super::plot::PlotScale;
 use crate::config::RsaAlg;
+
+/// The latency axis of `--plot` (here, not in `plot`: the command line is read before any
+/// chart is drawn, and `plot` depends on the reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlotScale {
+    /// Decades equally spaced: a p50 of 100 µs and a p99.99 of 50 ms both readable.
+    Log,
+    /// Proportional, from zero.
+    Linear,
+}
 
 /// Command-line arguments of `tokengate bench`.
 ///

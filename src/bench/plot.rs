@@ -12,16 +12,8 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+pub use super::args::PlotScale;
 use super::report::micros;
-
-/// The latency axis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PlotScale {
-    /// Decades equally spaced: a p50 of 100 µs and a p99.99 of 50 ms both readable.
-    Log,
-    /// Proportional, from zero.
-    Linear,
-}
 
 /// One target's curve.
 pub struct Curve {

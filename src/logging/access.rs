@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{TimedBuffer, FLUSH_EVERY};
+use super::buffer::{TimedBuffer, FLUSH_EVERY};
 use crate::config::LogFormat;
 
 /// One request as the access log records it.
