@@ -10,7 +10,8 @@
 #   -a  token algorithm (default RS256)     -u  a distinct token per request, verified-token cache off
 #   -l  access log on (level info, json, to a file; its writer thread is counted too)
 #   -g  the route's upstream is a group of three endpoints (127.0.0.1, .2 and .3, round robin)
-#       instead of one URL: what balancing costs per request
+#       instead of one URL: what balancing costs per request (RETRIES=N sets the group's
+#       `retries`; RETRIES=0 shows what keeping a request for a retry costs)
 #   -q  a per-caller quota on the route that never triggers (100000/s, one caller): `local`
 #       counts in memory; `shared` counts on a Redis started here (redis-server) with the default
 #       allowance, `lease10` with `lease = 10` (Redis's own instructions are not counted)
@@ -111,7 +112,7 @@ $state
 [log]
 $([ "$log" = 1 ] && printf 'level = "info"\nformat = "json"\nfile = "%s/access.log"' "$dir" || echo 'level = "warn"')
 $tracing
-$([ "$group" = 1 ] && printf '[[upstreams]]\nname = "three"\nendpoints = ["http://127.0.0.1:%s", "http://127.0.0.2:%s", "http://127.0.0.3:%s"]' $port $port $port)
+$([ "$group" = 1 ] && printf '[[upstreams]]\nname = "three"\nendpoints = ["http://127.0.0.1:%s", "http://127.0.0.2:%s", "http://127.0.0.3:%s"]\n%s' $port $port $port "${RETRIES:+retries = $RETRIES}")
 [[routes]]
 prefix = "/"
 upstream = "$([ "$group" = 1 ] && echo three || echo "http://127.0.0.1:$port")"

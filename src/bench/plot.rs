@@ -60,7 +60,7 @@ const H: f64 = 600.0;
 /// Plot area: left, top, right, bottom edges.
 const L: f64 = 90.0;
 const T: f64 = 70.0;
-const R: f64 = W - 30.0;
+const R: f64 = W - 50.0;
 const B: f64 = H - 70.0;
 
 /// "0%", "90%", "99%", "99.9%"... for x = 0, 1, 2, 3...
@@ -173,12 +173,15 @@ pub fn svg(subtitle: &str, curves: &[Curve], scale: PlotScale) -> String {
     let (min, max) = all().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let y = YAxis::new(scale, if min.is_finite() { min } else { 1.0 }, max);
     let x_px = |x: f64| L + x.min(decades as f64) / decades as f64 * (R - L);
+    // The legend sits under the chart, one line per curve.
+    let legend_h = 22.0 * curves.len() as f64 + 10.0;
+    let height = H + legend_h + 10.0;
     let mut o = String::with_capacity(16 * 1024);
     let _ = writeln!(
         o,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="13">"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="13">"##
     );
-    let _ = writeln!(o, r##"<rect width="{W}" height="{H}" fill="white"/>"##);
+    let _ = writeln!(o, r##"<rect width="{W}" height="{height}" fill="white"/>"##);
     let _ = writeln!(
         o,
         r##"<text class="title" x="{}" y="28" text-anchor="middle" font-size="18" font-weight="bold">tokengate bench: latency by percentile</text>"##,
@@ -228,7 +231,7 @@ pub fn svg(subtitle: &str, curves: &[Curve], scale: PlotScale) -> String {
         r##"<text class="y-title" x="20" y="{0}" text-anchor="middle" transform="rotate(-90 20 {0})">{y_title}</text>"##,
         (T + B) / 2.0
     );
-    // Curves, then the legend over them (top left: the curves rise to the right).
+    // Curves, then the legend under the chart: inside it, it hid the tail of the slower curve.
     for (i, c) in curves.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let pts: Vec<String> = c.points.iter().map(|(x, v)| format!("{:.1},{:.1}", x_px(*x), y.px(*v))).collect();
@@ -239,18 +242,17 @@ pub fn svg(subtitle: &str, curves: &[Curve], scale: PlotScale) -> String {
             pts.join(" ")
         );
     }
-    let legend_h = 22.0 * curves.len() as f64 + 10.0;
     let _ = writeln!(o, r##"<g class="legend">"##);
     let _ = writeln!(
         o,
         r##"<rect x="{}" y="{}" width="{}" height="{legend_h}" fill="white" fill-opacity="0.9" stroke="#999"/>"##,
-        L + 10.0,
-        T + 10.0,
-        (R - L) * 0.75
+        L,
+        H,
+        R - L
     );
     for (i, c) in curves.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let ly = T + 28.0 + 22.0 * i as f64;
+        let ly = H + 18.0 + 22.0 * i as f64;
         let _ = writeln!(
             o,
             r##"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="3"/><text x="{}" y="{}">{}  ({})</text>"##,
