@@ -348,13 +348,17 @@ pub trait Store: Send + Sync + 'static {
     /// `client_id` must equal the family's client, else [`Rotation::Invalid`] with no change (a
     /// client cannot revoke another's family by replaying its token). Expiry (absolute, idle) is
     /// checked against `now`.
+    ///
+    /// Both backends implement only [`Store::rotate_with_grace`]; this is it without a grace.
     fn rotate(
         &self,
         presented: &TokenHash,
         next: &TokenHash,
         client_id: &str,
         now: u64,
-    ) -> Result<Rotation, StoreError>;
+    ) -> Result<Rotation, StoreError> {
+        self.rotate_with_grace(presented, next, client_id, &Grace::default(), now)
+    }
 
     /// [`Store::rotate`] with a reuse grace: `presented` that is not current but is the token
     /// the family's latest rotation replaced, at most `grace.secs` after that rotation, of a
@@ -364,19 +368,14 @@ pub trait Store: Send + Sync + 'static {
     /// earlier token, a retry past the window or with another key is reuse, as in `rotate`.
     /// Atomic like `rotate`: of N concurrent retries each in turn replaces the current token,
     /// so exactly the last one's `next` stays current.
-    ///
-    /// The default ignores the grace (every retry is reuse): safe for a backend that does not
-    /// remember which token a rotation replaced.
     fn rotate_with_grace(
         &self,
         presented: &TokenHash,
         next: &TokenHash,
         client_id: &str,
-        _grace: &Grace<'_>,
+        grace: &Grace<'_>,
         now: u64,
-    ) -> Result<Rotation, StoreError> {
-        self.rotate(presented, next, client_id, now)
-    }
+    ) -> Result<Rotation, StoreError>;
 
     /// The live family whose CURRENT token is `presented` (for introspection), None otherwise.
     fn current_family(&self, presented: &TokenHash, now: u64) -> Result<Option<Family>, StoreError>;

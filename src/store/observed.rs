@@ -84,16 +84,6 @@ impl Store for Observed {
         self.timed("create_family", |s| s.create_family(family, token))
     }
 
-    fn rotate(
-        &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        client_id: &str,
-        now: u64,
-    ) -> Result<Rotation, StoreError> {
-        self.timed("rotate", |s| s.rotate(presented, next, client_id, now))
-    }
-
     fn rotate_with_grace(
         &self,
         presented: &TokenHash,

@@ -260,16 +260,6 @@ impl Store for RedbStore {
         txn.commit().map_err(db_err)
     }
 
-    fn rotate(
-        &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        client_id: &str,
-        now: u64,
-    ) -> Result<Rotation, StoreError> {
-        self.rotate_with_grace(presented, next, client_id, &Grace::default(), now)
-    }
-
     fn rotate_with_grace(
         &self,
         presented: &TokenHash,

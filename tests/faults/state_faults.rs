@@ -222,16 +222,23 @@ impl FailingStore {
 
 mod failing_store_impl {
     use super::FailingStore;
-    use tokengate::store::{Family, LockState, LockoutPolicy, Rotation, Store, StoreError, TokenHash};
+    use tokengate::store::{Family, Grace, LockState, LockoutPolicy, Rotation, Store, StoreError, TokenHash};
 
     impl Store for FailingStore {
         fn create_family(&self, f: &Family, t: &TokenHash) -> Result<(), StoreError> {
             self.check()?;
             self.inner.create_family(f, t)
         }
-        fn rotate(&self, p: &TokenHash, n: &TokenHash, c: &str, now: u64) -> Result<Rotation, StoreError> {
+        fn rotate_with_grace(
+            &self,
+            p: &TokenHash,
+            n: &TokenHash,
+            c: &str,
+            grace: &Grace<'_>,
+            now: u64,
+        ) -> Result<Rotation, StoreError> {
             self.check()?;
-            self.inner.rotate(p, n, c, now)
+            self.inner.rotate_with_grace(p, n, c, grace, now)
         }
         fn current_family(&self, p: &TokenHash, now: u64) -> Result<Option<Family>, StoreError> {
             self.inner.current_family(p, now)

@@ -384,16 +384,6 @@ impl Store for RedisStore {
         })
     }
 
-    fn rotate(
-        &self,
-        presented: &TokenHash,
-        next: &TokenHash,
-        client_id: &str,
-        now: u64,
-    ) -> Result<Rotation, StoreError> {
-        self.rotate_with_grace(presented, next, client_id, &Grace::default(), now)
-    }
-
     fn rotate_with_grace(
         &self,
         presented: &TokenHash,
