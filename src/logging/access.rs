@@ -107,6 +107,10 @@ impl Drop for Stop {
 /// Starts the flusher writing to `dest` and routes access lines to it; `None` when already
 /// installed (a second `init` in tests).
 pub(super) fn install(format: LogFormat, cap_lines: usize, dest: TimedBuffer) -> Option<Stop> {
+    // Before the flusher is spawned: a second one would drain the first sink's buffers too.
+    if SINK.get().is_some() {
+        return None;
+    }
     let (done_tx, done) = mpsc::channel();
     let mut dest = dest;
     let flusher = std::thread::Builder::new()
